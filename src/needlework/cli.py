@@ -1,0 +1,143 @@
+"""The ``needlework`` command: one verb per pipeline stage.
+
+Each verb's handler lives in its stage package (``<stage>/cli.py``) so this file only declares
+arguments. User errors print one line and exit 2; anything else is a bug and shows a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from needlework import __version__
+from needlework.errors import UserError
+
+# verb -> "module:function" taking the parsed args and returning an exit code.
+HANDLERS = {
+    "generate": "needlework.datagen.cli:generate_cmd",
+    "inspect": "needlework.datagen.cli:inspect_cmd",
+    "train": "needlework.training.cli:train_cmd",
+    "eval": "needlework.evaluation.cli:eval_cmd",
+    "report": "needlework.reporting.cli:report_cmd",
+    "run": "needlework.experiment:run_cmd",
+    "demo": "needlework.demo:demo_cmd",
+    "ls": "needlework.cli:ls_cmd",
+    "validate": "needlework.cli:validate_cmd",
+}
+
+# A config file's kind is told by a top-level key only that kind has.
+CONFIG_KINDS = (
+    ("generator", "needlework.datagen.pipeline:GenerateConfig"),
+    ("trainer", "needlework.training.config:TrainConfig"),
+    ("benchmarks", "needlework.evaluation.runner:EvalConfig"),
+    ("variants", "needlework.experiment:RecipeConfig"),
+)
+
+
+def _load(target: str):
+    module, attr = target.split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="needlework", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"needlework {__version__}")
+    sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    def cfg_verb(name: str, help: str) -> argparse.ArgumentParser:
+        s = sub.add_parser(name, help=help, description=help)
+        s.add_argument("--config", required=name != "eval", metavar="FILE", help="YAML config")
+        s.add_argument("overrides", nargs="*", metavar="key=value",
+                       help="dotted overrides, e.g. generator.num_dicts=40 seed=1")
+        return s
+
+    g = cfg_verb("generate", "Generate synthetic retrieval datasets.")
+    g.add_argument("--shard", metavar="I/N", help="write only shard I of N (0-based)")
+    g.add_argument("--num-samples", type=int, metavar="N",
+                   help="override every split's sample count (quick dry runs)")
+    g.add_argument("--no-progress", action="store_true")
+
+    i = sub.add_parser("inspect", help="Summarise a generated dataset file or folder.")
+    i.add_argument("data", metavar="DATA")
+
+    t = cfg_verb("train", "Finetune a model (TRL/PEFT locally, or the OpenAI API).")
+    t.add_argument("--resume", action="store_true", help="resume from the last checkpoint")
+
+    e = cfg_verb("eval", "Evaluate a model on long-context or general benchmarks.")
+    e.add_argument("--model", metavar="BACKEND:PATH", help="short form, e.g. hf:./model")
+    e.add_argument("--benchmark", action="append", metavar="NAME",
+                   help="short form; repeatable (mdqa, flenqa, kv_retrieval, niah)")
+    e.add_argument("--suite", choices=["general"], help="lm-evaluation-harness general suite")
+    e.add_argument("--limit", type=int, metavar="N", help="only the first N samples")
+    e.add_argument("--out", metavar="DIR", help="run folder (default runs/<time>-<bench>-<model>)")
+
+    r = sub.add_parser("report", help="Compare run folders: markdown, CSV, PNG plots.")
+    r.add_argument("runs", nargs="+", metavar="RUN")
+    r.add_argument("--out", default="report", metavar="DIR")
+    r.add_argument("--html", action="store_true", help="also write an HTML page with samples")
+
+    x = sub.add_parser("run", help="Run a whole experiment recipe (resumable).")
+    x.add_argument("recipe", metavar="RECIPE")
+    x.add_argument("overrides", nargs="*", metavar="key=value")
+    x.add_argument("--dry-run", action="store_true", help="print the steps, run nothing")
+
+    d = sub.add_parser("demo", help="Tiny end-to-end run on CPU (make demo).")
+    d.add_argument("--out", default="demo_out", metavar="DIR")
+
+    sub.add_parser("ls", help="List registered generators, trainers, backends, benchmarks.")
+    v = sub.add_parser("validate", help="Load and check config files without running them.")
+    v.add_argument("files", nargs="+", metavar="FILE")
+    return p
+
+
+def ls_cmd(args: argparse.Namespace) -> int:
+    from needlework.registry import ALL
+
+    for kind, registry in ALL.items():
+        print(f"{kind}:")
+        for name, cls in registry.items():
+            doc = (cls.__doc__ or "").strip().splitlines()
+            print(f"  {name:<24} {doc[0] if doc else ''}")
+    return 0
+
+
+def config_class_for(path: str):
+    """The top-level config class of a YAML file, told by its distinctive key."""
+    from needlework.config import read_yaml
+    from needlework.errors import ConfigError
+
+    data = read_yaml(path)
+    for key, target in CONFIG_KINDS:
+        if key in data:
+            return _load(target), data
+    keys = ", ".join(k for k, _ in CONFIG_KINDS)
+    raise ConfigError(f"cannot tell the config kind: expected one of the top-level keys {keys}",
+                      source=path)
+
+
+def validate_cmd(args: argparse.Namespace) -> int:
+    from needlework.config import load_config
+
+    for path in args.files:
+        cls, data = config_class_for(path)
+        load_config(cls, path, data=data)
+        print(f"ok  {path}  ({cls.__name__})")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(_load(HANDLERS[args.verb])(args) or 0)
+    except UserError as exc:
+        print(f"needlework {args.verb}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"needlework {args.verb}: interrupted; finished outputs are kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

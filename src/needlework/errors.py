@@ -1,0 +1,26 @@
+"""User-facing errors: the CLI prints them as one line and exits 2, never a traceback."""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """Bad input from the user (config, data file, path, environment).
+
+    The message must name the file and/or field and say what was expected.
+    """
+
+    exit_code = 2
+
+
+class ConfigError(UserError):
+    """A config file or override is malformed or inconsistent."""
+
+    def __init__(self, message: str, *, source: str | None = None, field: str | None = None):
+        self.source = source
+        self.field = field
+        where = ": ".join(p for p in (source, f"field '{field}'" if field else None) if p)
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class DataError(UserError):
+    """A data file is malformed (bad JSON, missing field, wrong type)."""

@@ -1,0 +1,1 @@
+"""Stage 3: evaluation. Importing this package registers every benchmark."""

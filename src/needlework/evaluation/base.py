@@ -1,0 +1,32 @@
+"""The benchmark contract: samples in, per-sample scores out; aggregation lives in the runner."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol
+
+from needlework.records import Sample
+
+
+class Benchmark(Protocol):
+    """A registered frozen dataclass (``@benchmarks.register("mdqa")``) with these members.
+
+    ``group_by`` names ``Sample.meta`` fields the runner breaks metrics down by (a field, never a
+    metric name); ``primary_metric`` is the score reports plot.
+    """
+
+    group_by: tuple[str, ...]
+    primary_metric: str
+    max_new_tokens: int
+
+    def label(self) -> str:
+        """Run-folder label: the registry name plus the variant, e.g. ``flenqa_cot``."""
+        ...
+
+    def samples(self) -> Iterator[Sample]:
+        """Deterministic samples (same config, same order, same text)."""
+        ...
+
+    def score(self, sample: Sample, output: str) -> dict[str, float]:
+        """Per-sample scores from pure metric functions in ``evaluation/metrics.py``."""
+        ...

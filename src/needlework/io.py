@@ -1,0 +1,124 @@
+"""Plain-file plumbing shared by every stage: JSONL in/out, atomic writes, run metadata.
+
+Outputs are written to a temporary file in the destination folder and renamed into place, so a
+crash or Ctrl-C never leaves a half-written file under the final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from needlework.errors import DataError, UserError
+
+
+def dumps(row: Any) -> str:
+    """One canonical JSON line: stable across runs so equal data gives equal bytes."""
+    return json.dumps(row, ensure_ascii=False, separators=(", ", ": "))
+
+
+def _open_text(path: Path) -> IO[str]:
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8")
+    return path.open("r", encoding="utf-8")
+
+
+def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
+    """Yield JSON objects from a ``.jsonl`` or ``.jsonl.gz`` file; errors name file and line."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: file not found (expected JSON lines)")
+    with _open_text(p) as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{p}:{lineno}: invalid JSON ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{p}:{lineno}: expected a JSON object, got "
+                                f"{type(row).__name__}")
+            yield row
+
+
+def require(row: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    """Fetch ``row[key]`` checking its type; ``where`` is ``"file:line"`` for the error."""
+    if key not in row:
+        raise DataError(f"{where}: missing field '{key}'")
+    value = row[key]
+    if not isinstance(value, kind):
+        names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+        raise DataError(f"{where}: field '{key}' should be {names}, got {type(value).__name__}")
+    return value
+
+
+def ensure_writable_dir(path: str | Path) -> Path:
+    """Create ``path`` (a folder) or fail with a one-line error before any work starts."""
+    p = Path(path)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{p}: cannot create output folder ({exc.strerror})") from None
+    if not os.access(p, os.W_OK):
+        raise UserError(f"{p}: output folder is not writable")
+    return p
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
+    """Write to a temp file beside ``path``; rename over it only if the block succeeds."""
+    p = Path(path)
+    ensure_writable_dir(p.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
+    """Stream rows into ``path`` atomically; returns the number of rows written."""
+    n = 0
+    with atomic_write(path) as fh:
+        for row in rows:
+            fh.write(dumps(row) + "\n")
+            n += 1
+    return n
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Pretty JSON, atomically."""
+    with atomic_write(path) as fh:
+        json.dump(obj, fh, ensure_ascii=False, indent=2)
+        fh.write("\n")
+
+
+def write_text(path: str | Path, text: str) -> None:
+    with atomic_write(path) as fh:
+        fh.write(text)
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

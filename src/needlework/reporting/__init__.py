@@ -1,0 +1,1 @@
+"""Stage 4: reports (tables, plots) built from run folders."""

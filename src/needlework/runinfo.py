@@ -1,0 +1,53 @@
+"""What every run writes next to its results: the resolved config and the versions behind it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from needlework import __version__
+from needlework.config import dump_yaml
+from needlework.io import write_json, write_text
+
+TRACKED = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "tokenizers",
+           "tiktoken", "mistral-common", "sentencepiece", "lm-eval", "vllm", "openai", "numpy")
+
+
+def versions() -> dict[str, str]:
+    """Installed versions of the libraries whose behaviour shapes results."""
+    out = {"needlework": __version__, "python": platform.python_version()}
+    for name in TRACKED:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def git_revision() -> str | None:
+    """The needlework checkout's commit, when run from a git clone."""
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
+                             capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return rev.stdout.strip() or None
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def write_run_info(out_dir: str | Path, config: Any, **extra: Any) -> dict[str, Any]:
+    """Write ``config.yaml`` (resolved) and ``run.json`` (versions, git, command, extras)."""
+    out = Path(out_dir)
+    write_text(out / "config.yaml", dump_yaml(config))
+    info = {"needlework_version": __version__, "git_revision": git_revision(),
+            "command": sys.argv, "started": now(), "versions": versions(), **extra}
+    write_json(out / "run.json", info)
+    return info

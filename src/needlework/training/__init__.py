@@ -1,0 +1,1 @@
+"""Stage 2: finetuning. Importing this package registers every training backend."""

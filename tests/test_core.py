@@ -1,0 +1,115 @@
+"""Config loader, registry and atomic IO: the plumbing every stage relies on."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Literal
+
+import pytest
+
+from needlework.config import dump_yaml, field_docs, load_config
+from needlework.errors import ConfigError, DataError
+from needlework.io import atomic_write, read_jsonl, write_jsonl
+from needlework.registry import Registry
+
+units: Registry = Registry("widget", "needlework")
+
+
+@units.register("round_widget")
+@dataclass(frozen=True)
+class RoundWidget:
+    """A test unit."""
+
+    radius: int = 3
+    """Radius in cm."""
+
+
+@dataclass(frozen=True)
+class Inner:
+    lo_hi: tuple[int, int] = (3, 4)
+
+    def __post_init__(self):
+        if self.lo_hi[0] > self.lo_hi[1]:
+            raise ValueError(f"lo_hi: lower bound {self.lo_hi[0]} exceeds upper {self.lo_hi[1]}")
+
+
+@dataclass(frozen=True)
+class Top:
+    widget: Annotated[RoundWidget, units]
+    out: Path = Path("x")
+    mode: Literal["a", "b"] = "a"
+    seeds: list[int] = field(default_factory=lambda: [0])
+    inner: Inner = field(default_factory=Inner)
+    rate: float = 1.0
+    note: str | None = None
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_load_nested_units_and_overrides(tmp_path):
+    p = write(tmp_path, "widget: {name: round_widget, radius: 5}\nseeds: [1, 2]\n")
+    cfg = load_config(Top, p, ["widget.radius=7", "inner.lo_hi=[2,9]", "rate=3", "mode=b"])
+    assert cfg.widget == RoundWidget(radius=7)
+    assert cfg.inner.lo_hi == (2, 9) and cfg.rate == 3.0 and cfg.mode == "b"
+    assert cfg.seeds == [1, 2]
+    assert "name: round_widget" in dump_yaml(cfg)
+    again = load_config(Top, data=__import__("yaml").safe_load(dump_yaml(cfg)))
+    assert again == cfg
+
+
+@pytest.mark.parametrize(
+    "text, overrides, needle",
+    [
+        ("widget: round_widget\nbogus: 1\n", [], "unknown key(s) 'bogus'"),
+        ("widget: {name: square_widget}\n", [], "unknown widget 'square_widget'"),
+        ("widget: round_widget\n", ["widget.radius=abc"], "field 'widget.radius': expected int"),
+        ("widget: round_widget\n", ["inner.lo_hi=[5,3]"], "field 'inner.lo_hi': lower bound"),
+        ("widget: round_widget\n", ["mode=c"], "expected one of 'a', 'b'"),
+        ("seeds: [1]\n", [], "field 'widget': is required"),
+        ("widget: [\n", [], "invalid YAML"),
+        ("widget: round_widget\n", ["rate"], "not of the form"),
+    ],
+)
+def test_config_errors_name_file_and_field(tmp_path, text, overrides, needle):
+    p = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(Top, p, overrides)
+    assert needle in str(info.value)
+    assert "\n" not in str(info.value)
+    if "YAML" not in needle and "form" not in needle:
+        assert str(p) in str(info.value)
+
+
+def test_field_docs_read_attribute_docstrings():
+    assert field_docs(RoundWidget) == {"radius": "Radius in cm."}
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out.jsonl"
+
+    def rows():
+        yield {"a": 1}
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_jsonl(target, rows())
+    assert list(tmp_path.iterdir()) == []
+    write_jsonl(target, [{"a": 1}, {"b": "é"}])
+    assert [r for r in read_jsonl(target)] == [{"a": 1}, {"b": "é"}]
+    with atomic_write(target) as fh:
+        fh.write("{bad json\n")
+    with pytest.raises(DataError, match=r"out.jsonl:1: invalid JSON"):
+        list(read_jsonl(target))
+
+
+def test_network_guard_blocks_non_loopback():
+    s = socket.socket()
+    with pytest.raises(RuntimeError, match="network"):
+        s.connect(("8.8.8.8", 53))
+    s.close()
