@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("runs", nargs="+", metavar="RUN")
     r.add_argument("--out", default="report", metavar="DIR")
     r.add_argument("--html", action="store_true", help="also write an HTML page with samples")
+    r.add_argument("--baseline", metavar="LABEL",
+                   help="variant the deltas are taken against (default: 'base', else the first)")
 
     x = sub.add_parser("run", help="Run a whole experiment recipe (resumable).")
     x.add_argument("recipe", metavar="RECIPE")

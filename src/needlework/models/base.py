@@ -1,10 +1,27 @@
-"""The inference-backend contract shared by every stage that needs a model."""
+"""The inference-backend contract shared by every stage that needs a model.
+
+Required: ``generate`` and ``describe``. Optional members the runner looks for (duck-typed, so a
+backend only grows what it needs):
+
+* ``generate_iter(conversations, *, max_new_tokens)`` yields ``(index, text)`` as results finish
+  (any order). The runner then saves each finished batch/request at once instead of waiting for a
+  whole call, so a crash loses nothing that was finished (``hf``, ``vllm``, ``openai``).
+* ``uses_answers`` (bool): when true the runner passes ``answers=`` (each sample's accepted answers,
+  aligned with ``conversations``) to ``generate``. Only the ``scripted`` backend's ``gold`` mode
+  sets it; real models never see answers.
+* ``usage()`` returns cumulative counters (``requests``, ``prompt_tokens``, ``completion_tokens``,
+  ``retries``...) that the runner records in ``run.json``.
+
+A prompt that does not fit the model's context is never truncated: the backend raises
+:class:`PromptTooLongError` before generating anything for the call.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Protocol
 
+from needlework.errors import UserError
 from needlework.records import Message
 
 
@@ -23,3 +40,60 @@ class ChatModel(Protocol):
     def describe(self) -> str:
         """A short id for run folders and reports, e.g. ``hf:mistral-7b-instruct-v0.1``."""
         ...
+
+
+class PromptTooLongError(UserError):
+    """One or more prompts (plus the tokens to generate) exceed the model's context.
+
+    ``items`` holds ``(index, prompt_tokens)`` with indices into the conversations of the call;
+    ``prompt_tokens`` is ``None`` when only the server knows (an API's context-length error).
+    The runner maps indices to sample ids and either aborts or records the samples as skipped.
+    """
+
+    def __init__(self, items: Sequence[tuple[int, int | None]], *, limit: int | None,
+                 max_new_tokens: int, model: str, detail: str = ""):
+        self.items = [(int(i), n) for i, n in items]
+        self.limit = limit
+        self.max_new_tokens = max_new_tokens
+        self.model = model
+        self.detail = detail
+        super().__init__(self.describe_item(0) + (
+            f" (and {len(self.items) - 1} more)" if len(self.items) > 1 else ""))
+
+    def describe_item(self, k: int, name: str | None = None) -> str:
+        """One line for the k-th offending prompt, naming it ``name`` (default: its index)."""
+        index, tokens = self.items[k]
+        who = name if name is not None else f"prompt #{index}"
+        if tokens is None:
+            return f"{who} does not fit the context of {self.model}: {self.detail}"
+        return (f"{who} has {tokens} tokens + {self.max_new_tokens} new tokens, over the "
+                f"{self.limit}-token context of {self.model} (prompts are never truncated)")
+
+    def shifted(self, offset: int) -> PromptTooLongError:
+        """The same error with indices moved by ``offset`` (a chunk inside a larger call)."""
+        return PromptTooLongError([(i + offset, n) for i, n in self.items], limit=self.limit,
+                                  max_new_tokens=self.max_new_tokens, model=self.model,
+                                  detail=self.detail)
+
+
+def check_prompt_lengths(lengths: Sequence[int], *, limit: int | None, max_new_tokens: int,
+                         model: str) -> None:
+    """Raise :class:`PromptTooLongError` listing every prompt with ``len + new > limit``."""
+    if limit is None:
+        return
+    bad = [(i, n) for i, n in enumerate(lengths) if n + max_new_tokens > limit]
+    if bad:
+        raise PromptTooLongError(bad, limit=limit, max_new_tokens=max_new_tokens, model=model)
+
+
+def validate_conversations(conversations: Sequence[Sequence[Message]]) -> None:
+    """Reject malformed chat input early with a one-line error (not a library traceback)."""
+    for i, conv in enumerate(conversations):
+        if isinstance(conv, (str, bytes)) or not isinstance(conv, Sequence) or not conv:
+            raise UserError(f"conversation #{i}: expected a non-empty list of "
+                            f"{{'role', 'content'}} messages, got {type(conv).__name__}")
+        for j, msg in enumerate(conv):
+            if (not isinstance(msg, dict) or not isinstance(msg.get("role"), str)
+                    or not isinstance(msg.get("content"), str)):
+                raise UserError(f"conversation #{i} message #{j}: expected {{'role': str, "
+                                f"'content': str}}, got {msg!r:.80}")

@@ -1,0 +1,181 @@
+"""Fit prompts to a token budget: the acceptance rule and the search for ``num_dicts``.
+
+Acceptance (spec §2.1.6, made tokenizer-agnostic): a sample is kept when its prompt has fewer
+than ``max_context_tokens - reserve_tokens`` tokens (the official rule with its 100-token
+reserve; the official count also included BOS) *and* the whole conversation, chat template
+included, fits in ``max_context_tokens``. A sample that fails is re-drawn from its own RNG.
+
+When ``num_dicts`` is not fixed it is chosen once per seed by search, not by blind retries:
+probe prompts give a tokens-per-dictionary estimate, a short gallop brackets the answer around
+it and a bisection finds the largest count at which every probe prompt fits (RULER's
+binary search, as a function). Each probe step costs one encode per probe prompt.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from needlework.datagen.base import Generator, Task
+from needlework.errors import UserError
+from needlework.tokenization import TokenCounter
+
+PROBES = 16
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The token budget a generated sample must fit."""
+
+    max_context_tokens: int
+    reserve_tokens: int
+
+    @property
+    def prompt_limit(self) -> int:
+        """Prompts must have strictly fewer tokens than this."""
+        return self.max_context_tokens - self.reserve_tokens
+
+    def fits(self, prompt_tokens: int, conversation_tokens: int) -> bool:
+        return prompt_tokens < self.prompt_limit and conversation_tokens <= self.max_context_tokens
+
+    def describe(self) -> str:
+        return (
+            f"prompt < {self.prompt_limit} tokens (max_context_tokens "
+            f"{self.max_context_tokens} - reserve_tokens {self.reserve_tokens}) and "
+            f"conversation <= {self.max_context_tokens}"
+        )
+
+
+def messages(task: Task) -> list[dict[str, str]]:
+    """The canonical chat form of a task: one user turn, one assistant turn, no system turn."""
+    return [{"role": "user", "content": task.prompt}, {"role": "assistant", "content": task.answer}]
+
+
+def measure(counter: TokenCounter, task: Task) -> tuple[int, int]:
+    """(prompt tokens, whole-conversation tokens with the chat template)."""
+    return counter.count(task.prompt), counter.count_chat(messages(task))
+
+
+class _Prober:
+    """Deterministic probe prompts (gold first) and the all-probes-fit predicate, memoised."""
+
+    def __init__(
+        self, gen: Generator, counter: TokenCounter, budget: Budget, key: str, probes: int
+    ):
+        self.gen, self.counter, self.budget = gen, counter, budget
+        self.key, self.probes = key, probes
+        self.cache: dict[int, tuple[bool, int, float]] = {}
+
+    def run(self, n: int) -> tuple[bool, int, float]:
+        """(all probes fit, largest prompt, mean prompt) in tokens at ``n`` dictionaries."""
+        if n not in self.cache:
+            counts = []
+            ok = True
+            for j in range(self.probes):
+                task = self.gen.build(random.Random(f"{self.key}:probe:{j}"), n, 0)
+                p, c = measure(self.counter, task)
+                counts.append(p)
+                ok = ok and self.budget.fits(p, c)
+            self.cache[n] = (ok, max(counts), sum(counts) / len(counts))
+        return self.cache[n]
+
+    def fits(self, n: int) -> bool:
+        return self.run(n)[0]
+
+
+def _too_small(counter: TokenCounter, budget: Budget, mean2: float) -> UserError:
+    return UserError(
+        f"max_context_tokens: budget too small for even two dictionaries with tokenizer "
+        f"{counter.name}: two-dictionary prompts take ~{mean2:.0f} tokens but need "
+        f"{budget.describe()}"
+    )
+
+
+def fit_num_dicts(
+    gen: Generator,
+    counter: TokenCounter,
+    budget: Budget,
+    *,
+    key: str,
+    probes: int = PROBES,
+    max_dicts: int = 1_000_000,
+) -> int:
+    """Largest number of dictionaries at which all ``probes`` probe prompts fit ``budget``."""
+    prober = _Prober(gen, counter, budget, key, probes)
+    ok, _, mean2 = prober.run(2)
+    if not ok:
+        raise _too_small(counter, budget, mean2)
+    # Secant steps on the largest probe prompt vs the limit give a close first guess ...
+    target = budget.prompt_limit - 1
+    a, b = 2, 10
+    fa, fb = prober.run(a)[1], prober.run(b)[1]
+    for _ in range(3):
+        slope = (fb - fa) / (b - a) if b != a else 0
+        if slope <= 0:
+            break
+        nxt = max(2, min(max_dicts, int(b + (target - fb) / slope)))
+        if nxt == b:
+            break
+        a, fa, b, fb = b, fb, nxt, prober.run(nxt)[1]
+    guess = b
+    # ... then gallop to a bracket lo (fits) < hi (does not fit) and bisect.
+    step = max(1, guess // 200)
+    if prober.fits(guess):
+        lo, hi = guess, guess + step
+        while hi <= max_dicts and prober.fits(hi):
+            lo, hi, step = hi, hi + 2 * step, 2 * step
+        if hi > max_dicts:
+            return max_dicts
+    else:
+        hi, lo = guess, max(2, guess - step)
+        while lo > 2 and not prober.fits(lo):
+            hi, lo, step = lo, max(2, lo - 2 * step), 2 * step
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if prober.fits(mid) else (lo, mid)
+    return lo
+
+
+def check_fixed(
+    gen: Generator,
+    counter: TokenCounter,
+    budget: Budget,
+    num_dicts: int,
+    *,
+    key: str,
+    probes: int = 8,
+) -> None:
+    """Fail early (before any output) when a fixed ``num_dicts`` cannot fit the budget at all."""
+    prober = _Prober(gen, counter, budget, key, probes)
+    ok2, _, mean2 = prober.run(2)
+    if not ok2:
+        raise _too_small(counter, budget, mean2)
+    counts = []
+    for j in range(probes):
+        task = gen.build(random.Random(f"{key}:probe:{j}"), num_dicts, 0)
+        p, c = measure(counter, task)
+        if budget.fits(p, c):
+            return
+        counts.append(p)
+    raise UserError(
+        f"generator.num_dicts: {num_dicts} dictionaries do not fit max_context_tokens="
+        f"{budget.max_context_tokens} with tokenizer {counter.name} (probe prompts take "
+        f"{min(counts)}-{max(counts)} tokens; need {budget.describe()}); lower num_dicts or set "
+        f"it to null to choose it by budget"
+    )
+
+
+def accept(
+    build: Callable[[], Task], counter: TokenCounter, budget: Budget, max_tries: int
+) -> tuple[Task, int, int, int]:
+    """Draw tasks until one fits: (task, prompt tokens, conversation tokens, draws used)."""
+    for tries in range(1, max_tries + 1):
+        task = build()
+        p, c = measure(counter, task)
+        if budget.fits(p, c):
+            return task, p, c, tries
+    raise UserError(
+        f"max_tries: no sample fit the budget in {max_tries} draws "
+        f"({budget.describe()}); lower generator.num_dicts"
+    )

@@ -1,0 +1,46 @@
+"""Handlers of ``needlework generate`` and ``needlework inspect`` (arguments live in cli.py)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def generate_cmd(args: argparse.Namespace) -> int:
+    from needlework.config import load_config
+    from needlework.datagen.pipeline import (
+        GenerateConfig,
+        generate,
+        parse_shard,
+        with_num_samples,
+    )
+
+    shard = parse_shard(args.shard) if args.shard else None
+    cfg = load_config(GenerateConfig, args.config, args.overrides)
+    if args.num_samples is not None:
+        cfg = with_num_samples(cfg, args.num_samples)
+    manifest = generate(cfg, shard=shard, progress=not args.no_progress)
+    for seed, info in manifest["seeds"].items():
+        parts = ", ".join(
+            f"{split} {s['n']} (prompt tokens {s['prompt_tokens']['min']}-"
+            f"{s['prompt_tokens']['max']})"
+            if s["n"]
+            else f"{split} 0"
+            for split, s in info["splits"].items()
+        )
+        print(f"seed {seed}: {info['num_dicts']} dictionaries; {parts}", file=sys.stderr)
+    print(manifest["out_dir"])
+    return 0
+
+
+def inspect_cmd(args: argparse.Namespace) -> int:
+    import os
+
+    from needlework.datagen.inspect import format_summary, inspect_data
+
+    text = format_summary(inspect_data(args.data))
+    try:
+        print(text)
+    except BrokenPipeError:  # `needlework inspect DIR | head` is fine
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0

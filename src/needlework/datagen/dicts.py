@@ -1,0 +1,155 @@
+"""Plain helpers shared by the dictionary-retrieval generators (spec §2.1.4–2.1.7).
+
+Numbers are drawn as the official generator draws them — a digit count uniform in the range,
+then a number uniform among those with that many digits — and are kept as decimal strings, since
+the prompt only ever shows them as text. The RNG is always an explicit ``random.Random``.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+from collections.abc import Sequence
+from typing import NamedTuple
+
+# Largest population list a NumberPool materialises (2**20 strings is ~60 MB, built in ~0.2 s).
+_POOL_LIMIT = 1 << 20
+
+
+def check_range(name: str, value: Sequence[int], *, minimum: int) -> tuple[int, int]:
+    """Validate an inclusive ``[lo, hi]`` config range; errors name the field."""
+    if len(value) != 2:
+        raise ValueError(f"{name}: expected [lo, hi], got {list(value)}")
+    lo, hi = int(value[0]), int(value[1])
+    if lo < minimum:
+        raise ValueError(f"{name}: lower bound must be >= {minimum}, got {lo}")
+    if lo > hi:
+        raise ValueError(f"{name}: contradictory range [{lo}, {hi}] (lo > hi)")
+    return lo, hi
+
+
+def check_fraction(name: str, value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name}: expected a fraction in [0, 1], got {value}")
+
+
+class NumberPool:
+    """Random positive integers with a uniform digit count in ``[lo, hi]``, as strings.
+
+    For small ranges (3–4 digits: 18,000 entries) the draw is ``rng.choices`` over a list where
+    each digit count has equal total weight, which is exact and ~10x faster than two
+    ``randint`` calls; larger ranges draw the digit count and the number with ``rng.random``.
+    """
+
+    def __init__(self, lo: int, hi: int):
+        if not 1 <= lo <= hi <= 18:
+            raise ValueError(f"digit range [{lo}, {hi}] outside 1..18")
+        self.lo, self.hi = lo, hi
+        sizes = {d: 9 * 10 ** (d - 1) for d in range(lo, hi + 1)}
+        biggest = sizes[hi]
+        total = biggest * (hi - lo + 1)
+        self._pop: list[str] | None = None
+        if total <= _POOL_LIMIT:
+            pop: list[str] = []
+            for d, size in sizes.items():
+                pop.extend([str(x) for x in range(10 ** (d - 1), 10**d)] * (biggest // size))
+            self._pop = pop
+
+    def draw(self, rng: random.Random, k: int) -> list[str]:
+        if self._pop is not None:
+            return rng.choices(self._pop, k=k)
+        return [self.one(rng) for _ in range(k)]
+
+    def one(self, rng: random.Random) -> str:
+        if self._pop is not None:
+            return self._pop[int(rng.random() * len(self._pop))]
+        d = self.lo + int(rng.random() * (self.hi - self.lo + 1))
+        return str(10 ** (d - 1) + int(rng.random() * 9 * 10 ** (d - 1)))
+
+
+class GoldPlan(NamedTuple):
+    """Gold positions of one split, with the samples the front-loading tweak moved."""
+
+    positions: list[int]
+    forced_first: list[int]
+    """Sample indices whose gold dictionary was forced to position 0 (``frac_0``)."""
+    front: list[int]
+    """Sample indices whose gold position was redrawn from the first positions (``frac_top5``)."""
+
+
+@functools.lru_cache(maxsize=16)
+def number_pool(lo: int, hi: int) -> NumberPool:
+    """A shared (read-only) pool per digit range: building one takes milliseconds."""
+    return NumberPool(lo, hi)
+
+
+def gold_position_plan(
+    rng: random.Random, num_samples: int, num_dicts: int, frac_0: float, frac_top5: float
+) -> GoldPlan:
+    """Gold-dictionary index for each sample of one split, as ``generate_dataset.py`` does it.
+
+    Uniform over ``0..num_dicts-1``; then ``int(N*frac_0)`` samples (chosen without replacement)
+    get position 0 and ``int(N*frac_top5)`` *other* samples get a position uniform over
+    ``0..int(N*0.05)-1`` where N is the number of *samples* (the official quirk: 0..16 for
+    N=350, 0..6 for N=150, whatever ``num_dicts`` is). We clamp that range to ``num_dicts``,
+    which only matters for small prompts (the official code would place the gold dictionary
+    past the end there).
+    """
+    positions = [rng.randrange(num_dicts) for _ in range(num_samples)]
+    n0 = int(num_samples * frac_0)
+    n5 = int(num_samples * frac_top5)
+    if n0 + n5 > num_samples:
+        raise ValueError(
+            f"frac_0 + frac_top5: {n0} + {n5} samples exceed the {num_samples} samples of the split"
+        )
+    forced = rng.sample(range(num_samples), n0)
+    chosen = set(forced)
+    front = rng.sample([i for i in range(num_samples) if i not in chosen], n5)
+    for i in forced:
+        positions[i] = 0
+    front_range = max(1, min(int(num_samples * 0.05), num_dicts))
+    for i in front:
+        positions[i] = rng.randrange(front_range)
+    return GoldPlan(positions, forced, front)
+
+
+def gold_positions(
+    rng: random.Random, num_samples: int, num_dicts: int, frac_0: float, frac_top5: float
+) -> list[int]:
+    """Just the positions of :func:`gold_position_plan`."""
+    return gold_position_plan(rng, num_samples, num_dicts, frac_0, frac_top5).positions
+
+
+def render_dict(pairs: dict[str, str]) -> str:
+    """``{8735: 462, 665: 8253}``: ``str(dict)`` of int keys, as the prompt shows it."""
+    return "{" + ", ".join([f"{k}: {v}" for k, v in pairs.items()]) + "}"
+
+
+def render_bodies(keys: list[str], values: list[str], sizes: Sequence[int]) -> list[str]:
+    """Render consecutive runs of ``sizes`` pairs as dictionaries, with Python dict semantics.
+
+    A key repeated within one dictionary overwrites the earlier value and the dictionary shrinks
+    by one, as in the official code; that rare case takes the slow path through ``dict``.
+    """
+    pairs = list(map(": ".join, zip(keys, values)))
+    out = []
+    s = 0
+    for size in sizes:
+        e = s + size
+        ks = keys[s:e]
+        if len(set(ks)) == size:
+            out.append("{" + ", ".join(pairs[s:e]) + "}")
+        else:
+            out.append(render_dict(dict(zip(ks, values[s:e]))))
+        s = e
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _prefixes(n: int) -> tuple[str, ...]:
+    return tuple(f"Dictionary [{i}] " for i in range(1, n + 1))
+
+
+def dict_lines(bodies: Sequence[str]) -> str:
+    """``Dictionary [i] {...}`` lines, names 1..N in order, joined by newlines."""
+    return "\n".join(map(str.__add__, _prefixes(len(bodies)), bodies))

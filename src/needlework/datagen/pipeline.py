@@ -1,0 +1,311 @@
+"""``needlework generate``: sample tasks, fit them to the token budget and write the dataset.
+
+Run:  needlework generate --config configs/datagen/tiny_cpu.yaml
+
+Layout (CONTRACTS §A)::
+
+    <out_dir>/config.yaml, run.json, manifest.json
+    <out_dir>/seed<S>/{train,eval}.jsonl            canonical rows
+    <out_dir>/seed<S>/{train,eval}.openai.jsonl     OpenAI fine-tuning lines
+    <out_dir>/seed<S>/{train,eval}.trl.jsonl        TRL prompt/completion rows
+    <out_dir>/seed<S>/hf/  and  seed<S>/{train,eval}.parquet
+
+Determinism and sharding: sample ``k`` of a split draws only from
+``Random("<generator>:<seed>:<split>:<k>")`` and the split's gold positions from one RNG keyed
+the same way, so a sample does not depend on which shard makes it. ``--shard i/n`` writes the
+i-th contiguous slice of every split to ``<out_dir>.shards/<i>-of-<n>/`` and the shards'
+JSONL files concatenated in order equal the unsharded files byte for byte
+(:func:`merge_shards` rebuilds the full folder).
+
+Atomicity: everything is written into a hidden staging folder next to ``out_dir`` and renamed
+into place at the end; an error or Ctrl-C removes the staging folder, so no partial dataset is
+ever left under ``out_dir``. All checks (config, tokenizer, budget, output path) run first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from needlework.datagen import budget as budget_mod
+from needlework.datagen.base import Generator, Task
+from needlework.datagen.dicts import gold_positions
+from needlework.datagen.formatting import SYSTEM_MESSAGE, canonical_row
+from needlework.datagen.writer import (
+    SplitWriter,
+    check_disjoint,
+    check_target,
+    finish,
+    is_dataset_dir,
+    progress_bar,
+    staged_dir,
+    write_hf,
+)
+from needlework.errors import UserError
+from needlework.io import read_jsonl
+from needlework.registry import generators
+from needlework.tokenization import TokenCounter, load_counter
+
+FORMATS = ("openai", "trl", "hf", "parquet")
+SPLITS = ("train", "eval")
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """What ``needlework generate`` builds: one generator, a tokenizer budget, seeds, outputs."""
+
+    generator: Annotated[Generator, generators]
+    """The task family and its knobs (``name: simple_dict_kv`` or ``multi_subkey_dict_kv``)."""
+    out_dir: Path
+    """Dataset folder; replaced atomically (only if empty or an earlier needlework dataset)."""
+    tokenizer: str = "mistral:v1"
+    """Token counter spec: char, whitespace, hf:<dir>, tiktoken:<enc>[@file], mistral:<v1|v3|..>."""
+    max_context_tokens: int = 4096
+    """Context budget of the target model (4096 = Mistral-7B's sliding window, the paper's)."""
+    reserve_tokens: int = 100
+    """Prompts must stay below max_context_tokens - reserve_tokens (official: 100)."""
+    seeds: tuple[int, ...] = (0,)
+    """One dataset per seed (paper: 0, 1, 2), in seed<S>/ folders."""
+    num_train: int = 350
+    """Training samples per seed (paper: 350)."""
+    num_eval: int = 150
+    """Evaluation samples per seed (paper: 150)."""
+    formats: tuple[Literal["openai", "trl", "hf", "parquet"], ...] = FORMATS
+    """Extra outputs besides the canonical JSONL (hf/parquet need the datasets package)."""
+    system_message: str = SYSTEM_MESSAGE
+    """System turn of the OpenAI rows (the official get_openai_entry text)."""
+    max_tries: int = 1000
+    """Draws per sample before giving up on the budget (official: 1000)."""
+
+    def __post_init__(self) -> None:
+        if self.max_context_tokens < 16:
+            raise ValueError(f"max_context_tokens: must be >= 16, got {self.max_context_tokens}")
+        if not 0 <= self.reserve_tokens < self.max_context_tokens:
+            raise ValueError(
+                f"reserve_tokens: must be in [0, max_context_tokens), got {self.reserve_tokens}"
+            )
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(
+                f"seeds: expected a non-empty list of distinct ints, got {list(self.seeds)}"
+            )
+        if self.num_train < 0 or self.num_eval < 0 or self.num_train + self.num_eval == 0:
+            raise ValueError("num_train: num_train and num_eval must be >= 0, not both 0")
+        if self.max_tries < 1:
+            raise ValueError(f"max_tries: must be >= 1, got {self.max_tries}")
+        if len(set(self.formats)) != len(self.formats):
+            raise ValueError(f"formats: duplicates in {list(self.formats)}")
+        kind = self.tokenizer.partition(":")[0]
+        if self.tokenizer not in ("char", "whitespace") and (
+            kind not in ("hf", "tiktoken", "mistral") or not self.tokenizer.partition(":")[2]
+        ):
+            raise ValueError(
+                f"tokenizer: unknown tokenizer '{self.tokenizer}' (expected char, whitespace, "
+                "hf:<dir>, tiktoken:<encoding>[@file], mistral:<v1|v3|..>)"
+            )
+
+    @property
+    def generator_name(self) -> str:
+        return type(self.generator).registry_name  # type: ignore[attr-defined]
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"1/4"`` -> (1, 4): shard 1 (0-based) of 4."""
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise UserError(f"--shard: expected I/N with integers, got {text!r}") from None
+    if n < 1 or not 0 <= i < n:
+        raise UserError(f"--shard: expected 0 <= I < N, got {text!r}")
+    return i, n
+
+
+def sample_rng(generator: str, seed: int, split: str, index: int) -> random.Random:
+    """The only RNG sample ``index`` uses: independent of shards and of every other sample."""
+    return random.Random(f"{generator}:{seed}:{split}:{index}")
+
+
+def shard_range(n: int, shard: tuple[int, int] | None) -> range:
+    if shard is None:
+        return range(n)
+    i, k = shard
+    return range(i * n // k, (i + 1) * n // k)
+
+
+def plan_num_dicts(cfg: GenerateConfig, counter: TokenCounter, seed: int) -> int:
+    """The number of dictionaries for ``seed``: fixed and checked, or found by search."""
+    budget = budget_mod.Budget(cfg.max_context_tokens, cfg.reserve_tokens)
+    key = f"{cfg.generator_name}:{seed}"
+    if cfg.generator.num_dicts is None:
+        return budget_mod.fit_num_dicts(cfg.generator, counter, budget, key=key)
+    budget_mod.check_fixed(cfg.generator, counter, budget, cfg.generator.num_dicts, key=key)
+    return cfg.generator.num_dicts
+
+
+def iter_rows(
+    cfg: GenerateConfig,
+    counter: TokenCounter,
+    seed: int,
+    split: str,
+    num_dicts: int,
+    indices: range,
+) -> Iterator[dict[str, Any]]:
+    """Canonical rows of ``split`` for the sample ``indices`` (any slice gives the same rows)."""
+    gen, name = cfg.generator, cfg.generator_name
+    total = cfg.num_train if split == "train" else cfg.num_eval
+    positions = gold_positions(
+        random.Random(f"{name}:{seed}:{split}:positions"),
+        total,
+        num_dicts,
+        gen.frac_0,
+        gen.frac_top5,
+    )
+    budget = budget_mod.Budget(cfg.max_context_tokens, cfg.reserve_tokens)
+    for index in indices:
+        rng = sample_rng(name, seed, split, index)
+        pos = positions[index]
+
+        def build(rng: random.Random = rng, pos: int = pos) -> Task:
+            return gen.build(rng, num_dicts, pos)
+
+        task, p, c, draws = budget_mod.accept(build, counter, budget, cfg.max_tries)
+        meta = {
+            "generator": name,
+            "seed": seed,
+            "split": split,
+            "index": index,
+            "prompt_tokens": p,
+            "conversation_tokens": c,
+            "num_dicts": num_dicts,
+            "gold_position": pos,
+            "gold_depth": round(pos / (num_dicts - 1), 6),
+            "gold_dict_name": task.meta["gold_dict_name"],
+            "gold_key": task.meta["gold_key"],
+            "gold_value": task.meta["gold_value"],
+            "answer_template": gen.answer_template,
+            "tokenizer": counter.name,
+            "max_context_tokens": cfg.max_context_tokens,
+            "draws": draws,
+        }
+        meta.update({k: v for k, v in task.meta.items() if k not in meta})
+        yield canonical_row(f"{name}-{seed}-{split}-{index}", budget_mod.messages(task), meta)
+
+
+def _needs_datasets(cfg: GenerateConfig, shard: tuple[int, int] | None) -> bool:
+    if shard is not None or not {"hf", "parquet"} & set(cfg.formats):
+        return False
+    try:
+        import datasets  # noqa: F401
+    except ImportError:
+        raise UserError(
+            "formats: 'hf'/'parquet' need the datasets package (pip install "
+            "'needlework[train]') or drop them from formats"
+        ) from None
+    return True
+
+
+def generate(
+    cfg: GenerateConfig, *, shard: tuple[int, int] | None = None, progress: bool = True
+) -> dict[str, Any]:
+    """Write the dataset described by ``cfg`` (or one shard of it); returns the manifest."""
+    from needlework.runinfo import write_run_info
+
+    counter = load_counter(cfg.tokenizer)
+    target = (
+        cfg.out_dir
+        if shard is None
+        else Path(f"{cfg.out_dir}.shards") / f"{shard[0]}-of-{shard[1]}"
+    )
+    check_target(target)
+    with_hf = _needs_datasets(cfg, shard)
+    plan = {seed: plan_num_dicts(cfg, counter, seed) for seed in cfg.seeds}
+    counts = {"train": cfg.num_train, "eval": cfg.num_eval}
+    total = sum(len(shard_range(counts[s], shard)) for s in SPLITS) * len(cfg.seeds)
+    seeds: dict[str, Any] = {}
+    with staged_dir(target) as stage, progress_bar(total, progress, cfg.generator_name) as bar:
+        write_run_info(
+            stage,
+            cfg,
+            shard=list(shard) if shard else None,
+            num_dicts={str(s): n for s, n in plan.items()},
+        )
+        for seed, num_dicts in plan.items():
+            folder = stage / f"seed{seed}"
+            folder.mkdir()
+            with contextlib.ExitStack() as stack:
+                writers = {}
+                for split in SPLITS:
+                    if counts[split] == 0:
+                        continue
+                    w = writers[split] = SplitWriter(
+                        folder, split, cfg, counter, stack, keep_rows=with_hf
+                    )
+                    bar.set_postfix(seed=seed, split=split, num_dicts=num_dicts)
+                    for row in iter_rows(
+                        cfg, counter, seed, split, num_dicts, shard_range(counts[split], shard)
+                    ):
+                        w.add(row)
+                        bar.update()
+            check_disjoint(writers, seed)
+            seeds[str(seed)] = {
+                "num_dicts": num_dicts,
+                "splits": {s: w.summary() for s, w in writers.items()},
+            }
+            if with_hf:
+                write_hf(folder, {s: w.rows for s, w in writers.items()}, cfg.formats)
+        manifest = finish(stage, cfg, seeds, shard)
+    return {**manifest, "out_dir": str(target)}
+
+
+def merge_shards(cfg: GenerateConfig, num_shards: int, *, progress: bool = True) -> dict[str, Any]:
+    """Concatenate ``<out_dir>.shards/<i>-of-<n>`` into ``out_dir`` (same bytes as unsharded)."""
+    from needlework.runinfo import write_run_info
+
+    counter = load_counter(cfg.tokenizer)
+    root = Path(f"{cfg.out_dir}.shards")
+    parts = [root / f"{i}-of-{num_shards}" for i in range(num_shards)]
+    missing = [str(p) for p in parts if not is_dataset_dir(p)]
+    if missing:
+        raise UserError(f"merge: shard folder(s) missing or incomplete: {', '.join(missing)}")
+    check_target(cfg.out_dir)
+    with_hf = _needs_datasets(cfg, None)
+    seeds: dict[str, Any] = {}
+    with staged_dir(cfg.out_dir) as stage, progress_bar(None, progress, "merge") as bar:
+        write_run_info(stage, cfg, merged_from=[str(p) for p in parts])
+        for seed in cfg.seeds:
+            folder = stage / f"seed{seed}"
+            folder.mkdir()
+            with contextlib.ExitStack() as stack:
+                writers = {}
+                for split in SPLITS:
+                    files = [p / f"seed{seed}" / f"{split}.jsonl" for p in parts]
+                    if not all(f.is_file() for f in files):
+                        continue
+                    w = writers[split] = SplitWriter(
+                        folder, split, cfg, counter, stack, keep_rows=with_hf
+                    )
+                    for f in files:
+                        for row in read_jsonl(f):
+                            w.add(row)
+                            bar.update()
+            check_disjoint(writers, seed)
+            num_dicts = writers["train" if "train" in writers else "eval"].metas[0]["num_dicts"]
+            seeds[str(seed)] = {
+                "num_dicts": num_dicts,
+                "splits": {s: w.summary() for s, w in writers.items()},
+            }
+            if with_hf:
+                write_hf(folder, {s: w.rows for s, w in writers.items()}, cfg.formats)
+        manifest = finish(stage, cfg, seeds, None)
+    return {**manifest, "out_dir": str(cfg.out_dir)}
+
+
+def with_num_samples(cfg: GenerateConfig, n: int) -> GenerateConfig:
+    """``--num-samples N``: every split gets N samples (quick dry runs)."""
+    if n < 1:
+        raise UserError(f"--num-samples: expected a positive integer, got {n}")
+    return dataclasses.replace(cfg, num_train=n, num_eval=n)

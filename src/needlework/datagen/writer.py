@@ -1,0 +1,197 @@
+"""Writing a dataset folder: staging + atomic rename, streamed rows, HF files, manifest.
+
+Everything goes into a hidden staging folder beside the target and is renamed into place at the
+end; an error or Ctrl-C removes the staging folder, so no partial dataset is ever left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from needlework.datagen.formatting import openai_report, openai_row, stats, trl_row
+from needlework.errors import DataError, UserError
+from needlework.io import dumps, sha256_file, write_json
+from needlework.tokenization import TokenCounter
+
+if TYPE_CHECKING:
+    from needlework.datagen.pipeline import GenerateConfig
+
+MANIFEST_FORMAT = "needlework-dataset/1"
+
+
+def is_dataset_dir(path: Path) -> bool:
+    try:
+        manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("format") == MANIFEST_FORMAT
+
+
+def check_target(path: Path) -> None:
+    """Fail before any work if ``path`` cannot receive a dataset (nothing is created)."""
+    if path.exists():
+        if not path.is_dir():
+            raise UserError(f"out_dir: {path} exists and is not a folder")
+        if any(path.iterdir()) and not is_dataset_dir(path):
+            raise UserError(
+                f"out_dir: {path} is not empty and holds no needlework dataset "
+                "(refusing to replace it)"
+            )
+    ancestor = path.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UserError(f"out_dir: cannot create {path} ({ancestor} is not writable)")
+
+
+@contextlib.contextmanager
+def staged_dir(target: Path) -> Iterator[Path]:
+    """A hidden folder beside ``target`` that replaces it only if the block succeeds."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    except OSError as exc:
+        raise UserError(f"out_dir: cannot create {target} ({exc.strerror})") from None
+    try:
+        yield stage
+        old = None
+        if target.exists():
+            old = Path(
+                tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent)
+            )
+            os.replace(target, old / "dataset")
+        os.replace(stage, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+
+
+class SplitWriter:
+    """Streams one split's rows into its JSONL files; keeps what the manifest needs."""
+
+    def __init__(
+        self,
+        folder: Path,
+        split: str,
+        cfg: GenerateConfig,
+        counter: TokenCounter,
+        stack: contextlib.ExitStack,
+        keep_rows: bool,
+    ):
+        self.folder, self.split, self.cfg, self.counter = folder, split, cfg, counter
+        self.files = {
+            "canonical": stack.enter_context(
+                (folder / f"{split}.jsonl").open("w", encoding="utf-8")
+            )
+        }
+        for fmt in ("openai", "trl"):
+            if fmt in cfg.formats:
+                self.files[fmt] = stack.enter_context(
+                    (folder / f"{split}.{fmt}.jsonl").open("w", encoding="utf-8")
+                )
+        self.metas: list[dict[str, Any]] = []
+        self.openai: list[dict[str, Any]] = []
+        self.rows: list[dict[str, Any]] | None = [] if keep_rows else None
+        self.digests: set[bytes] = set()
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.files["canonical"].write(dumps(row) + "\n")
+        if "openai" in self.files:
+            o = openai_row(row, self.cfg.system_message)
+            self.files["openai"].write(dumps(o) + "\n")
+            self.openai.append(o)
+        if "trl" in self.files:
+            self.files["trl"].write(dumps(trl_row(row)) + "\n")
+        self.metas.append(row["meta"])
+        self.digests.add(
+            hashlib.blake2b(row["messages"][0]["content"].encode(), digest_size=16).digest()
+        )
+        if self.rows is not None:
+            self.rows.append(row)
+
+    def summary(self) -> dict[str, Any]:
+        m = self.metas
+        out: dict[str, Any] = {"n": len(m)}
+        if m:
+            positions = [x["gold_position"] for x in m]
+            deciles = [0] * 10
+            for x in m:
+                deciles[min(int(x["gold_depth"] * 10), 9)] += 1
+            out.update(
+                {
+                    "first_index": m[0]["index"],
+                    "last_index": m[-1]["index"],
+                    "num_dicts": stats([x["num_dicts"] for x in m]),
+                    "prompt_tokens": stats([x["prompt_tokens"] for x in m]),
+                    "conversation_tokens": stats([x["conversation_tokens"] for x in m]),
+                    "gold_position_0": positions.count(0),
+                    "gold_depth_deciles": deciles,
+                    "redraws": sum(x["draws"] - 1 for x in m),
+                }
+            )
+        if "openai" in self.files:
+            where = str(self.folder.name) + f"/{self.split}.openai.jsonl"
+            out["openai"] = openai_report(self.openai, self.counter, where)
+        return out
+
+
+def write_hf(folder: Path, rows: dict[str, list[dict[str, Any]]], formats) -> None:
+    import datasets
+
+    bars = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()  # ours is the one progress bar
+    try:
+        parts = {split: datasets.Dataset.from_list(r) for split, r in rows.items() if r}
+        if "hf" in formats and parts:
+            datasets.DatasetDict(parts).save_to_disk(str(folder / "hf"))
+        if "parquet" in formats:
+            for split, ds in parts.items():
+                ds.to_parquet(str(folder / f"{split}.parquet"))
+    finally:
+        if bars:
+            datasets.enable_progress_bars()
+
+
+def finish(
+    stage: Path, cfg: GenerateConfig, seeds: dict[str, Any], shard: tuple[int, int] | None
+) -> dict[str, Any]:
+    files = {}
+    for path in sorted(p for p in stage.rglob("*") if p.is_file()):
+        rel = path.relative_to(stage).as_posix()
+        if rel not in ("run.json", "manifest.json"):
+            files[rel] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "generator": cfg.generator_name,
+        "tokenizer": cfg.tokenizer,
+        "max_context_tokens": cfg.max_context_tokens,
+        "reserve_tokens": cfg.reserve_tokens,
+        "shard": list(shard) if shard else None,
+        "seeds": seeds,
+        "files": files,
+    }
+    write_json(stage / "manifest.json", manifest)
+    return manifest
+
+
+def check_disjoint(writers: dict[str, SplitWriter], seed: int) -> None:
+    if "train" in writers and "eval" in writers:
+        shared = writers["train"].digests & writers["eval"].digests
+        if shared:
+            raise DataError(f"seed {seed}: {len(shared)} identical prompt(s) in train and eval")
+
+
+def progress_bar(total: int | None, enabled: bool, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, disable=not enabled, unit="sample", desc=desc, dynamic_ncols=True)

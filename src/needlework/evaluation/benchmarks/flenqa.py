@@ -1,0 +1,210 @@
+"""FLenQA from "Same Task, More Tokens" (Levy, Jacoby & Goldberg, ACL 2024, arXiv:2402.14848),
+the long-context reasoning benchmark of "From Artificial Needles to Real Haystacks" (§4.2).
+
+Run:  needlework eval --config configs/eval/flenqa.yaml model.path=<model dir>
+
+True/false questions over facts padded to 250..3000 tokens. The six prompts (task x CoT) and the
+answer checker are the authors' (``FLenQA analysis.ipynb``), byte for byte and quirk for quirk:
+see ``metrics.flenqa_*`` and docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from needlework.errors import DataError
+from needlework.evaluation.benchmarks.common import (
+    context_tokens,
+    seeded_subset,
+    token_counter,
+    user_turn,
+)
+from needlework.evaluation.data import read_rows
+from needlework.evaluation.metrics import (
+    OTHER_REFUSED,
+    flenqa_category,
+    flenqa_correct,
+    flenqa_cot_coverage,
+    flenqa_early_response,
+    flenqa_normalize,
+)
+from needlework.evaluation.prompts import fill, load_prompt
+from needlework.records import Sample
+from needlework.registry import benchmarks
+
+HUB_ID = "alonj/FLenQA"
+# the sample's ``dataset`` field -> prompt file stem (``_cot`` appended with chain of thought)
+TASK_PROMPTS = {
+    "PIR": "flenqa_pir",
+    "MonoRel": "flenqa_monorel",
+    "Simplified RuleTaker": "flenqa_simplified_ruletaker",
+}
+
+
+def flenqa_prompt(row: dict[str, Any], cot: bool) -> str:
+    """The authors' prompt for one row: chosen by ``row['dataset']``, trailing newline kept.
+
+    ``rule`` (a list) goes in as Python's ``str()`` of it, as the authors' f-strings do.
+    """
+    stem = TASK_PROMPTS[row["dataset"]] + ("_cot" if cot else "")
+    values = {"assertion/question": str(row["assertion/question"]), "mixin": str(row["mixin"])}
+    if row["dataset"] == "Simplified RuleTaker":
+        values["rule"] = str(row["rule"])
+    return fill(load_prompt(stem), values)
+
+
+def key_facts(row: dict[str, Any]) -> list[str]:
+    """What ``cot_coverage`` counts: ``facts``, or RuleTaker's ``statement`` items.
+
+    The notebook iterates ``sample['statement']``; a plain-string statement is taken as one item
+    here (iterating its characters would count letters).
+    """
+    items = row.get("statement") if row["dataset"] == "Simplified RuleTaker" else row.get("facts")
+    if items is None:
+        return []
+    return [items] if isinstance(items, str) else [str(x) for x in items]
+
+
+@benchmarks.register("flenqa")
+@dataclass(frozen=True)
+class FLenQA:
+    """FLenQA true/false reasoning: accuracy by task, context size, dispersion and padding."""
+
+    data_path: str = HUB_ID
+    """Hub id (needs the network or the HF cache) or a local .jsonl/.jsonl.gz/.parquet/.zip."""
+    split: str = "eval"
+    """Hub split (local files have one table)."""
+    cot: bool = False
+    """Chain-of-thought prompts (label ``flenqa_cot``), scored with cot_coverage/early_response."""
+    tasks: tuple[str, ...] = ()
+    """Keep only these ``dataset`` values (PIR, MonoRel, Simplified RuleTaker); empty = all."""
+    ctx_sizes: tuple[int, ...] = ()
+    """Keep only these ``ctx_size`` values (250, 500, 1000, 2000, 3000); empty = all."""
+    padding_types: tuple[str, ...] = ()
+    """Keep only these ``padding_type`` values; empty = all."""
+    dispersions: tuple[str, ...] = ()
+    """Keep only these ``dispersion`` values (first, middle, last, random); empty = all."""
+    num_samples: int | None = None
+    """Seeded subset of the rows left after filtering; None = all."""
+    seed: int = 0
+    """Chooses the subset."""
+    tokenizer: str | None = None
+    """``load_counter`` spec to record ``context_tokens`` per sample."""
+    max_new_tokens: int = 400
+    """The authors' limit, in both modes. Without CoT a compliant model stops after a word, so the
+    limit only costs time on models that ramble, and there the last-mention rule needs the text."""
+
+    def __post_init__(self) -> None:
+        unknown = [t for t in self.tasks if t not in TASK_PROMPTS]
+        if unknown:
+            raise ValueError(f"tasks: unknown {unknown}; expected some of {list(TASK_PROMPTS)}")
+        if self.num_samples is not None and self.num_samples < 1:
+            raise ValueError("num_samples: must be >= 1 or null (all)")
+        if self.max_new_tokens < 1:
+            raise ValueError("max_new_tokens: must be >= 1")
+
+    group_by = ("task", "ctx_size", "dispersion", "padding_type")
+    primary_metric = "correct"
+
+    def label(self) -> str:
+        return "flenqa_cot" if self.cot else "flenqa"
+
+    def score(self, sample: Sample, output: str) -> dict[str, float]:
+        category = flenqa_category(flenqa_normalize(output))
+        scores = {
+            "correct": float(flenqa_correct(output, sample.meta["label"])),
+            "refused": float(category == OTHER_REFUSED),
+        }
+        if self.cot:
+            coverage = flenqa_cot_coverage(output, sample.meta["key_facts"])
+            scores["cot_coverage"] = float(coverage)
+            scores["coverage_failure"] = float(coverage < 2)
+            scores["early_response"] = float(flenqa_early_response(output))
+        return scores
+
+    def samples(self) -> Iterator[Sample]:
+        rows = [
+            (i, where, row) for i, (where, row) in enumerate(self._rows()) if self._keep(row, where)
+        ]
+        counter = token_counter(self.tokenizer)
+        for k in seeded_subset(len(rows), self.num_samples, self.seed, "flenqa"):
+            index, where, row = rows[k]
+            messages = user_turn(flenqa_prompt(row, self.cot))
+            label = str(row["label"])
+            meta = {
+                "task": row["dataset"],
+                "ctx_size": row["ctx_size"],
+                "dispersion": row["dispersion"],
+                "padding_type": row["padding_type"],
+                "label": label,
+                "global_sample_id": row.get("global_sample_id"),
+                "sample_id": row.get("sample_id"),
+                "row": index,
+                "cot": self.cot,
+                "key_facts": key_facts(row),
+            }
+            if counter is not None:
+                meta["context_tokens"] = context_tokens(counter, messages)
+            yield Sample(f"flenqa-{index}", messages, (label,), meta)
+
+    def _keep(self, row: dict[str, Any], where: str) -> bool:
+        validate_row(row, where)
+        return (
+            (not self.tasks or row["dataset"] in self.tasks)
+            and (not self.ctx_sizes or row["ctx_size"] in self.ctx_sizes)
+            and (not self.padding_types or row["padding_type"] in self.padding_types)
+            and (not self.dispersions or row["dispersion"] in self.dispersions)
+        )
+
+    def _rows(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        path = Path(self.data_path)
+        if path.exists() or path.suffix or "/" not in self.data_path:
+            yield from read_rows(path)
+            return
+        yield from _hub_rows(self.data_path, self.split)
+
+
+def _hub_rows(hub_id: str, split: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Rows through ``datasets`` (imported here: only hub runs pay for it)."""
+    try:
+        import datasets
+
+        table = datasets.load_dataset(hub_id, split=split)
+    except Exception as exc:  # offline, unknown id or split: many exception types
+        raise DataError(
+            f"{hub_id} (split {split}): cannot load from the Hugging Face hub "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''});"
+            " set data_path to a local .jsonl/.parquet copy"
+        ) from None
+    for i, row in enumerate(table, 1):
+        yield f"{hub_id}[{split}]:row {i}", dict(row)
+
+
+_FIELDS: tuple[tuple[str, type | tuple[type, ...]], ...] = (
+    ("dataset", str),
+    ("assertion/question", str),
+    ("mixin", str),
+    ("label", (str, bool)),
+    ("ctx_size", int),
+    ("padding_type", str),
+    ("dispersion", str),
+)
+
+
+def validate_row(row: dict[str, Any], where: str) -> None:
+    """One-line DataError naming ``file:line`` and the field that is missing or malformed."""
+    from needlework.io import require
+
+    for name, kind in _FIELDS:
+        require(row, name, kind, where)
+    if row["dataset"] not in TASK_PROMPTS:
+        raise DataError(
+            f"{where}: field 'dataset' is {row['dataset']!r}; expected one of {list(TASK_PROMPTS)}"
+        )
+    if str(row["label"]).lower() not in ("true", "false"):
+        raise DataError(f"{where}: field 'label' should be 'True' or 'False', got {row['label']!r}")
+    if row["dataset"] == "Simplified RuleTaker":
+        require(row, "rule", (list, str), where)

@@ -1,0 +1,253 @@
+"""General capabilities through lm-evaluation-harness: MMLU, HellaSwag, GSM8K, TriviaQA, NQ-Open
+("From Artificial Needles to Real Haystacks", Xiong et al., ICLR 2025, §4.3, Tables 1-2).
+
+Run:  needlework eval --config configs/eval/general.yaml model.path=<model dir>
+
+Nothing is re-implemented: lm-eval builds the prompts, runs the model and scores every sample;
+this unit picks the tasks (lm-eval's built-in hub tasks, or the ``needlework_*`` copies in
+``evaluation/lm_eval_tasks`` that read local files), turns lm-eval's per-sample log into
+``predictions.jsonl`` and writes ``metrics.json`` with 95% CIs from the per-sample scores. Shot
+counts and metrics, and why: docs/general.md.
+
+Backends: ``hf`` runs through lm-eval's HFLM (log-likelihood tasks work), ``vllm`` through
+lm-eval's vLLM model, anything else (``openai``, ``scripted``) through
+:mod:`needlework.evaluation.lm_eval_adapter`, which can only generate; MMLU and HellaSwag then use
+letter-answer variants (``generative``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from needlework.errors import UserError
+from needlework.records import Sample
+from needlework.registry import benchmarks
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """How one general benchmark maps onto lm-eval (a fact table, not config)."""
+
+    hub_task: str
+    """lm-eval's built-in task or group (reads the Hugging Face hub)."""
+    local_task: str
+    """The ``needlework_*`` copy reading ``data_dir`` (same prompt and metric)."""
+    shots: int
+    """Default few-shot count (spec §4.3)."""
+    primary: str
+    """lm-eval metric key (``metric`` or ``metric,filter``) reported as the task's score."""
+    gen_task: str | None = None
+    """Letter-answer variant for endpoints without log-probabilities (None: already generative)."""
+    local_caveat: str | None = None
+    """Why local-data scores are not directly comparable with the paper (None: they are)."""
+
+
+GEN_PRIMARY = "exact_match,letter"
+TASKS: dict[str, TaskSpec] = {
+    "mmlu": TaskSpec("mmlu", "needlework_mmlu", 0, "acc", gen_task="needlework_mmlu_gen"),
+    "hellaswag": TaskSpec(
+        "hellaswag",
+        "needlework_hellaswag",
+        0,
+        "acc",
+        gen_task="needlework_hellaswag_gen",
+        local_caveat="llama.cpp's text copy of the validation set (WikiHow markup removed, "
+        "ctx_a/ctx_b merged, spaces collapsed), not the original JSONL",
+    ),
+    "gsm8k": TaskSpec(
+        "gsm8k",
+        "needlework_gsm8k",
+        5,
+        "exact_match,strict-match",
+        local_caveat="no local train split: the 5 examples come from the test split (never the "
+        "question asked); the hub task draws them from train",
+    ),
+    "triviaqa": TaskSpec(
+        "triviaqa",
+        "needlework_triviaqa",
+        0,
+        "exact_match,remove_whitespace",
+        local_caveat="llm-foundry's 3,000-question subset with answers clipped to 10 tokens, not "
+        "the 17,944-question rc.nocontext validation set",
+    ),
+    "nq_open": TaskSpec("nq_open", "needlework_nq_open", 0, "exact_match,remove_whitespace"),
+}
+LOGPROB_BACKENDS = ("hf", "vllm")
+
+
+@benchmarks.register("general")
+@dataclass(frozen=True)
+class General:
+    """MMLU, HellaSwag, GSM8K, TriviaQA and NQ-Open, run and scored by lm-evaluation-harness."""
+
+    tasks: tuple[str, ...] = ("mmlu", "hellaswag", "gsm8k", "triviaqa", "nq_open")
+    """Which of mmlu, hellaswag, gsm8k, triviaqa, nq_open to run, in this order."""
+    data_dir: str | None = None
+    """Folder in the ../shared/data layout (offline, local copies); None = lm-eval's hub tasks."""
+    num_fewshot: dict[str, int] = field(default_factory=dict)
+    """Per-task shot overrides, e.g. {mmlu: 5}; defaults: gsm8k 5, the rest 0 (docs/general.md)."""
+    generative: bool | None = None
+    """Letter-answer MMLU/HellaSwag; None = only when the backend has no log-probabilities."""
+    apply_chat_template: bool = False
+    """Wrap prompts in the model's chat template (few-shot examples as turns). lm-eval's default,
+    and the paper's likely setting, is off; chat endpoints always receive messages."""
+    batch_size: int | None = None
+    """Requests per model call; None = the backend's own batch_size (or 64 for chat endpoints)."""
+    fraction: float | None = None
+    """Evaluate the first fraction (0-1) of each (sub)task, e.g. 0.2 for the paper's GPT-3.5
+    MMLU subset; the runner's ``limit`` (a count per subtask) wins when both are set."""
+    max_gen_toks: int | None = None
+    """Cap on generated tokens for every generative task (smoke runs, tests); None keeps each
+    task's own limit (lm-eval's 256 unless the task sets one). Changes scores: recorded."""
+    request_cache: bool = True
+    """Keep every model answer in <run>/lm_eval/ so an interrupted run resumes mid-task."""
+
+    # The Benchmark protocol's fields; lm-eval task configs set the real generation limits.
+    group_by = ("subject",)
+    max_new_tokens = 256
+
+    def __post_init__(self) -> None:
+        if not self.tasks:
+            raise ValueError(f"tasks: give at least one of {', '.join(TASKS)}")
+        bad = [t for t in self.tasks if t not in TASKS]
+        if bad:
+            raise ValueError(f"tasks: unknown {bad}; expected some of {', '.join(TASKS)}")
+        if len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(f"tasks: listed twice in {list(self.tasks)}")
+        for task, shots in self.num_fewshot.items():
+            if task not in self.tasks:
+                raise ValueError(f"num_fewshot: '{task}' is not one of tasks {list(self.tasks)}")
+            if not isinstance(shots, int) or shots < 0:
+                raise ValueError(f"num_fewshot: {task} needs an integer >= 0, got {shots!r}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch_size: expected >= 1, got {self.batch_size}")
+        if self.max_gen_toks is not None and self.max_gen_toks < 1:
+            raise ValueError(f"max_gen_toks: expected >= 1, got {self.max_gen_toks}")
+        if self.fraction is not None and not 0 < self.fraction < 1:
+            raise ValueError(f"fraction: expected a number between 0 and 1, got {self.fraction}")
+
+    @property
+    def primary_metric(self) -> str:
+        """The first task's score as named in metrics.json (run_suite resolves ``generative``)."""
+        key = self.tasks[0]
+        if self.generative and TASKS[key].gen_task:
+            return f"{key}_gen/{GEN_PRIMARY}"
+        return f"{key}/{TASKS[key].primary}"
+
+    def label(self) -> str:
+        """``general`` (+ ``_gen`` for letter-answer variants, + the tasks when not all five),
+        so two suites in one eval config land in different run folders."""
+        name = "general_gen" if self.generative else "general"
+        return name if self.tasks == tuple(TASKS) else f"{name}_{'_'.join(self.tasks)}"
+
+    def samples(self):
+        raise UserError(
+            "general: lm-eval runs whole tasks; evaluate it through the runner "
+            "(which calls run_suite), not sample by sample"
+        )
+
+    def score(self, sample: Sample, output: str) -> dict[str, float]:
+        raise UserError("general: scores come from lm-eval (run_suite), not from score()")
+
+    def plan(self, backend: str) -> list[dict[str, Any]]:
+        """Per task: result key, lm-eval task name, shots, primary metric, data caveat."""
+        logprobs = backend in LOGPROB_BACKENDS
+        gen = (not logprobs) if self.generative is None else self.generative
+        if gen is False and not logprobs:
+            raise UserError(
+                f"general.generative: false needs log-probabilities, which the "
+                f"'{backend}' backend cannot return; set generative: true or leave "
+                "it unset"
+            )
+        out = []
+        for key in self.tasks:
+            spec = TASKS[key]
+            variant = gen and spec.gen_task is not None
+            out.append(
+                {
+                    "key": f"{key}_gen" if variant else key,
+                    "task": spec.gen_task
+                    if variant
+                    else (spec.local_task if self.data_dir else spec.hub_task),
+                    "shots": self.num_fewshot.get(key, spec.shots),
+                    "primary": GEN_PRIMARY if variant else spec.primary,
+                    "source": "local" if self.data_dir else "hub",
+                    "caveat": spec.local_caveat if self.data_dir else None,
+                    "generative_variant": variant,
+                }
+            )
+        return out
+
+    def run_suite(
+        self, model_config: Any, run_dir: str | Path, limit: int | None
+    ) -> dict[str, Any]:
+        """Run every task through lm-eval; write predictions.jsonl + metrics.json; return metrics."""
+        from needlework.evaluation.lm_eval_run import run_general
+
+        return run_general(self, model_config, Path(run_dir), limit)
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def metric_name(metric: str, filter_name: str) -> str:
+    """lm-eval's ``metric,filter`` key without the default ``,none``."""
+    return metric if filter_name == "none" else f"{metric},{filter_name}"
+
+
+def rows_from_samples(
+    key: str, lm_task: str, logged: list[Mapping[str, Any]], output_type: str
+) -> list[dict[str, Any]]:
+    """lm-eval's logged samples of one (sub)task -> predictions.jsonl rows (one per document).
+
+    Every filter's per-sample metric becomes a score ``<key>/<metric[,filter]>``, the same names
+    metrics.json aggregates, so the mean of a score over the rows is the metric.
+    """
+    by_doc: dict[int, dict[str, Any]] = {}
+    for s in logged:
+        doc_id = int(s["doc_id"])
+        doc = s.get("doc") or {}
+        row = by_doc.get(doc_id)
+        if row is None:
+            subject = doc.get("subject") if isinstance(doc, Mapping) else None
+            sid = f"{key}-{subject}-{doc_id}" if subject else f"{key}-{doc_id}"
+            context = s["arguments"][0][0]
+            if output_type == "multiple_choice":
+                lls = [float(r[0]) for r in s["filtered_resps"]]
+                best = max(range(len(lls)), key=lls.__getitem__)
+                output = chr(ord("A") + best)
+                detail: dict[str, Any] = {"loglikelihoods": lls}
+            else:
+                output = str(s["resps"][0][0])
+                detail = {"filtered": {}}
+            meta: dict[str, Any] = {"task": key, "lm_eval_task": lm_task, "doc_id": doc_id}
+            if subject:
+                meta["subject"] = subject
+            row = {
+                "id": sid,
+                "benchmark": "general",
+                "prompt_sha256": sha256(str(context)),
+                "output": output,
+                "scores": {},
+                "meta": meta,
+                "lm_eval": {"target": _plain(s.get("target")), **detail},
+            }
+            by_doc[doc_id] = row
+        if output_type != "multiple_choice":
+            row["lm_eval"]["filtered"][s["filter"]] = _plain(s["filtered_resps"][0])
+        for metric in s["metrics"]:
+            row["scores"][f"{key}/{metric_name(metric, s['filter'])}"] = float(s[metric])
+    return [by_doc[d] for d in sorted(by_doc)]
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe copy (numpy scalars, tuples) of an lm-eval value."""
+    return json.loads(
+        json.dumps(value, default=lambda o: o.item() if hasattr(o, "item") else str(o))
+    )

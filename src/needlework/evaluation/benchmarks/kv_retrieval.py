@@ -1,0 +1,248 @@
+"""Key-value retrieval: needlework's synthetic dictionary task ("From Artificial Needles to Real
+Haystacks", Xiong et al., ICLR 2025, §2) and the UUID JSON task of "Lost in the Middle" (Liu et
+al., 2023, arXiv:2307.03172).
+
+Run:  needlework eval --config configs/eval/kv_retrieval.yaml model.path=<model dir>
+
+``source: needlework`` reads the canonical rows of ``needlework generate``
+(``seed<S>/eval.jsonl``: ``messages`` + ``meta``) and scores value / dictionary / both from the
+parsed answer (``metrics.parse_kv_answer``). ``source: lost_in_the_middle`` reads
+``kv-retrieval-*_keys.jsonl.gz``, renders the exact ``kv_retrieval`` prompt and scores "gold
+value in the answer" as the reference does, optionally moving the gold record to given positions.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from needlework.errors import DataError
+from needlework.evaluation.benchmarks.common import (
+    check_positions,
+    context_tokens,
+    seeded_subset,
+    token_counter,
+    user_turn,
+)
+from needlework.evaluation.data import (
+    download_verified,
+    litm_checksums,
+    read_kv_records,
+    read_rows,
+)
+from needlework.evaluation.metrics import (
+    depth_bin,
+    kv_substring_match,
+    numbers_in_key,
+    parse_kv_answer,
+    same_value,
+)
+from needlework.evaluation.prompts import load_prompt
+from needlework.io import require
+from needlework.records import Sample
+from needlework.registry import benchmarks
+
+# meta fields every needlework eval row must carry, with their JSON types
+_META: dict[str, type | tuple[type, ...]] = {
+    "gold_key": (str, int, list),
+    "gold_value": (str, int),
+    "gold_dict_name": (str, int),
+    "gold_position": int,
+    "num_dicts": int,
+}
+
+
+def format_kv_records(records: list[tuple[str, str]]) -> str:
+    """``{"k1": "v1",\\n "k2": "v2",\\n ... "kn": "vn"}``, as Lost in the Middle renders it."""
+    lines = [f'"{k}": "{v}"' for k, v in records]
+    return "{" + ",\n ".join(lines) + "}"
+
+
+def kv_prompt(records: list[tuple[str, str]], key: str, query_aware: bool = False) -> str:
+    """The Lost-in-the-Middle ``kv_retrieval`` prompt (trailing newline of the file stripped)."""
+    name = "kv_retrieval_with_query_aware_contextualization" if query_aware else "kv_retrieval"
+    return (
+        load_prompt(name)
+        .rstrip("\n")
+        .format(formatted_kv_records=format_kv_records(records), key=key)
+    )
+
+
+def move_record(
+    records: tuple[tuple[str, str], ...], key: str, position: int
+) -> list[tuple[str, str]]:
+    """The records with the one for ``key`` popped and re-inserted at ``position``."""
+    out = list(records)
+    index = next(i for i, (k, _) in enumerate(out) if k == key)
+    out.insert(position, out.pop(index))
+    return out
+
+
+@benchmarks.register("kv_retrieval")
+@dataclass(frozen=True)
+class KVRetrieval:
+    """Key-value retrieval: synthetic dictionaries or UUID JSON records (Lost in the Middle)."""
+
+    data_path: str = "data/simple_dict_kv/seed0/eval.jsonl"
+    """needlework ``eval.jsonl``, or a Lost-in-the-Middle ``kv-retrieval-*_keys.jsonl.gz``."""
+    source: Literal["needlework", "lost_in_the_middle"] = "needlework"
+    """Which format ``data_path`` is in."""
+    gold_positions: tuple[int, ...] = ()
+    """lost_in_the_middle only: move the gold record to each of these 0-based indices (one sample
+    per record and position); empty keeps the file's order."""
+    download: bool = False
+    """lost_in_the_middle only: if ``data_path`` is missing and named like an upstream file
+    (``kv-retrieval-75_keys.jsonl.gz``, 140, 300), fetch it at the pinned commit and verify it."""
+    query_aware: bool = False
+    """lost_in_the_middle only: the query-aware-contextualization prompt (key also on top)."""
+    num_samples: int | None = None
+    """Seeded subset of the file's rows; None = all."""
+    seed: int = 0
+    """Chooses the subset."""
+    depth_bins: int = 10
+    """Equal-width bins of the gold depth (``gold_depth_bin`` group)."""
+    tokenizer: str | None = None
+    """``load_counter`` spec to record ``context_tokens`` (needlework rows carry prompt_tokens)."""
+    tag: str = ""
+    """Appended to the label, to tell variants apart (e.g. ``wtemplate``)."""
+    max_new_tokens: int = 100
+    """Lost in the Middle's limit; the synthetic answer is about 25 tokens."""
+
+    def __post_init__(self) -> None:
+        check_positions("gold_positions", self.gold_positions, None)
+        if self.gold_positions and self.source != "lost_in_the_middle":
+            raise ValueError(
+                "gold_positions: only for source lost_in_the_middle (needlework "
+                "rows are generated with their gold position)"
+            )
+        if self.depth_bins < 1:
+            raise ValueError("depth_bins: must be >= 1")
+        if self.num_samples is not None and self.num_samples < 1:
+            raise ValueError("num_samples: must be >= 1 or null (all)")
+        if self.tag and not re.fullmatch(r"[A-Za-z0-9_.-]+", self.tag):
+            raise ValueError("tag: use letters, digits, '_', '-' or '.'")
+
+    group_by = ("gold_position", "gold_depth_bin")
+
+    @property
+    def primary_metric(self) -> str:
+        return "both_correct" if self.source == "needlework" else "substring_match"
+
+    def label(self) -> str:
+        base = "kv_retrieval"
+        if self.source == "lost_in_the_middle":
+            m = re.search(r"(\d+)_keys", Path(self.data_path).name)
+            base += f"_litm{m.group(1)}" if m else "_litm"
+        return base + (f"_{self.tag}" if self.tag else "")
+
+    def score(self, sample: Sample, output: str) -> dict[str, float]:
+        meta = sample.meta
+        if self.source == "lost_in_the_middle":
+            return {"substring_match": kv_substring_match(meta["gold_value"], output)}
+        parsed = parse_kv_answer(output, numbers_in_key(meta["gold_key"]))
+        value_ok = same_value(parsed.value, meta["gold_value"])
+        dict_ok = (
+            parsed.dict_name is not None
+            and parsed.dict_name.strip() == str(meta["gold_dict_name"]).strip()
+        )
+        return {
+            "value_correct": float(value_ok),
+            "dict_correct": float(dict_ok),
+            "both_correct": float(value_ok and dict_ok),
+            "value_in_output": kv_substring_match(str(meta["gold_value"]), output),
+        }
+
+    def samples(self) -> Iterator[Sample]:
+        counter = token_counter(self.tokenizer)
+        make = self._litm if self.source == "lost_in_the_middle" else self._needlework
+        for sample in make():
+            if counter is not None:
+                meta = dict(sample.meta, context_tokens=context_tokens(counter, sample.messages))
+                sample = Sample(sample.id, sample.messages, sample.answers, meta)
+            yield sample
+
+    def _bin(self, position: int, count: int) -> float:
+        return depth_bin(position / (count - 1) if count > 1 else 0.0, self.depth_bins)
+
+    def _needlework(self) -> Iterator[Sample]:
+        rows = list(read_rows(self.data_path))
+        for k in seeded_subset(len(rows), self.num_samples, self.seed, "kv_retrieval"):
+            where, row = rows[k]
+            prompt, answer = split_conversation(row, where)
+            meta = require(row, "meta", dict, where)
+            for name, kind in _META.items():
+                require(meta, name, kind, f"{where}: meta")
+            keep = {
+                n: meta[n]
+                for n in (
+                    *_META,
+                    "gold_depth",
+                    "prompt_tokens",
+                    "generator",
+                    "seed",
+                    "split",
+                    "index",
+                )
+                if n in meta
+            }
+            if not 0 <= meta["gold_position"] < meta["num_dicts"]:
+                raise DataError(
+                    f"{where}: meta field 'gold_position' should be in "
+                    f"0..num_dicts-1, got {meta['gold_position']}"
+                )
+            keep["gold_depth_bin"] = self._bin(meta["gold_position"], meta["num_dicts"])
+            sid = str(row.get("id") or f"kv_retrieval-{Path(self.data_path).stem}-{k}")
+            yield Sample(sid, prompt, (answer,), keep)
+
+    def _litm(self) -> Iterator[Sample]:
+        records = read_kv_records(self._litm_path())
+        stem = Path(self.data_path).name.split(".")[0]
+        for k in seeded_subset(len(records), self.num_samples, self.seed, "kv_retrieval"):
+            rec = records[k]
+            n = len(rec.records)
+            for pos in self.gold_positions or (None,):
+                if pos is not None and pos >= n:
+                    raise DataError(f"{rec.where}: gold position {pos} but only {n} records")
+                order = (
+                    move_record(rec.records, rec.key, pos) if pos is not None else list(rec.records)
+                )
+                gold = next(i for i, (key, _) in enumerate(order) if key == rec.key)
+                sid = f"kv_retrieval-{stem}-{k}" + (f"-g{pos}" if pos is not None else "")
+                meta = {
+                    "gold_key": rec.key,
+                    "gold_value": rec.value,
+                    "gold_position": gold,
+                    "num_keys": n,
+                    "gold_depth_bin": self._bin(gold, n),
+                }
+                yield Sample(
+                    sid, user_turn(kv_prompt(order, rec.key, self.query_aware)), (rec.value,), meta
+                )
+
+    def _litm_path(self) -> Path:
+        path = Path(self.data_path)
+        if path.exists() or not self.download:
+            return path
+        table = litm_checksums()
+        upstream = next((k for k in table if Path(k).name == path.name), None)
+        if upstream is None:
+            raise DataError(f"{path}: not found, and no upstream file has this name to download")
+        return download_verified(upstream, path, table)
+
+
+def split_conversation(row: dict[str, Any], where: str) -> tuple[tuple[Any, ...], str]:
+    """(prompt turns, gold answer): every turn before the final assistant turn, and its text."""
+    messages = require(row, "messages", list, where)
+    ok = all(
+        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+        for m in messages
+    )
+    if not ok or len(messages) < 2 or messages[-1]["role"] != "assistant":
+        raise DataError(
+            f"{where}: field 'messages' should be chat turns ending with the assistant's answer"
+        )
+    prompt = tuple({"role": m["role"], "content": m["content"]} for m in messages[:-1])
+    return prompt, messages[-1]["content"]

@@ -1,0 +1,238 @@
+"""Multi-document QA from "Lost in the Middle" (Liu et al., 2023, arXiv:2307.03172), the main
+retrieval benchmark of "From Artificial Needles to Real Haystacks" (Xiong et al., ICLR 2025, §4.1).
+
+Run:  needlework eval --config configs/eval/mdqa_20docs.yaml model.path=<model dir>
+
+Three sources of documents: ``build`` k-document sets from the oracle file (random or BM25
+distractors, any k, any gold positions); ``files``, the official ``qa_data`` files (Contriever
+distractors; 10/20/30 documents, gold at 0/4/9/...), found under ``data_path`` or downloaded at the
+pinned commit and verified with ``download: true``. Baselines: ``mode: closedbook`` (no documents)
+and ``mode: oracle`` (the gold document only). Score: ``best_subspan_em`` of the first line.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from needlework.errors import DataError
+from needlework.evaluation import mdqa_build as mb
+from needlework.evaluation.benchmarks.common import (
+    check_positions,
+    context_tokens,
+    seeded_subset,
+    token_counter,
+    user_turn,
+)
+from needlework.evaluation.data import QARecord, download_verified, litm_checksums, verify_file
+from needlework.evaluation.metrics import best_subspan_em, first_line
+from needlework.records import Sample
+from needlework.registry import benchmarks
+
+ORACLE = "qa_data/nq-open-oracle.jsonl.gz"
+PROMPT_SUFFIX = {
+    "qa": "",
+    "qa_ordered_randomly": "_randomorder",
+    "qa_with_query_aware_contextualization": "_queryaware",
+}
+
+
+def official_path(num_docs: int, gold_position: int) -> str:
+    """Upstream path of an official MDQA file, e.g. ``..._gold_at_9.jsonl.gz``."""
+    return (
+        f"qa_data/{num_docs}_total_documents/"
+        f"nq-open-{num_docs}_total_documents_gold_at_{gold_position}.jsonl.gz"
+    )
+
+
+@benchmarks.register("mdqa")
+@dataclass(frozen=True)
+class MDQA:
+    """Multi-document QA (NQ-Open): accuracy by the gold document's position."""
+
+    data_path: str = "data/lost-in-the-middle"
+    """The oracle file (``build``) or an official ``qa_data`` file, or a folder searched for the
+    files by their upstream names (and downloaded into with ``download: true``)."""
+    source: Literal["build", "files"] = "build"
+    """``build`` contexts from the oracle file, or read the official ``files``."""
+    download: bool = False
+    """Fetch missing files from github.com/nelson-liu/lost-in-the-middle at commit 29b8a6d."""
+    verify: bool = True
+    """Check files named like upstream files against the pinned size, sha256 and git blob id."""
+    mode: Literal["documents", "closedbook", "oracle"] = "documents"
+    """``documents`` (the benchmark), or a baseline: ``closedbook`` (question only), ``oracle``
+    (gold document only). Baselines use the oracle file and ignore the document settings."""
+    num_docs: int = 20
+    """Documents per context (gold included): 10/20/30 upstream, anything when building."""
+    gold_positions: tuple[int, ...] = (0, 1, 4, 9, 14, 19)
+    """0-based gold indices; the paper's 1, 2, 5, 10, 15, 20 (one-based) by default."""
+    num_questions: int | None = 200
+    """Questions per gold position (seeded subset, the same at every position); None = all 2655."""
+    distractors: Literal["random", "bm25"] = "random"
+    """``build`` only: random passages (paper setting) or BM25-ranked hard negatives."""
+    prompt: Literal["qa", "qa_ordered_randomly", "qa_with_query_aware_contextualization"] = "qa"
+    """Lost-in-the-Middle prompt variant."""
+    seed: int = 0
+    """Chooses the questions and the random distractors."""
+    tokenizer: str | None = None
+    """``load_counter`` spec (e.g. ``hf:<model dir>``) to record ``context_tokens`` per sample."""
+    max_new_tokens: int = 100
+    """As Lost in the Middle; only the first line is scored."""
+
+    def __post_init__(self) -> None:
+        if self.num_docs < 1:
+            raise ValueError("num_docs: must be >= 1")
+        if self.mode == "documents":
+            if not self.gold_positions:
+                raise ValueError("gold_positions: give at least one 0-based position")
+            check_positions("gold_positions", self.gold_positions, self.num_docs)
+        if self.num_questions is not None and self.num_questions < 1:
+            raise ValueError("num_questions: must be >= 1 or null (all)")
+        if self.source == "files" and self.distractors != "random":
+            raise ValueError(
+                "distractors: the official files come with their own (Contriever) "
+                "distractors; use source: build for bm25"
+            )
+        if self.max_new_tokens < 1:
+            raise ValueError("max_new_tokens: must be >= 1")
+
+    @property
+    def group_by(self) -> tuple[str, ...]:
+        return ("gold_position", "num_docs") if self.mode == "documents" else ()
+
+    primary_metric = "best_subspan_em"
+
+    def label(self) -> str:
+        if self.mode != "documents":
+            return f"mdqa_{self.mode}"
+        kind = (
+            "_litm" if self.source == "files" else ("_bm25" if self.distractors == "bm25" else "")
+        )
+        return f"mdqa_{self.num_docs}docs{kind}{PROMPT_SUFFIX[self.prompt]}"
+
+    def score(self, sample: Sample, output: str) -> dict[str, float]:
+        return {"best_subspan_em": best_subspan_em(first_line(output), sample.answers)}
+
+    # ------------------------------------------------------------------------------ samples
+
+    def samples(self) -> Iterator[Sample]:
+        counter = token_counter(self.tokenizer)
+        for sample in self._build():
+            if counter is not None:
+                meta = dict(sample.meta, context_tokens=context_tokens(counter, sample.messages))
+                sample = Sample(sample.id, sample.messages, sample.answers, meta)
+            yield sample
+
+    def _build(self) -> Iterator[Sample]:
+        if self.mode != "documents":
+            yield from self._baseline()
+        elif self.source == "files":
+            yield from self._official()
+        else:
+            yield from self._built()
+
+    def _sample(self, sid: str, rec: QARecord, prompt: str, **meta: object) -> Sample:
+        return Sample(sid, user_turn(prompt), rec.answers, {"question": rec.question, **meta})
+
+    def _baseline(self) -> Iterator[Sample]:
+        records = mb_records(self._path(ORACLE), self.verify)
+        for q in seeded_subset(len(records), self.num_questions, self.seed, "mdqa"):
+            rec = records[q]
+            if self.mode == "closedbook":
+                prompt = mb.closedbook_prompt(rec.question)
+                yield self._sample(f"mdqa-{q}", rec, prompt, question_index=q, num_docs=0)
+            else:
+                gold = rec.documents[rec.gold_index or 0]
+                prompt = mb.qa_prompt(rec.question, [gold], self.prompt)
+                yield self._sample(
+                    f"mdqa-{q}", rec, prompt, question_index=q, num_docs=1, gold_position=0
+                )
+
+    def _built(self) -> Iterator[Sample]:
+        records = mb_records(self._path(ORACLE), self.verify)
+        pool = mb.DistractorPool(records)
+        chosen = seeded_subset(len(records), self.num_questions, self.seed, "mdqa")
+        k = self.num_docs - 1
+        if self.distractors == "bm25":
+            picks = mb.bm25_distractors(pool, records, chosen, k)
+        else:  # one rng per question: its distractors do not depend on which others are chosen
+            picks = {
+                q: mb.random_distractors(
+                    pool, q, records[q].answers, k, random.Random(f"mdqa-{self.seed}-{q}")
+                )
+                for q in chosen
+            }
+        for q in chosen:
+            rec = records[q]
+            gold = rec.documents[rec.gold_index or 0]
+            distractors = [pool.docs[j] for j in picks[q]]
+            for g in self.gold_positions:
+                docs = mb.insert_gold(distractors, gold, g)
+                prompt = mb.qa_prompt(rec.question, docs, self.prompt)
+                yield self._sample(
+                    f"mdqa-{self.seed}-{q}-g{g}",
+                    rec,
+                    prompt,
+                    question_index=q,
+                    gold_position=g,
+                    num_docs=self.num_docs,
+                    distractors=self.distractors,
+                )
+
+    def _official(self) -> Iterator[Sample]:
+        files = {
+            g: mb_records(self._path(official_path(self.num_docs, g)), self.verify)
+            for g in self.gold_positions
+        }
+        total = min(len(r) for r in files.values())
+        for q in seeded_subset(total, self.num_questions, self.seed, "mdqa"):
+            for g, records in files.items():
+                rec = records[q]
+                if len(rec.documents) != self.num_docs or rec.gold_index != g:
+                    raise DataError(
+                        f"{rec.where}: expected {self.num_docs} documents with the "
+                        f"gold one at index {g}, got {len(rec.documents)} with gold "
+                        f"at {rec.gold_index}"
+                    )
+                prompt = mb.qa_prompt(rec.question, rec.documents, self.prompt)
+                yield self._sample(
+                    f"mdqa-litm-{q}-g{g}",
+                    rec,
+                    prompt,
+                    question_index=q,
+                    gold_position=g,
+                    num_docs=self.num_docs,
+                    distractors="contriever",
+                )
+
+    def _path(self, upstream: str) -> Path:
+        """Locate ``upstream`` under data_path (or data_path itself), downloading if allowed."""
+        root = Path(self.data_path)
+        name = Path(upstream).name
+        if root.is_file():
+            return root
+        if root.is_dir():
+            for candidate in (root / upstream, root / name, *sorted(root.rglob(name))):
+                if candidate.is_file():
+                    return candidate
+        if self.download:
+            return download_verified(upstream, root / upstream, litm_checksums())
+        raise DataError(
+            f"{root}: {name} not found (data_path should be that file or a folder "
+            "holding it; set download: true to fetch it from the pinned upstream)"
+        )
+
+
+def mb_records(path: Path, verify: bool) -> list[QARecord]:
+    """Read a qa_data file, first checking it against the pinned hashes if it has an upstream
+    name (a file named like upstream but with other bytes would silently change results)."""
+    from needlework.evaluation.data import read_qa_records
+
+    if verify:
+        table = {Path(k).name: v for k, v in litm_checksums().items()}
+        if path.name in table:
+            verify_file(path, table[path.name])
+    return read_qa_records(path)

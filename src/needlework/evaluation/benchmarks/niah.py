@@ -1,0 +1,130 @@
+"""Needle in a haystack (Kamradt, 2023; sized and scored in the manner of RULER, Hsieh et al.,
+2024, arXiv:2404.06654): one "special magic number" sentence hidden at a given depth of a haystack
+filled to a given number of tokens of the model's own tokenizer.
+
+Run:  needlework eval --config configs/eval/niah.yaml model.path=<model dir>
+(set the benchmark's ``tokenizer`` to the model's, e.g. ``hf:<model dir>``)
+
+The haystack is any local text file (split into sentences, cycled as needed) or a generated
+filler; no download. Each (context length, depth) cell is fitted by search on the number of
+haystack sentences so that the prompt, as the model sees it (chat template included), has at
+most ``context_length`` tokens; the measured count is recorded as ``context_tokens``.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from needlework.errors import ConfigError, DataError
+from needlework.evaluation.benchmarks.common import token_counter, user_turn
+from needlework.evaluation.haystack import FILLER, build_needle_item, split_sentences
+from needlework.evaluation.metrics import best_subspan_em, exact_match, first_line
+from needlework.records import Sample
+from needlework.registry import benchmarks
+
+
+@benchmarks.register("niah")
+@dataclass(frozen=True)
+class NIAH:
+    """Needle in a haystack: accuracy over context length x needle depth."""
+
+    tokenizer: str | None = None
+    """The model's tokenizer as a ``load_counter`` spec (e.g. ``hf:<model dir>``); required."""
+    context_lengths: tuple[int, ...] = (1024, 2048, 4096)
+    """Target prompt sizes in tokens (prompt as the model sees it; the answer comes on top)."""
+    depth_percents: tuple[float, ...] = (0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100)
+    """Needle depths, in percent of the haystack (0 = first sentence, 100 = last)."""
+    num_samples: int = 1
+    """Samples per cell, each with its own key and value."""
+    haystack_path: str | None = None
+    """A local UTF-8 text file (e.g. essays); None = the generated filler."""
+    needle: str = "The special magic number for {key} is {value}."
+    """The hidden sentence; must contain ``{key}`` and ``{value}``."""
+    seed: int = 0
+    """Chooses keys and values."""
+    tag: str = ""
+    """Appended to the label, to tell haystacks or needles apart."""
+    max_new_tokens: int = 32
+    """The answer is one number."""
+
+    def __post_init__(self) -> None:
+        if not self.context_lengths or any(n < 1 for n in self.context_lengths):
+            raise ValueError("context_lengths: give positive token counts")
+        if not self.depth_percents or any(not 0 <= d <= 100 for d in self.depth_percents):
+            raise ValueError("depth_percents: give values in 0..100")
+        if self.num_samples < 1:
+            raise ValueError("num_samples: must be >= 1")
+        if "{key}" not in self.needle or "{value}" not in self.needle:
+            raise ValueError("needle: must contain {key} and {value}")
+        if self.tag and not re.fullmatch(r"[A-Za-z0-9_.-]+", self.tag):
+            raise ValueError("tag: use letters, digits, '_', '-' or '.'")
+
+    group_by = ("context_length", "depth_percent")
+    primary_metric = "best_subspan_em"
+
+    def label(self) -> str:
+        return "niah" + (f"_{self.tag}" if self.tag else "")
+
+    def score(self, sample: Sample, output: str) -> dict[str, float]:
+        # First non-empty line only, as MDQA does: echoing the haystack must not find the needle.
+        answer = first_line(output.strip())
+        return {
+            "best_subspan_em": best_subspan_em(answer, sample.answers),
+            "exact_match": exact_match(answer, sample.answers),
+        }
+
+    def haystack_units(self) -> list[str]:
+        if self.haystack_path is None:
+            return list(FILLER)
+        path = Path(self.haystack_path)
+        if not path.is_file():
+            raise DataError(f"{path}: haystack file not found")
+        try:
+            units = split_sentences(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise DataError(f"{path}: haystack is not UTF-8 text") from None
+        if not units:
+            raise DataError(f"{path}: haystack file has no text")
+        return units
+
+    def samples(self) -> Iterator[Sample]:
+        if self.tokenizer is None:
+            raise ConfigError(
+                "set the model's tokenizer, e.g. hf:<model dir> (it sizes the haystack)",
+                field="tokenizer",
+            )
+        counter = token_counter(self.tokenizer)
+        units = self.haystack_units()
+        for length in self.context_lengths:
+            hint = 0
+            for depth in self.depth_percents:
+                for r in range(self.num_samples):
+                    rng = random.Random(f"niah-{self.seed}-{length}-{depth}-{r}")
+                    item = build_needle_item(
+                        rng,
+                        counter,
+                        units,
+                        context_length=length,
+                        depth_percent=depth,
+                        needle=self.needle,
+                        hint=hint,
+                    )
+                    hint = item.num_units
+                    meta = {
+                        "context_length": length,
+                        "depth_percent": depth,
+                        "context_tokens": item.context_tokens,
+                        "needle_key": item.key,
+                        "haystack_units": item.num_units,
+                        "tokenizer": self.tokenizer,
+                    }
+                    yield Sample(
+                        f"niah-{self.seed}-{length}-{depth:g}-{r}",
+                        user_turn(item.prompt),
+                        (item.value,),
+                        meta,
+                    )

@@ -1,0 +1,261 @@
+"""Running the ``general`` suite: needlework backend -> lm-eval model, tasks -> run folder.
+
+Resumable at two levels: each finished task is kept in ``<run>/lm_eval/<task>.json`` (skipped on
+the next run), and with ``request_cache`` every model answer goes into lm-eval's request cache
+``<run>/lm_eval/requests_rank0.db``, so a task interrupted half-way only asks the model for what
+is missing. Both are tied to a fingerprint of the model and settings; a mismatch is an error,
+never a silent reuse.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from needlework.errors import UserError
+from needlework.evaluation.benchmarks.general import General, metric_name, rows_from_samples
+from needlework.io import ensure_writable_dir, write_json, write_jsonl
+
+log = logging.getLogger(__name__)
+WORK = "lm_eval"
+
+
+def resolve_backend(model_config: Any) -> tuple[str, Any]:
+    """(registry name, backend unit) from a unit, a ``{"name": ...}`` mapping or ``hf:PATH``."""
+    name = getattr(type(model_config), "registry_name", None)
+    if name is not None and dataclasses.is_dataclass(model_config):
+        return name, model_config
+    if isinstance(model_config, (str, Mapping)):
+        from needlework.models import load_backend
+
+        unit = load_backend(model_config)
+        return type(unit).registry_name, unit
+    raise UserError(f"general: cannot use {type(model_config).__name__} as a model "
+                    "(expected a backend unit, a mapping with 'name', or 'hf:PATH')")
+
+
+def model_identity(unit: Any) -> dict[str, Any]:
+    from needlework.config import to_dict
+
+    return to_dict(unit)
+
+
+def build_lm(backend: str, unit: Any, batch_size: int | None) -> Any:
+    """lm-eval's HFLM / vLLM for local weights (log-likelihoods work); the adapter otherwise."""
+    if backend == "hf":
+        import torch
+        from lm_eval.models.huggingface import HFLM
+
+        device = unit.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        return HFLM(pretrained=unit.path, peft=unit.adapter, dtype=unit.dtype, device=device,
+                    batch_size=batch_size or unit.batch_size, max_length=unit.max_context_tokens,
+                    trust_remote_code=unit.trust_remote_code)
+    if backend == "vllm":
+        from lm_eval.models.vllm_causallms import VLLM
+
+        return VLLM(pretrained=unit.path, lora_local_path=unit.adapter,
+                    tensor_parallel_size=unit.tensor_parallel_size, dtype=unit.dtype,
+                    gpu_memory_utilization=unit.gpu_memory_utilization,
+                    max_model_len=unit.max_model_len,
+                    enable_prefix_caching=unit.enable_prefix_caching,
+                    batch_size=batch_size or "auto")
+    from needlework.evaluation.lm_eval_adapter import ChatModelLM
+
+    return ChatModelLM(unit, batch_size=batch_size or 64)
+
+
+def data_root(bench: General) -> Path | None:
+    """Absolute data_dir with every file the chosen tasks read, or a one-line DataError."""
+    if bench.data_dir is None:
+        return None
+    from needlework.errors import DataError
+    from needlework.evaluation.lm_eval_tasks.utils import LOCAL_FILES
+
+    root = Path(bench.data_dir).expanduser().resolve()
+    if not root.is_dir():
+        raise DataError(f"general.data_dir: {root} is not a folder (expected the "
+                        "../shared/data layout)")
+    missing = [f for t in bench.tasks for f in LOCAL_FILES[t] if not (root / f).is_file()]
+    if missing:
+        raise DataError(f"general.data_dir: {root} lacks {', '.join(missing)}")
+    return root
+
+
+def run_general(bench: General, model_config: Any, run_dir: Path,
+                limit: int | None) -> dict[str, Any]:
+    """Evaluate every planned task, write predictions.jsonl and metrics.json, return metrics."""
+    import lm_eval
+
+    backend, unit = resolve_backend(model_config)
+    plan = bench.plan(backend)
+    root = data_root(bench)
+    work = ensure_writable_dir(run_dir / WORK)
+    identity = model_identity(unit)
+    count = limit if limit is not None else bench.fraction
+    settings = {
+        "backend": backend, "data_dir": str(root) if root else None,
+        "apply_chat_template": bench.apply_chat_template,
+        "fewshot_as_multiturn": bench.apply_chat_template, "limit": limit,
+        "max_gen_toks": bench.max_gen_toks,
+        "fraction": bench.fraction if limit is None else None,
+        "generative": any(p["generative_variant"] for p in plan),
+        "lm_eval_version": _version("lm_eval"),
+    }
+    _check_owner(work / "model.json", identity)
+
+    lm = manager = None
+    rows: list[dict[str, Any]] = []
+    tasks: dict[str, Any] = {}
+    for item in plan:
+        fingerprint = {"model": identity, "settings": settings, "task": item["task"],
+                       "shots": item["shots"]}
+        done_file = work / f"{item['key']}.json"
+        done = _load_done(done_file, fingerprint)
+        if done is None:
+            if lm is None:
+                lm = build_lm(backend, unit, bench.batch_size)
+                manager = _task_manager(plan, root)
+            log.info("general: %s (%s, %d-shot)", item["key"], item["task"], item["shots"])
+            res = lm_eval.simple_evaluate(
+                model=lm, tasks=[item["task"]], num_fewshot=item["shots"], limit=count,
+                log_samples=True, apply_chat_template=bench.apply_chat_template,
+                fewshot_as_multiturn=bench.apply_chat_template, task_manager=manager,
+                gen_kwargs={"max_gen_toks": bench.max_gen_toks} if bench.max_gen_toks else None,
+                use_cache=str(work / "requests") if bench.request_cache else None)
+            done = {"fingerprint": fingerprint, **_convert(item, res)}
+            write_json(done_file, done)
+        rows.extend(done["rows"])
+        tasks[item["key"]] = done["summary"]
+        write_jsonl(run_dir / "predictions.jsonl", rows)
+    metrics = summarize(bench, plan, rows, tasks, describe(unit), settings)
+    write_json(run_dir / "metrics.json", metrics)
+    return metrics
+
+
+def describe(unit: Any) -> str:
+    fn = getattr(unit, "describe", None)
+    return fn() if callable(fn) else type(unit).__name__
+
+
+def _version(dist: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist.replace("_", "-"))
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _check_owner(path: Path, identity: dict[str, Any]) -> None:
+    """The request cache answers by prompt only: refuse to reuse a folder of another model."""
+    import json
+
+    if path.is_file():
+        held = json.loads(path.read_text(encoding="utf-8"))
+        if held != identity:
+            raise UserError(f"{path.parent}: holds lm-eval results of another model ({held}); "
+                            "use a new out_dir or delete that folder")
+    else:
+        write_json(path, identity)
+
+
+def _load_done(path: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
+    import json
+
+    if not path.is_file():
+        return None
+    done = json.loads(path.read_text(encoding="utf-8"))
+    if done.get("fingerprint") != fingerprint:
+        raise UserError(f"{path}: results of different settings (limit, shots, chat template, "
+                        "data or model changed); use a new out_dir or delete the file")
+    return done
+
+
+def _task_manager(plan: list[dict[str, Any]], root: Path | None) -> Any:
+    """Our include path always; lm-eval's built-in index (slow) only when a hub task is used."""
+    from lm_eval.tasks import TaskManager
+
+    from needlework.evaluation.lm_eval_tasks import include_path
+
+    builtin = any(not p["task"].startswith("needlework_") for p in plan)
+    return TaskManager(include_path=str(include_path()), include_defaults=builtin,
+                       metadata={"data_dir": str(root) if root else None})
+
+
+def _convert(item: dict[str, Any], res: Mapping[str, Any]) -> dict[str, Any]:
+    """One simple_evaluate result -> prediction rows and a JSON-safe task summary."""
+    configs = res.get("configs", {})
+    rows: list[dict[str, Any]] = []
+    for sub in sorted(res["samples"]):
+        output_type = configs.get(sub, {}).get("output_type", "generate_until")
+        rows.extend(rows_from_samples(item["key"], sub, res["samples"][sub], output_type))
+    shots = {k: int(v) for k, v in res.get("n-shot", {}).items()}
+    wrong = {k: v for k, v in shots.items() if v != item["shots"]}
+    if wrong:
+        raise UserError(f"general: lm-eval ran {wrong} shots for {item['key']}, expected "
+                        f"{item['shots']} (the task config fixes its shot count)")
+    lm_results: dict[str, Any] = {}
+    agg = res["results"].get(item["task"], {})
+    for k, v in agg.items():
+        if "," in k and (isinstance(v, (int, float)) or hasattr(v, "item")):
+            metric, flt = k.split(",", 1)
+            lm_results[f"{item['key']}/{metric_name(metric, flt)}"] = float(v)
+    summary = {
+        "lm_eval_task": item["task"], "num_fewshot": item["shots"],
+        "primary_metric": f"{item['key']}/{item['primary']}", "n": len(rows),
+        "subtasks": len(res["samples"]), "data_source": item["source"],
+        "comparable_with_paper": item["caveat"] is None, "caveat": item["caveat"],
+        "lm_eval_results": lm_results,
+        "lm_eval_version": {k: _num(v) for k, v in res.get("versions", {}).items()
+                            if k == item["task"]},
+    }
+    return {"rows": rows, "summary": summary}
+
+
+def _num(v: Any) -> Any:
+    return v.item() if hasattr(v, "item") else v
+
+
+def summarize(bench: General, plan: list[dict[str, Any]], rows: list[dict[str, Any]],
+              tasks: dict[str, Any], model: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """metrics.json (records.py format): every score with a 95% CI from the per-sample values;
+    lm-eval's own aggregate and stderr sit beside it (``lm_eval``/``lm_eval_stderr``)."""
+    from needlework.evaluation.stats import mean_ci
+
+    def stat(values: list[float]) -> dict[str, Any]:
+        mean, lo, hi = mean_ci(values)
+        return {"mean": mean, "ci_low": lo, "ci_high": hi, "n": len(values)}
+
+    names = list(dict.fromkeys(k for r in rows for k in r["scores"]))
+    lm_values = {k: v for t in tasks.values() for k, v in t["lm_eval_results"].items()}
+    metrics: dict[str, Any] = {}
+    for name in names:
+        metrics[name] = stat([r["scores"][name] for r in rows if name in r["scores"]])
+        head, _, tail = name.partition("/")
+        metric, _, flt = tail.partition(",")
+        if name in lm_values:
+            metrics[name]["lm_eval"] = lm_values[name]
+        stderr = f"{head}/{metric_name(metric + '_stderr', flt or 'none')}"
+        if stderr in lm_values:
+            metrics[name]["lm_eval_stderr"] = lm_values[stderr]
+    by_subject: dict[str, Any] = {}
+    for r in rows:
+        if "subject" in r["meta"]:
+            by_subject.setdefault(r["meta"]["subject"], []).append(r)
+    caveats = {k: t["caveat"] for k, t in tasks.items() if t["caveat"]}
+    return {
+        "benchmark": "general", "label": bench.label(), "model": model, "n": len(rows),
+        "primary_metric": tasks[plan[0]["key"]]["primary_metric"],
+        "metrics": metrics,
+        "by": {"subject": {s: {m: stat([r["scores"][m] for r in g]) for m in names
+                               if all(m in r["scores"] for r in g)}
+                           for s, g in sorted(by_subject.items())}} if by_subject else {},
+        "tasks": tasks, "settings": settings,
+        "comparable_with_paper": not caveats,
+        "caveats": caveats,
+    }

@@ -1,0 +1,233 @@
+"""`needlework run RECIPE`: the paper's whole experiment as one resumable command.
+
+generate every dataset -> finetune every variant x seed -> evaluate the base model and every
+finetuned model on the recipe's benchmarks -> report. Each step is skipped when its outputs exist
+(``manifest.json``, ``model.json``, every benchmark's ``metrics.json``), so an interrupted
+experiment picks up where it stopped; a half-finished evaluation resumes sample by sample.
+
+Run:  needlework run configs/recipes/tiny_cpu.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+from needlework.config import load_config, read_yaml, to_dict
+from needlework.errors import ConfigError
+from needlework.models.base import ChatModel
+from needlework.registry import backends
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A dataset to generate: a generate config plus overrides (``out_dir`` is set by the recipe)."""
+
+    config: Path
+    """A ``needlework generate`` config file."""
+    overrides: list[str] = field(default_factory=list)
+    """``key=value`` overrides applied to that config."""
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """One finetuning setup, trained once per seed on that seed's dataset."""
+
+    name: str
+    """Variant label in folders and reports, e.g. ``ft_template``."""
+    train_config: Path
+    """A ``needlework train`` config file."""
+    dataset: str
+    """Key into the recipe's ``datasets``; seed S trains on ``seed<S>/train.jsonl``."""
+    seeds: list[int] = field(default_factory=lambda: [0])
+    """Seeds: each gets its own dataset seed, training seed and evaluation."""
+    overrides: list[str] = field(default_factory=list)
+    """``key=value`` overrides for the train config."""
+
+    def __post_init__(self) -> None:
+        if not self.seeds:
+            raise ValueError("seeds: expected at least one seed")
+        if self.name == "base" or "/" in self.name:
+            raise ValueError(f"name: '{self.name}' is reserved or not a folder name")
+
+
+@dataclass(frozen=True)
+class RecipeConfig:
+    """An experiment: datasets, the base model, finetuned variants, one eval config, a report."""
+
+    out_dir: Path
+    """Experiment folder: data/, train/<variant>/seed<S>/, eval/<variant>/..., report/."""
+    base_model: Annotated[ChatModel, backends]
+    """The untrained model (an inference backend); finetuned models inherit its settings."""
+    variants: list[VariantSpec]
+    """Finetuning variants (may be empty: evaluate the base model only)."""
+    eval_config: Path
+    """A ``needlework eval`` config; its ``model`` and ``out_dir`` are set per model."""
+    datasets: dict[str, DatasetSpec] = field(default_factory=dict)
+    """Datasets by name; ``{out_dir}`` in eval overrides expands to the experiment folder."""
+    eval_overrides: list[str] = field(default_factory=list)
+    """``key=value`` overrides for the eval config (``{out_dir}`` is expanded)."""
+    evaluate_base: bool = True
+    """Also evaluate the untrained base model (the "before" of every comparison)."""
+    report: bool = True
+    """Write ``report/`` at the end."""
+
+    def __post_init__(self) -> None:
+        names = [v.name for v in self.variants]
+        if len(set(names)) != len(names):
+            raise ValueError(f"variants: names must be unique, got {names}")
+        for v in self.variants:
+            if v.dataset not in self.datasets:
+                raise ValueError(f"variants: '{v.name}' uses unknown dataset '{v.dataset}' "
+                                 f"(datasets: {', '.join(self.datasets) or 'none'})")
+
+
+@dataclass
+class Step:
+    """One unit of work: what it writes, how to tell it is done, how to run it."""
+
+    title: str
+    done: Callable[[], bool]
+    run: Callable[[], Any]
+
+
+def _expand(value: Any, mapping: dict[str, str]) -> Any:
+    if isinstance(value, str):
+        for key, sub in mapping.items():
+            value = value.replace("{" + key + "}", sub)
+        return value
+    if isinstance(value, list):
+        return [_expand(v, mapping) for v in value]
+    if isinstance(value, dict):
+        return {k: _expand(v, mapping) for k, v in value.items()}
+    return value
+
+
+def plan(recipe: RecipeConfig, source: str = "<recipe>") -> list[Step]:
+    """The ordered steps of an experiment; pure apart from reading config files."""
+    from needlework.config import apply_overrides
+
+    out = recipe.out_dir
+    subst = {"out_dir": str(out)}
+    steps: list[Step] = []
+
+    for name, spec in recipe.datasets.items():
+        steps.append(_generate_step(name, spec, out / "data" / name))
+
+    models: list[tuple[str, int | None, Callable[[], dict[str, Any]], Path]] = []
+    base = to_dict(recipe.base_model)
+    if recipe.evaluate_base:
+        models.append(("base", None, lambda: base, out / "eval" / "base"))
+    for variant in recipe.variants:
+        for seed in variant.seeds:
+            run_dir = out / "train" / variant.name / f"seed{seed}"
+            data = out / "data" / variant.dataset / f"seed{seed}" / "train.jsonl"
+            steps.append(_train_step(variant, seed, data, run_dir))
+            models.append((variant.name, seed, _trained_model(base, run_dir),
+                           out / "eval" / variant.name / f"seed{seed}"))
+
+    eval_data = _expand(apply_overrides(read_yaml(recipe.eval_config),
+                                        _expand(recipe.eval_overrides, subst)), subst)
+    for variant, seed, model, eval_dir in models:
+        steps.append(_eval_step(eval_data, str(recipe.eval_config), variant, seed, model,
+                                eval_dir))
+    if recipe.report:
+        steps.append(Step(f"report -> {out / 'report'}", lambda: False,
+                          lambda: _report([out / "eval", out / "train"], out / "report")))
+    return steps
+
+
+def _generate_step(name: str, spec: DatasetSpec, out_dir: Path) -> Step:
+    def run() -> None:
+        from needlework.datagen.pipeline import GenerateConfig, generate
+
+        cfg = load_config(GenerateConfig, spec.config, [*spec.overrides, f"out_dir={out_dir}"])
+        generate(cfg)
+
+    return Step(f"generate {name} -> {out_dir}", lambda: (out_dir / "manifest.json").is_file(),
+                run)
+
+
+def _train_step(variant: VariantSpec, seed: int, data: Path, run_dir: Path) -> Step:
+    def run() -> None:
+        from needlework.training.api import train
+        from needlework.training.config import TrainConfig
+
+        cfg = load_config(TrainConfig, variant.train_config,
+                          [*variant.overrides, f"train_path={data}", f"out_dir={run_dir}",
+                           f"seed={seed}"])
+        train(cfg, resume=True)
+
+    return Step(f"train {variant.name} seed {seed} -> {run_dir}",
+                lambda: (run_dir / "model.json").is_file(), run)
+
+
+def _trained_model(base: dict[str, Any], run_dir: Path) -> Callable[[], dict[str, Any]]:
+    """The finetuned model as a backend spec: the base's settings, the run's weights/model id."""
+
+    def spec() -> dict[str, Any]:
+        trained = json.loads((run_dir / "model.json").read_text(encoding="utf-8"))
+        backend = trained.pop("backend", None) or trained.pop("name", None)
+        if backend == base["name"]:
+            return {**base, **trained}
+        return {"name": backend, **trained}
+
+    return spec
+
+
+def _eval_step(eval_data: dict[str, Any], source: str, variant: str, seed: int | None,
+               model: Callable[[], dict[str, Any]], eval_dir: Path) -> Step:
+    from needlework.evaluation.runner import EvalConfig
+
+    def build() -> Any:
+        data = {**eval_data, "model": model(), "out_dir": str(eval_dir), "variant": variant,
+                "seed": seed}
+        return load_config(EvalConfig, data=data)
+
+    probe = load_config(EvalConfig, data={**eval_data, "model": {"name": "scripted"},
+                                          "out_dir": str(eval_dir)})
+    labels = [b.label() for b in probe.benchmarks]
+
+    def done() -> bool:
+        return all((eval_dir / label / "metrics.json").is_file() for label in labels)
+
+    def run() -> None:
+        from needlework.evaluation.runner import evaluate
+
+        evaluate(build())
+
+    seed_txt = f" seed {seed}" if seed is not None else ""
+    return Step(f"eval {variant}{seed_txt} on {', '.join(labels)} -> {eval_dir}", done, run)
+
+
+def _report(paths: list[Path], out_dir: Path) -> None:
+    from needlework.reporting.report import report
+
+    report([p for p in paths if p.is_dir()], out_dir)
+
+
+def run_recipe(path: str | Path, overrides: list[str] = (), *, dry_run: bool = False,
+               echo: Callable[[str], None] = print) -> Path:
+    """Run (or, with ``dry_run``, list) every step of a recipe; returns the experiment folder."""
+    recipe = load_config(RecipeConfig, path, list(overrides))
+    try:
+        steps = plan(recipe, str(path))
+    except ConfigError:
+        raise
+    for i, step in enumerate(steps, 1):
+        done = step.done()
+        tag = "done, skipped" if done else ("would run" if dry_run else "running")
+        echo(f"[{i}/{len(steps)}] {step.title} ({tag})")
+        if not done and not dry_run:
+            step.run()
+    return recipe.out_dir
+
+
+def run_cmd(args: argparse.Namespace) -> int:
+    out = run_recipe(args.recipe, args.overrides, dry_run=args.dry_run)
+    print(f"experiment folder: {out}")
+    return 0

@@ -1,0 +1,211 @@
+"""Local Hugging Face ``transformers`` model (+ optional PEFT LoRA adapter), greedy, batched.
+
+Run:  needlework eval --model hf:./runs/train/model --benchmark mdqa --limit 20
+
+Prompts are the model's own chat template with ``add_generation_prompt=True``. Batches are
+length-sorted (longest first, so an out-of-memory shows up in the first batch) and LEFT padded,
+so every row's last prompt token sits at the same position and greedy decoding gives the same
+text as one-at-a-time generation; results come back in the caller's order. A prompt that does not
+fit ``prompt + max_new_tokens <= context`` is an error, never truncated.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from needlework.errors import UserError
+from needlework.models.base import check_prompt_lengths, validate_conversations
+from needlework.records import Message
+from needlework.registry import backends
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+_GENERIC_NAMES = {"adapter", "model", "final", "merged", "output", "lora"}
+
+
+def short_name(path: str) -> str:
+    """Last path component, with its parent when the name alone says nothing (``adapter``)."""
+    p = Path(path.rstrip("/"))
+    if p.name.lower() in _GENERIC_NAMES or p.name.startswith("checkpoint-"):
+        return f"{p.parent.name}/{p.name}" if p.parent.name else p.name
+    return p.name
+
+
+@backends.register("hf")
+@dataclass(frozen=True)
+class HF:
+    """A local or hub transformers causal LM, greedy, batched with left padding."""
+
+    path: str
+    """Model folder (``save_pretrained`` output) or hub id (needs the network or a cache)."""
+    adapter: str | None = None
+    """PEFT LoRA adapter folder; merged into the base weights after loading."""
+    dtype: str = "auto"
+    """auto (the checkpoint's stored dtype), float32, bfloat16 or float16."""
+    device: str = "auto"
+    """auto (cuda if available, else cpu), or a torch device string such as cuda:1."""
+    batch_size: int = 8
+    """Prompts per forward pass; lower it if memory runs out on long prompts."""
+    max_context_tokens: int | None = None
+    """Context limit for prompt + new tokens; None reads max_position_embeddings."""
+    trust_remote_code: bool = False
+    """Allow model code from the checkpoint folder (only for models you trust)."""
+    _state: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not str(self.path).strip():
+            raise ValueError("path: expected a model folder or hub id")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype: expected one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size: expected >= 1, got {self.batch_size}")
+        if self.max_context_tokens is not None and self.max_context_tokens < 1:
+            raise ValueError(f"max_context_tokens: expected >= 1, got {self.max_context_tokens}")
+
+    def describe(self) -> str:
+        name = f"hf:{short_name(self.path)}"
+        return name + (f"+{short_name(self.adapter)}" if self.adapter else "")
+
+    def usage(self) -> dict[str, int]:
+        return dict(self._state.get("usage", {}))
+
+    # -- loading ---------------------------------------------------------------------------
+    def _load(self) -> dict[str, Any]:
+        if "model" in self._state:
+            return self._state
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        local = Path(self.path).expanduser()
+        if not local.exists() and (self.path.startswith((".", "/", "~")) or
+                                   self.path.count("/") > 1):
+            raise UserError(f"hf: model folder not found: {self.path}")
+        src = str(local) if local.exists() else self.path
+        device = self.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype: Any = self.dtype if self.dtype == "auto" else getattr(torch, self.dtype)
+        try:
+            tok = AutoTokenizer.from_pretrained(src, trust_remote_code=self.trust_remote_code)
+            model = AutoModelForCausalLM.from_pretrained(
+                src, dtype=dtype, trust_remote_code=self.trust_remote_code)
+        except OSError as exc:
+            raise UserError(f"hf: cannot load model '{self.path}': {_first_line(exc)}") from None
+        if self.adapter:
+            model = _merge_adapter(model, self.adapter)
+        model.to(device).eval()
+        if not getattr(tok, "chat_template", None):
+            raise UserError(f"hf: the tokenizer of '{self.path}' has no chat template; "
+                            f"instruction models ship one in tokenizer_config.json or "
+                            f"chat_template.jinja")
+        eos = _as_list(model.generation_config.eos_token_id) + _as_list(tok.eos_token_id)
+        eos = list(dict.fromkeys(eos))
+        if not eos:
+            raise UserError(f"hf: '{self.path}' defines no eos token: generation would not stop")
+        pad = tok.pad_token_id if tok.pad_token_id is not None else eos[0]
+        gen = copy.deepcopy(model.generation_config)
+        # Explicit greedy decoding: a checkpoint's sampling defaults must not leak in.
+        gen.update(do_sample=False, num_beams=1, temperature=None, top_p=None, top_k=None,
+                   min_p=None, typical_p=None, repetition_penalty=None,
+                   pad_token_id=pad, eos_token_id=eos)
+        self._state.update(model=model, tok=tok, device=device, eos=set(eos), pad=pad,
+                           gen=gen, limit=self._context_limit(model, tok),
+                           usage={"requests": 0, "batches": 0, "prompt_tokens": 0,
+                                  "completion_tokens": 0})
+        return self._state
+
+    def _context_limit(self, model: Any, tok: Any) -> int:
+        if self.max_context_tokens is not None:
+            return self.max_context_tokens
+        cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") \
+            else model.config
+        limit = getattr(cfg, "max_position_embeddings", None)
+        if limit is None and 0 < getattr(tok, "model_max_length", 0) < 10**7:
+            limit = tok.model_max_length
+        if limit is None:
+            raise UserError(f"hf: cannot tell the context length of '{self.path}'; "
+                            f"set max_context_tokens")
+        return int(limit)
+
+    # -- generation ------------------------------------------------------------------------
+    def encode(self, conversations: Sequence[Sequence[Message]]) -> list[list[int]]:
+        """Token ids of each conversation through the chat template, ready for generation."""
+        st = self._load()
+        out = []
+        for conv in conversations:
+            ids = st["tok"].apply_chat_template([dict(m) for m in conv], tokenize=True,
+                                                add_generation_prompt=True, return_dict=False)
+            out.append(list(ids))
+        return out
+
+    def generate(self, conversations: Sequence[Sequence[Message]], *,
+                 max_new_tokens: int) -> list[str]:
+        outs: list[str | None] = [None] * len(conversations)
+        for i, text in self.generate_iter(conversations, max_new_tokens=max_new_tokens):
+            outs[i] = text
+        return [o if o is not None else "" for o in outs]
+
+    def generate_iter(self, conversations: Sequence[Sequence[Message]], *,
+                      max_new_tokens: int) -> Iterator[tuple[int, str]]:
+        """Yield ``(index, text)`` batch by batch, longest prompts first."""
+        validate_conversations(conversations)
+        if max_new_tokens < 1:
+            raise UserError(f"hf: max_new_tokens must be >= 1, got {max_new_tokens}")
+        st = self._load()
+        encoded = self.encode(conversations)
+        check_prompt_lengths([len(x) for x in encoded], limit=st["limit"],
+                             max_new_tokens=max_new_tokens, model=self.describe())
+        order = sorted(range(len(encoded)), key=lambda i: (-len(encoded[i]), i))
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start:start + self.batch_size]
+            texts = self._generate_batch([encoded[i] for i in idx], max_new_tokens)
+            yield from zip(idx, texts)
+
+    def _generate_batch(self, batch: list[list[int]], max_new_tokens: int) -> list[str]:
+        import torch
+
+        st = self._state
+        width = max(len(x) for x in batch)
+        ids = torch.full((len(batch), width), st["pad"], dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, x in enumerate(batch):  # left padding: real tokens end at the last column
+            ids[row, width - len(x):] = torch.tensor(x, dtype=torch.long)
+            mask[row, width - len(x):] = 1
+        gen = copy.copy(st["gen"])
+        gen.max_new_tokens = max_new_tokens
+        with torch.inference_mode():
+            out = st["model"].generate(input_ids=ids.to(st["device"]),
+                                       attention_mask=mask.to(st["device"]),
+                                       generation_config=gen)
+        texts = []
+        for row in out[:, width:].tolist():
+            cut = next((k for k, t in enumerate(row) if t in st["eos"]), len(row))
+            texts.append(st["tok"].decode(row[:cut], skip_special_tokens=True))
+            st["usage"]["completion_tokens"] += cut
+        st["usage"]["requests"] += len(batch)
+        st["usage"]["batches"] += 1
+        st["usage"]["prompt_tokens"] += sum(len(x) for x in batch)
+        return texts
+
+
+def _merge_adapter(model: Any, adapter: str) -> Any:
+    if not (Path(adapter) / "adapter_config.json").is_file():
+        raise UserError(f"hf: adapter folder {adapter} has no adapter_config.json "
+                        f"(expected a PEFT save_pretrained output)")
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, adapter).merge_and_unload()
+
+
+def _as_list(x: Any) -> list[int]:
+    if x is None:
+        return []
+    return [int(v) for v in x] if isinstance(x, (list, tuple)) else [int(x)]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,276 @@
+"""Numbers behind the report: seeds combined, breakdowns, and paired deltas between variants.
+
+Rules that keep the numbers honest:
+
+* Seeds of one variant are averaged (mean of the per-seed means) and their spread (min-max, std)
+  is kept next to the mean. A 95% CI for several seeds is computed over per-sample scores averaged
+  across the seeds, only when every seed scored the same sample ids.
+* A delta between two variants is paired: per-sample scores aligned by sample id, then
+  ``stats.paired_bootstrap``. If the two sides did not score exactly the same ids, there is no delta
+  and the reason is given instead; we never compare different samples.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from needlework.reporting.runs import EvalRun
+
+# A function from a prediction row to its breakdown key (None = leave the sample out).
+KeyFn = Callable[[dict[str, Any]], "str | None"]
+
+
+@dataclass(frozen=True)
+class Stat:
+    """A mean with its 95% CI; with several seeds also their spread."""
+
+    mean: float
+    ci_low: float | None
+    ci_high: float | None
+    n: int | None
+    """Samples per seed (None when seeds differ in size)."""
+    seeds: int = 1
+    seed_min: float | None = None
+    seed_max: float | None = None
+    seed_std: float | None = None
+
+
+@dataclass(frozen=True)
+class Delta:
+    """variant − baseline on the same samples; ``delta`` is None when no honest value exists."""
+
+    delta: float | None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    n: int = 0
+    note: str = ""
+
+
+@dataclass
+class Group:
+    """All seeds of one variant on one benchmark label."""
+
+    variant: str
+    label: str
+    benchmark: str
+    runs: list[EvalRun]
+
+    @property
+    def metric(self) -> str:
+        return self.runs[0].primary_metric
+
+    @property
+    def has_predictions(self) -> bool:
+        return all(r.predictions is not None for r in self.runs)
+
+
+def group_runs(runs: list[EvalRun]) -> dict[str, dict[str, Group]]:
+    """label -> variant -> Group, both in first-seen order."""
+    out: dict[str, dict[str, Group]] = {}
+    for run in runs:
+        by_variant = out.setdefault(run.label, {})
+        group = by_variant.get(run.variant)
+        if group is None:
+            by_variant[run.variant] = Group(run.variant, run.label, run.benchmark, [run])
+        else:
+            group.runs.append(run)
+    return out
+
+
+def check_groups(groups: dict[str, dict[str, Group]]) -> list[str]:
+    """Drop seeds that disagree with a group's first seed on benchmark or primary metric."""
+    problems = []
+    for label, variants in groups.items():
+        for group in variants.values():
+            first = group.runs[0]
+            odd = [
+                r
+                for r in group.runs
+                if (r.benchmark, r.primary_metric) != (first.benchmark, first.primary_metric)
+            ]
+            for run in odd:
+                problems.append(
+                    f"{run.path}: {run.benchmark}/{run.primary_metric} differs from the other "
+                    f"seeds of {group.variant} on {label} ({first.benchmark}/"
+                    f"{first.primary_metric}, {first.path}); left out of the report"
+                )
+            group.runs = [r for r in group.runs if all(r is not o for o in odd)]
+    return problems
+
+
+def _stats():
+    from needlework.evaluation import stats
+
+    return stats
+
+
+def combine(per_seed: list[dict[str, Any]]) -> Stat:
+    """One Stat from per-seed ``{"mean", "ci_low", "ci_high", "n"}`` dicts."""
+    if len(per_seed) == 1:
+        s = per_seed[0]
+        return Stat(float(s["mean"]), _num(s.get("ci_low")), _num(s.get("ci_high")), _int(s))
+    means = [float(s["mean"]) for s in per_seed]
+    sizes = {_int(s) for s in per_seed}
+    return Stat(
+        mean=statistics.fmean(means),
+        ci_low=None,
+        ci_high=None,
+        n=sizes.pop() if len(sizes) == 1 else None,
+        seeds=len(means),
+        seed_min=min(means),
+        seed_max=max(means),
+        seed_std=statistics.stdev(means),
+    )
+
+
+def _num(x: Any) -> float | None:
+    return float(x) if isinstance(x, (int, float)) else None
+
+
+def _int(s: dict[str, Any]) -> int | None:
+    n = s.get("n")
+    return n if isinstance(n, int) else None
+
+
+def overall(group: Group, metric: str | None = None) -> Stat:
+    """The group's score on ``metric`` (default: primary) from metrics.json, seeds combined."""
+    metric = metric or group.metric
+    per_seed = [r.metrics["metrics"][metric] for r in group.runs if metric in r.metrics["metrics"]]
+    stat = combine(per_seed)
+    if stat.seeds > 1:
+        scores, _ = seed_scores(group, metric)
+        if scores:
+            _, lo, hi = _stats().mean_ci(list(scores.values()))
+            stat = Stat(**{**stat.__dict__, "ci_low": float(lo), "ci_high": float(hi)})
+    return stat
+
+
+def breakdown_from_metrics(group: Group, field: str, metric: str) -> dict[str, Stat] | None:
+    """metrics.json ``by[field]`` per key, seeds combined; None if a seed lacks the field."""
+    per_key: dict[str, list[dict[str, Any]]] = {}
+    for run in group.runs:
+        by = run.metrics.get("by", {}).get(field)
+        if not isinstance(by, dict):
+            return None
+        for key, stats in by.items():
+            if isinstance(stats, dict) and isinstance(stats.get(metric), dict):
+                per_key.setdefault(str(key), []).append(stats[metric])
+    seeds = len(group.runs)
+    return {k: combine(v) for k, v in per_key.items() if len(v) == seeds}
+
+
+def breakdown_from_predictions(group: Group, key: KeyFn, metric: str) -> dict[str, Stat] | None:
+    """Per-key stats recomputed from predictions (for bins metrics.json does not have)."""
+    if not group.has_predictions:
+        return None
+    mean_ci = _stats().mean_ci
+    per_key: dict[str, list[dict[str, Any]]] = {}
+    for run in group.runs:
+        values: dict[str, list[float]] = {}
+        for row in run.predictions or []:
+            k = key(row)
+            if k is not None and metric in row["scores"]:
+                values.setdefault(k, []).append(float(row["scores"][metric]))
+        for k, vals in values.items():
+            mean, lo, hi = mean_ci(vals)
+            stat = {"mean": mean, "ci_low": lo, "ci_high": hi, "n": len(vals)}
+            per_key.setdefault(k, []).append(stat)
+    seeds = len(group.runs)
+    return {k: combine(v) for k, v in per_key.items() if len(v) == seeds}
+
+
+def seed_scores(
+    group: Group, metric: str, select: KeyFn | None = None, want: str | None = None
+) -> tuple[dict[str, float] | None, str]:
+    """Per-sample ``metric`` averaged over seeds, keyed by sample id; or (None, why not).
+
+    ``select``/``want`` restrict to samples whose key equals ``want`` (one breakdown cell). Rows
+    without the metric are not part of it (a suite scores each task with its own metrics); if
+    that leaves the two sides with different ids, the comparison reports the mismatch.
+    """
+    if not group.has_predictions:
+        missing = [str(r.path) for r in group.runs if r.predictions is None]
+        return None, f"no {'predictions.jsonl'} for {group.variant} ({', '.join(missing)})"
+    per_seed: list[dict[str, float]] = []
+    for run in group.runs:
+        scores: dict[str, float] = {}
+        for row in run.predictions or []:
+            if select is not None and select(row) != want:
+                continue
+            if metric not in row["scores"]:
+                continue
+            scores[row["id"]] = float(row["scores"][metric])
+        per_seed.append(scores)
+    ids = set(per_seed[0])
+    for run, scores in zip(group.runs[1:], per_seed[1:]):
+        if set(scores) != ids:
+            return None, (
+                f"seeds of {group.variant} scored different samples "
+                f"({group.runs[0].path} vs {run.path})"
+            )
+    return {i: statistics.fmean(s[i] for s in per_seed) for i in sorted(ids)}, ""
+
+
+def paired_delta(
+    group: Group,
+    base: Group,
+    metric: str | None = None,
+    select: KeyFn | None = None,
+    want: str | None = None,
+) -> Delta:
+    """``group − base`` with a paired bootstrap 95% CI over samples both scored."""
+    metric = metric or group.metric
+    a, why_a = seed_scores(group, metric, select, want)
+    b, why_b = seed_scores(base, metric, select, want)
+    if a is None or b is None:
+        return Delta(None, note=why_a or why_b)
+    if set(a) != set(b):
+        only_a, only_b = sorted(set(a) - set(b)), sorted(set(b) - set(a))
+        return Delta(None, note=mismatch_note(group.variant, only_a, base.variant, only_b))
+    if not a:
+        return Delta(None, note=f"no per-sample '{metric}' scores in predictions.jsonl")
+    ids = sorted(a)
+    xs, ys = [a[i] for i in ids], [b[i] for i in ids]
+    delta, lo, hi = _paired(xs, ys)
+    note = _prompt_note(group, base, set(ids))
+    return Delta(delta, lo, hi, len(ids), note)
+
+
+def _paired(xs: list[float], ys: list[float]) -> tuple[float, float, float]:
+    """Paired bootstrap of mean(xs) − mean(ys), whatever order stats.py subtracts in."""
+    delta, lo, hi = (float(v) for v in _stats().paired_bootstrap(xs, ys))
+    expected = statistics.fmean(xs) - statistics.fmean(ys)
+    if abs(delta - expected) > 1e-9 and abs(delta + expected) <= 1e-9:
+        delta, lo, hi = -delta, -hi, -lo
+    return delta, lo, hi
+
+
+def mismatch_note(name_a: str, only_a: list[str], name_b: str, only_b: list[str]) -> str:
+    def some(ids: list[str]) -> str:
+        shown = ", ".join(ids[:3]) + (", ..." if len(ids) > 3 else "")
+        return f"{len(ids)} ({shown})" if ids else "0"
+
+    return (
+        f"sample sets differ: {some(only_a)} only in {name_a}, {some(only_b)} only in "
+        f"{name_b}; no paired delta"
+    )
+
+
+def _prompt_note(group: Group, base: Group, ids: set[str]) -> str:
+    """Same ids but different prompt hashes (e.g. prompts sized with each model's tokenizer)."""
+    hashes: dict[str, set[str]] = {}
+    for run in [*group.runs, *base.runs]:
+        for row in run.predictions or []:
+            h = row.get("prompt_sha256")
+            if row["id"] in ids and isinstance(h, str):
+                hashes.setdefault(row["id"], set()).add(h)
+    differ = sum(len(h) > 1 for h in hashes.values())
+    if not differ:
+        return ""
+    return (
+        f"{differ} of {len(ids)} paired samples have different prompts (prompt_sha256) on the two "
+        "sides: same sample ids, not identical inputs"
+    )

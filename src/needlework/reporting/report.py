@@ -1,0 +1,290 @@
+"""``needlework report``: compare run folders in one markdown report with CSV tables and PNG plots.
+
+Run:  needlework report runs/base runs/ft --out report/ [--baseline base] [--html]
+
+Layout of ``<out>/``: ``report.md`` (the report), ``tables/*.csv`` (every number in it, long
+format), ``figures/*.png`` and, with ``--html``, ``report.html`` (self-contained, with samples).
+The figures follow the paper (Xiong et al., ICLR 2025, arXiv 2406.19292): MDQA accuracy by gold
+position, FLenQA accuracy by context length with and without CoT, KV retrieval by gold position,
+the NIAH length × depth grid, and general-benchmark scores with deltas vs the base model.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from needlework.errors import UserError
+from needlework.io import ensure_writable_dir, write_text
+from needlework.reporting import plots, sections
+from needlework.reporting.compare import (
+    Delta,
+    Group,
+    KeyFn,
+    Stat,
+    breakdown_from_metrics,
+    breakdown_from_predictions,
+    check_groups,
+    group_runs,
+    overall,
+    paired_delta,
+)
+from needlework.reporting.runs import Discovery, EvalRun, discover
+from needlework.reporting.sections import meta_key, num_key
+from needlework.reporting.tables import (
+    Notes,
+    Row,
+    Table,
+    overall_table,
+    runs_table,
+)
+
+KIND_ORDER = ("mdqa", "flenqa", "kv_retrieval", "niah", "general")  # the paper's order
+
+READING_GUIDE = """\
+## How to read this report
+
+* **score**: the benchmark's primary metric averaged over samples (0–1; MDQA `best_subspan_em`,
+  FLenQA/KV/NIAH exact or substring match as the benchmark defines). Brackets: 95% confidence
+  interval (Wilson for 0/1 scores, bootstrap otherwise).
+* **Seeds**: variants trained with several seeds show the mean over seeds, the seed range
+  (`3 seeds 0.51–0.55`) and, where all seeds scored the same samples, a 95% CI over per-sample
+  scores averaged across seeds. In plots, bands are the 95% CI for a single run and the min–max
+  over seeds for several.
+* **Δ**: variant − baseline on exactly the same samples (aligned by sample id), with a paired
+  bootstrap 95% CI. If a CI excludes 0 the difference is unlikely to be sampling noise. A `—` with a
+  note means no honest delta exists (different samples, missing predictions).
+"""
+
+
+@dataclass
+class ReportResult:
+    path: Path
+    """report.md"""
+    files: list[Path] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    baseline: str | None = None
+
+
+def report(
+    run_dirs: list[str | Path],
+    out_dir: str | Path,
+    *,
+    html: bool = False,
+    baseline: str | None = None,
+) -> Path:
+    """Write the report for ``run_dirs`` into ``out_dir``; returns the path of report.md."""
+    return build_report(run_dirs, out_dir, html=html, baseline=baseline).path
+
+
+def build_report(
+    run_dirs: list[str | Path],
+    out_dir: str | Path,
+    *,
+    html: bool = False,
+    baseline: str | None = None,
+) -> ReportResult:
+    """Like :func:`report` but also returns the files written and the problems found."""
+    found = discover(list(run_dirs))
+    if not found.runs and not found.training:
+        raise UserError("nothing to report: " + "; ".join(found.problems or ["no runs given"]))
+    out = ensure_writable_dir(out_dir)
+    builder = ReportBuilder(out, found, _choose_baseline(found.runs, baseline))
+    result = builder.build()
+    if html:
+        from needlework.reporting.html import html_page
+
+        page = out / "report.html"
+        write_text(
+            page,
+            html_page(
+                builder.html_tables,
+                builder.figures,
+                found.runs,
+                builder.notes.texts,
+                result.problems,
+            ),
+        )
+        result.files.append(page)
+    return result
+
+
+def _choose_baseline(runs: list[EvalRun], wanted: str | None) -> str | None:
+    """``--baseline`` if given; else the variant named ``base``; else the first run's variant."""
+    variants = list(dict.fromkeys(r.variant for r in runs))
+    if wanted is not None:
+        if wanted not in variants:
+            raise UserError(
+                f"--baseline {wanted!r}: no such variant among the runs; expected "
+                f"one of {', '.join(map(repr, variants)) or '(none)'}"
+            )
+        return wanted
+    if any(r.info.get("variant") == "base" for r in runs):
+        return "base"
+    return variants[0] if variants else None
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "x"
+
+
+class ReportBuilder:
+    """Owns the output folder, baseline, footnotes and files of one report."""
+
+    def __init__(self, out: Path, found: Discovery, baseline: str | None) -> None:
+        self.out, self.found, self.baseline = out, found, baseline
+        groups = group_runs(found.runs)
+        kind = {lb: next(iter(vs.values())).benchmark for lb, vs in groups.items()}
+        order = sorted(
+            groups,
+            key=lambda lb: (
+                KIND_ORDER.index(kind[lb]) if kind[lb] in KIND_ORDER else len(KIND_ORDER)
+            ),
+        )
+        self.groups = {lb: groups[lb] for lb in order}
+        self.problems = list(found.problems) + check_groups(self.groups)
+        self.notes = Notes()
+        self.files: list[Path] = []
+        self.figures: list[tuple[str, Path]] = []
+        self.html_tables: list[tuple[str, Table]] = []
+        self.used: set[str] = set()
+
+    # -- output helpers ------------------------------------------------------------------------
+    def unique(self, folder: str, name: str, ext: str) -> Path:
+        """``<out>/<folder>/<slug>.<ext>``, suffixed when two names slug to the same file."""
+        stem, i = slug(name), 1
+        while f"{folder}/{stem}.{ext}" in self.used:
+            i += 1
+            stem = f"{slug(name)}-{i}"
+        self.used.add(f"{folder}/{stem}.{ext}")
+        return self.out / folder / f"{stem}.{ext}"
+
+    def csv(self, name: str, table: Table) -> str:
+        path = self.unique("tables", name, "csv")
+        write_text(path, table.to_csv())
+        self.files.append(path)
+        return f"tables/{path.name}"
+
+    def figure(self, name: str, fig: Any, caption: str) -> str:
+        path = plots.save(fig, self.unique("figures", name, "png"))
+        self.files.append(path)
+        self.figures.append((caption, path))
+        return f"![{caption}](figures/{path.name})\n"
+
+    def base_of(self, label: str) -> Group | None:
+        return self.groups[label].get(self.baseline) if self.baseline else None
+
+    def labels(self, kind: str) -> list[str]:
+        return [lb for lb, vs in self.groups.items() if next(iter(vs.values())).benchmark == kind]
+
+    # -- sections --------------------------------------------------------------------------------
+    def build(self) -> ReportResult:
+        parts = [self.overall_section(), sections.pairwise_section(self)] if self.found.runs else []
+        for label in self.labels("mdqa"):
+            parts.append(sections.position_section(self, label, "MDQA", "gold document"))
+        parts.append(sections.flenqa_section(self))
+        for label in self.labels("kv_retrieval"):
+            parts.append(sections.position_section(self, label, "KV retrieval", "gold key"))
+        for label in self.labels("niah"):
+            parts.append(sections.niah_section(self, label))
+        parts.append(sections.general_section(self))
+        parts.append(sections.other_breakdowns(self))
+        parts.append(sections.training_section(self))
+        runs_md, runs_csv = runs_table(self.found.runs)
+        runs_link = self.csv("runs", runs_csv)
+        head = [
+            "# needlework report\n",
+            f"{len(self.found.runs)} evaluation runs, {len(self.found.training)} training runs. "
+            f"Baseline for deltas: **{self.baseline or 'none'}**.\n",
+            self.problems_section(),
+        ]
+        tail = [
+            f"## Runs\n\n{runs_md.to_markdown()}\nCSV: [{runs_link}]({runs_link})\n",
+            READING_GUIDE,
+        ]
+        text = "\n".join(p for p in [*head, *parts, *tail] if p)
+        path = self.out / "report.md"
+        write_text(path, text)
+        self.files.append(path)
+        return ReportResult(path, self.files, self.problems, self.baseline)
+
+    def problems_section(self) -> str:
+        if not self.problems:
+            return "No problems found in the run folders.\n"
+        items = "".join(f"* {p}\n" for p in self.problems)
+        return f"## Problems found\n\nThese runs or files are missing or inconsistent:\n\n{items}"
+
+    def notes_block(self, start: int) -> str:
+        """Footnotes added since index ``start`` (each section lists the ones it used)."""
+        new = self.notes.texts[start:]
+        return "".join(f"[{start + i + 1}] {t}  \n" for i, t in enumerate(new))
+
+    def overall_section(self) -> str:
+        start = len(self.notes.texts)
+        rows = []
+        for label, variants in self.groups.items():
+            base = self.base_of(label)
+            for group in variants.values():
+                delta = None
+                if group is not base:
+                    delta = (
+                        paired_delta(group, base)
+                        if base
+                        else Delta(None, note=f"no {self.baseline} run on {label}")
+                    )
+                rows.append(Row(group, overall(group), delta))
+        md, out = overall_table(rows, self.baseline or "baseline", self.notes)
+        self.html_tables.append(("Overall", md))
+        link = self.csv("overall", out)
+        return (
+            f"## Overall: primary metric per benchmark\n\n{md.to_markdown()}\n"
+            f"{self.notes_block(start)}\nCSV: [{link}]({link})\n"
+        )
+
+    def breakdown(
+        self, label: str, field_name: str, key: KeyFn | None = None
+    ) -> tuple[dict[str, dict[str, Stat]], dict[str, dict[str, Delta]], list[str]]:
+        """Per-variant stats and per-key paired deltas for one breakdown field."""
+        series: dict[str, dict[str, Stat]] = {}
+        deltas: dict[str, dict[str, Delta]] = {}
+        base = self.base_of(label)
+        select = key or meta_key(field_name)
+        for variant, group in self.groups[label].items():
+            stats = None if key else breakdown_from_metrics(group, field_name, group.metric)
+            if stats is None:
+                stats = breakdown_from_predictions(group, select, group.metric)
+            if not stats:
+                self.problems.append(
+                    f"{group.variant} on {label}: no breakdown by {field_name} "
+                    "in metrics.json or predictions.jsonl; left out of its plot"
+                )
+                continue
+            series[variant] = stats
+            if base is not None and group is not base:
+                deltas[variant] = {
+                    k: paired_delta(group, base, select=select, want=k) for k in stats
+                }
+        keys = sorted({k for s in series.values() for k in s}, key=num_key)
+        return series, deltas, keys
+
+    def plot_panel(
+        self,
+        label: str,
+        title: str,
+        series: dict[str, dict[str, Stat]],
+        x_of: Callable[[str], float],
+    ) -> plots.Panel:
+        lines = []
+        for variant, stats in series.items():
+            keys = sorted(stats, key=lambda k: x_of(k))
+            st = [stats[k] for k in keys]
+            lo = tuple(s.ci_low if s.seeds == 1 else s.seed_min for s in st)
+            hi = tuple(s.ci_high if s.seeds == 1 else s.seed_max for s in st)
+            seeds = len(self.groups[label][variant].runs)
+            name = variant + (f" ({seeds} seeds)" if seeds > 1 else "")
+            xs, ys = tuple(x_of(k) for k in keys), tuple(s.mean for s in st)
+            lines.append(plots.Series(name, xs, ys, lo, hi))
+        return plots.Panel(title, tuple(lines))

@@ -1,0 +1,327 @@
+"""Find and load run folders for a report, noting every missing or inconsistent file.
+
+A report argument is either one run folder or any folder above several (an ``eval`` out_dir with
+one subfolder per benchmark, an experiment folder with ``eval/<variant>/seed<S>/<bench>/``...).
+Evaluation runs are folders holding ``metrics.json`` or ``predictions.jsonl`` (format in
+``needlework.records``); training runs are folders holding ``model.json`` (CONTRACTS §B). We never
+descend into an evaluation run folder, so lm-eval side outputs are not mistaken for runs.
+
+A run's variant and seed come from ``run.json`` (``variant``, ``seed``), else from its resolved
+``config.yaml``; without a variant the model id stands in for it.
+
+Loading never guesses a number: a run without ``metrics.json`` is skipped and named in
+``Discovery.problems``; a run without usable ``predictions.jsonl`` is kept for its aggregate
+metrics but cannot take part in paired comparisons, and that is noted too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from needlework.errors import DataError, UserError
+from needlework.io import read_jsonl
+
+METRICS = "metrics.json"
+PREDICTIONS = "predictions.jsonl"
+RUN_INFO = "run.json"
+CONFIG = "config.yaml"
+MODEL_JSON = "model.json"
+TRAIN_LOGS = ("train_log.jsonl", "training_log.jsonl", "log_history.jsonl", "loss.jsonl")
+
+
+@dataclass
+class EvalRun:
+    """One evaluation run folder: one model on one benchmark (label), one seed of a variant."""
+
+    path: Path
+    benchmark: str
+    """Registry name from metrics.json (``mdqa``, ``flenqa``, ``general`` ...)."""
+    label: str
+    """Benchmark label, e.g. ``flenqa_cot``: runs are compared only within one label."""
+    model: str
+    variant: str
+    """What is compared: run.json ``variant`` if present, else the model id."""
+    seed: str | None
+    primary_metric: str
+    metrics: dict[str, Any]
+    info: dict[str, Any]
+    predictions: list[dict[str, Any]] | None = None
+    """None when predictions.jsonl is missing or unreadable (the reason is in problems)."""
+
+    @property
+    def name(self) -> str:
+        seed = f" seed {self.seed}" if self.seed is not None else ""
+        return f"{self.variant}{seed} on {self.label}"
+
+
+@dataclass
+class TrainRun:
+    """A training run folder: how to load the result, and the loss log when one is found."""
+
+    path: Path
+    model: dict[str, Any]
+    variant: str
+    seed: str | None
+    loss: list[tuple[float, float]] = field(default_factory=list)
+    """(step, loss) pairs; empty when no log was found."""
+
+
+@dataclass
+class Discovery:
+    runs: list[EvalRun] = field(default_factory=list)
+    training: list[TrainRun] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def discover(paths: list[str | Path]) -> Discovery:
+    """Load every run under ``paths`` in argument order; missing arguments are a UserError."""
+    found = Discovery()
+    for arg in paths:
+        root = Path(arg)
+        if not root.is_dir():
+            raise UserError(f"{root}: not a folder (expected a run folder or a folder of runs)")
+        before = len(found.runs) + len(found.training) + len(found.problems)
+        for folder in _run_folders(root):
+            _load_folder(folder, found)
+        if len(found.runs) + len(found.training) + len(found.problems) == before:
+            found.problems.append(
+                f"{root}: no run folders found (no {METRICS}, {PREDICTIONS} or {MODEL_JSON} "
+                "below it)"
+            )
+    _drop_duplicates(found)
+    return found
+
+
+def _run_folders(root: Path) -> list[Path]:
+    """Folders that look like runs, depth-first in name order, not descending into runs."""
+    out: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        names = set(filenames)
+        here = Path(dirpath)
+        if {METRICS, PREDICTIONS} & names or _is_empty_eval_run(here, names):
+            out.append(here)
+            dirnames[:] = []
+            continue
+        if MODEL_JSON in names:
+            # A training run may hold its own evaluations below it, so keep descending.
+            out.append(here)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    return out
+
+
+def _is_empty_eval_run(folder: Path, names: set[str]) -> bool:
+    """An eval run that wrote its run.json but no results yet (crashed or still running)."""
+    if RUN_INFO not in names:
+        return False
+    info = _read_json(folder / RUN_INFO, problems=None)
+    return isinstance(info, dict) and "benchmark" in info
+
+
+def _read_json(path: Path, problems: list[str] | None) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        if problems is not None:
+            problems.append(f"{path}: unreadable JSON ({exc})")
+        return None
+
+
+def _load_folder(folder: Path, found: Discovery) -> None:
+    info = {}
+    if (folder / RUN_INFO).is_file():
+        loaded = _read_json(folder / RUN_INFO, found.problems)
+        info = loaded if isinstance(loaded, dict) else {}
+    if (folder / METRICS).is_file():
+        run = _load_eval(folder, info, found.problems)
+        if run is not None:
+            found.runs.append(run)
+    elif (folder / PREDICTIONS).is_file() or "benchmark" in info:
+        have = PREDICTIONS if (folder / PREDICTIONS).is_file() else RUN_INFO
+        found.problems.append(
+            f"{folder}: {METRICS} missing (has {have}; the run is unfinished or failed); "
+            "run left out of the report"
+        )
+    else:
+        found.training.append(_load_train(folder, info, found.problems))
+
+
+def _load_eval(folder: Path, info: dict[str, Any], problems: list[str]) -> EvalRun | None:
+    metrics = _read_json(folder / METRICS, problems)
+    if metrics is None:
+        problems.append(f"{folder}: run left out of the report ({METRICS} unreadable)")
+        return None
+    why = _check_metrics(metrics)
+    if why:
+        problems.append(f"{folder / METRICS}: {why}; run left out of the report")
+        return None
+    bench = metrics["benchmark"]
+    label = metrics.get("label") or info.get("benchmark_label")
+    if not isinstance(label, str):
+        label = folder.name if folder.name.startswith(bench) else bench
+    model = model_id(metrics.get("model", info.get("model")))
+    variant, seed = _variant_and_seed(folder, info)
+    run = EvalRun(
+        path=folder,
+        benchmark=bench,
+        label=label,
+        model=model,
+        variant=str(variant) if variant is not None else model,
+        seed=str(seed) if seed is not None else None,
+        primary_metric=metrics["primary_metric"],
+        metrics=metrics,
+        info=info,
+    )
+    run.predictions = _load_predictions(folder, run, problems)
+    return run
+
+
+def _variant_and_seed(folder: Path, info: dict[str, Any]) -> tuple[Any, Any]:
+    """``variant``/``seed`` from run.json, else from the resolved config.yaml; seed only with a
+    variant (a bare ``seed`` may be a sampling seed, not a training seed)."""
+    source = info
+    if info.get("variant") is None and (folder / CONFIG).is_file():
+        try:
+            loaded = yaml.safe_load((folder / CONFIG).read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError):
+            loaded = None
+        source = loaded if isinstance(loaded, dict) else {}
+    variant = source.get("variant")
+    return variant, (source.get("seed") if variant is not None else None)
+
+
+def _check_metrics(metrics: Any) -> str | None:
+    if not isinstance(metrics, dict):
+        return "expected a JSON object"
+    for key, kind in (("benchmark", str), ("primary_metric", str), ("metrics", dict)):
+        if not isinstance(metrics.get(key), kind):
+            return f"field '{key}' missing or not a {kind.__name__}"
+    primary = metrics["primary_metric"]
+    stat = metrics["metrics"].get(primary)
+    if not isinstance(stat, dict) or not isinstance(stat.get("mean"), (int, float)):
+        return f"metrics['{primary}'] (the primary metric) missing or without a 'mean'"
+    return None
+
+
+def model_id(value: Any) -> str:
+    """A short readable model id from metrics.json/run.json (a string or a backend dict)."""
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, dict):
+        backend = value.get("name") or value.get("backend") or "model"
+        target = value.get("path") or value.get("model") or "?"
+        adapter = value.get("adapter")
+        return f"{backend}:{target}" + (f"+{adapter}" if adapter else "")
+    return "unknown-model"
+
+
+def _load_predictions(
+    folder: Path, run: EvalRun, problems: list[str]
+) -> list[dict[str, Any]] | None:
+    path = folder / PREDICTIONS
+    if not path.is_file():
+        problems.append(
+            f"{folder}: {PREDICTIONS} missing; its aggregate metrics are shown but it takes "
+            "no part in paired deltas or per-sample views"
+        )
+        return None
+    rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    duplicates = 0
+    try:
+        for lineno, row in enumerate(read_jsonl(path), 1):
+            if not isinstance(row.get("id"), str) or not isinstance(row.get("scores"), dict):
+                raise DataError(f"{path}:{lineno}: expected fields 'id' (str) and 'scores' (dict)")
+            if row["id"] in seen:
+                duplicates += 1
+                continue
+            seen.add(row["id"])
+            rows.append(row)
+    except DataError as exc:
+        problems.append(f"{exc}; predictions of this run ignored")
+        return None
+    if duplicates:
+        problems.append(f"{path}: {duplicates} repeated sample ids (kept the first of each)")
+    n = run.metrics.get("n", run.metrics["metrics"][run.primary_metric].get("n"))
+    if isinstance(n, int) and n != len(rows) and run.benchmark != "general":
+        problems.append(
+            f"{folder}: {METRICS} says n={n} but {PREDICTIONS} has {len(rows)} samples "
+            "(metrics written before the run finished?)"
+        )
+    return rows
+
+
+def _drop_duplicates(found: Discovery) -> None:
+    """Two runs for the same variant, seed and label: keep the first given, say so."""
+    kept: dict[tuple[str, str | None, str], EvalRun] = {}
+    runs = []
+    for run in found.runs:
+        key = (run.variant, run.seed, run.label)
+        if key in kept:
+            found.problems.append(
+                f"{run.path}: same variant/seed/benchmark as {kept[key].path} "
+                f"({run.name}); kept the first, left this one out"
+            )
+            continue
+        kept[key] = run
+        runs.append(run)
+    found.runs = runs
+
+
+def _load_train(folder: Path, info: dict[str, Any], problems: list[str]) -> TrainRun:
+    model = _read_json(folder / MODEL_JSON, problems)
+    if not isinstance(model, dict):
+        model = {}
+    variant, seed = _variant_and_seed(folder, info)
+    match = re.fullmatch(r"seed(\d+)", folder.name)
+    if variant is None and match:  # the experiment layout train/<variant>/seed<S>/
+        variant, seed = folder.parent.name, match.group(1)
+    run = TrainRun(
+        path=folder,
+        model=model,
+        variant=str(variant) if variant is not None else folder.name,
+        seed=str(seed) if seed is not None else None,
+    )
+    run.loss = _loss_log(folder)
+    return run
+
+
+def _loss_log(folder: Path) -> list[tuple[float, float]]:
+    """(step, loss) from a JSONL log or the newest HF ``trainer_state.json`` in the folder."""
+    for name in TRAIN_LOGS:
+        path = folder / name
+        if path.is_file():
+            try:
+                rows = list(read_jsonl(path))
+            except DataError:
+                return []
+            return _steps_and_losses(rows)
+    states = sorted(folder.glob("**/trainer_state.json"), key=_checkpoint_step)
+    for path in reversed(states):
+        state = _read_json(path, problems=None)
+        if isinstance(state, dict) and isinstance(state.get("log_history"), list):
+            return _steps_and_losses(state["log_history"])
+    return []
+
+
+def _checkpoint_step(path: Path) -> tuple[int, str]:
+    match = re.search(r"checkpoint-(\d+)", str(path))
+    # The top-level trainer_state.json (no checkpoint number) is the final one.
+    return (int(match.group(1)) if match else 1 << 62, str(path))
+
+
+def _steps_and_losses(rows: list[Any]) -> list[tuple[float, float]]:
+    out = []
+    for row in rows:
+        if not isinstance(row, dict):
+            continue
+        step, loss = row.get("step"), row.get("loss")
+        if isinstance(step, (int, float)) and isinstance(loss, (int, float)):
+            out.append((float(step), float(loss)))
+    return out

@@ -1,0 +1,55 @@
+"""The ``needlework train`` config: which backend trains, on which data, into which run folder.
+
+YAML shape (CONTRACTS §B)::
+
+    trainer:                 # a registered training backend: hf_sft or openai
+      name: hf_sft
+      model_path: mistralai/Mistral-7B-Instruct-v0.1
+      ...
+    train_path: data/simple_dict_kv/seed0/train.jsonl
+    out_dir: runs/train/mistral7b-simple-kv-seed0
+    seed: 0
+
+Backend knobs live in the backend unit; what every backend shares (data, mixing, run folder, seed)
+lives here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+from needlework.registry import trainers
+from needlework.training.base import Trainer
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything ``needlework train`` needs; the resolved copy is saved as ``config.yaml``."""
+
+    trainer: Annotated[Trainer, trainers]
+    """Training backend unit: ``hf_sft`` (TRL/PEFT, local or multi-GPU) or ``openai`` (API)."""
+    train_path: Path
+    """Chat JSONL: rows with ``messages`` [user, assistant] (CONTRACTS §A ``train.jsonl``), or
+    conversational ``prompt``/``completion`` rows."""
+    out_dir: Path
+    """Run folder: config.yaml, run.json, train_log.jsonl, model/, model.json."""
+    seed: int = 0
+    """Seeds the data mix/shuffle, model init (tiny models) and the trainer."""
+    mix_path: Path | None = None
+    """Another chat JSONL mixed into the synthetic data (e.g. a general instruction set)."""
+    mix_ratio: float = 0.0
+    """Share of the final training rows drawn from ``mix_path``, in [0, 1); 0 turns mixing off."""
+    limit: int | None = None
+    """Use only the first N rows of ``train_path`` (quick dry runs)."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.mix_ratio < 1.0:
+            raise ValueError(f"mix_ratio: expected a share in [0, 1), got {self.mix_ratio}")
+        if self.mix_ratio > 0 and self.mix_path is None:
+            raise ValueError("mix_ratio: > 0 needs mix_path (the dataset to mix in)")
+        if self.mix_path is not None and self.mix_ratio == 0:
+            raise ValueError("mix_path: set mix_ratio > 0 to mix it in, or remove mix_path")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit: expected a positive row count, got {self.limit}")

@@ -1,0 +1,174 @@
+"""Training rows: read chat JSONL, validate every row (errors name ``file:line``), mix datasets.
+
+Every backend trains on the same validated rows, so a malformed row stops ``needlework train``
+before a model is loaded or a file is uploaded. Accepted row shapes:
+
+* ``{"messages": [{"role": "user", ...}, {"role": "assistant", ...}], ...}`` (CONTRACTS §A);
+* ``{"prompt": [messages...], "completion": [{"role": "assistant", ...}]}`` (TRL conversational).
+
+A conversation is an optional leading system message, then user/assistant turns alternating,
+starting with user and ending with a non-empty assistant turn: the shape every chat template we
+target (Mistral ``[INST]`` raises otherwise) and the OpenAI finetuning API accept. Only ``role``
+and ``content`` are kept from each message.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from needlework.errors import DataError
+
+ROLES = ("system", "user", "assistant")
+
+
+@dataclass(frozen=True)
+class ChatRow:
+    """One validated conversation and where it came from (for error messages)."""
+
+    messages: tuple[dict[str, str], ...]
+    source: str
+    """``path:line`` of the row in its JSONL file."""
+
+    @property
+    def prompt(self) -> list[dict[str, str]]:
+        """Every turn before the final assistant answer."""
+        return list(self.messages[:-1])
+
+    @property
+    def completion(self) -> list[dict[str, str]]:
+        """The final assistant turn (the answer trained on)."""
+        return [self.messages[-1]]
+
+
+def iter_jsonl_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line_number, object)`` for every non-blank line; errors name ``file:line``."""
+    if not path.is_file():
+        raise DataError(f"{path}: file not found (expected chat JSONL rows with 'messages')")
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise DataError(
+                    f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}"
+                )
+            yield lineno, row
+
+
+def validate_messages(messages: Any, where: str) -> tuple[dict[str, str], ...]:
+    """Check role order and contents; return the conversation with only role/content kept."""
+    if not isinstance(messages, list) or not messages:
+        raise DataError(f"{where}: 'messages' should be a non-empty list of {{role, content}}")
+    out = []
+    for i, msg in enumerate(messages):
+        if not isinstance(msg, dict):
+            raise DataError(f"{where}: messages[{i}] should be an object, got {type(msg).__name__}")
+        role, content = msg.get("role"), msg.get("content")
+        if role not in ROLES:
+            raise DataError(
+                f"{where}: messages[{i}].role should be one of {', '.join(ROLES)}, got {role!r}"
+            )
+        if not isinstance(content, str):
+            raise DataError(
+                f"{where}: messages[{i}].content should be a string, got {type(content).__name__}"
+            )
+        out.append({"role": role, "content": content})
+    turns = out[1:] if out[0]["role"] == "system" else out
+    for i, msg in enumerate(turns):
+        expected = "user" if i % 2 == 0 else "assistant"
+        if msg["role"] != expected:
+            index = i + len(out) - len(turns)
+            raise DataError(
+                f"{where}: messages[{index}].role is {msg['role']!r} but "
+                f"{expected!r} was expected (optional system first, then user/"
+                f"assistant alternating)"
+            )
+    if not turns or turns[-1]["role"] != "assistant":
+        raise DataError(
+            f"{where}: the conversation must end with an assistant turn (the answer to train on)"
+        )
+    if not turns[-1]["content"].strip():
+        raise DataError(f"{where}: the final assistant turn is empty (nothing to train on)")
+    return tuple(out)
+
+
+def row_messages(row: dict[str, Any], where: str) -> tuple[dict[str, str], ...]:
+    """The conversation of a ``messages`` row or of a conversational prompt/completion row."""
+    if "messages" in row:
+        return validate_messages(row["messages"], where)
+    if "prompt" in row and "completion" in row:
+        prompt, completion = row["prompt"], row["completion"]
+        if not isinstance(prompt, list) or not isinstance(completion, list):
+            raise DataError(
+                f"{where}: 'prompt' and 'completion' should be lists of messages "
+                f"(conversational format)"
+            )
+        return validate_messages(prompt + completion, where)
+    raise DataError(
+        f"{where}: missing field 'messages' (or conversational 'prompt' and 'completion')"
+    )
+
+
+def read_chat_rows(path: str | Path, limit: int | None = None) -> list[ChatRow]:
+    """Every row of a chat JSONL file, validated; stops at the first bad row."""
+    p = Path(path)
+    rows: list[ChatRow] = []
+    for lineno, row in iter_jsonl_lines(p):
+        where = f"{p}:{lineno}"
+        rows.append(ChatRow(row_messages(row, where), where))
+        if limit is not None and len(rows) >= limit:
+            break
+    if not rows:
+        raise DataError(f"{p}: no rows (expected chat JSONL rows with 'messages')")
+    return rows
+
+
+def mix_rows(
+    primary: list[ChatRow], other: list[ChatRow], ratio: float, seed: int
+) -> tuple[list[ChatRow], dict[str, int]]:
+    """``primary`` plus rows of ``other`` so that they make up ``ratio`` of the result.
+
+    Deterministic for a seed. ``other`` rows are drawn without replacement while it is large
+    enough, else every row is repeated whole passes plus a random remainder (counted in
+    ``mix_passes``); the result is shuffled so batches see both sources.
+    """
+    if not 0.0 < ratio < 1.0:
+        raise ValueError(f"mix_ratio: expected a share in (0, 1), got {ratio}")
+    rng = random.Random(seed)
+    wanted = round(len(primary) * ratio / (1.0 - ratio))
+    passes, rest = divmod(wanted, len(other))
+    picked: list[ChatRow] = []
+    for _ in range(passes):
+        picked.extend(rng.sample(other, len(other)))
+    picked.extend(rng.sample(other, rest))
+    mixed = primary + picked
+    rng.shuffle(mixed)
+    return mixed, {
+        "primary_rows": len(primary),
+        "mix_rows": len(picked),
+        "mix_source_rows": len(other),
+        "mix_passes": passes,
+    }
+
+
+def load_training_rows(cfg) -> tuple[list[ChatRow], dict[str, Any]]:
+    """Rows for ``cfg`` (a TrainConfig): train_path, limited and mixed as configured."""
+    rows = read_chat_rows(cfg.train_path, cfg.limit)
+    stats: dict[str, Any] = {"train_path": str(cfg.train_path), "primary_rows": len(rows)}
+    if cfg.mix_path is not None:
+        other = read_chat_rows(cfg.mix_path)
+        rows, mix = mix_rows(rows, other, cfg.mix_ratio, cfg.seed)
+        stats.update(mix, mix_path=str(cfg.mix_path), mix_ratio=cfg.mix_ratio)
+    stats["rows"] = len(rows)
+    return rows, stats

@@ -1,0 +1,43 @@
+"""Names inside a training run folder, and the few helpers every backend uses to write there.
+
+<out_dir>/
+  config.yaml, run.json      resolved TrainConfig; versions, data stats, backend ids
+  train_log.jsonl/.csv       loss curve (hf_sft); loss.png
+  checkpoints/checkpoint-N/  trainer checkpoints (resume)
+  base_model/                a tiny: model built in-process (hf_sft)
+  model/                     the finetuned model, or the LoRA adapter, with its tokenizer
+  merged/                    LoRA merged into the base weights (merge_lora)
+  openai_job.json            file id, job id, status, events (openai)
+  model.json                 how to load the result (CONTRACTS §B); written last
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from needlework.io import write_json
+
+MODEL_JSON = "model.json"
+RUN_JSON = "run.json"
+CHECKPOINTS = "checkpoints"
+MODEL_DIR = "model"
+MERGED_DIR = "merged"
+BASE_DIR = "base_model"
+
+
+def is_main_process() -> bool:
+    """Global rank 0 (``accelerate launch``/torchrun set RANK); a plain run is rank 0."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def update_run_info(run_dir: Path, **extra: Any) -> None:
+    """Merge ``extra`` into ``run.json`` (main process only)."""
+    if not is_main_process():
+        return
+    path = run_dir / RUN_JSON
+    info = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    info.update(extra)
+    write_json(path, info)

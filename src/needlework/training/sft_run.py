@@ -1,0 +1,319 @@
+"""One ``hf_sft`` training run: measure, configure TRL, check nothing is dropped, train, save.
+
+Order matters: everything cheap (tokenizer, chat template, token lengths against ``max_length``)
+runs before the model is loaded. Under ``accelerate launch`` every process runs this function; only
+global rank 0 writes run files, and all processes take part in ``save_model`` (ZeRO-3 and FSDP
+gather the weights there).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from needlework.errors import ConfigError, UserError
+from needlework.training import chat
+from needlework.training.data import ChatRow
+from needlework.training.runfiles import (
+    BASE_DIR,
+    CHECKPOINTS,
+    MERGED_DIR,
+    MODEL_DIR,
+    is_main_process,
+    update_run_info,
+)
+
+_TINY = re.compile(r"tiny:(llama|mistral|qwen2)((?:-[hlai]\d+)*)$")
+
+
+def tiny_kwargs(spec: str) -> dict[str, Any]:
+    """``tiny:llama-h128-l2-a4[-i512]`` -> build_tiny_model kwargs (defaults: h64 l2 a4 i=4h)."""
+    m = _TINY.match(spec)
+    if not m:
+        raise ConfigError(
+            f"bad tiny model spec {spec!r}; expected tiny:<llama|mistral|qwen2>"
+            f"[-h<hidden>][-l<layers>][-a<heads>][-i<ffn>]",
+            field="trainer.model_path",
+        )
+    knobs = {p[0]: int(p[1:]) for p in m.group(2).split("-") if p}
+    hidden = knobs.get("h", 64)
+    return {
+        "arch": m.group(1),
+        "hidden_size": hidden,
+        "num_layers": knobs.get("l", 2),
+        "num_heads": knobs.get("a", 4),
+        "intermediate_size": knobs.get("i", 4 * hidden),
+    }
+
+
+def resolve_model_path(unit, cfg, run_dir: Path) -> str:
+    """A local absolute path or a hub id; ``tiny:`` specs are built into ``base_model/``."""
+    from accelerate import PartialState
+
+    spec = unit.model_path
+    if spec.startswith("tiny:"):
+        kwargs = tiny_kwargs(spec)
+        target = (run_dir / BASE_DIR).resolve()
+        with PartialState().local_main_process_first():
+            if not (target / "config.json").is_file():
+                from needlework.models.tiny import build_tiny_checkpoint
+
+                build_tiny_checkpoint(target, seed=cfg.seed, **kwargs)
+        return str(target)
+    from needlework.training.hf_sft import is_local_path
+
+    return str(Path(spec).expanduser().resolve()) if is_local_path(spec) else spec
+
+
+def sft_config(unit, cfg, run_dir: Path, *, max_length: int, fmt: str, num_processes: int):
+    """The SFTConfig: our fields, CPU-safe defaults, then ``trl_overrides`` on top."""
+    import torch
+    from trl import SFTConfig
+
+    cuda = torch.cuda.is_available()
+    bf16 = unit.bf16 if unit.bf16 is not None else (cuda and torch.cuda.is_bf16_supported())
+    if bf16 and not cuda:
+        raise ConfigError(
+            "bf16 autocast needs a GPU here; leave it unset on CPU", field="trainer.bf16"
+        )
+    accumulation = unit.gradient_accumulation_steps
+    if unit.global_batch_size is not None:
+        per_step = unit.per_device_batch_size * num_processes
+        if unit.global_batch_size % per_step:
+            raise ConfigError(
+                f"{unit.global_batch_size} is not a multiple of per_device_batch_"
+                f"size x processes = {per_step}",
+                field="trainer.global_batch_size",
+            )
+        accumulation = unit.global_batch_size // per_step
+    answer_only = unit.answer_only_loss
+    args = dict(
+        output_dir=str(run_dir / CHECKPOINTS),
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        num_train_epochs=unit.epochs,
+        max_steps=unit.max_steps,
+        learning_rate=unit.learning_rate,
+        per_device_train_batch_size=unit.per_device_batch_size,
+        gradient_accumulation_steps=accumulation,
+        lr_scheduler_type=unit.lr_scheduler,
+        lr_scheduler_kwargs=dict(unit.lr_scheduler_kwargs),
+        warmup_steps=unit.warmup_steps,
+        weight_decay=unit.weight_decay,
+        # TRL defaults bf16=True and gradient_checkpointing=True; both are wrong on CPU.
+        use_cpu=not cuda,
+        bf16=bf16,
+        fp16=False,
+        gradient_checkpointing=(
+            unit.gradient_checkpointing if unit.gradient_checkpointing is not None else cuda
+        ),
+        # Lengths were checked against max_length already; padding-free without packing must
+        # get None (TRL does not truncate there and refuses a value).
+        max_length=None if unit.padding_free and not unit.packing else max_length,
+        packing=unit.packing,
+        padding_free=unit.padding_free,
+        assistant_only_loss=answer_only and fmt == chat.ASSISTANT_MASK,
+        completion_only_loss=answer_only if fmt == chat.PROMPT_COMPLETION else None,
+        model_init_kwargs=model_init_kwargs(unit, cuda=cuda, bf16=bf16),
+        logging_steps=unit.logging_steps,
+        logging_first_step=True,
+        save_strategy="steps",
+        save_steps=unit.save_steps,
+        save_total_limit=unit.save_total_limit,
+        report_to="none",
+    )
+    args.update(unit.trl_overrides)
+    return SFTConfig(**args)
+
+
+def model_init_kwargs(unit, *, cuda: bool, bf16: bool) -> dict[str, Any]:
+    """from_pretrained kwargs; see HfSFT.model_dtype for why full finetuning loads float32."""
+    dtype = unit.model_dtype
+    if dtype == "auto":
+        dtype = "bfloat16" if unit.method != "full" and cuda and bf16 else "float32"
+    kwargs: dict[str, Any] = {"dtype": dtype, "device_map": None}
+    if unit.attn_implementation:
+        kwargs["attn_implementation"] = unit.attn_implementation
+    if unit.method == "qlora":
+        from accelerate import PartialState
+
+        kwargs["device_map"] = {"": PartialState().local_process_index}
+    return kwargs
+
+
+def peft_setup(unit, *, bf16: bool) -> tuple[Any, Any]:
+    """(LoraConfig or None, BitsAndBytesConfig or None) for the chosen method."""
+    if unit.method == "full":
+        return None, None
+    from peft import LoraConfig
+
+    lora = LoraConfig(
+        r=unit.lora_r,
+        lora_alpha=unit.lora_alpha,
+        lora_dropout=unit.lora_dropout,
+        target_modules=unit.lora_target_modules,
+        task_type="CAUSAL_LM",
+    )
+    if unit.method != "qlora":
+        return lora, None
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    quant = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16 if bf16 else torch.float16,
+    )
+    return lora, quant
+
+
+def to_dataset(rows: list[ChatRow], fmt: str):
+    """A ``datasets.Dataset`` in the shape TRL expects for the chosen format."""
+    from datasets import Dataset
+
+    if fmt == chat.ASSISTANT_MASK:
+        return Dataset.from_list([{"messages": list(r.messages)} for r in rows])
+    return Dataset.from_list([{"prompt": r.prompt, "completion": r.completion} for r in rows])
+
+
+def check_prepared(dataset, rows: list[ChatRow], infos: list[chat.SeqInfo], packed: bool) -> None:
+    """Every row survived TRL's preparation, with exactly the answer tokens we measured."""
+    kept = trained = 0
+    for batch in dataset.iter(batch_size=1024):
+        kept += sum(len(s) for s in batch["seq_lengths"]) if packed else len(batch["labels"])
+        trained += sum(sum(t != -100 for t in labels) for labels in batch["labels"])
+    expected = sum(i.trained for i in infos)
+    if kept != len(rows) or trained != expected:
+        raise RuntimeError(
+            f"TRL prepared {kept} of {len(rows)} rows with {trained} answer tokens "
+            f"(measured {expected}): rows were truncated or dropped"
+        )
+
+
+def last_checkpoint(run_dir: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    folder = run_dir / CHECKPOINTS
+    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+
+
+@dataclass
+class Prepared:
+    """A configured SFTTrainer plus what was measured on the way (tests inspect it)."""
+
+    trainer: Any
+    model_path: str
+    chat_format: str
+    max_length: int
+    infos: list[chat.SeqInfo]
+
+
+def prepare(unit, cfg, run_dir: Path, rows: list[ChatRow]) -> Prepared:
+    """Tokenizer, template, lengths (fail early), SFTConfig, then the model and the trainer."""
+    from accelerate import PartialState
+    from transformers import AutoConfig, AutoTokenizer
+    from trl import SFTTrainer
+
+    from needlework.training.trainlog import make_callback
+
+    state = PartialState()
+    model_path = resolve_model_path(unit, cfg, run_dir)
+    tokenizer = AutoTokenizer.from_pretrained(unit.tokenizer_path or model_path)
+    chat.set_chat_template(tokenizer, unit.chat_template_path, field="trainer.chat_template_path")
+    fmt = chat.resolve_format(tokenizer, unit.chat_format, field="trainer.chat_format")
+    text_config = AutoConfig.from_pretrained(model_path).get_text_config()
+    infos = chat.measure_all(tokenizer, rows, fmt, progress=state.is_main_process)
+    max_length = chat.check_lengths(
+        rows,
+        infos,
+        unit.max_length,
+        field="trainer.max_length",
+        model_limit=getattr(text_config, "max_position_embeddings", None),
+    )
+    args = sft_config(
+        unit, cfg, run_dir, max_length=max_length, fmt=fmt, num_processes=state.num_processes
+    )
+    lora, quant = peft_setup(unit, bf16=args.bf16)
+    trainer = SFTTrainer(
+        model=model_path,
+        args=args,
+        train_dataset=to_dataset(rows, fmt),
+        processing_class=tokenizer,
+        peft_config=lora,
+        quantization_config=quant,
+        callbacks=[make_callback(run_dir)],
+    )
+    check_prepared(trainer.train_dataset, rows, infos, packed=unit.packing)
+    return Prepared(trainer, model_path, fmt, max_length, infos)
+
+
+def run_sft(unit, cfg, run_dir: Path, rows: list[ChatRow], *, resume: bool) -> dict[str, Any]:
+    """Train and save; returns the model.json content."""
+    from accelerate import PartialState
+
+    state = PartialState()
+    prep = prepare(unit, cfg, run_dir, rows)
+    trainer, args = prep.trainer, prep.trainer.args
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    update_run_info(
+        run_dir,
+        chat_format=prep.chat_format,
+        max_length=prep.max_length,
+        lengths=chat.length_stats(prep.infos),
+        num_processes=state.num_processes,
+        effective_batch_size=(
+            args.per_device_train_batch_size
+            * args.gradient_accumulation_steps
+            * state.num_processes
+        ),
+        trainable_parameters=trainable,
+        bf16=args.bf16,
+        gradient_checkpointing=args.gradient_checkpointing,
+    )
+    checkpoint = last_checkpoint(run_dir) if resume else None
+    if resume and checkpoint is None and is_main_process():
+        print(f"needlework train: no checkpoint under {run_dir / CHECKPOINTS}; starting fresh")
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.save_model(str(run_dir / MODEL_DIR))
+    state.wait_for_everyone()
+    update_run_info(run_dir, resumed_from=checkpoint, train_metrics=result.metrics)
+    out = model_json(unit, prep.model_path, run_dir)
+    if unit.merge_lora and is_main_process():
+        dtype = args.model_init_kwargs["dtype"] if unit.method == "lora" else "bfloat16"
+        merge_adapter(run_dir / MODEL_DIR, run_dir / MERGED_DIR, dtype=dtype)
+    state.wait_for_everyone()
+    return out
+
+
+def model_json(unit, model_path: str, run_dir: Path) -> dict[str, Any]:
+    """CONTRACTS §B: absolute local paths; a hub id stays a hub id."""
+    model_dir = str((run_dir / MODEL_DIR).resolve())
+    if unit.method == "full":
+        return {"backend": "hf", "path": model_dir, "adapter": None}
+    if unit.merge_lora:
+        return {"backend": "hf", "path": str((run_dir / MERGED_DIR).resolve()), "adapter": None}
+    return {"backend": "hf", "path": model_path, "adapter": model_dir}
+
+
+def merge_adapter(adapter_dir: Path, out_dir: Path, *, dtype: str) -> None:
+    """Base + adapter -> plain weights in ``out_dir`` (with the tokenizer), written atomically."""
+    import torch
+    from peft import AutoPeftModelForCausalLM
+    from transformers import AutoTokenizer
+
+    try:
+        model = AutoPeftModelForCausalLM.from_pretrained(
+            str(adapter_dir), dtype=getattr(torch, dtype)
+        )
+    except OSError as exc:
+        raise UserError(f"merge_lora: cannot reload the adapter in {adapter_dir}: {exc}") from None
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.merge_and_unload().save_pretrained(str(tmp))
+    AutoTokenizer.from_pretrained(str(adapter_dir)).save_pretrained(str(tmp))
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)

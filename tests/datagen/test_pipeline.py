@@ -1,0 +1,318 @@
+"""generate(): contract layout, determinism, sharding, budgets, atomicity and CLI errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from needlework.cli import main
+from needlework.config import load_config
+from needlework.datagen import pipeline
+from needlework.datagen.formatting import SYSTEM_MESSAGE, validate_openai_row
+from needlework.datagen.pipeline import GenerateConfig, generate, merge_shards
+from needlework.errors import DataError
+from needlework.io import read_jsonl, sha256_file
+
+ROOT = Path(__file__).resolve().parents[2]
+META_KEYS = {
+    "generator",
+    "seed",
+    "split",
+    "index",
+    "prompt_tokens",
+    "conversation_tokens",
+    "num_dicts",
+    "gold_position",
+    "gold_depth",
+    "gold_dict_name",
+    "gold_key",
+    "gold_value",
+    "answer_template",
+    "tokenizer",
+    "max_context_tokens",
+}
+
+
+def tiny(out: Path, **changes) -> GenerateConfig:
+    data = {
+        "generator": {"name": "simple_dict_kv", "num_dicts": None},
+        "tokenizer": "char",
+        "max_context_tokens": 700,
+        "reserve_tokens": 20,
+        "seeds": [0],
+        "num_train": 12,
+        "num_eval": 6,
+        "formats": ["openai", "trl"],
+        "out_dir": str(out),
+    }
+    cfg = load_config(GenerateConfig, data=data)
+    return dataclasses.replace(cfg, **changes)
+
+
+def snapshot(folder: Path, skip=("run.json",)) -> dict[str, bytes]:
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name not in skip
+    }
+
+
+def test_layout_rows_and_manifest(tmp_path):
+    out = tmp_path / "ds"
+    cfg = tiny(out, seeds=(0, 1), formats=("openai", "trl", "hf", "parquet"))
+    manifest = generate(cfg, progress=False)
+    assert manifest["out_dir"] == str(out)
+    for seed in (0, 1):
+        folder = out / f"seed{seed}"
+        train = list(read_jsonl(folder / "train.jsonl"))
+        evals = list(read_jsonl(folder / "eval.jsonl"))
+        assert len(train) == 12 and len(evals) == 6
+        for split, rows in (("train", train), ("eval", evals)):
+            for i, row in enumerate(rows):
+                assert row["id"] == f"simple_dict_kv-{seed}-{split}-{i}"
+                assert [m["role"] for m in row["messages"]] == ["user", "assistant"]
+                meta = row["meta"]
+                assert set(meta) >= META_KEYS and meta["index"] == i and meta["seed"] == seed
+                assert meta["prompt_tokens"] == len(row["messages"][0]["content"])  # char
+                assert meta["prompt_tokens"] < 700 - 20 and meta["conversation_tokens"] <= 700
+                assert meta["gold_depth"] == round(
+                    meta["gold_position"] / (meta["num_dicts"] - 1), 6
+                )
+                assert meta["gold_dict_name"] == str(meta["gold_position"] + 1)
+        prompts = {r["messages"][0]["content"] for r in train}
+        assert not prompts & {r["messages"][0]["content"] for r in evals}  # disjoint splits
+        oa = list(read_jsonl(folder / "train.openai.jsonl"))
+        assert oa[0] == {
+            "messages": [{"role": "system", "content": SYSTEM_MESSAGE}, *train[0]["messages"]]
+        }
+        trl = list(read_jsonl(folder / "train.trl.jsonl"))
+        assert trl[3] == {
+            "prompt": train[3]["messages"][:1],
+            "completion": train[3]["messages"][1:],
+        }
+        import datasets
+
+        hf = datasets.load_from_disk(str(folder / "hf"))
+        assert hf["train"][5]["messages"] == train[5]["messages"]
+        assert datasets.Dataset.from_parquet(str(folder / "eval.parquet"))["id"] == [
+            r["id"] for r in evals
+        ]
+    on_disk = json.loads((out / "manifest.json").read_text())
+    assert on_disk["format"] == "needlework-dataset/1"
+    for rel, info in on_disk["files"].items():
+        assert sha256_file(out / rel) == info["sha256"], rel
+    s = on_disk["seeds"]["0"]["splits"]["train"]
+    assert s["n"] == 12 and s["openai"]["n"] == 12 and s["openai"]["over_limit"] == 0
+    assert (out / "config.yaml").is_file() and (out / "run.json").is_file()
+
+
+def test_same_config_same_bytes_and_other_seed_differs(tmp_path):
+    out = tmp_path / "ds"
+    generate(tiny(out), progress=False)
+    first = snapshot(out)
+    generate(tiny(out), progress=False)  # replaces the earlier dataset atomically
+    assert snapshot(out) == first
+    generate(tiny(tmp_path / "other", seeds=(1,)), progress=False)
+    a = (out / "seed0" / "train.jsonl").read_text()
+    b = (tmp_path / "other" / "seed1" / "train.jsonl").read_text()
+    assert a != b and a.count("\n") == b.count("\n")
+
+
+def test_shards_concatenate_to_the_unsharded_bytes(tmp_path):
+    out = tmp_path / "ds"
+    cfg = tiny(out, num_train=10, num_eval=5, seeds=(0, 3))
+    generate(cfg, progress=False)
+    whole = snapshot(out)
+    for i in range(3):
+        generate(cfg, shard=(i, 3), progress=False)
+    for seed in (0, 3):
+        for name in ("train.jsonl", "eval.jsonl", "train.openai.jsonl", "eval.trl.jsonl"):
+            joined = b"".join(
+                (Path(f"{out}.shards") / f"{i}-of-3" / f"seed{seed}" / name).read_bytes()
+                for i in range(3)
+            )
+            assert joined == whole[f"seed{seed}/{name}"], name
+    # merging the shards rebuilds the same folder, manifest included
+    generate_again = snapshot(out)
+    merge_shards(cfg, 3, progress=False)
+    merged = snapshot(out, skip=("run.json",))
+    assert merged == generate_again
+
+
+def test_paper_config_respects_the_budget_under_real_mistral(tmp_path):
+    import sentencepiece as spm
+
+    from needlework.tokenization import _mistral_data_dir
+
+    path = ROOT / "configs/datagen/simple_dict_kv_mistral_v1_wtemplate.yaml"
+    cfg = load_config(
+        GenerateConfig,
+        path,
+        [f"out_dir={tmp_path / 'ds'}", "seeds=[0]", "num_train=24", "num_eval=8", "formats=[]"],
+    )
+    generate(cfg, progress=False)
+    sp = spm.SentencePieceProcessor(model_file=str(_mistral_data_dir() / "tokenizer.model.v1"))
+    rows = list(read_jsonl(tmp_path / "ds" / "seed0" / "train.jsonl"))
+    for row in rows:
+        prompt, answer = (m["content"] for m in row["messages"])
+        n = len(sp.encode(prompt))
+        assert row["meta"]["prompt_tokens"] == n and n + 1 < 4096 - 100  # official, BOS incl.
+        # <s>[INST] prompt [/INST]answer</s>, counted by the reference encoder
+        conv = 1 + len(sp.encode(f"[INST] {prompt} [/INST]")) + len(sp.encode(answer)) + 1
+        assert row["meta"]["conversation_tokens"] == conv <= 4096
+        assert row["meta"]["num_dicts"] == 85 and prompt.count("\nDictionary [") == 85
+
+
+def test_budget_search_fills_8k_with_mistral(tmp_path):
+    cfg = load_config(
+        GenerateConfig,
+        ROOT / "configs/datagen/simple_dict_kv_24k_mistral_v02.yaml",
+        [
+            f"out_dir={tmp_path / 'ds'}",
+            "max_context_tokens=8192",
+            "num_train=6",
+            "num_eval=2",
+            "formats=[]",
+        ],
+    )
+    manifest = generate(cfg, progress=False)
+    n = manifest["seeds"]["0"]["num_dicts"]
+    tokens = manifest["seeds"]["0"]["splits"]["train"]["prompt_tokens"]
+    assert 160 <= n <= 190  # ~45 tokens per dictionary
+    assert tokens["max"] < 8092 and tokens["min"] > 7500  # full, yet inside the budget
+
+
+def test_interrupt_leaves_no_partial_output(tmp_path, monkeypatch):
+    out = tmp_path / "ds"
+    generate(tiny(out), progress=False)
+    before = snapshot(out)
+    calls = []
+
+    def boom(self, row):
+        calls.append(row)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline.SplitWriter, "add", boom)
+    with pytest.raises(KeyboardInterrupt):
+        generate(tiny(out, seeds=(2,)), progress=False)
+    assert snapshot(out) == before  # the older dataset is untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]  # no staging leftovers
+
+
+def _cli_fails(args: list[str], capsys, tmp_path: Path, match: str) -> None:
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and match in err, err
+    assert not (tmp_path / "out").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+@pytest.fixture
+def tiny_yaml(tmp_path) -> Path:
+    p = tmp_path / "tiny.yaml"
+    p.write_text((ROOT / "configs/datagen/tiny_cpu.yaml").read_text())
+    return p
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (["max_context_tokens=120", "reserve_tokens=0"], "too small for even two dictionaries"),
+        (["generator.dict_size_range=[4,3]"], "field 'generator.dict_size_range'"),
+        (["generator.num_dicts=40"], "do not fit max_context_tokens=800"),
+        (["tokenizer=bogus"], "field 'tokenizer'"),
+        (["tokenizer=mistral:v9"], "unknown Mistral tokenizer"),
+        (["seeds=[]"], "field 'seeds'"),
+        (["generator.bogus=1"], "unknown key(s) 'bogus'"),
+        (["formats=[xml]"], "field 'formats[0]'"),
+    ],
+)
+def test_bad_input_exits_2_without_output(overrides, match, tiny_yaml, tmp_path, capsys):
+    args = [
+        "generate",
+        "--config",
+        str(tiny_yaml),
+        f"out_dir={tmp_path / 'out'}",
+        *overrides,
+        "--no-progress",
+    ]
+    _cli_fails(args, capsys, tmp_path, match)
+
+
+def test_unwritable_or_foreign_output_exits_2(tiny_yaml, tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    _cli_fails(
+        ["generate", "--config", str(tiny_yaml), f"out_dir={afile / 'sub'}"],
+        capsys,
+        tmp_path,
+        "is not writable",
+    )
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    _cli_fails(
+        ["generate", "--config", str(tiny_yaml), f"out_dir={foreign}"],
+        capsys,
+        tmp_path,
+        "holds no needlework dataset",
+    )
+    assert (foreign / "notes.txt").read_text() == "keep me"
+
+
+def test_malformed_config_and_shard_exit_2(tmp_path, tiny_yaml, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("generator: {name: simple_dict_kv\nout_dir: x\n")
+    _cli_fails(["generate", "--config", str(bad)], capsys, tmp_path, "invalid YAML")
+    _cli_fails(
+        ["generate", "--config", str(tiny_yaml), "--shard", "3/2"], capsys, tmp_path, "--shard"
+    )
+
+
+def test_cli_generate_and_inspect(tiny_yaml, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert (
+        main(
+            [
+                "generate",
+                "--config",
+                str(tiny_yaml),
+                f"out_dir={out}",
+                "--num-samples",
+                "5",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert capsys.readouterr().out.strip() == str(out)
+    assert len(list(read_jsonl(out / "seed0" / "eval.jsonl"))) == 5
+    assert main(["inspect", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "10 rows" in text and "gold position" in text and "[assistant] The value of key" in text
+    assert main(["inspect", str(tmp_path / "nothing")]) == 2
+
+
+def test_openai_rows_are_validated():
+    good = {
+        "messages": [
+            {"role": "system", "content": "s"},
+            {"role": "user", "content": "u"},
+            {"role": "assistant", "content": "a"},
+        ]
+    }
+    validate_openai_row(good, "x:1")
+    bad = [
+        {"messages": good["messages"], "meta": {}},
+        {"messages": good["messages"][:2]},
+        {"messages": [good["messages"][0], good["messages"][2], good["messages"][1]]},
+        {"messages": [{"role": "user", "content": ""}, good["messages"][2]]},
+        {"messages": []},
+    ]
+    for row in bad:
+        with pytest.raises(DataError, match="^x:1: "):
+            validate_openai_row(row, "x:1")
