@@ -113,3 +113,14 @@ def test_network_guard_blocks_non_loopback():
     with pytest.raises(RuntimeError, match="network"):
         s.connect(("8.8.8.8", 53))
     s.close()
+
+
+def test_atomic_write_respects_umask(tmp_path):
+    import os
+
+    target = tmp_path / "shared.json"
+    with atomic_write(target) as fh:
+        fh.write("{}")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask

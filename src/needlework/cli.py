@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--num-samples", type=int, metavar="N",
                    help="override every split's sample count (quick dry runs)")
     g.add_argument("--no-progress", action="store_true")
+    g.add_argument("--merge", type=int, metavar="N",
+                   help="combine the N finished shards of this config into the full dataset")
 
     i = sub.add_parser("inspect", help="Summarise a generated dataset file or folder.")
     i.add_argument("data", metavar="DATA")
@@ -130,7 +132,15 @@ def validate_cmd(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # Overrides may follow flags (`generate --config X --no-progress seed=1`): argparse stops the
+    # positional list at the first flag, so collect the leftovers that look like overrides.
+    args, extra = parser.parse_known_args(argv)
+    stray = [a for a in extra if a.startswith("-") or "=" not in a]
+    if stray or (extra and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     try:
         return int(_load(HANDLERS[args.verb])(args) or 0)
     except UserError as exc:

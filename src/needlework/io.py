@@ -18,6 +18,9 @@ from typing import IO, Any
 
 from needlework.errors import DataError, UserError
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def dumps(row: Any) -> str:
     """One canonical JSON line: stable across runs so equal data gives equal bytes."""
@@ -83,6 +86,7 @@ def atomic_write(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; outputs are meant to be shared
         os.replace(tmp, p)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -376,7 +376,8 @@ class HFCounter:
                 f"{self.name}: needs transformers (pip install 'needlework[train]')"
             ) from None
         try:
-            self._tok = AutoTokenizer.from_pretrained(path)
+            # local_files_only: a hub id works when it is in the local cache; nothing downloads
+            self._tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
         except (OSError, ValueError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UserError(f"{self.name}: cannot load the tokenizer offline ({first})") from None

@@ -223,7 +223,7 @@ def test_hf_empty_vocabulary_is_caught(tmp_path, monkeypatch):
     monkeypatch.setattr(
         transformers.AutoTokenizer,
         "from_pretrained",
-        lambda path: transformers.LlamaTokenizer(vocab_file=str(model)),
+        lambda path, **kw: transformers.LlamaTokenizer(vocab_file=str(model)),
     )
     with pytest.raises(UserError, match="does not round-trip"):
         HFCounter(str(tmp_path))

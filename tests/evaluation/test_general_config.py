@@ -18,8 +18,15 @@ pytest.importorskip("lm_eval")
 
 
 def test_registered_and_yaml_round_trip():
-    unit = build_unit(benchmarks, {"name": "general", "tasks": ["gsm8k", "mmlu"],
-                                   "num_fewshot": {"mmlu": 5}, "data_dir": "../shared/data"})
+    unit = build_unit(
+        benchmarks,
+        {
+            "name": "general",
+            "tasks": ["gsm8k", "mmlu"],
+            "num_fewshot": {"mmlu": 5},
+            "data_dir": "../shared/data",
+        },
+    )
     assert isinstance(unit, General)
     assert unit.tasks == ("gsm8k", "mmlu") and unit.num_fewshot == {"mmlu": 5}
     assert unit.label() == "general_gsm8k_mmlu" and General().label() == "general"
@@ -27,16 +34,19 @@ def test_registered_and_yaml_round_trip():
     assert "num_fewshot:\n  mmlu: 5" in dump_yaml(unit)
 
 
-@pytest.mark.parametrize("bad, field", [
-    ({"tasks": ["mmlu", "arc"]}, "tasks"),
-    ({"tasks": []}, "tasks"),
-    ({"tasks": ["mmlu", "mmlu"]}, "tasks"),
-    ({"num_fewshot": {"gsm8k": 5}, "tasks": ["mmlu"]}, "num_fewshot"),
-    ({"num_fewshot": {"mmlu": -1}}, "num_fewshot"),
-    ({"fraction": 1.0}, "fraction"),
-    ({"batch_size": 0}, "batch_size"),
-    ({"max_gen_toks": 0}, "max_gen_toks"),
-])
+@pytest.mark.parametrize(
+    "bad, field",
+    [
+        ({"tasks": ["mmlu", "arc"]}, "tasks"),
+        ({"tasks": []}, "tasks"),
+        ({"tasks": ["mmlu", "mmlu"]}, "tasks"),
+        ({"num_fewshot": {"gsm8k": 5}, "tasks": ["mmlu"]}, "num_fewshot"),
+        ({"num_fewshot": {"mmlu": -1}}, "num_fewshot"),
+        ({"fraction": 1.0}, "fraction"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"max_gen_toks": 0}, "max_gen_toks"),
+    ],
+)
 def test_bad_config_names_the_field(bad, field):
     with pytest.raises(ConfigError, match=f"field 'b.{field}'"):
         build_unit(benchmarks, {"name": "general", **bad}, field="b")
@@ -54,8 +64,7 @@ def test_plan_hub_local_and_generative():
     assert {p["key"] for p in local if p["caveat"]} == {"hellaswag", "gsm8k", "triviaqa"}
 
     chat = General(data_dir="/data").plan("openai")  # no log-probabilities: letter variants
-    assert [p["key"] for p in chat] == ["mmlu_gen", "hellaswag_gen", "gsm8k", "triviaqa",
-                                        "nq_open"]
+    assert [p["key"] for p in chat] == ["mmlu_gen", "hellaswag_gen", "gsm8k", "triviaqa", "nq_open"]
     assert chat[0]["task"] == "needlework_mmlu_gen" and chat[0]["primary"] == "exact_match,letter"
     assert General(generative=True).plan("hf")[1]["task"] == "needlework_hellaswag_gen"
     assert General(generative=True).label() == "general_gen"
@@ -83,18 +92,45 @@ def test_local_yamls_mirror_lm_eval_builtins():
     builtin = Path(lm_eval.tasks.__file__).parent
     ours = include_path()
     same = {
-        "gsm8k/gsm8k.yaml": ("doc_to_text", "doc_to_target", "metric_list", "filter_list",
-                             "generation_kwargs", "num_fewshot", "output_type"),
-        "triviaqa/default.yaml": ("doc_to_text", "doc_to_target", "metric_list", "filter_list",
-                                  "generation_kwargs", "target_delimiter", "output_type"),
-        "nq_open/nq_open.yaml": ("description", "doc_to_text", "doc_to_target", "metric_list",
-                                 "filter_list", "generation_kwargs", "target_delimiter",
-                                 "fewshot_delimiter", "output_type"),
-        "hellaswag/hellaswag.yaml": ("doc_to_text", "doc_to_choice", "metric_list",
-                                     "output_type"),
-        "mmlu/default/_default_template_yaml": ("doc_to_text", "doc_to_choice", "metric_list",
-                                                "fewshot_config", "output_type", "test_split",
-                                                "fewshot_split"),
+        "gsm8k/gsm8k.yaml": (
+            "doc_to_text",
+            "doc_to_target",
+            "metric_list",
+            "filter_list",
+            "generation_kwargs",
+            "num_fewshot",
+            "output_type",
+        ),
+        "triviaqa/default.yaml": (
+            "doc_to_text",
+            "doc_to_target",
+            "metric_list",
+            "filter_list",
+            "generation_kwargs",
+            "target_delimiter",
+            "output_type",
+        ),
+        "nq_open/nq_open.yaml": (
+            "description",
+            "doc_to_text",
+            "doc_to_target",
+            "metric_list",
+            "filter_list",
+            "generation_kwargs",
+            "target_delimiter",
+            "fewshot_delimiter",
+            "output_type",
+        ),
+        "hellaswag/hellaswag.yaml": ("doc_to_text", "doc_to_choice", "metric_list", "output_type"),
+        "mmlu/default/_default_template_yaml": (
+            "doc_to_text",
+            "doc_to_choice",
+            "metric_list",
+            "fewshot_config",
+            "output_type",
+            "test_split",
+            "fewshot_split",
+        ),
     }
     for rel, keys in same.items():
         ref = _yaml(builtin / rel)
@@ -124,8 +160,13 @@ def test_local_loaders_read_the_shared_files():
     assert (len(algebra["test"]), len(algebra["dev"])) == (100, 5)
     first = algebra["test"][0]
     assert first["choices"] == ["0", "4", "2", "6"] and first["answer"] == 1
-    assert sum(len(utils.mmlu_dataset(data_dir=root, subject=s)["test"])
-               for s in utils._mmlu_local(str(SHARED_DATA.resolve()))) == 14042
+    assert (
+        sum(
+            len(utils.mmlu_dataset(data_dir=root, subject=s)["test"])
+            for s in utils._mmlu_local(str(SHARED_DATA.resolve()))
+        )
+        == 14042
+    )
     hs = utils.hellaswag_dataset(data_dir=root)["validation"]
     assert len(hs) == 10042 and hs[0]["label"] == 3
     assert hs[0]["query"] == "Roof shingle removal: A man is sitting on a roof. he"
@@ -156,23 +197,49 @@ def test_loaders_fail_with_one_line_errors(tmp_path):
 
 def test_rows_from_samples_merges_filters_and_picks_the_best_choice():
     gen = [
-        {"doc_id": 0, "doc": {"question": "q"}, "target": "#### 3", "arguments": [("ctx", {})],
-         "resps": [["The answer is #### 3"]], "filtered_resps": ["3"], "filter": "strict-match",
-         "metrics": ["exact_match"], "exact_match": 1.0},
-        {"doc_id": 0, "doc": {"question": "q"}, "target": "#### 3", "arguments": [("ctx", {})],
-         "resps": [["The answer is #### 3"]], "filtered_resps": ["4"],
-         "filter": "flexible-extract", "metrics": ["exact_match"], "exact_match": 0.0},
+        {
+            "doc_id": 0,
+            "doc": {"question": "q"},
+            "target": "#### 3",
+            "arguments": [("ctx", {})],
+            "resps": [["The answer is #### 3"]],
+            "filtered_resps": ["3"],
+            "filter": "strict-match",
+            "metrics": ["exact_match"],
+            "exact_match": 1.0,
+        },
+        {
+            "doc_id": 0,
+            "doc": {"question": "q"},
+            "target": "#### 3",
+            "arguments": [("ctx", {})],
+            "resps": [["The answer is #### 3"]],
+            "filtered_resps": ["4"],
+            "filter": "flexible-extract",
+            "metrics": ["exact_match"],
+            "exact_match": 0.0,
+        },
     ]
     (row,) = rows_from_samples("gsm8k", "needlework_gsm8k", gen, "generate_until")
     assert row["id"] == "gsm8k-0" and row["output"] == "The answer is #### 3"
-    assert row["scores"] == {"gsm8k/exact_match,strict-match": 1.0,
-                             "gsm8k/exact_match,flexible-extract": 0.0}
+    assert row["scores"] == {
+        "gsm8k/exact_match,strict-match": 1.0,
+        "gsm8k/exact_match,flexible-extract": 0.0,
+    }
     assert row["lm_eval"]["filtered"] == {"strict-match": "3", "flexible-extract": "4"}
-    mc = [{"doc_id": 7, "doc": {"subject": "anatomy"}, "target": 2,
-           "arguments": [("ctx", " A"), ("ctx", " B"), ("ctx", " C"), ("ctx", " D")],
-           "resps": [], "filtered_resps": [(-3.0, False), (-2.0, False), (-1.0, True),
-                                           (-5.0, False)],
-           "filter": "none", "metrics": ["acc"], "acc": 1.0}]
+    mc = [
+        {
+            "doc_id": 7,
+            "doc": {"subject": "anatomy"},
+            "target": 2,
+            "arguments": [("ctx", " A"), ("ctx", " B"), ("ctx", " C"), ("ctx", " D")],
+            "resps": [],
+            "filtered_resps": [(-3.0, False), (-2.0, False), (-1.0, True), (-5.0, False)],
+            "filter": "none",
+            "metrics": ["acc"],
+            "acc": 1.0,
+        }
+    ]
     (row,) = rows_from_samples("mmlu", "needlework_mmlu::x", mc, "multiple_choice")
     assert row["id"] == "mmlu-anatomy-7" and row["output"] == "C"
     assert row["scores"] == {"mmlu/acc": 1.0} and row["meta"]["subject"] == "anatomy"

@@ -30,8 +30,13 @@ def data_dir() -> str:
 
 
 def expected_counts(limit: int) -> dict[str, int]:
-    return {"mmlu": 57 * limit, "hellaswag": limit, "gsm8k": limit, "triviaqa": limit,
-            "nq_open": limit}
+    return {
+        "mmlu": 57 * limit,
+        "hellaswag": limit,
+        "gsm8k": limit,
+        "triviaqa": limit,
+        "nq_open": limit,
+    }
 
 
 def check_run(run: Path, metrics: dict, counts: dict[str, int]) -> list[dict]:
@@ -56,7 +61,6 @@ def check_run(run: Path, metrics: dict, counts: dict[str, int]) -> list[dict]:
     return rows
 
 
-@pytest.mark.slow
 def test_tiny_hf_model_on_every_task(tiny_checkpoint, data_dir, tmp_path, monkeypatch):
     bench = General(data_dir=data_dir, max_gen_toks=8, batch_size=16)
     model = HF(path=str(tiny_checkpoint), device="cpu", dtype="float32")
@@ -64,9 +68,14 @@ def test_tiny_hf_model_on_every_task(tiny_checkpoint, data_dir, tmp_path, monkey
     metrics = bench.run_suite(model, run, HF_LIMIT)
     rows = check_run(run, metrics, expected_counts(HF_LIMIT))
     assert set(metrics["metrics"]) == {
-        "mmlu/acc", "hellaswag/acc", "hellaswag/acc_norm", "gsm8k/exact_match,strict-match",
-        "gsm8k/exact_match,flexible-extract", "triviaqa/exact_match,remove_whitespace",
-        "nq_open/exact_match,remove_whitespace"}
+        "mmlu/acc",
+        "hellaswag/acc",
+        "hellaswag/acc_norm",
+        "gsm8k/exact_match,strict-match",
+        "gsm8k/exact_match,flexible-extract",
+        "triviaqa/exact_match,remove_whitespace",
+        "nq_open/exact_match,remove_whitespace",
+    }
     assert metrics["tasks"]["gsm8k"]["num_fewshot"] == 5
     assert metrics["comparable_with_paper"] is False
     assert set(metrics["caveats"]) == {"hellaswag", "gsm8k", "triviaqa"}
@@ -93,10 +102,15 @@ def test_tiny_hf_model_on_every_task(tiny_checkpoint, data_dir, tmp_path, monkey
 def gold_letters(data_dir: str, limit: int) -> tuple[list[str], list[str]]:
     """Gold letters of the first `limit` docs of every MMLU subject and of HellaSwag."""
     subjects = [t["dataset_kwargs"]["subject"] for t in _yaml("needlework_mmlu_gen.yaml")["task"]]
-    mmlu = [("ABCD"[d["answer"]]) for s in subjects
-            for d in list(utils.mmlu_dataset(data_dir=data_dir, subject=s)["test"])[:limit]]
-    hs = ["ABCD"[d["label"]] for d in list(utils.hellaswag_dataset(data_dir=data_dir)
-                                           ["validation"])[:limit]]
+    mmlu = [
+        ("ABCD"[d["answer"]])
+        for s in subjects
+        for d in list(utils.mmlu_dataset(data_dir=data_dir, subject=s)["test"])[:limit]
+    ]
+    hs = [
+        "ABCD"[d["label"]]
+        for d in list(utils.hellaswag_dataset(data_dir=data_dir)["validation"])[:limit]
+    ]
     return mmlu, hs
 
 
@@ -172,18 +186,30 @@ def test_gold_letter_oracle_scores_one_through_lm_eval(data_dir, chat):
 
     style = "The answer is {}." if chat else "{}"
     oracle = LetterOracle(oracle_gold(data_dir, LIMIT, 0), style)
-    manager = TaskManager(include_path=str(include_path()), include_defaults=False,
-                          metadata={"data_dir": data_dir})
+    manager = TaskManager(
+        include_path=str(include_path()), include_defaults=False, metadata={"data_dir": data_dir}
+    )
     res = lm_eval.simple_evaluate(
-        model=ChatModelLM(oracle, progress=False), limit=LIMIT, task_manager=manager,
-        tasks=["needlework_mmlu_gen", "needlework_hellaswag_gen"], num_fewshot=2 if chat else 0,
-        apply_chat_template=chat, fewshot_as_multiturn=chat)
+        model=ChatModelLM(oracle, progress=False),
+        limit=LIMIT,
+        task_manager=manager,
+        tasks=["needlework_mmlu_gen", "needlework_hellaswag_gen"],
+        num_fewshot=2 if chat else 0,
+        apply_chat_template=chat,
+        fewshot_as_multiturn=chat,
+    )
     assert res["results"]["needlework_mmlu_gen"]["exact_match,letter"] == 1.0
     assert res["results"]["needlework_hellaswag_gen"]["exact_match,letter"] == 1.0
     first = oracle.seen[0]
     if chat:  # system description, 2 example pairs, then the question
-        assert [m["role"] for m in first] == ["system", "user", "assistant", "user", "assistant",
-                                             "user"]
+        assert [m["role"] for m in first] == [
+            "system",
+            "user",
+            "assistant",
+            "user",
+            "assistant",
+            "user",
+        ]
         assert first[0]["content"].startswith("The following are multiple choice questions")
     else:
         assert [m["role"] for m in first] == ["user"]
@@ -195,8 +221,13 @@ def test_log_likelihood_tasks_refuse_chat_models(data_dir):
 
     from needlework.evaluation.lm_eval_adapter import ChatModelLM
 
-    manager = TaskManager(include_path=str(include_path()), include_defaults=False,
-                          metadata={"data_dir": data_dir})
+    manager = TaskManager(
+        include_path=str(include_path()), include_defaults=False, metadata={"data_dir": data_dir}
+    )
     with pytest.raises(UserError, match="needlework_hellaswag_gen"):
-        lm_eval.simple_evaluate(model=ChatModelLM(Scripted(mode="constant", text="A")),
-                                tasks=["needlework_hellaswag"], limit=1, task_manager=manager)
+        lm_eval.simple_evaluate(
+            model=ChatModelLM(Scripted(mode="constant", text="A")),
+            tasks=["needlework_hellaswag"],
+            limit=1,
+            task_manager=manager,
+        )

@@ -64,6 +64,7 @@ def test_needlework_rows():
             "dict_correct": 1.0,
             "both_correct": 1.0,
             "value_in_output": 1.0,
+            "format_match": 1.0,
         }
     s = samples[0]
     key, value, name = s.meta["gold_key"], s.meta["gold_value"], s.meta["gold_dict_name"]
@@ -77,7 +78,9 @@ def test_needlework_rows():
         "dict_correct": 1.0,
         "both_correct": 0.0,
         "value_in_output": 0.0,
+        "format_match": 1.0,
     }
+    assert bench.score(s, f"{value} (dictionary {name})")["format_match"] == 0.0
 
 
 def test_needlework_depth_bins():

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -21,15 +20,28 @@ from needlework.registry import benchmarks
 pytest.importorskip("lm_eval")
 FIX = Path(__file__).resolve().parents[1] / "fixtures"
 CONFIGS = {
-    "mdqa": {"name": "mdqa", "data_path": str(FIX / "mdqa_oracle_tiny.jsonl.gz"), "num_docs": 4,
-             "gold_positions": [0, 3], "num_questions": 5},
+    "mdqa": {
+        "name": "mdqa",
+        "data_path": str(FIX / "mdqa_oracle_tiny.jsonl.gz"),
+        "num_docs": 4,
+        "gold_positions": [0, 3],
+        "num_questions": 5,
+    },
     "flenqa": {"name": "flenqa", "data_path": str(FIX / "flenqa_tiny.jsonl")},
     "flenqa_cot": {"name": "flenqa", "data_path": str(FIX / "flenqa_tiny.jsonl"), "cot": True},
     "kv_retrieval": {"name": "kv_retrieval", "data_path": str(FIX / "kv_eval_tiny.jsonl")},
-    "kv_litm": {"name": "kv_retrieval", "source": "lost_in_the_middle",
-                "data_path": str(FIX / "kv_litm_5_keys_tiny.jsonl"), "gold_positions": [0, 4]},
-    "niah": {"name": "niah", "tokenizer": "char", "context_lengths": [400],
-             "depth_percents": [0, 25, 50, 75, 100]},
+    "kv_litm": {
+        "name": "kv_retrieval",
+        "source": "lost_in_the_middle",
+        "data_path": str(FIX / "kv_litm_5_keys_tiny.jsonl"),
+        "gold_positions": [0, 4],
+    },
+    "niah": {
+        "name": "niah",
+        "tokenizer": "char",
+        "context_lengths": [400],
+        "depth_percents": [0, 25, 50, 75, 100],
+    },
 }
 
 
@@ -43,6 +55,7 @@ class Mixed:
 
     def __init__(self, samples: list[Sample]):
         self.gold = {self.key(s.messages): s.answers[0] for s in samples}
+        self.pick = {k: i % 5 for i, k in enumerate(sorted(self.gold))}
 
     @staticmethod
     def key(messages) -> str:
@@ -56,8 +69,11 @@ class Mixed:
         for conv in conversations:
             key = self.key(conv)
             gold = self.gold[key]
-            pick = int(hashlib.sha256(key.encode()).hexdigest(), 16) % 5
-            out.append([gold, f"It is {gold}.\nmore text", "I cannot say.", "False", "True"][pick])
+            out.append(
+                [gold, f"It is {gold}.\nmore text", "I cannot say.", "False", "True"][
+                    self.pick[key]
+                ]
+            )
         return out
 
 
@@ -69,14 +85,20 @@ def lm_eval_scores(model, task_dir: Path, task: str) -> dict[str, dict]:
     from needlework.evaluation.lm_eval_adapter import ChatModelLM
 
     res = lm_eval.simple_evaluate(
-        model=ChatModelLM(model, progress=False), tasks=[task], apply_chat_template=True,
-        task_manager=TaskManager(include_path=str(task_dir), include_defaults=False))
+        model=ChatModelLM(model, progress=False),
+        tasks=[task],
+        apply_chat_template=True,
+        task_manager=TaskManager(include_path=str(task_dir), include_defaults=False),
+    )
     out = {}
     for s in res["samples"][task]:
         sid = json.loads(s["doc"]["sample"])["id"]
         out[sid] = {"output": s["resps"][0][0], "scores": {m: s[m] for m in s["metrics"]}}
-    agg = {k.split(",")[0]: v for k, v in res["results"][task].items()
-           if k.endswith(",none") and "_stderr" not in k}
+    agg = {
+        k.split(",")[0]: v
+        for k, v in res["results"][task].items()
+        if k.endswith(",none") and "_stderr" not in k
+    }
     return out | {"__aggregate__": agg}
 
 
@@ -84,9 +106,15 @@ def test_include_path_holds_the_general_tasks(capsys):
     from lm_eval.tasks import TaskManager
 
     names = set(TaskManager(include_path=str(include_path()), include_defaults=False).all_tasks)
-    assert {"needlework_mmlu", "needlework_mmlu_gen", "needlework_hellaswag",
-            "needlework_hellaswag_gen", "needlework_gsm8k", "needlework_triviaqa",
-            "needlework_nq_open"} <= names
+    assert {
+        "needlework_mmlu",
+        "needlework_mmlu_gen",
+        "needlework_hellaswag",
+        "needlework_hellaswag_gen",
+        "needlework_gsm8k",
+        "needlework_triviaqa",
+        "needlework_nq_open",
+    } <= names
     assert main(["path"]) == 0
     assert capsys.readouterr().out.strip() == str(include_path())
 
@@ -115,12 +143,14 @@ def test_export_refuses_what_lm_eval_cannot_run(tmp_path):
 
     with pytest.raises(UserError, match="only registered benchmark units"):
         export(object(), tmp_path)
-    two_turns = Sample("x-0", ({"role": "user", "content": "a"},
-                               {"role": "assistant", "content": "b"}), ("b",))
+    two_turns = Sample(
+        "x-0", ({"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}), ("b",)
+    )
     with pytest.raises(UserError, match="one user turn"):
         _split_turns(two_turns)
-    system = Sample("x-1", ({"role": "system", "content": "s"},
-                            {"role": "user", "content": "u"}), ("b",))
+    system = Sample(
+        "x-1", ({"role": "system", "content": "s"}, {"role": "user", "content": "u"}), ("b",)
+    )
     assert _split_turns(system) == ("s", "u")
 
 
@@ -147,20 +177,23 @@ def test_lm_eval_scores_equal_the_benchmarks_own(name, tmp_path):
 @pytest.mark.parametrize("name", ["mdqa", "flenqa_cot", "kv_retrieval", "niah"])
 def test_needlework_runner_and_lm_eval_agree(name, mode, tmp_path):
     """The two routes a user can take, end to end, with the same (scripted) model."""
-    runner = pytest.importorskip("needlework.evaluation.runner")
     from needlework.config import load_config
+    from needlework.evaluation import runner
     from needlework.models.scripted import Scripted
 
     model = {"name": "scripted", "mode": mode, "text": "The value is True."}
-    cfg = load_config(runner.EvalConfig, data={
-        "model": model, "benchmarks": [CONFIGS[name]], "out_dir": str(tmp_path / "runs")})
+    cfg = load_config(
+        runner.EvalConfig,
+        data={"model": model, "benchmarks": [CONFIGS[name]], "out_dir": str(tmp_path / "runs")},
+    )
     (run,) = runner.evaluate(cfg)
     rows = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
     mine = {r["id"]: {"output": r["output"], "scores": r["scores"]} for r in rows}
     b = bench(name)
     export(b, tmp_path / "tasks")
-    theirs = lm_eval_scores(Scripted(mode=mode, text=model["text"]), tmp_path / "tasks",
-                            f"needlework_{b.label()}")
+    theirs = lm_eval_scores(
+        Scripted(mode=mode, text=model["text"]), tmp_path / "tasks", f"needlework_{b.label()}"
+    )
     agg = theirs.pop("__aggregate__")
     assert theirs == mine
     metrics = json.loads((run / "metrics.json").read_text())["metrics"]
@@ -170,12 +203,16 @@ def test_needlework_runner_and_lm_eval_agree(name, mode, tmp_path):
 
 def test_export_config_exports_every_long_context_benchmark(tmp_path):
     cfg = tmp_path / "eval.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "model": {"name": "scripted"},
-        "benchmarks": [CONFIGS["mdqa"], CONFIGS["kv_retrieval"], {"name": "general"}]}))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "model": {"name": "scripted"},
+                "benchmarks": [CONFIGS["mdqa"], CONFIGS["kv_retrieval"], {"name": "general"}],
+            }
+        )
+    )
     paths = export_config(str(cfg), str(tmp_path / "out"), limit=3)
-    assert [p.name for p in paths] == ["needlework_mdqa_4docs.yaml",
-                                       "needlework_kv_retrieval.yaml"]
+    assert [p.name for p in paths] == ["needlework_mdqa_4docs.yaml", "needlework_kv_retrieval.yaml"]
     rows = (tmp_path / "out" / "needlework_mdqa_4docs.jsonl").read_text().splitlines()
     assert len(rows) == 3
     assert main(["export", str(cfg), str(tmp_path / "o2"), "benchmarks=oops"]) == 2

@@ -207,3 +207,13 @@ def test_depth_bin(depth, bins, edge):
 def test_depth_bin_rejects_out_of_range():
     with pytest.raises(ValueError, match="depth"):
         m.depth_bin(1.5, 10)
+
+
+def test_format_match_ignores_numbers_but_not_wording():
+    from needlework.evaluation.metrics import format_match
+
+    ref = "The value of key 365 is 7634 and it is in Dictionary [32]."
+    assert format_match("The value of key 1 is 22 and it is in Dictionary [4].", ref) == 1.0
+    assert format_match(ref + "\nextra line", ref) == 1.0
+    assert format_match("The value of key 1 is 22 and it is in Dictionary 4.", ref) == 0.0
+    assert format_match("7634", ref) == 0.0

@@ -51,10 +51,19 @@ class FakeOpenAI:
             return status, {"error": {"message": "slow down"}}, {"retry-after-ms": "0"}
         if key == "POST /files":
             self.uploads.append(_file_part(body))
-            return 200, {"id": f"file-{len(self.uploads)}", "object": "file",
-                         "bytes": len(self.uploads[-1]), "created_at": 1,
-                         "filename": "train.openai.jsonl", "purpose": "fine-tune",
-                         "status": "processed"}, {}
+            return (
+                200,
+                {
+                    "id": f"file-{len(self.uploads)}",
+                    "object": "file",
+                    "bytes": len(self.uploads[-1]),
+                    "created_at": 1,
+                    "filename": "train.openai.jsonl",
+                    "purpose": "fine-tune",
+                    "status": "processed",
+                },
+                {},
+            )
         if key == "POST /fine_tuning/jobs":
             request = json.loads(body)
             self.job_requests.append(request)
@@ -76,31 +85,51 @@ class FakeOpenAI:
         job["polls"] = min(job["polls"] + 1, len(self.outcome) - 1)
         status = self.outcome[job["polls"]]
         n = len(job["events"])
-        job["events"].append({"id": f"ftevent-{n}", "object": "fine_tuning.job.event",
-                              "created_at": 100 + n, "level": "info", "type": "message",
-                              "message": f"Job is {status} (poll {job['polls']})"})
+        job["events"].append(
+            {
+                "id": f"ftevent-{n}",
+                "object": "fine_tuning.job.event",
+                "created_at": 100 + n,
+                "level": "info",
+                "type": "message",
+                "message": f"Job is {status} (poll {job['polls']})",
+            }
+        )
 
     def job(self, job_id: str) -> dict[str, Any]:
         job = self.jobs[job_id]
         status = self.outcome[job["polls"]]
         request = job["request"]
-        return {"id": job_id, "object": "fine_tuning.job", "created_at": 1,
-                "model": request["model"], "training_file": request["training_file"],
-                "status": status, "organization_id": "org-test", "result_files": [],
-                "seed": 0, "validation_file": None, "finished_at": None,
-                "hyperparameters": request["method"]["supervised"]["hyperparameters"],
-                "fine_tuned_model": (f"ft:{request['model']}:needlework::{job_id}"
-                                     if status == "succeeded" else None),
-                "trained_tokens": 1234 if status == "succeeded" else None,
-                "error": ({"code": "invalid_training_file", "message": "bad file", "param": None}
-                          if status == "failed" else None)}
+        return {
+            "id": job_id,
+            "object": "fine_tuning.job",
+            "created_at": 1,
+            "model": request["model"],
+            "training_file": request["training_file"],
+            "status": status,
+            "organization_id": "org-test",
+            "result_files": [],
+            "seed": 0,
+            "validation_file": None,
+            "finished_at": None,
+            "hyperparameters": request["method"]["supervised"]["hyperparameters"],
+            "fine_tuned_model": (
+                f"ft:{request['model']}:needlework::{job_id}" if status == "succeeded" else None
+            ),
+            "trained_tokens": 1234 if status == "succeeded" else None,
+            "error": (
+                {"code": "invalid_training_file", "message": "bad file", "param": None}
+                if status == "failed"
+                else None
+            ),
+        }
 
 
 def _file_part(body: bytes) -> bytes:
     """The uploaded file's bytes out of a multipart/form-data body."""
     assert b'name="purpose"' in body and b"fine-tune" in body
     start = body.index(b"\r\n\r\n", body.index(b"filename=")) + 4
-    return body[start:body.index(b"\r\n--", start)]
+    return body[start : body.index(b"\r\n--", start)]
 
 
 def _handler(fake: FakeOpenAI):

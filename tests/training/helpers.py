@@ -13,14 +13,22 @@ def kv_rows(n: int, *, seed: int = 0, num_dicts: int = 4, pairs: int = 2) -> lis
     rng = random.Random(seed)
     rows = []
     for i in range(n):
-        dicts = [[(rng.randint(10, 99), rng.randint(100, 999)) for _ in range(pairs)]
-                 for _ in range(num_dicts)]
+        dicts = [
+            [(rng.randint(10, 99), rng.randint(100, 999)) for _ in range(pairs)]
+            for _ in range(num_dicts)
+        ]
         key, value = rng.choice(rng.choice(dicts))
         context = "\n".join("{" + ", ".join(f"{k}: {v}" for k, v in d) + "}" for d in dicts)
-        rows.append({"id": f"kv-{seed}-{i}", "meta": {"gold_value": value},
-                     "messages": [{"role": "user",
-                                   "content": f"{context}\nWhat is the value of {key}?"},
-                                  {"role": "assistant", "content": str(value)}]})
+        rows.append(
+            {
+                "id": f"kv-{seed}-{i}",
+                "meta": {"gold_value": value},
+                "messages": [
+                    {"role": "user", "content": f"{context}\nWhat is the value of {key}?"},
+                    {"role": "assistant", "content": str(value)},
+                ],
+            }
+        )
     return rows
 
 
@@ -35,21 +43,29 @@ def train_config(out_dir: Path, train_path: Path, **trainer: Any):
     from needlework.config import load_config
     from needlework.training.config import TrainConfig
 
-    unit = {"name": "hf_sft", "model_path": "tiny:llama-h64-l2-a4", "max_steps": 10,
-            "learning_rate": 3e-3, "per_device_batch_size": 8, "logging_steps": 2,
-            "save_steps": 1000, **trainer}
+    unit = {
+        "name": "hf_sft",
+        "model_path": "tiny:llama-h64-l2-a4",
+        "max_steps": 10,
+        "learning_rate": 3e-3,
+        "per_device_batch_size": 8,
+        "logging_steps": 2,
+        "save_steps": 1000,
+        **trainer,
+    }
     data = {"trainer": unit, "train_path": str(train_path), "out_dir": str(out_dir)}
     return load_config(TrainConfig, data=data)
 
 
 def answer_loss(model, tokenizer, rows: list[dict[str, Any]]) -> float:
-    """Mean NLL of the answer (+ end-of-turn) tokens, masked by the template's generation markers."""
+    """Mean NLL of the answer (+ end-of-turn) tokens, masked by the generation markers."""
     import torch
 
     losses = []
     for row in rows:
-        enc = tokenizer.apply_chat_template(row["messages"], tokenize=True, return_dict=True,
-                                            return_assistant_tokens_mask=True)
+        enc = tokenizer.apply_chat_template(
+            row["messages"], tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+        )
         ids = torch.tensor([enc["input_ids"]])
         labels = ids.masked_fill(torch.tensor([enc["assistant_masks"]]) == 0, -100)
         with torch.no_grad():

@@ -15,6 +15,7 @@ import pytest
 
 pytest.importorskip("trl")
 pytest.importorskip("sentencepiece")
+pytest.importorskip("mistral_common")
 
 from needlework.errors import ConfigError  # noqa: E402
 from needlework.training import chat  # noqa: E402
@@ -60,8 +61,15 @@ def mistral_checkpoint(request, mistral_tokenizer, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("mistral")
     mistral_tokenizer.chat_template = request.param
-    build_tiny_model(mistral_tokenizer, out, arch="mistral", hidden_size=16, num_layers=1,
-                     num_heads=2, intermediate_size=32)
+    build_tiny_model(
+        mistral_tokenizer,
+        out,
+        arch="mistral",
+        hidden_size=16,
+        num_layers=1,
+        num_heads=2,
+        intermediate_size=32,
+    )
     return out
 
 
@@ -75,8 +83,12 @@ def test_inst_template_trains_exactly_the_answer_and_eos(tmp_path, mistral_check
     assert prep.chat_format == chat.PROMPT_COMPLETION  # no generation markers in [INST]
     # What an evaluator feeds the trained model: the saved tokenizer's template, generation prompt.
     tok = AutoTokenizer.from_pretrained(mistral_checkpoint)
-    prompts = {tuple(chat.encode(tok, r["messages"][:1], add_generation_prompt=True)["input_ids"]):
-               r["messages"][1]["content"] for r in rows}
+    prompts = {
+        tuple(chat.encode(tok, r["messages"][:1], add_generation_prompt=True)["input_ids"]): r[
+            "messages"
+        ][1]["content"]
+        for r in rows
+    }
     batch = next(iter(prep.trainer.get_train_dataloader()))
     for ids, trained in labelled_spans(batch):
         assert trained == list(range(trained[0], trained[-1] + 1))
@@ -89,8 +101,9 @@ def test_inst_template_trains_exactly_the_answer_and_eos(tmp_path, mistral_check
 
 def test_assistant_mask_needs_generation_markers(tmp_path, mistral_checkpoint):
     path = write_rows(tmp_path / "t.jsonl", kv_rows(2))
-    cfg = train_config(tmp_path / "run", path, model_path=str(mistral_checkpoint),
-                       chat_format="assistant_mask")
+    cfg = train_config(
+        tmp_path / "run", path, model_path=str(mistral_checkpoint), chat_format="assistant_mask"
+    )
     with pytest.raises(ConfigError, match="generation %} markers"):
         prepare(cfg.trainer, cfg, tmp_path / "run", read_chat_rows(path))
 

@@ -12,6 +12,7 @@ from needlework.training.config import TrainConfig
 from needlework.training.data import ChatRow, mix_rows, read_chat_rows, validate_messages
 from needlework.training.hf_sft import HfSFT
 from needlework.training.sft_run import tiny_kwargs
+
 from .helpers import kv_rows, write_rows
 
 U = {"role": "user", "content": "q"}
@@ -74,8 +75,10 @@ def test_missing_field_and_empty_file(tmp_path):
 
 
 def _rows(prefix: str, n: int) -> list[ChatRow]:
-    return [ChatRow((U, {"role": "assistant", "content": f"{prefix}{i}"}), f"{prefix}:{i}")
-            for i in range(n)]
+    return [
+        ChatRow((U, {"role": "assistant", "content": f"{prefix}{i}"}), f"{prefix}:{i}")
+        for i in range(n)
+    ]
 
 
 def test_mixing_is_deterministic_and_hits_the_ratio():
@@ -102,8 +105,12 @@ def test_mixing_repeats_a_small_source_in_whole_passes():
 
 
 def _cfg(**over):
-    data = {"trainer": {"name": "hf_sft", "model_path": "m"}, "train_path": "t.jsonl",
-            "out_dir": "runs/x", **over}
+    data = {
+        "trainer": {"name": "hf_sft", "model_path": "m"},
+        "train_path": "t.jsonl",
+        "out_dir": "runs/x",
+        **over,
+    }
     return load_config(TrainConfig, data=data)
 
 
@@ -119,14 +126,29 @@ def test_config_builds_the_registered_unit():
         ({"mix_ratio": 0.2}, "mix_ratio"),
         ({"mix_path": "o.jsonl"}, "mix_path"),
         ({"mix_ratio": 1.0, "mix_path": "o.jsonl"}, "mix_ratio"),
-        ({"trainer": {"name": "hf_sft", "model_path": "m", "trl_overrides": {"max_length": 9}}},
-         "trainer.trl_overrides"),
-        ({"trainer": {"name": "hf_sft", "model_path": "m", "global_batch_size": 16,
-                      "gradient_accumulation_steps": 2}}, "trainer.global_batch_size"),
-        ({"trainer": {"name": "hf_sft", "model_path": "m", "merge_lora": True}},
-         "trainer.merge_lora"),
-        ({"trainer": {"name": "hf_sft", "model_path": "m", "learning_rate": 0}},
-         "trainer.learning_rate"),
+        (
+            {"trainer": {"name": "hf_sft", "model_path": "m", "trl_overrides": {"max_length": 9}}},
+            "trainer.trl_overrides",
+        ),
+        (
+            {
+                "trainer": {
+                    "name": "hf_sft",
+                    "model_path": "m",
+                    "global_batch_size": 16,
+                    "gradient_accumulation_steps": 2,
+                }
+            },
+            "trainer.global_batch_size",
+        ),
+        (
+            {"trainer": {"name": "hf_sft", "model_path": "m", "merge_lora": True}},
+            "trainer.merge_lora",
+        ),
+        (
+            {"trainer": {"name": "hf_sft", "model_path": "m", "learning_rate": 0}},
+            "trainer.learning_rate",
+        ),
         ({"trainer": {"name": "hf_sft", "model_path": "m", "method": "dora"}}, "trainer.method"),
         ({"trainer": {"name": "hf_sfd", "model_path": "m"}}, "trainer.name"),
         ({"trainer": {"name": "openai", "epochs": 0}}, "trainer.epochs"),
@@ -140,8 +162,12 @@ def test_config_errors_name_the_field(over, field):
 
 def test_tiny_model_spec():
     assert tiny_kwargs("tiny:llama-h128-l2-a4") == {
-        "arch": "llama", "hidden_size": 128, "num_layers": 2, "num_heads": 4,
-        "intermediate_size": 512}
+        "arch": "llama",
+        "hidden_size": 128,
+        "num_layers": 2,
+        "num_heads": 4,
+        "intermediate_size": 512,
+    }
     assert tiny_kwargs("tiny:mistral")["hidden_size"] == 64
     with pytest.raises(ConfigError, match="bad tiny model spec"):
         tiny_kwargs("tiny:gpt2-h3")

@@ -87,11 +87,23 @@ def test_lora_trains_only_adapters_and_merge_gives_identical_logits(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = write_rows(tmp_path / "t.jsonl", kv_rows(16))
-    cfg = train_config(tmp_path / "run", path, method="lora", lora_r=4, lora_alpha=8,
-                       lora_dropout=0.0, merge_lora=True, max_steps=8, learning_rate=1e-2)
+    cfg = train_config(
+        tmp_path / "run",
+        path,
+        method="lora",
+        lora_r=4,
+        lora_alpha=8,
+        lora_dropout=0.0,
+        merge_lora=True,
+        max_steps=8,
+        learning_rate=1e-2,
+    )
     run = train(cfg)
     assert json.loads((run / "model.json").read_text()) == {
-        "backend": "hf", "path": str((run / "merged").resolve()), "adapter": None}
+        "backend": "hf",
+        "path": str((run / "merged").resolve()),
+        "adapter": None,
+    }
     assert (run / "model" / "adapter_config.json").is_file()
     assert not (run / "model" / "model.safetensors").exists()
 
@@ -110,8 +122,9 @@ def test_lora_trains_only_adapters_and_merge_gives_identical_logits(tmp_path):
     ids = tok("{12: 345}\nWhat is the value of 12?", return_tensors="pt")["input_ids"]
     merged = AutoModelForCausalLM.from_pretrained(run / "merged").eval()
     with torch.no_grad():
-        assert torch.allclose(peft_model(input_ids=ids).logits, merged(input_ids=ids).logits,
-                              atol=1e-5)
+        assert torch.allclose(
+            peft_model(input_ids=ids).logits, merged(input_ids=ids).logits, atol=1e-5
+        )
 
 
 def test_an_example_longer_than_max_length_stops_before_the_model_loads(tmp_path, monkeypatch):
@@ -141,14 +154,23 @@ def test_auto_max_length_keeps_rows_that_trl_would_silently_drop(tmp_path, tiny_
     assert len(prep.trainer.train_dataset) == 12 and prep.max_length > 200
 
     # The trap we guard against: plain TRL with a shorter max_length drops rows without a word.
-    args = SFTConfig(output_dir=str(tmp_path / "raw"), use_cpu=True, bf16=False,
-                     gradient_checkpointing=False, assistant_only_loss=True, max_length=100,
-                     report_to="none")
+    args = SFTConfig(
+        output_dir=str(tmp_path / "raw"),
+        use_cpu=True,
+        bf16=False,
+        gradient_checkpointing=False,
+        assistant_only_loss=True,
+        max_length=100,
+        report_to="none",
+    )
     from datasets import Dataset
 
-    raw = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_checkpoint), args=args,
-                     train_dataset=Dataset.from_list([{"messages": r["messages"]} for r in rows]),
-                     processing_class=prep.trainer.processing_class)
+    raw = SFTTrainer(
+        model=AutoModelForCausalLM.from_pretrained(tiny_checkpoint),
+        args=args,
+        train_dataset=Dataset.from_list([{"messages": r["messages"]} for r in rows]),
+        processing_class=prep.trainer.processing_class,
+    )
     assert len(raw.train_dataset) == 6
     with pytest.raises(RuntimeError, match="prepared 6 of 12 rows"):
         check_prepared(raw.train_dataset, chat_rows, prep.infos, packed=False)
@@ -161,8 +183,10 @@ def test_bad_model_path_is_one_line_before_any_work(tmp_path, capsys):
         train(cfg)
     assert not (tmp_path / "run").exists()
     cfg_file = tmp_path / "c.yaml"
-    cfg_file.write_text(f"trainer: {{name: hf_sft, model_path: {tmp_path / 'nope'}}}\n"
-                        f"train_path: {path}\nout_dir: {tmp_path / 'run'}\n")
+    cfg_file.write_text(
+        f"trainer: {{name: hf_sft, model_path: {tmp_path / 'nope'}}}\n"
+        f"train_path: {path}\nout_dir: {tmp_path / 'run'}\n"
+    )
     assert cli_main(["train", "--config", str(cfg_file)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("needlework train: error: trainer.model_path:") and "\n" not in err
@@ -179,8 +203,9 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path):
     for name in ("model.json", "model", "checkpoints/checkpoint-6"):
         target = run / name
         shutil.rmtree(target) if target.is_dir() else target.unlink()
-    changed = train_config(tmp_path / "run", path, max_steps=6, save_steps=3, logging_steps=1,
-                           learning_rate=1e-4)
+    changed = train_config(
+        tmp_path / "run", path, max_steps=6, save_steps=3, logging_steps=1, learning_rate=1e-4
+    )
     with pytest.raises(UserError, match="different config.*learning_rate"):
         train(changed, resume=True)
     train(cfg, resume=True)
@@ -199,10 +224,15 @@ def test_padding_free_batches_give_the_same_loss_as_padded_ones(tmp_path, tiny_c
     model = AutoModelForCausalLM.from_pretrained(tiny_checkpoint).eval()
     losses = {}
     for mode in ("padded", "padding_free"):
-        cfg = train_config(tmp_path / mode, path, model_path=str(tiny_checkpoint),
-                           padding_free=mode == "padding_free")
-        batch = next(iter(prepare(cfg.trainer, cfg, tmp_path / mode, rows)
-                          .trainer.get_train_dataloader()))
+        cfg = train_config(
+            tmp_path / mode,
+            path,
+            model_path=str(tiny_checkpoint),
+            padding_free=mode == "padding_free",
+        )
+        batch = next(
+            iter(prepare(cfg.trainer, cfg, tmp_path / mode, rows).trainer.get_train_dataloader())
+        )
         if mode == "padding_free":
             assert batch["input_ids"].shape[0] == 1 and "attention_mask" not in batch
         with torch.no_grad():  # use_cache=False as TRL's compute_loss sets it
@@ -222,7 +252,10 @@ def test_model_json_for_an_unmerged_adapter_points_at_the_base(tmp_path):
 
     cfg = train_config(tmp_path, Path("t.jsonl"), method="lora", model_path="org/base")
     assert model_json(cfg.trainer, "org/base", tmp_path) == {
-        "backend": "hf", "path": "org/base", "adapter": str((tmp_path / "model").resolve())}
+        "backend": "hf",
+        "path": "org/base",
+        "adapter": str((tmp_path / "model").resolve()),
+    }
 
 
 def test_qlora_on_cpu_is_a_clear_error(tmp_path):

@@ -27,10 +27,19 @@ def test_memorizes_64_examples_and_stops_after_the_answer(tmp_path):
     rows = kv_rows(64, num_dicts=4, pairs=2, seed=7)
     path = write_rows(tmp_path / "train.jsonl", rows)
     cfg = train_config(
-        tmp_path / "run", path, model_path="tiny:llama-h128-l2-a4", max_steps=450,
-        learning_rate=3e-3, per_device_batch_size=16, lr_scheduler="cosine_with_min_lr",
-        lr_scheduler_kwargs={"min_lr_rate": 0.1}, warmup_steps=30, logging_steps=50,
-        save_steps=10_000, trl_overrides={"adam_beta2": 0.98, "max_grad_norm": 1.0})
+        tmp_path / "run",
+        path,
+        model_path="tiny:llama-h128-l2-a4",
+        max_steps=450,
+        learning_rate=3e-3,
+        per_device_batch_size=16,
+        lr_scheduler="cosine_with_min_lr",
+        lr_scheduler_kwargs={"min_lr_rate": 0.1},
+        warmup_steps=30,
+        logging_steps=50,
+        save_steps=10_000,
+        trl_overrides={"adam_beta2": 0.98, "max_grad_norm": 1.0},
+    )
     run = train(cfg)
 
     # Load exactly what model.json says, as an evaluator would.
@@ -38,12 +47,14 @@ def test_memorizes_64_examples_and_stops_after_the_answer(tmp_path):
     tok = AutoTokenizer.from_pretrained(spec["path"])
     model = AutoModelForCausalLM.from_pretrained(spec["path"]).eval()
     assert tok.padding_side == "left"
-    prompts = [tok.apply_chat_template(r["messages"][:1], add_generation_prompt=True,
-                                       tokenize=False) for r in rows]
+    prompts = [
+        tok.apply_chat_template(r["messages"][:1], add_generation_prompt=True, tokenize=False)
+        for r in rows
+    ]
     batch = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
     with torch.no_grad():
         out = model.generate(**batch, max_new_tokens=8, do_sample=False)
-    new = out[:, batch["input_ids"].shape[1]:].tolist()
+    new = out[:, batch["input_ids"].shape[1] :].tolist()
     exact, stopped = 0, 0
     for row, ids in zip(rows, new):
         answer = row["messages"][1]["content"]

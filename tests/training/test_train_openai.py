@@ -35,9 +35,17 @@ def server(monkeypatch):
 
 def config(tmp_path, base_url: str, n: int = 12, **unit):
     path = write_rows(tmp_path / "train.jsonl", kv_rows(n))
-    unit = {"name": "openai", "model": "gpt-3.5-turbo-1106", "epochs": 3, "base_url": base_url,
-            "poll_interval_s": 0, "max_retries": 2, "token_counter": "char",
-            "system_message": SYSTEM, **unit}
+    unit = {
+        "name": "openai",
+        "model": "gpt-3.5-turbo-1106",
+        "epochs": 3,
+        "base_url": base_url,
+        "poll_interval_s": 0,
+        "max_retries": 2,
+        "token_counter": "char",
+        "system_message": SYSTEM,
+        **unit,
+    }
     data = {"trainer": unit, "train_path": str(path), "out_dir": str(tmp_path / "run")}
     return load_config(TrainConfig, data=data)
 
@@ -46,14 +54,18 @@ def test_job_runs_to_a_model_and_every_id_is_recorded(tmp_path, server):
     server.fail["POST /files"] = [429]  # rate-limited once, then accepted
     run = train(config(tmp_path, server.base_url))
     model = json.loads((run / "model.json").read_text())
-    assert model == {"backend": "openai", "model": "ft:gpt-3.5-turbo-1106:needlework::ftjob-1",
-                     "base_url": server.base_url}
+    assert model == {
+        "backend": "openai",
+        "model": "ft:gpt-3.5-turbo-1106:needlework::ftjob-1",
+        "base_url": server.base_url,
+    }
     state = json.loads((run / "openai_job.json").read_text())
     assert state["file_id"] == "file-1" and state["job_id"] == "ftjob-1"
     assert state["status"] == "succeeded" and state["fine_tuned_model"] == model["model"]
     messages = [e["message"] for e in state["events"]]
-    assert messages == [f"Job is {s} (poll {i})" for i, s in
-                        enumerate(["running", "running", "succeeded"], 1)]
+    assert messages == [
+        f"Job is {s} (poll {i})" for i, s in enumerate(["running", "running", "succeeded"], 1)
+    ]
     assert server.calls["POST /files"] == 2 and server.sleeps[0] == 0.0  # retry-after-ms: 0
     assert server.uploads[0] == (run / "train.openai.jsonl").read_bytes()
     first = json.loads(server.uploads[0].splitlines()[0])
@@ -74,8 +86,10 @@ def test_missing_api_key_stops_before_anything_is_sent(tmp_path, server, monkeyp
         train(cfg)
     assert sum(server.calls.values()) == 0 and not (tmp_path / "run").exists()
     cfg_file = tmp_path / "c.yaml"
-    cfg_file.write_text(f"trainer: {{name: openai, base_url: '{server.base_url}'}}\n"
-                        f"train_path: {tmp_path / 'train.jsonl'}\nout_dir: {tmp_path / 'run'}\n")
+    cfg_file.write_text(
+        f"trainer: {{name: openai, base_url: '{server.base_url}'}}\n"
+        f"train_path: {tmp_path / 'train.jsonl'}\nout_dir: {tmp_path / 'run'}\n"
+    )
     assert cli_main(["train", "--config", str(cfg_file)]) == 2
     err = capsys.readouterr().err.strip()
     assert "OPENAI_API_KEY is not set" in err and "\n" not in err
@@ -131,7 +145,10 @@ def test_polling_gives_up_after_max_wait_and_says_how_to_resume(tmp_path, server
 def test_local_validation_runs_before_upload(tmp_path, server):
     with pytest.raises(DataError, match="needs at least 10"):
         train(config(tmp_path, server.base_url, n=5))
-    with pytest.raises(DataError, match=r"train.jsonl:\d+: example has \d+ tokens, more than "
-                                        r"trainer.max_example_tokens=50"):
+    with pytest.raises(
+        DataError,
+        match=r"train.jsonl:\d+: example has \d+ tokens, more than "
+        r"trainer.max_example_tokens=50",
+    ):
         train(config(tmp_path / "b", server.base_url, max_example_tokens=50))
     assert sum(server.calls.values()) == 0

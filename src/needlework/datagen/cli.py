@@ -11,6 +11,7 @@ def generate_cmd(args: argparse.Namespace) -> int:
     from needlework.datagen.pipeline import (
         GenerateConfig,
         generate,
+        merge_shards,
         parse_shard,
         with_num_samples,
     )
@@ -19,7 +20,10 @@ def generate_cmd(args: argparse.Namespace) -> int:
     cfg = load_config(GenerateConfig, args.config, args.overrides)
     if args.num_samples is not None:
         cfg = with_num_samples(cfg, args.num_samples)
-    manifest = generate(cfg, shard=shard, progress=not args.no_progress)
+    if args.merge is not None:
+        manifest = merge_shards(cfg, args.merge, progress=not args.no_progress)
+    else:
+        manifest = generate(cfg, shard=shard, progress=not args.no_progress)
     for seed, info in manifest["seeds"].items():
         parts = ", ".join(
             f"{split} {s['n']} (prompt tokens {s['prompt_tokens']['min']}-"

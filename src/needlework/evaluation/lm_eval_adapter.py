@@ -48,8 +48,10 @@ def answers_of(request: Any) -> list[str]:
     """Accepted answers of an exported needlework task's doc (for the scripted ``gold`` mode)."""
     doc = getattr(request, "doc", None) or {}
     if "sample" not in doc:
-        raise UserError("scripted gold answers need the sample's answers, which only tasks "
-                        "exported by needlework.evaluation.lm_eval_tasks.export carry")
+        raise UserError(
+            "scripted gold answers need the sample's answers, which only tasks "
+            "exported by needlework.evaluation.lm_eval_tasks.export carry"
+        )
     return list(json.loads(doc["sample"])["answers"])
 
 
@@ -107,8 +109,11 @@ class ChatModelLM(LM):
             for start in range(0, len(indices), self.batch_size):
                 chunk = indices[start : start + self.batch_size]
                 convs = [to_messages(requests[i].args[0]) for i in chunk]
-                extra = ({"answers": [answers_of(requests[i]) for i in chunk]}
-                         if getattr(self.model, "uses_answers", False) else {})
+                extra = (
+                    {"answers": [answers_of(requests[i]) for i in chunk]}
+                    if getattr(self.model, "uses_answers", False)
+                    else {}
+                )
                 texts = self.model.generate(convs, max_new_tokens=max_new_tokens, **extra)
                 if len(texts) != len(chunk):
                     raise UserError(

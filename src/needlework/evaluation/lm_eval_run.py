@@ -33,8 +33,10 @@ def resolve_backend(model_config: Any) -> tuple[str, Any]:
 
         unit = load_backend(model_config)
         return type(unit).registry_name, unit
-    raise UserError(f"general: cannot use {type(model_config).__name__} as a model "
-                    "(expected a backend unit, a mapping with 'name', or 'hf:PATH')")
+    raise UserError(
+        f"general: cannot use {type(model_config).__name__} as a model "
+        "(expected a backend unit, a mapping with 'name', or 'hf:PATH')"
+    )
 
 
 def model_identity(unit: Any) -> dict[str, Any]:
@@ -52,18 +54,29 @@ def build_lm(backend: str, unit: Any, batch_size: int | None) -> Any:
         device = unit.device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        return HFLM(pretrained=unit.path, peft=unit.adapter, dtype=unit.dtype, device=device,
-                    batch_size=batch_size or unit.batch_size, max_length=unit.max_context_tokens,
-                    trust_remote_code=unit.trust_remote_code)
+        return HFLM(
+            pretrained=unit.path,
+            peft=unit.adapter,
+            dtype=unit.dtype,
+            device=device,
+            batch_size=batch_size or unit.batch_size,
+            max_length=unit.max_context_tokens,
+            trust_remote_code=unit.trust_remote_code,
+        )
     if backend == "vllm":
         from lm_eval.models.vllm_causallms import VLLM
 
-        return VLLM(pretrained=unit.path, lora_local_path=unit.adapter,
-                    tensor_parallel_size=unit.tensor_parallel_size, dtype=unit.dtype,
-                    gpu_memory_utilization=unit.gpu_memory_utilization,
-                    max_model_len=unit.max_model_len,
-                    enable_prefix_caching=unit.enable_prefix_caching,
-                    batch_size=batch_size or "auto")
+        return VLLM(
+            pretrained=unit.path,
+            lora_local_path=unit.adapter,
+            tensor_parallel_size=unit.tensor_parallel_size,
+            dtype=unit.dtype,
+            gpu_memory_utilization=unit.gpu_memory_utilization,
+            max_model_len=unit.max_model_len,
+            enable_prefix_caching=unit.enable_prefix_caching,
+            trust_remote_code=unit.trust_remote_code,
+            batch_size=batch_size or "auto",
+        )
     from needlework.evaluation.lm_eval_adapter import ChatModelLM
 
     return ChatModelLM(unit, batch_size=batch_size or 64)
@@ -78,16 +91,18 @@ def data_root(bench: General) -> Path | None:
 
     root = Path(bench.data_dir).expanduser().resolve()
     if not root.is_dir():
-        raise DataError(f"general.data_dir: {root} is not a folder (expected the "
-                        "../shared/data layout)")
+        raise DataError(
+            f"general.data_dir: {root} is not a folder (expected the ../shared/data layout)"
+        )
     missing = [f for t in bench.tasks for f in LOCAL_FILES[t] if not (root / f).is_file()]
     if missing:
         raise DataError(f"general.data_dir: {root} lacks {', '.join(missing)}")
     return root
 
 
-def run_general(bench: General, model_config: Any, run_dir: Path,
-                limit: int | None) -> dict[str, Any]:
+def run_general(
+    bench: General, model_config: Any, run_dir: Path, limit: int | None
+) -> dict[str, Any]:
     """Evaluate every planned task, write predictions.jsonl and metrics.json, return metrics."""
     import lm_eval
 
@@ -98,9 +113,11 @@ def run_general(bench: General, model_config: Any, run_dir: Path,
     identity = model_identity(unit)
     count = limit if limit is not None else bench.fraction
     settings = {
-        "backend": backend, "data_dir": str(root) if root else None,
+        "backend": backend,
+        "data_dir": str(root) if root else None,
         "apply_chat_template": bench.apply_chat_template,
-        "fewshot_as_multiturn": bench.apply_chat_template, "limit": limit,
+        "fewshot_as_multiturn": bench.apply_chat_template,
+        "limit": limit,
         "max_gen_toks": bench.max_gen_toks,
         "fraction": bench.fraction if limit is None else None,
         "generative": any(p["generative_variant"] for p in plan),
@@ -112,8 +129,12 @@ def run_general(bench: General, model_config: Any, run_dir: Path,
     rows: list[dict[str, Any]] = []
     tasks: dict[str, Any] = {}
     for item in plan:
-        fingerprint = {"model": identity, "settings": settings, "task": item["task"],
-                       "shots": item["shots"]}
+        fingerprint = {
+            "model": identity,
+            "settings": settings,
+            "task": item["task"],
+            "shots": item["shots"],
+        }
         done_file = work / f"{item['key']}.json"
         done = _load_done(done_file, fingerprint)
         if done is None:
@@ -122,11 +143,17 @@ def run_general(bench: General, model_config: Any, run_dir: Path,
                 manager = _task_manager(plan, root)
             log.info("general: %s (%s, %d-shot)", item["key"], item["task"], item["shots"])
             res = lm_eval.simple_evaluate(
-                model=lm, tasks=[item["task"]], num_fewshot=item["shots"], limit=count,
-                log_samples=True, apply_chat_template=bench.apply_chat_template,
-                fewshot_as_multiturn=bench.apply_chat_template, task_manager=manager,
+                model=lm,
+                tasks=[item["task"]],
+                num_fewshot=item["shots"],
+                limit=count,
+                log_samples=True,
+                apply_chat_template=bench.apply_chat_template,
+                fewshot_as_multiturn=bench.apply_chat_template,
+                task_manager=manager,
                 gen_kwargs={"max_gen_toks": bench.max_gen_toks} if bench.max_gen_toks else None,
-                use_cache=str(work / "requests") if bench.request_cache else None)
+                use_cache=str(work / "requests") if bench.request_cache else None,
+            )
             done = {"fingerprint": fingerprint, **_convert(item, res)}
             write_json(done_file, done)
         rows.extend(done["rows"])
@@ -158,8 +185,10 @@ def _check_owner(path: Path, identity: dict[str, Any]) -> None:
     if path.is_file():
         held = json.loads(path.read_text(encoding="utf-8"))
         if held != identity:
-            raise UserError(f"{path.parent}: holds lm-eval results of another model ({held}); "
-                            "use a new out_dir or delete that folder")
+            raise UserError(
+                f"{path.parent}: holds lm-eval results of another model ({held}); "
+                "use a new out_dir or delete that folder"
+            )
     else:
         write_json(path, identity)
 
@@ -171,8 +200,10 @@ def _load_done(path: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None
         return None
     done = json.loads(path.read_text(encoding="utf-8"))
     if done.get("fingerprint") != fingerprint:
-        raise UserError(f"{path}: results of different settings (limit, shots, chat template, "
-                        "data or model changed); use a new out_dir or delete the file")
+        raise UserError(
+            f"{path}: results of different settings (limit, shots, chat template, "
+            "data or model changed); use a new out_dir or delete the file"
+        )
     return done
 
 
@@ -183,8 +214,11 @@ def _task_manager(plan: list[dict[str, Any]], root: Path | None) -> Any:
     from needlework.evaluation.lm_eval_tasks import include_path
 
     builtin = any(not p["task"].startswith("needlework_") for p in plan)
-    return TaskManager(include_path=str(include_path()), include_defaults=builtin,
-                       metadata={"data_dir": str(root) if root else None})
+    return TaskManager(
+        include_path=str(include_path()),
+        include_defaults=builtin,
+        metadata={"data_dir": str(root) if root else None},
+    )
 
 
 def _convert(item: dict[str, Any], res: Mapping[str, Any]) -> dict[str, Any]:
@@ -197,8 +231,10 @@ def _convert(item: dict[str, Any], res: Mapping[str, Any]) -> dict[str, Any]:
     shots = {k: int(v) for k, v in res.get("n-shot", {}).items()}
     wrong = {k: v for k, v in shots.items() if v != item["shots"]}
     if wrong:
-        raise UserError(f"general: lm-eval ran {wrong} shots for {item['key']}, expected "
-                        f"{item['shots']} (the task config fixes its shot count)")
+        raise UserError(
+            f"general: lm-eval ran {wrong} shots for {item['key']}, expected "
+            f"{item['shots']} (the task config fixes its shot count)"
+        )
     lm_results: dict[str, Any] = {}
     agg = res["results"].get(item["task"], {})
     for k, v in agg.items():
@@ -206,13 +242,18 @@ def _convert(item: dict[str, Any], res: Mapping[str, Any]) -> dict[str, Any]:
             metric, flt = k.split(",", 1)
             lm_results[f"{item['key']}/{metric_name(metric, flt)}"] = float(v)
     summary = {
-        "lm_eval_task": item["task"], "num_fewshot": item["shots"],
-        "primary_metric": f"{item['key']}/{item['primary']}", "n": len(rows),
-        "subtasks": len(res["samples"]), "data_source": item["source"],
-        "comparable_with_paper": item["caveat"] is None, "caveat": item["caveat"],
+        "lm_eval_task": item["task"],
+        "num_fewshot": item["shots"],
+        "primary_metric": f"{item['key']}/{item['primary']}",
+        "n": len(rows),
+        "subtasks": len(res["samples"]),
+        "data_source": item["source"],
+        "comparable_with_paper": item["caveat"] is None,
+        "caveat": item["caveat"],
         "lm_eval_results": lm_results,
-        "lm_eval_version": {k: _num(v) for k, v in res.get("versions", {}).items()
-                            if k == item["task"]},
+        "lm_eval_version": {
+            k: _num(v) for k, v in res.get("versions", {}).items() if k == item["task"]
+        },
     }
     return {"rows": rows, "summary": summary}
 
@@ -221,8 +262,14 @@ def _num(v: Any) -> Any:
     return v.item() if hasattr(v, "item") else v
 
 
-def summarize(bench: General, plan: list[dict[str, Any]], rows: list[dict[str, Any]],
-              tasks: dict[str, Any], model: str, settings: dict[str, Any]) -> dict[str, Any]:
+def summarize(
+    bench: General,
+    plan: list[dict[str, Any]],
+    rows: list[dict[str, Any]],
+    tasks: dict[str, Any],
+    model: str,
+    settings: dict[str, Any],
+) -> dict[str, Any]:
     """metrics.json (records.py format): every score with a 95% CI from the per-sample values;
     lm-eval's own aggregate and stderr sit beside it (``lm_eval``/``lm_eval_stderr``)."""
     from needlework.evaluation.stats import mean_ci
@@ -249,13 +296,26 @@ def summarize(bench: General, plan: list[dict[str, Any]], rows: list[dict[str, A
             by_subject.setdefault(r["meta"]["subject"], []).append(r)
     caveats = {k: t["caveat"] for k, t in tasks.items() if t["caveat"]}
     return {
-        "benchmark": "general", "label": bench.label(), "model": model, "n": len(rows),
+        "benchmark": "general",
+        "label": bench.label(),
+        "model": model,
+        "n": len(rows),
         "primary_metric": tasks[plan[0]["key"]]["primary_metric"],
         "metrics": metrics,
-        "by": {"subject": {s: {m: stat([r["scores"][m] for r in g]) for m in names
-                               if all(m in r["scores"] for r in g)}
-                           for s, g in sorted(by_subject.items())}} if by_subject else {},
-        "tasks": tasks, "settings": settings,
+        "by": {
+            "subject": {
+                s: {
+                    m: stat([r["scores"][m] for r in g])
+                    for m in names
+                    if all(m in r["scores"] for r in g)
+                }
+                for s, g in sorted(by_subject.items())
+            }
+        }
+        if by_subject
+        else {},
+        "tasks": tasks,
+        "settings": settings,
         "comparable_with_paper": not caveats,
         "caveats": caveats,
     }

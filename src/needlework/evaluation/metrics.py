@@ -228,3 +228,18 @@ def depth_bin(depth: float, num_bins: int) -> float:
         raise ValueError(f"depth must be in [0, 1], got {depth}")
     index = min(int(depth * num_bins), num_bins - 1)
     return round(index / num_bins, 6)
+
+
+_DIGITS = re.compile(r"\d+")
+
+
+def format_match(output: str, reference: str) -> float:
+    """1.0 if the first line of ``output`` has the reference answer's shape, numbers aside.
+
+    Every run of digits becomes ``#`` on both sides, so ``The value of key 12 is 345 and it is
+    in Dictionary [6].`` matches the paper's answer template whatever the numbers. It measures
+    whether a model learned the answer *format* (the cheap part of the synthetic task), apart
+    from whether it retrieved the right value.
+    """
+    masked = _DIGITS.sub("#", first_line(output).strip())
+    return float(masked == _DIGITS.sub("#", reference.strip()))

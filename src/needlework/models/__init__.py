@@ -1,4 +1,93 @@
 """Inference backends shared by evaluation and anything else that needs a model.
 
-Importing this package registers every backend; heavy libraries load inside each backend.
+Importing this package registers every backend (``hf``, ``vllm``, ``openai``, ``scripted``);
+heavy libraries load inside each backend on first use.
+
+``load_backend(spec)`` accepts:
+
+* a short form ``hf:PATH``, ``vllm:PATH``, ``openai:MODEL`` or ``openai:MODEL@BASE_URL``,
+  ``scripted:MODE`` (``gold``, ``constant``, ``echo``, ``last_line``);
+* a training run folder (or its ``model.json``) written by ``needlework train``;
+* a mapping ``{"name": "hf", "path": ...}`` or, as in ``model.json``,
+  ``{"backend": "hf", "path": ..., "adapter": ...}``.
 """
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from needlework.errors import ConfigError
+from needlework.models import hf, openai_chat, scripted, vllm  # noqa: F401  (registration)
+from needlework.models.base import ChatModel, PromptTooLongError
+
+__all__ = ["ChatModel", "PromptTooLongError", "load_backend", "parse_model_spec"]
+
+SHORT_FORMS = "hf:PATH, vllm:PATH, openai:MODEL[@BASE_URL], scripted:MODE"
+
+
+def parse_model_spec(spec: str | Mapping[str, Any]) -> dict[str, Any]:
+    """A model spec (short form, run folder, model.json or mapping) -> ``{"name": ..., ...}``."""
+    if isinstance(spec, Mapping):
+        return _from_mapping(spec, "model spec")
+    if not isinstance(spec, str) or not spec.strip():
+        raise ConfigError(
+            f"model spec {spec!r}: expected {SHORT_FORMS}, or a training run "
+            f"folder holding model.json"
+        )
+    text = spec.strip()
+    path = Path(text).expanduser()
+    if path.is_dir() and (path / "model.json").is_file():
+        path = path / "model.json"
+    if path.is_file() and path.suffix == ".json":
+        return _read_model_json(path)
+    backend, sep, value = text.partition(":")
+    if not sep or not value or backend not in ("hf", "vllm", "openai", "scripted"):
+        raise ConfigError(
+            f"model spec '{text}': expected {SHORT_FORMS}, or a training run "
+            f"folder holding model.json"
+        )
+    if backend in ("hf", "vllm"):
+        return {"name": backend, "path": value}
+    if backend == "scripted":
+        return {"name": "scripted", "mode": value}
+    model, at, base_url = value.rpartition("@") if "@" in value else (value, "", "")
+    out: dict[str, Any] = {"name": "openai", "model": model}
+    if at:
+        out["base_url"] = base_url
+    return out
+
+
+def load_backend(spec: str | Mapping[str, Any]) -> ChatModel:
+    """Build the backend unit a spec names (fields checked like any config section)."""
+    from needlework.config import build_unit
+    from needlework.registry import backends
+
+    return build_unit(backends, parse_model_spec(spec), source="model spec", field="model")
+
+
+def _read_model_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"invalid JSON ({exc.msg} at line {exc.lineno})", source=str(path)
+        ) from None
+    if not isinstance(data, Mapping):
+        raise ConfigError("expected a JSON object", source=str(path))
+    return _from_mapping(data, str(path))
+
+
+def _from_mapping(data: Mapping[str, Any], source: str) -> dict[str, Any]:
+    out = dict(data)
+    name, backend = out.pop("name", None), out.pop("backend", None)
+    if name is not None and backend is not None and name != backend:
+        raise ConfigError(f"'name' ({name!r}) and 'backend' ({backend!r}) disagree", source=source)
+    chosen = name if name is not None else backend
+    if not isinstance(chosen, str) or not chosen:
+        raise ConfigError(
+            "expected a 'name' (or 'backend') key choosing the inference backend", source=source
+        )
+    return {"name": chosen, **out}

@@ -32,8 +32,9 @@ class ChatModel(Protocol):
     config; heavy imports happen on first use, never at module import.
     """
 
-    def generate(self, conversations: Sequence[Sequence[Message]], *,
-                 max_new_tokens: int) -> list[str]:
+    def generate(
+        self, conversations: Sequence[Sequence[Message]], *, max_new_tokens: int
+    ) -> list[str]:
         """Greedy completion of each conversation (the model's chat template applied)."""
         ...
 
@@ -50,15 +51,24 @@ class PromptTooLongError(UserError):
     The runner maps indices to sample ids and either aborts or records the samples as skipped.
     """
 
-    def __init__(self, items: Sequence[tuple[int, int | None]], *, limit: int | None,
-                 max_new_tokens: int, model: str, detail: str = ""):
+    def __init__(
+        self,
+        items: Sequence[tuple[int, int | None]],
+        *,
+        limit: int | None,
+        max_new_tokens: int,
+        model: str,
+        detail: str = "",
+    ):
         self.items = [(int(i), n) for i, n in items]
         self.limit = limit
         self.max_new_tokens = max_new_tokens
         self.model = model
         self.detail = detail
-        super().__init__(self.describe_item(0) + (
-            f" (and {len(self.items) - 1} more)" if len(self.items) > 1 else ""))
+        super().__init__(
+            self.describe_item(0)
+            + (f" (and {len(self.items) - 1} more)" if len(self.items) > 1 else "")
+        )
 
     def describe_item(self, k: int, name: str | None = None) -> str:
         """One line for the k-th offending prompt, naming it ``name`` (default: its index)."""
@@ -66,18 +76,25 @@ class PromptTooLongError(UserError):
         who = name if name is not None else f"prompt #{index}"
         if tokens is None:
             return f"{who} does not fit the context of {self.model}: {self.detail}"
-        return (f"{who} has {tokens} tokens + {self.max_new_tokens} new tokens, over the "
-                f"{self.limit}-token context of {self.model} (prompts are never truncated)")
+        return (
+            f"{who} has {tokens} tokens + {self.max_new_tokens} new tokens, over the "
+            f"{self.limit}-token context of {self.model} (prompts are never truncated)"
+        )
 
     def shifted(self, offset: int) -> PromptTooLongError:
         """The same error with indices moved by ``offset`` (a chunk inside a larger call)."""
-        return PromptTooLongError([(i + offset, n) for i, n in self.items], limit=self.limit,
-                                  max_new_tokens=self.max_new_tokens, model=self.model,
-                                  detail=self.detail)
+        return PromptTooLongError(
+            [(i + offset, n) for i, n in self.items],
+            limit=self.limit,
+            max_new_tokens=self.max_new_tokens,
+            model=self.model,
+            detail=self.detail,
+        )
 
 
-def check_prompt_lengths(lengths: Sequence[int], *, limit: int | None, max_new_tokens: int,
-                         model: str) -> None:
+def check_prompt_lengths(
+    lengths: Sequence[int], *, limit: int | None, max_new_tokens: int, model: str
+) -> None:
     """Raise :class:`PromptTooLongError` listing every prompt with ``len + new > limit``."""
     if limit is None:
         return
@@ -90,10 +107,17 @@ def validate_conversations(conversations: Sequence[Sequence[Message]]) -> None:
     """Reject malformed chat input early with a one-line error (not a library traceback)."""
     for i, conv in enumerate(conversations):
         if isinstance(conv, (str, bytes)) or not isinstance(conv, Sequence) or not conv:
-            raise UserError(f"conversation #{i}: expected a non-empty list of "
-                            f"{{'role', 'content'}} messages, got {type(conv).__name__}")
+            raise UserError(
+                f"conversation #{i}: expected a non-empty list of "
+                f"{{'role', 'content'}} messages, got {type(conv).__name__}"
+            )
         for j, msg in enumerate(conv):
-            if (not isinstance(msg, dict) or not isinstance(msg.get("role"), str)
-                    or not isinstance(msg.get("content"), str)):
-                raise UserError(f"conversation #{i} message #{j}: expected {{'role': str, "
-                                f"'content': str}}, got {msg!r:.80}")
+            if (
+                not isinstance(msg, dict)
+                or not isinstance(msg.get("role"), str)
+                or not isinstance(msg.get("content"), str)
+            ):
+                raise UserError(
+                    f"conversation #{i} message #{j}: expected {{'role': str, "
+                    f"'content': str}}, got {msg!r:.80}"
+                )

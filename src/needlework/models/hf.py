@@ -53,6 +53,9 @@ class HF:
     """Context limit for prompt + new tokens; None reads max_position_embeddings."""
     trust_remote_code: bool = False
     """Allow model code from the checkpoint folder (only for models you trust)."""
+    fast_prefill: bool = True
+    """Right-padded causal prefill + static-cache decoding (same tokens as left-padded
+    ``generate``, ~2x faster on CPU); models with sliding-window layers always use left padding."""
     _state: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -80,8 +83,9 @@ class HF:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         local = Path(self.path).expanduser()
-        if not local.exists() and (self.path.startswith((".", "/", "~")) or
-                                   self.path.count("/") > 1):
+        if not local.exists() and (
+            self.path.startswith((".", "/", "~")) or self.path.count("/") > 1
+        ):
             raise UserError(f"hf: model folder not found: {self.path}")
         src = str(local) if local.exists() else self.path
         device = self.device
@@ -91,16 +95,19 @@ class HF:
         try:
             tok = AutoTokenizer.from_pretrained(src, trust_remote_code=self.trust_remote_code)
             model = AutoModelForCausalLM.from_pretrained(
-                src, dtype=dtype, trust_remote_code=self.trust_remote_code)
+                src, dtype=dtype, trust_remote_code=self.trust_remote_code
+            )
         except OSError as exc:
             raise UserError(f"hf: cannot load model '{self.path}': {_first_line(exc)}") from None
         if self.adapter:
             model = _merge_adapter(model, self.adapter)
         model.to(device).eval()
         if not getattr(tok, "chat_template", None):
-            raise UserError(f"hf: the tokenizer of '{self.path}' has no chat template; "
-                            f"instruction models ship one in tokenizer_config.json or "
-                            f"chat_template.jinja")
+            raise UserError(
+                f"hf: the tokenizer of '{self.path}' has no chat template; "
+                f"instruction models ship one in tokenizer_config.json or "
+                f"chat_template.jinja"
+            )
         eos = _as_list(model.generation_config.eos_token_id) + _as_list(tok.eos_token_id)
         eos = list(dict.fromkeys(eos))
         if not eos:
@@ -108,26 +115,53 @@ class HF:
         pad = tok.pad_token_id if tok.pad_token_id is not None else eos[0]
         gen = copy.deepcopy(model.generation_config)
         # Explicit greedy decoding: a checkpoint's sampling defaults must not leak in.
-        gen.update(do_sample=False, num_beams=1, temperature=None, top_p=None, top_k=None,
-                   min_p=None, typical_p=None, repetition_penalty=None,
-                   pad_token_id=pad, eos_token_id=eos)
-        self._state.update(model=model, tok=tok, device=device, eos=set(eos), pad=pad,
-                           gen=gen, limit=self._context_limit(model, tok),
-                           usage={"requests": 0, "batches": 0, "prompt_tokens": 0,
-                                  "completion_tokens": 0})
+        gen.update(
+            do_sample=False,
+            num_beams=1,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+            min_p=None,
+            typical_p=None,
+            repetition_penalty=None,
+            pad_token_id=pad,
+            eos_token_id=eos,
+        )
+        # Every batch has its own shape: transformers' auto-compile of static caches on CUDA
+        # would recompile per batch (seconds each), so it stays off.
+        gen.disable_compile = True
+        import inspect
+
+        params = inspect.signature(model.forward).parameters
+        self._state.update(
+            model=model,
+            tok=tok,
+            device=device,
+            eos=set(eos),
+            pad=pad,
+            gen=gen,
+            limit=self._context_limit(model, tok),
+            fast=self.fast_prefill and _fast_path_ok(model),
+            cache_kw="cache" if "cache" in params else "past_key_values",
+            usage={"requests": 0, "batches": 0, "prompt_tokens": 0, "completion_tokens": 0},
+        )
         return self._state
 
     def _context_limit(self, model: Any, tok: Any) -> int:
         if self.max_context_tokens is not None:
             return self.max_context_tokens
-        cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") \
+        cfg = (
+            model.config.get_text_config()
+            if hasattr(model.config, "get_text_config")
             else model.config
+        )
         limit = getattr(cfg, "max_position_embeddings", None)
         if limit is None and 0 < getattr(tok, "model_max_length", 0) < 10**7:
             limit = tok.model_max_length
         if limit is None:
-            raise UserError(f"hf: cannot tell the context length of '{self.path}'; "
-                            f"set max_context_tokens")
+            raise UserError(
+                f"hf: cannot tell the context length of '{self.path}'; set max_context_tokens"
+            )
         return int(limit)
 
     # -- generation ------------------------------------------------------------------------
@@ -136,31 +170,41 @@ class HF:
         st = self._load()
         out = []
         for conv in conversations:
-            ids = st["tok"].apply_chat_template([dict(m) for m in conv], tokenize=True,
-                                                add_generation_prompt=True, return_dict=False)
+            ids = st["tok"].apply_chat_template(
+                [dict(m) for m in conv],
+                tokenize=True,
+                add_generation_prompt=True,
+                return_dict=False,
+            )
             out.append(list(ids))
         return out
 
-    def generate(self, conversations: Sequence[Sequence[Message]], *,
-                 max_new_tokens: int) -> list[str]:
+    def generate(
+        self, conversations: Sequence[Sequence[Message]], *, max_new_tokens: int
+    ) -> list[str]:
         outs: list[str | None] = [None] * len(conversations)
         for i, text in self.generate_iter(conversations, max_new_tokens=max_new_tokens):
             outs[i] = text
         return [o if o is not None else "" for o in outs]
 
-    def generate_iter(self, conversations: Sequence[Sequence[Message]], *,
-                      max_new_tokens: int) -> Iterator[tuple[int, str]]:
+    def generate_iter(
+        self, conversations: Sequence[Sequence[Message]], *, max_new_tokens: int
+    ) -> Iterator[tuple[int, str]]:
         """Yield ``(index, text)`` batch by batch, longest prompts first."""
         validate_conversations(conversations)
         if max_new_tokens < 1:
             raise UserError(f"hf: max_new_tokens must be >= 1, got {max_new_tokens}")
         st = self._load()
         encoded = self.encode(conversations)
-        check_prompt_lengths([len(x) for x in encoded], limit=st["limit"],
-                             max_new_tokens=max_new_tokens, model=self.describe())
+        check_prompt_lengths(
+            [len(x) for x in encoded],
+            limit=st["limit"],
+            max_new_tokens=max_new_tokens,
+            model=self.describe(),
+        )
         order = sorted(range(len(encoded)), key=lambda i: (-len(encoded[i]), i))
         for start in range(0, len(order), self.batch_size):
-            idx = order[start:start + self.batch_size]
+            idx = order[start : start + self.batch_size]
             texts = self._generate_batch([encoded[i] for i in idx], max_new_tokens)
             yield from zip(idx, texts)
 
@@ -168,20 +212,21 @@ class HF:
         import torch
 
         st = self._state
-        width = max(len(x) for x in batch)
-        ids = torch.full((len(batch), width), st["pad"], dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, x in enumerate(batch):  # left padding: real tokens end at the last column
-            ids[row, width - len(x):] = torch.tensor(x, dtype=torch.long)
-            mask[row, width - len(x):] = 1
         gen = copy.copy(st["gen"])
         gen.max_new_tokens = max_new_tokens
         with torch.inference_mode():
-            out = st["model"].generate(input_ids=ids.to(st["device"]),
-                                       attention_mask=mask.to(st["device"]),
-                                       generation_config=gen)
+            if st["fast"] and min(len(x) for x in batch) >= 2:
+                ids, mask, extra = self._prefill(batch, max_new_tokens)
+            else:
+                (ids, mask), extra = _left_padded(batch, st["pad"]), {}
+            out = st["model"].generate(
+                input_ids=ids.to(st["device"]),
+                attention_mask=mask.to(st["device"]),
+                generation_config=gen,
+                **extra,
+            )
         texts = []
-        for row in out[:, width:].tolist():
+        for row in out[:, ids.shape[1] :].tolist():
             cut = next((k for k, t in enumerate(row) if t in st["eos"]), len(row))
             texts.append(st["tok"].decode(row[:cut], skip_special_tokens=True))
             st["usage"]["completion_tokens"] += cut
@@ -190,11 +235,83 @@ class HF:
         st["usage"]["prompt_tokens"] += sum(len(x) for x in batch)
         return texts
 
+    def _prefill(self, batch: list[list[int]], max_new_tokens: int) -> tuple[Any, Any, dict]:
+        """Cache every prompt but its last token, RIGHT padded under the plain causal mask.
+
+        Real tokens never attend to the pads that follow them, so no padding mask is needed and
+        attention takes the fast causal kernel (a padding mask costs ~2.5x on CPU). ``generate``
+        then feeds each row's last prompt token with a mask hiding the pads; positions come from
+        that mask, so every row sees exactly what it would alone. The cache is copied into a
+        preallocated static cache so decoding writes in place instead of re-concatenating it.
+        """
+        import torch
+
+        st = self._state
+        device, width = st["device"], max(len(x) for x in batch) - 1
+        ids = torch.full((len(batch), width), st["pad"], dtype=torch.long)
+        mask = torch.zeros((len(batch), width + 1), dtype=torch.long)
+        for row, x in enumerate(batch):
+            ids[row, : len(x) - 1] = torch.tensor(x[:-1], dtype=torch.long)
+            mask[row, : len(x) - 1] = 1
+        mask[:, width] = 1
+        out = st["model"](input_ids=ids.to(device), use_cache=True, logits_to_keep=1)
+        cache = out.get("cache", None) or out.get("past_key_values", None)
+        layers = getattr(cache, "layers", None)
+        if layers and all(_plain_layer(layer) for layer in layers):
+            from transformers import StaticCache
+
+            static = StaticCache(
+                config=st["model"].config, max_cache_len=width + 1 + max_new_tokens
+            )
+            for i, layer in enumerate(layers):
+                static.layers[i].update(layer.keys, layer.values)
+            cache = static
+        last = torch.tensor([[x[-1]] for x in batch], dtype=torch.long)
+        return torch.cat([ids, last], dim=1), mask, {st["cache_kw"]: cache}
+
+
+def _left_padded(batch: list[list[int]], pad: int) -> tuple[Any, Any]:
+    """The textbook batch layout: pads first, so every row's last token is in the last column."""
+    import torch
+
+    width = max(len(x) for x in batch)
+    ids = torch.full((len(batch), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, x in enumerate(batch):
+        ids[row, width - len(x) :] = torch.tensor(x, dtype=torch.long)
+        mask[row, width - len(x) :] = 1
+    return ids, mask
+
+
+def _plain_layer(layer: Any) -> bool:
+    """A full-attention dynamic cache layer (not sliding, not quantized, not linear)."""
+    return (
+        type(layer).__name__ == "DynamicLayer"
+        and not getattr(layer, "is_sliding", False)
+        and getattr(layer, "keys", None) is not None
+    )
+
+
+def _fast_path_ok(model: Any) -> bool:
+    """Right-padded prefill needs full attention everywhere and ``logits_to_keep``."""
+    import inspect
+
+    cfg = (
+        model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    )
+    if getattr(cfg, "sliding_window", None) or getattr(model.config, "is_encoder_decoder", False):
+        return False
+    if any(t != "full_attention" for t in (getattr(cfg, "layer_types", None) or [])):
+        return False
+    return "logits_to_keep" in inspect.signature(model.forward).parameters
+
 
 def _merge_adapter(model: Any, adapter: str) -> Any:
     if not (Path(adapter) / "adapter_config.json").is_file():
-        raise UserError(f"hf: adapter folder {adapter} has no adapter_config.json "
-                        f"(expected a PEFT save_pretrained output)")
+        raise UserError(
+            f"hf: adapter folder {adapter} has no adapter_config.json "
+            f"(expected a PEFT save_pretrained output)"
+        )
     from peft import PeftModel
 
     return PeftModel.from_pretrained(model, adapter).merge_and_unload()

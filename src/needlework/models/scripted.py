@@ -41,14 +41,21 @@ class Scripted:
     def usage(self) -> dict[str, int]:
         return {"requests": sum(self._calls)}
 
-    def generate(self, conversations: Sequence[Sequence[Message]], *, max_new_tokens: int,
-                 answers: Sequence[Sequence[str]] | None = None) -> list[str]:
+    def generate(
+        self,
+        conversations: Sequence[Sequence[Message]],
+        *,
+        max_new_tokens: int,
+        answers: Sequence[Sequence[str]] | None = None,
+    ) -> list[str]:
         validate_conversations(conversations)
         self._calls.append(len(conversations))
         if self.mode == "gold":
             if answers is None or len(answers) != len(conversations):
-                raise UserError("scripted: mode 'gold' needs each sample's answers; use it "
-                                "through the evaluation runner (or pass answers=)")
+                raise UserError(
+                    "scripted: mode 'gold' needs each sample's answers; use it "
+                    "through the evaluation runner (or pass answers=)"
+                )
             return [a[0] if a else "" for a in answers]
         if self.mode == "constant":
             return [self.text for _ in conversations]

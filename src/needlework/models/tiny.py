@@ -38,8 +38,13 @@ def build_char_tokenizer(out_dir: str | Path | None = None):
     tok.pre_tokenizer = pre_tokenizers.Split(Regex(""), behavior="isolated")
     tok.decoder = decoders.Fuse()
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|pad|>", unk_token="<unk>",
-        additional_special_tokens=SPECIALS[1:3], padding_side="left")
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|pad|>",
+        unk_token="<unk>",
+        additional_special_tokens=SPECIALS[1:3],
+        padding_side="left",
+    )
     fast.add_tokens(["user", "assistant", "system"])
     fast.chat_template = CHAT_TEMPLATE
     if out_dir is not None:
@@ -47,20 +52,36 @@ def build_char_tokenizer(out_dir: str | Path | None = None):
     return fast
 
 
-def build_tiny_model(tokenizer, out_dir: str | Path | None = None, *, hidden_size: int = 64,
-                     num_layers: int = 2, num_heads: int = 4, intermediate_size: int = 256,
-                     max_position_embeddings: int = 8192, arch: str = "llama", seed: int = 0):
+def build_tiny_model(
+    tokenizer,
+    out_dir: str | Path | None = None,
+    *,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    intermediate_size: int = 256,
+    max_position_embeddings: int = 8192,
+    arch: str = "llama",
+    seed: int = 0,
+):
     """A randomly initialised Llama/Mistral/Qwen2 causal LM sized for CPU tests (~0.1-0.6M)."""
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, Qwen2Config
 
     config_cls = {"llama": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen2Config}[arch]
     config = config_cls(
-        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=intermediate_size,
-        num_hidden_layers=num_layers, num_attention_heads=num_heads,
-        num_key_value_heads=num_heads, max_position_embeddings=max_position_embeddings,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=None, tie_word_embeddings=True)
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_heads,
+        max_position_embeddings=max_position_embeddings,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None,
+        tie_word_embeddings=True,
+    )
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id

@@ -12,6 +12,7 @@ Rules that keep the numbers honest:
 
 from __future__ import annotations
 
+import numbers
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -127,12 +128,13 @@ def combine(per_seed: list[dict[str, Any]]) -> Stat:
 
 
 def _num(x: Any) -> float | None:
-    return float(x) if isinstance(x, (int, float)) else None
+    """A float from JSON or numpy scalars (stats helpers may return numpy types)."""
+    return float(x) if isinstance(x, numbers.Real) and not isinstance(x, bool) else None
 
 
 def _int(s: dict[str, Any]) -> int | None:
     n = s.get("n")
-    return n if isinstance(n, int) else None
+    return int(n) if isinstance(n, numbers.Integral) and not isinstance(n, bool) else None
 
 
 def overall(group: Group, metric: str | None = None) -> Stat:

@@ -8,8 +8,10 @@ gather the weights there).
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,21 +53,48 @@ def tiny_kwargs(spec: str) -> dict[str, Any]:
 
 def resolve_model_path(unit, cfg, run_dir: Path) -> str:
     """A local absolute path or a hub id; ``tiny:`` specs are built into ``base_model/``."""
-    from accelerate import PartialState
-
     spec = unit.model_path
     if spec.startswith("tiny:"):
+        from needlework.models.tiny import build_tiny_checkpoint
+
         kwargs = tiny_kwargs(spec)
         target = (run_dir / BASE_DIR).resolve()
-        with PartialState().local_main_process_first():
-            if not (target / "config.json").is_file():
-                from needlework.models.tiny import build_tiny_checkpoint
-
-                build_tiny_checkpoint(target, seed=cfg.seed, **kwargs)
+        build_once(target, lambda out: build_tiny_checkpoint(out, seed=cfg.seed, **kwargs))
         return str(target)
     from needlework.training.hf_sft import is_local_path
 
     return str(Path(spec).expanduser().resolve()) if is_local_path(spec) else spec
+
+
+def build_once(target: Path, build, *, timeout_s: float = 600.0) -> None:
+    """Local rank 0 builds into a temp folder and renames it into place; other ranks wait.
+
+    Plain files, no torch.distributed: the process group only exists once the trainer's
+    arguments are created, and creating accelerate's state earlier would fix it wrongly on CPU.
+    """
+    if target.is_dir():
+        return
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        build(tmp)
+        try:
+            tmp.rename(target)
+        except OSError:  # another node's rank 0 finished first on a shared filesystem
+            if not target.is_dir():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+        return
+    deadline = time.monotonic() + timeout_s
+    while not target.is_dir():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{target} was not built by local rank 0 within {timeout_s}s")
+        time.sleep(0.2)
+
+
+def world_size() -> int:
+    """Processes in the launch (``accelerate launch``/torchrun set WORLD_SIZE)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def sft_config(unit, cfg, run_dir: Path, *, max_length: int, fmt: str, num_processes: int):
@@ -138,9 +167,7 @@ def model_init_kwargs(unit, *, cuda: bool, bf16: bool) -> dict[str, Any]:
     if unit.attn_implementation:
         kwargs["attn_implementation"] = unit.attn_implementation
     if unit.method == "qlora":
-        from accelerate import PartialState
-
-        kwargs["device_map"] = {"": PartialState().local_process_index}
+        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
     return kwargs
 
 
@@ -214,19 +241,17 @@ class Prepared:
 
 def prepare(unit, cfg, run_dir: Path, rows: list[ChatRow]) -> Prepared:
     """Tokenizer, template, lengths (fail early), SFTConfig, then the model and the trainer."""
-    from accelerate import PartialState
     from transformers import AutoConfig, AutoTokenizer
     from trl import SFTTrainer
 
     from needlework.training.trainlog import make_callback
 
-    state = PartialState()
     model_path = resolve_model_path(unit, cfg, run_dir)
     tokenizer = AutoTokenizer.from_pretrained(unit.tokenizer_path or model_path)
     chat.set_chat_template(tokenizer, unit.chat_template_path, field="trainer.chat_template_path")
     fmt = chat.resolve_format(tokenizer, unit.chat_format, field="trainer.chat_format")
     text_config = AutoConfig.from_pretrained(model_path).get_text_config()
-    infos = chat.measure_all(tokenizer, rows, fmt, progress=state.is_main_process)
+    infos = chat.measure_all(tokenizer, rows, fmt, progress=is_main_process())
     max_length = chat.check_lengths(
         rows,
         infos,
@@ -235,7 +260,7 @@ def prepare(unit, cfg, run_dir: Path, rows: list[ChatRow]) -> Prepared:
         model_limit=getattr(text_config, "max_position_embeddings", None),
     )
     args = sft_config(
-        unit, cfg, run_dir, max_length=max_length, fmt=fmt, num_processes=state.num_processes
+        unit, cfg, run_dir, max_length=max_length, fmt=fmt, num_processes=world_size()
     )
     lora, quant = peft_setup(unit, bf16=args.bf16)
     trainer = SFTTrainer(
@@ -253,11 +278,9 @@ def prepare(unit, cfg, run_dir: Path, rows: list[ChatRow]) -> Prepared:
 
 def run_sft(unit, cfg, run_dir: Path, rows: list[ChatRow], *, resume: bool) -> dict[str, Any]:
     """Train and save; returns the model.json content."""
-    from accelerate import PartialState
-
-    state = PartialState()
     prep = prepare(unit, cfg, run_dir, rows)
     trainer, args = prep.trainer, prep.trainer.args
+    state = trainer.accelerator
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     update_run_info(
         run_dir,
@@ -283,8 +306,7 @@ def run_sft(unit, cfg, run_dir: Path, rows: list[ChatRow], *, resume: bool) -> d
     update_run_info(run_dir, resumed_from=checkpoint, train_metrics=result.metrics)
     out = model_json(unit, prep.model_path, run_dir)
     if unit.merge_lora and is_main_process():
-        dtype = args.model_init_kwargs["dtype"] if unit.method == "lora" else "bfloat16"
-        merge_adapter(run_dir / MODEL_DIR, run_dir / MERGED_DIR, dtype=dtype)
+        merge_adapter(run_dir / MODEL_DIR, run_dir / MERGED_DIR)
     state.wait_for_everyone()
     return out
 
@@ -299,19 +321,20 @@ def model_json(unit, model_path: str, run_dir: Path) -> dict[str, Any]:
     return {"backend": "hf", "path": model_path, "adapter": model_dir}
 
 
-def merge_adapter(adapter_dir: Path, out_dir: Path, *, dtype: str) -> None:
-    """Base + adapter -> plain weights in ``out_dir`` (with the tokenizer), written atomically."""
-    import torch
+def merge_adapter(adapter_dir: Path, out_dir: Path) -> None:
+    """Base + adapter -> plain weights in ``out_dir`` (with the tokenizer), written atomically.
+
+    The base is reloaded in the dtype its checkpoint was saved in (bf16 for Mistral, float32 for
+    the tiny models), unquantized even after QLoRA, so the merged model matches the base format.
+    """
     from peft import AutoPeftModelForCausalLM
     from transformers import AutoTokenizer
 
     try:
-        model = AutoPeftModelForCausalLM.from_pretrained(
-            str(adapter_dir), dtype=getattr(torch, dtype)
-        )
+        model = AutoPeftModelForCausalLM.from_pretrained(str(adapter_dir), dtype="auto")
     except OSError as exc:
         raise UserError(f"merge_lora: cannot reload the adapter in {adapter_dir}: {exc}") from None
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.merge_and_unload().save_pretrained(str(tmp))
     AutoTokenizer.from_pretrained(str(adapter_dir)).save_pretrained(str(tmp))

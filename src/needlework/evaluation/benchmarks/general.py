@@ -186,7 +186,7 @@ class General:
     def run_suite(
         self, model_config: Any, run_dir: str | Path, limit: int | None
     ) -> dict[str, Any]:
-        """Run every task through lm-eval; write predictions.jsonl + metrics.json; return metrics."""
+        """Run every task through lm-eval, write predictions.jsonl and metrics.json (returned)."""
         from needlework.evaluation.lm_eval_run import run_general
 
         return run_general(self, model_config, Path(run_dir), limit)

@@ -35,6 +35,7 @@ from needlework.evaluation.data import (
 )
 from needlework.evaluation.metrics import (
     depth_bin,
+    format_match,
     kv_substring_match,
     numbers_in_key,
     parse_kv_answer,
@@ -153,6 +154,7 @@ class KVRetrieval:
             "dict_correct": float(dict_ok),
             "both_correct": float(value_ok and dict_ok),
             "value_in_output": kv_substring_match(str(meta["gold_value"]), output),
+            "format_match": format_match(output, sample.answers[0]),
         }
 
     def samples(self) -> Iterator[Sample]:

@@ -17,8 +17,9 @@ from needlework.errors import UserError
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m needlework.evaluation.lm_eval_tasks",
-                                     description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m needlework.evaluation.lm_eval_tasks", description=__doc__.splitlines()[0]
+    )
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("path", help="print the folder to pass to lm_eval --include_path")
     ex = sub.add_parser("export", help="write lm-eval tasks for the benchmarks of a config")
@@ -33,8 +34,9 @@ def main(argv: list[str] | None = None) -> int:
 
             print(include_path())
             return 0
-        for path in export_config(args.config, args.out_dir, limit=args.limit,
-                                  overrides=args.overrides):
+        for path in export_config(
+            args.config, args.out_dir, limit=args.limit, overrides=args.overrides
+        ):
             print(path)
         return 0
     except UserError as exc:
@@ -42,8 +44,9 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
 
 
-def export_config(config: str, out_dir: str, *, limit: int | None = None,
-                  overrides: list[str] | None = None) -> list:
+def export_config(
+    config: str, out_dir: str, *, limit: int | None = None, overrides: list[str] | None = None
+) -> list:
     """Export every benchmark of an eval config (or a single benchmark unit file)."""
     from needlework.config import apply_overrides, build_unit, read_yaml
     from needlework.errors import ConfigError
@@ -54,18 +57,21 @@ def export_config(config: str, out_dir: str, *, limit: int | None = None,
     if "benchmarks" in data:
         units = data["benchmarks"]
         if not isinstance(units, list):
-            raise ConfigError("expected a list of benchmark units", source=config,
-                              field="benchmarks")
+            raise ConfigError(
+                "expected a list of benchmark units", source=config, field="benchmarks"
+            )
         field = "benchmarks"
     elif "name" in data:
         units, field = [data], ""
     else:
-        raise ConfigError("expected a 'benchmarks:' list or a benchmark unit with 'name:'",
-                          source=config)
+        raise ConfigError(
+            "expected a 'benchmarks:' list or a benchmark unit with 'name:'", source=config
+        )
     paths = []
     for i, unit in enumerate(units):
-        bench = build_unit(benchmarks, unit, source=config,
-                           field=f"{field}[{i}]" if field else "benchmark")
+        bench = build_unit(
+            benchmarks, unit, source=config, field=f"{field}[{i}]" if field else "benchmark"
+        )
         if callable(getattr(bench, "run_suite", None)):
             continue  # the general suite already is lm-eval
         paths.append(export(bench, out_dir, limit=limit))

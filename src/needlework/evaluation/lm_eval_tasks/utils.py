@@ -19,7 +19,6 @@ from __future__ import annotations
 import csv
 import functools
 import io
-import json
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -210,7 +209,7 @@ def gsm8k_dataset(data_dir: Any = None, **_: Any):
 
 
 def triviaqa_dataset(data_dir: Any = None, **_: Any):
-    """llm-foundry's 3K TriviaQA subset as ``question`` + ``answer.aliases`` (rc.nocontext schema)."""
+    """llm-foundry's 3K TriviaQA subset as ``question`` + ``answer.aliases`` (rc.nocontext)."""
     path = _need_local(data_dir, "triviaqa") / LOCAL_FILES["triviaqa"][0]
     docs = []
     for i, r in enumerate(_rows(path), 1):
@@ -256,9 +255,16 @@ def export_dataset(data_file: Any = None, **_: Any):
         require(r, "prompt", str, where)
         require(r, "sample", str, where)
         require(r, "benchmark", str, where)
-        docs.append({"id": r["id"], "system": str(r.get("system") or ""), "prompt": r["prompt"],
-                     "answer": str(r.get("answer") or ""), "sample": r["sample"],
-                     "benchmark": r["benchmark"]})
+        docs.append(
+            {
+                "id": r["id"],
+                "system": str(r.get("system") or ""),
+                "prompt": r["prompt"],
+                "answer": str(r.get("answer") or ""),
+                "sample": r["sample"],
+                "benchmark": r["benchmark"],
+            }
+        )
     if not docs:
         raise DataError(f"{path}: no samples")
     return _datasets({"test": docs})

@@ -1,0 +1,73 @@
+"""``needlework eval``: a config file, or the short form ``--model hf:PATH --benchmark mdqa``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from needlework.errors import ConfigError
+
+
+def build_eval_config(args: argparse.Namespace) -> Any:
+    """EvalConfig from ``--config`` plus the short-form flags plus ``key=value`` overrides.
+
+    Flags replace the matching config keys: ``--model`` the model, ``--benchmark``/``--suite``
+    the benchmark list, ``--limit`` and ``--out`` the limit and output folder.
+    """
+    from needlework.config import load_config, read_yaml
+    from needlework.evaluation.runner import EvalConfig
+    from needlework.models import parse_model_spec
+
+    data: dict[str, Any] = read_yaml(args.config) if args.config else {}
+    if isinstance(data.get("model"), str) and ":" in data["model"]:
+        data["model"] = parse_model_spec(data["model"])  # short form inside a YAML file
+    if getattr(args, "model", None):
+        data["model"] = parse_model_spec(args.model)
+    names = list(getattr(args, "benchmark", None) or [])
+    if getattr(args, "suite", None):
+        names.append(args.suite)
+    if names:
+        data["benchmarks"] = names
+    if getattr(args, "limit", None) is not None:
+        data["limit"] = args.limit
+    if getattr(args, "out", None):
+        data["out_dir"] = args.out
+    if "model" not in data:
+        raise ConfigError(
+            "no model: pass --model (e.g. hf:./model, openai:gpt-4o-mini, "
+            "scripted:gold) or a --config with a 'model:' section"
+        )
+    if "benchmarks" not in data:
+        raise ConfigError(
+            "no benchmark: pass --benchmark NAME (repeatable) or --suite "
+            "general, or a --config with a 'benchmarks:' list"
+        )
+    return load_config(EvalConfig, args.config, args.overrides or (), data=data)
+
+
+def eval_cmd(args: argparse.Namespace) -> int:
+    """Run the evaluation, then print one summary line per benchmark and its run folder."""
+    from needlework.evaluation.runner import evaluate
+
+    cfg = build_eval_config(args)
+    for run_dir in evaluate(cfg, progress=True):
+        metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+        print(f"{run_dir.name}: {summary_line(metrics)}  -> {run_dir}")
+    return 0
+
+
+def summary_line(metrics: dict[str, Any]) -> str:
+    """``best_subspan_em 0.532 [0.504, 0.560] n=1200`` for the primary metric (or the first)."""
+    scores = metrics.get("metrics") or {}
+    name = metrics.get("primary_metric")
+    if name not in scores and scores:
+        name = next(iter(scores))
+    stat = scores.get(name) if isinstance(scores, dict) else None
+    if not isinstance(stat, dict) or "mean" not in stat:
+        return "done (no summary metric)"
+    skipped = metrics.get("n_skipped") or 0
+    return (
+        f"{name} {stat['mean']:.3f} [{stat['ci_low']:.3f}, {stat['ci_high']:.3f}] "
+        f"n={stat['n']}" + (f" ({skipped} skipped)" if skipped else "")
+    )

@@ -1,0 +1,521 @@
+"""One runner for every benchmark and backend: samples -> predictions.jsonl -> metrics.json.
+
+Run:  needlework eval --config configs/eval/mdqa_20docs.yaml
+      needlework eval --model hf:./model --benchmark mdqa --benchmark niah --limit 20
+
+Each benchmark gets a run folder ``<out_dir>/<benchmark.label()>/`` in the records.py format.
+Predictions are appended and flushed as batches/requests finish, so a crash loses nothing that
+was finished; running the same command again resumes, skipping samples already predicted (their
+``prompt_sha256`` must match, else it stops: the data or prompt changed). When every sample is
+done, predictions.jsonl is rewritten in the benchmark's sample order (same bytes whatever the
+interruptions, batching or concurrency) and metrics.json is written: the mean of every score
+with a 95% CI and its count, overall and per value of each ``benchmark.group_by`` field.
+
+A prompt longer than the model's context is never truncated. ``on_too_long: error`` (default)
+stops with a line naming the sample; ``skip`` records it in predictions.jsonl with
+``"skipped": "<why>"`` and ``output: null``, leaves it out of the metrics and counts it in
+``metrics.json`` (``n_skipped``) — the Lost-in-the-Middle scripts drop such prompts the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from needlework import registry
+from needlework.errors import DataError, UserError
+from needlework.evaluation.base import Benchmark
+from needlework.io import (
+    dumps,
+    ensure_writable_dir,
+    read_jsonl,
+    sha256_text,
+    write_json,
+    write_jsonl,
+)
+from needlework.models.base import ChatModel, PromptTooLongError
+from needlework.records import Sample
+
+log = logging.getLogger(__name__)
+
+# Backend fields that change speed, not outputs: a resumed run may change them.
+THROUGHPUT_FIELDS = {
+    "batch_size",
+    "concurrency",
+    "max_retries",
+    "timeout_s",
+    "backoff_base_s",
+    "backoff_max_s",
+    "gpu_memory_utilization",
+    "tensor_parallel_size",
+    "enable_prefix_caching",
+    "chunk_size",
+    "fast_prefill",
+    "device",
+    "seed",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """``needlework eval``: one model on one or more benchmarks."""
+
+    model: Annotated[ChatModel, registry.backends]
+    """The model: a backend unit (``name: hf`` plus its fields; see ``needlework ls``)."""
+    benchmarks: tuple[Annotated[Benchmark, registry.benchmarks], ...]
+    """Benchmark units; each gets its own run folder named by its label."""
+    out_dir: Path | None = None
+    """Folder holding one run folder per benchmark; None: runs/<time>-<benchmarks>-<model>."""
+    limit: int | None = None
+    """Only the first N samples of each benchmark (quick dry runs); None: all."""
+    max_new_tokens: int | None = None
+    """Override every benchmark's answer budget; None keeps each benchmark's own."""
+    on_too_long: Literal["error", "skip"] = "error"
+    """A prompt over the model's context: stop (error) or record it as skipped (skip)."""
+
+    def __post_init__(self) -> None:
+        if not self.benchmarks:
+            raise ValueError("benchmarks: expected at least one benchmark")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit: expected >= 1, got {self.limit}")
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens: expected >= 1, got {self.max_new_tokens}")
+        labels = [b.label() for b in self.benchmarks]
+        dupes = sorted({x for x in labels if labels.count(x) > 1})
+        if dupes:
+            raise ValueError(
+                f"benchmarks: two benchmarks share the run-folder label "
+                f"{', '.join(dupes)}; give one a different variant"
+            )
+
+
+def evaluate(cfg: EvalConfig, *, progress: bool = True) -> list[Path]:
+    """Run every benchmark of ``cfg``; returns the run folders (one per benchmark)."""
+    root = Path(cfg.out_dir) if cfg.out_dir is not None else default_out_dir(cfg)
+    paths = []
+    for bench in cfg.benchmarks:
+        run_cfg = dataclasses.replace(cfg, benchmarks=(bench,), out_dir=root)
+        run_dir = root / bench.label()
+        if callable(getattr(bench, "run_suite", None)):
+            _run_suite(run_cfg, bench, run_dir)
+        else:
+            run_benchmark(run_cfg, bench, run_dir, progress=progress)
+        paths.append(run_dir)
+    return paths
+
+
+def default_out_dir(cfg: EvalConfig, now: dt.datetime | None = None) -> Path:
+    """``runs/<YYYYmmdd-HHMMSS>-<labels>-<model>`` (filesystem-safe)."""
+    stamp = (now or dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
+    labels = "+".join(b.label() for b in cfg.benchmarks)
+    return Path("runs") / slug(f"{stamp}-{labels}-{cfg.model.describe()}")
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._+-]+", "_", text).strip("_")[:150]
+
+
+def prompt_sha256(sample: Sample) -> str:
+    """Hash of the exact chat turns (role + content), independent of any chat template."""
+    return sha256_text(
+        dumps([{"role": m["role"], "content": m["content"]} for m in sample.messages])
+    )
+
+
+# -- one benchmark ---------------------------------------------------------------------------
+def run_benchmark(
+    cfg: EvalConfig, bench: Benchmark, run_dir: Path, *, progress: bool = True
+) -> dict[str, Any]:
+    """Predict every pending sample of ``bench`` into ``run_dir``; returns the metrics."""
+    from tqdm.auto import tqdm
+
+    ensure_writable_dir(run_dir)
+    check_resumable(run_dir, cfg)
+    samples = select_samples(bench, cfg.limit)
+    hashes = {s.id: prompt_sha256(s) for s in samples}
+    pred_path = run_dir / "predictions.jsonl"
+    done = {i: r for i, r in load_predictions(pred_path).items() if not r.get("skipped")}
+    for s in samples:
+        if s.id in done and done[s.id].get("prompt_sha256") != hashes[s.id]:
+            raise UserError(
+                f"{pred_path}: the saved prediction for sample '{s.id}' was made "
+                f"from a different prompt (prompt_sha256 differs): the benchmark "
+                f"data or prompt changed; use another out_dir"
+            )
+    pending = [s for s in samples if s.id not in done]
+    max_new = cfg.max_new_tokens or bench.max_new_tokens
+    model = cfg.model
+    usage_before = _usage(model)
+    info = {
+        "model": model.describe(),
+        "benchmark": bench.label(),
+        "benchmark_name": getattr(type(bench), "registry_name", type(bench).__name__),
+        "num_samples": len(samples),
+        "resumed_with": len(samples) - len(pending),
+        "max_new_tokens": max_new,
+        "status": "running",
+    }
+    from needlework.runinfo import now, write_run_info
+
+    write_run_info(run_dir, cfg, **info)
+    start = time.monotonic()
+    try:
+        with (
+            _Writer(pred_path, bench.label(), hashes) as writer,
+            tqdm(
+                total=len(samples),
+                initial=len(samples) - len(pending),
+                desc=bench.label(),
+                unit="sample",
+                disable=not progress,
+                dynamic_ncols=True,
+            ) as bar,
+        ):
+            _predict(model, bench, pending, max_new, cfg.on_too_long, writer, bar)
+    except BaseException as exc:
+        _update_run_json(
+            run_dir,
+            status="interrupted",
+            error=f"{type(exc).__name__}: {exc}"[:500],
+            elapsed_s=round(time.monotonic() - start, 3),
+            usage=_usage_delta(usage_before, _usage(model)),
+        )
+        raise
+    rows = load_predictions(pred_path)
+    ordered = [rows[s.id] for s in samples]
+    extra = [r for i, r in rows.items() if i not in hashes]  # beyond a smaller --limit: kept
+    write_jsonl(pred_path, ordered + extra)
+    metrics = aggregate(ordered, bench, model.describe())
+    write_json(run_dir / "metrics.json", metrics)
+    _update_run_json(
+        run_dir,
+        status="complete",
+        finished=now(),
+        elapsed_s=round(time.monotonic() - start, 3),
+        usage=_usage_delta(usage_before, _usage(model)),
+        n_skipped=metrics["n_skipped"],
+    )
+    return metrics
+
+
+def select_samples(bench: Benchmark, limit: int | None) -> list[Sample]:
+    """The first ``limit`` samples, checked: Sample records with unique ids and messages."""
+    out: list[Sample] = []
+    seen: set[str] = set()
+    for sample in bench.samples():
+        if limit is not None and len(out) >= limit:
+            break
+        if not isinstance(sample, Sample):
+            raise TypeError(
+                f"{bench.label()}: samples() yielded {type(sample).__name__}, "
+                f"expected records.Sample"
+            )
+        if sample.id in seen:
+            raise DataError(
+                f"{bench.label()}: duplicate sample id '{sample.id}' (ids must be "
+                f"unique for resuming)"
+            )
+        if not sample.messages:
+            raise DataError(f"{bench.label()}: sample '{sample.id}' has no messages")
+        seen.add(sample.id)
+        out.append(sample)
+    if not out:
+        raise DataError(f"{bench.label()}: the benchmark produced no samples")
+    return out
+
+
+def _predict(
+    model: ChatModel,
+    bench: Benchmark,
+    pending: list[Sample],
+    max_new: int,
+    on_too_long: str,
+    writer: _Writer,
+    bar: Any,
+) -> None:
+    """Generate, score and save every pending sample; too-long prompts per ``on_too_long``."""
+    while pending:
+        try:
+            for sample, output in _stream(model, pending, max_new):
+                writer.write(sample, output, _scores(bench, sample, output))
+                bar.update(1)
+            return
+        except PromptTooLongError as exc:
+            ids = [pending[i].id for i, _ in exc.items]
+            if on_too_long == "error":
+                more = f" (and {len(ids) - 1} more)" if len(ids) > 1 else ""
+                raise UserError(
+                    f"{bench.label()}: {exc.describe_item(0, repr(ids[0]))}{more}; "
+                    f"set on_too_long=skip to record such samples as skipped"
+                ) from None
+            for k, (i, _) in enumerate(exc.items):
+                writer.skip(pending[i], exc.describe_item(k, f"sample {pending[i].id!r}"))
+                bar.update(1)
+            pending = [s for s in pending if s.id not in writer.written]
+
+
+def _stream(model: ChatModel, samples: list[Sample], max_new: int) -> Iterator[tuple[Sample, str]]:
+    """``(sample, output)`` as the backend finishes them (streaming backends) or per chunk."""
+    convs = [list(s.messages) for s in samples]
+    kwargs: dict[str, Any] = {}
+    if getattr(model, "uses_answers", False):
+        kwargs["answers"] = [list(s.answers) for s in samples]
+    stream = getattr(model, "generate_iter", None)
+    if callable(stream) and not kwargs:
+        for i, text in stream(convs, max_new_tokens=max_new):
+            yield samples[i], _check_output(model, text)
+        return
+    chunk = 64
+    for start in range(0, len(samples), chunk):
+        part = {k: v[start : start + chunk] for k, v in kwargs.items()}
+        try:
+            outs = model.generate(convs[start : start + chunk], max_new_tokens=max_new, **part)
+        except PromptTooLongError as exc:
+            raise exc.shifted(start) from None
+        if len(outs) != len(convs[start : start + chunk]):
+            raise RuntimeError(
+                f"{model.describe()} returned {len(outs)} outputs for "
+                f"{len(convs[start : start + chunk])} conversations"
+            )
+        for sample, text in zip(samples[start : start + chunk], outs):
+            yield sample, _check_output(model, text)
+
+
+def _check_output(model: ChatModel, text: Any) -> str:
+    if not isinstance(text, str):
+        raise TypeError(f"{model.describe()} returned {type(text).__name__}, expected str")
+    return text
+
+
+def _scores(bench: Benchmark, sample: Sample, output: str) -> dict[str, float]:
+    scores = bench.score(sample, output)
+    if not isinstance(scores, Mapping) or not scores:
+        raise TypeError(f"{bench.label()}: score() must return a non-empty dict of floats")
+    out = {}
+    for name, value in scores.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"{bench.label()}: score '{name}' is {value!r}, expected a number")
+        out[str(name)] = float(value)
+    return out
+
+
+class _Writer:
+    """Appends prediction lines, flushed at once and fsynced at least every second."""
+
+    def __init__(self, path: Path, label: str, hashes: Mapping[str, str]):
+        self.path, self.label, self.hashes = path, label, hashes
+        self.written: set[str] = set()
+        self._last_sync = time.monotonic()
+
+    def __enter__(self) -> _Writer:
+        self.fh = self.path.open("a", encoding="utf-8")
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.fh.flush()
+        os.fsync(self.fh.fileno())
+        self.fh.close()
+
+    def write(self, sample: Sample, output: str, scores: dict[str, float]) -> None:
+        self._line(
+            {
+                "id": sample.id,
+                "benchmark": self.label,
+                "prompt_sha256": self.hashes[sample.id],
+                "output": output,
+                "scores": scores,
+                "answers": list(sample.answers),
+                "meta": dict(sample.meta),
+            }
+        )
+
+    def skip(self, sample: Sample, reason: str) -> None:
+        self._line(
+            {
+                "id": sample.id,
+                "benchmark": self.label,
+                "prompt_sha256": self.hashes[sample.id],
+                "output": None,
+                "scores": {},
+                "answers": list(sample.answers),
+                "meta": dict(sample.meta),
+                "skipped": reason,
+            }
+        )
+
+    def _line(self, row: dict[str, Any]) -> None:
+        self.fh.write(dumps(row) + "\n")
+        self.fh.flush()
+        self.written.add(row["id"])
+        if time.monotonic() - self._last_sync > 1.0:
+            os.fsync(self.fh.fileno())
+            self._last_sync = time.monotonic()
+
+
+def load_predictions(path: Path) -> dict[str, dict[str, Any]]:
+    """Saved predictions by id (a later line for the same id wins: a retried skip).
+
+    A last line cut short by a crash mid-write is dropped (with a warning) and trimmed from the
+    file, so the run can append again; any other bad line is an error naming file and line.
+    """
+    if not path.exists():
+        return {}
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        keep = data.rfind(b"\n") + 1
+        log.warning(
+            "%s: dropping an incomplete last line (%d bytes) left by an interrupted run",
+            path,
+            len(data) - keep,
+        )
+        with path.open("r+b") as fh:
+            fh.truncate(keep)
+    rows: dict[str, dict[str, Any]] = {}
+    for n, row in enumerate(read_jsonl(path), 1):
+        where = f"{path}: record {n}"
+        for key, kind in (("id", str), ("prompt_sha256", str), ("scores", dict)):
+            if not isinstance(row.get(key), kind):
+                raise DataError(f"{where}: field '{key}' missing or not a {kind.__name__}")
+        if not row.get("skipped") and not isinstance(row.get("output"), str):
+            raise DataError(f"{where}: field 'output' missing or not a str")
+        rows[row["id"]] = row
+    return rows
+
+
+def check_resumable(run_dir: Path, cfg: EvalConfig) -> None:
+    """A run folder may only be resumed by the same model and benchmark config."""
+    import yaml
+
+    from needlework.config import to_dict
+
+    old_path = run_dir / "config.yaml"
+    if not old_path.is_file():
+        return
+    try:
+        old = yaml.safe_load(old_path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError:
+        raise UserError(f"{old_path}: unreadable; cannot check that resuming is safe") from None
+    new = to_dict(cfg)
+    pairs = [
+        ("model", _strip(old.get("model")), _strip(new["model"])),
+        ("benchmarks", old.get("benchmarks"), new["benchmarks"]),
+        ("max_new_tokens", old.get("max_new_tokens"), new["max_new_tokens"]),
+    ]
+    for key, a, b in pairs:
+        if a != b:
+            raise UserError(
+                f"{run_dir}: holds a run with a different {key} ({_short(a)} vs "
+                f"now {_short(b)}); resume with the same settings or use another "
+                f"out_dir"
+            )
+
+
+def _strip(model: Any) -> Any:
+    if not isinstance(model, dict):
+        return model
+    return {k: v for k, v in model.items() if k not in THROUGHPUT_FIELDS}
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+# -- aggregation -----------------------------------------------------------------------------
+def aggregate(rows: Iterable[Mapping[str, Any]], bench: Benchmark, model: str) -> dict[str, Any]:
+    """metrics.json content: mean + 95% CI + n per score, overall and by each group_by field."""
+    rows = list(rows)
+    scored = [r for r in rows if not r.get("skipped")]
+    names: list[str] = []
+    for r in scored:
+        names.extend(k for k in r["scores"] if k not in names)
+    by: dict[str, dict[str, Any]] = {}
+    for field in bench.group_by:
+        groups: dict[str, list[Mapping[str, Any]]] = {}
+        for r in scored:
+            groups.setdefault(_group_key(r.get("meta", {}).get(field)), []).append(r)
+        by[field] = {key: _summary(groups[key], names) for key in _natural(groups)}
+    skipped = [r for r in rows if r.get("skipped")]
+    return {
+        "benchmark": bench.label(),
+        "benchmark_name": getattr(type(bench), "registry_name", type(bench).__name__),
+        "model": model,
+        "n": len(scored),
+        "n_skipped": len(skipped),
+        "primary_metric": bench.primary_metric,
+        "metrics": _summary(scored, names),
+        "by": by,
+    }
+
+
+def _summary(rows: Sequence[Mapping[str, Any]], names: Sequence[str]) -> dict[str, Any]:
+    from needlework.evaluation.stats import mean_ci
+
+    out = {}
+    for name in names:
+        values = [r["scores"][name] for r in rows if name in r["scores"]]
+        if values:
+            mean, lo, hi = mean_ci(values)
+            out[name] = {"mean": mean, "ci_low": lo, "ci_high": hi, "n": len(values)}
+    return out
+
+
+def _group_key(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _natural(keys: Iterable[str]) -> list[str]:
+    keys = list(keys)
+    try:
+        return sorted(keys, key=float)
+    except ValueError:
+        return sorted(keys)
+
+
+# -- helpers ---------------------------------------------------------------------------------
+def _usage(model: ChatModel) -> dict[str, int]:
+    fn = getattr(model, "usage", None)
+    return dict(fn()) if callable(fn) else {}
+
+
+def _usage_delta(before: Mapping[str, int], after: Mapping[str, int]) -> dict[str, int]:
+    return {k: v - before.get(k, 0) for k, v in after.items() if isinstance(v, (int, float))}
+
+
+def _update_run_json(run_dir: Path, **fields: Any) -> None:
+    path = run_dir / "run.json"
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        info = {}
+    info.update(fields)
+    write_json(path, info)
+
+
+def _run_suite(cfg: EvalConfig, bench: Any, run_dir: Path) -> dict[str, Any]:
+    """Delegate a whole suite (lm-eval ``general``) that runs and scores itself."""
+    from needlework.runinfo import now, write_run_info
+
+    ensure_writable_dir(run_dir)
+    write_run_info(
+        run_dir, cfg, model=cfg.model.describe(), benchmark=bench.label(), status="running"
+    )
+    start = time.monotonic()
+    metrics = bench.run_suite(cfg.model, run_dir, cfg.limit)
+    if not isinstance(metrics, dict):
+        raise TypeError(f"{bench.label()}: run_suite() must return the metrics dict")
+    write_json(run_dir / "metrics.json", metrics)
+    _update_run_json(
+        run_dir, status="complete", finished=now(), elapsed_s=round(time.monotonic() - start, 3)
+    )
+    return metrics

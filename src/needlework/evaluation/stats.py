@@ -1,0 +1,109 @@
+"""Confidence intervals for benchmark scores (pure functions, seeded, numpy only).
+
+* ``mean_ci`` — 95% interval of a mean: Wilson score interval when every value is 0 or 1 (exact
+  match, accuracy: well behaved near 0 and 1 and for small n, unlike the normal approximation),
+  percentile bootstrap otherwise.
+* ``paired_bootstrap`` — difference of two models' means on the *same* samples, resampling sample
+  indices jointly (the right test for "finetuned vs base on the same prompts").
+* ``mean_and_spread`` — across training seeds: mean and sample standard deviation.
+
+Random resampling uses ``numpy.random.default_rng(seed)`` (an explicit generator, never the global
+state), so every interval is reproducible.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+Z95 = 1.959963984540054  # two-sided 95% normal quantile
+_CHUNK = 500  # bootstrap resamples drawn at once (bounds memory for large n)
+
+
+def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval for ``successes`` out of ``n`` (Wilson 1927)."""
+    if n <= 0:
+        raise ValueError("wilson_interval: n must be >= 1")
+    if not 0 <= successes <= n:
+        raise ValueError(f"wilson_interval: successes must be in [0, {n}], got {successes}")
+    p = successes / n
+    denom = 1 + z * z / n
+    center = (p + z * z / (2 * n)) / denom
+    half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    lo = 0.0 if successes == 0 else max(0.0, center - half)  # exact ends, no rounding slop
+    hi = 1.0 if successes == n else min(1.0, center + half)
+    return lo, hi
+
+
+def _floats(values: Sequence[float], name: str) -> list[float]:
+    out = [float(v) for v in values]
+    if not out:
+        raise ValueError(f"{name}: no values")
+    if any(math.isnan(v) for v in out):
+        raise ValueError(f"{name}: NaN among the values")
+    return out
+
+
+def mean_ci(
+    values: Sequence[float], *, n_boot: int = 2000, seed: int = 0
+) -> tuple[float, float, float]:
+    """``(mean, lo, hi)``: Wilson for 0/1 values, else a seeded percentile bootstrap."""
+    vals = _floats(values, "mean_ci")
+    mean = sum(vals) / len(vals)
+    if all(v in (0.0, 1.0) for v in vals):
+        lo, hi = wilson_interval(int(sum(vals)), len(vals))
+        return mean, lo, hi
+    if len(set(vals)) == 1:
+        return mean, mean, mean
+    import numpy as np
+
+    arr = np.asarray(vals, dtype=np.float64)
+    boot = _bootstrap_means(arr[None, :], n_boot, seed)[0]
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return mean, float(lo), float(hi)
+
+
+def paired_bootstrap(
+    a: Sequence[float], b: Sequence[float], *, n: int = 10000, seed: int = 0
+) -> tuple[float, float, float]:
+    """``(mean(a) - mean(b), lo, hi)``: 95% percentile bootstrap over aligned samples."""
+    va, vb = _floats(a, "paired_bootstrap"), _floats(b, "paired_bootstrap")
+    if len(va) != len(vb):
+        raise ValueError(
+            f"paired_bootstrap: a and b must be aligned, got {len(va)} and {len(vb)} values"
+        )
+    import numpy as np
+
+    diff = np.asarray(va, dtype=np.float64) - np.asarray(vb, dtype=np.float64)
+    delta = float(diff.mean())
+    if np.all(diff == diff[0]):
+        return delta, delta, delta
+    boot = _bootstrap_means(diff[None, :], n, seed)[0]
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return delta, float(lo), float(hi)
+
+
+def _bootstrap_means(rows, n_boot: int, seed: int):
+    """Means of ``n_boot`` resamples (with replacement) of each row of ``rows``."""
+    import numpy as np
+
+    if n_boot < 1:
+        raise ValueError("bootstrap: n_boot must be >= 1")
+    rng = np.random.default_rng(seed)
+    size = rows.shape[1]
+    out = np.empty((rows.shape[0], n_boot))
+    for start in range(0, n_boot, _CHUNK):
+        k = min(_CHUNK, n_boot - start)
+        idx = rng.integers(0, size, size=(k, size))
+        out[:, start : start + k] = rows[:, idx].mean(axis=-1)
+    return out
+
+
+def mean_and_spread(seed_values: Sequence[float]) -> tuple[float, float]:
+    """``(mean, std)`` across seeds; std is the sample standard deviation (0.0 for one seed)."""
+    vals = _floats(seed_values, "mean_and_spread")
+    mean = sum(vals) / len(vals)
+    if len(vals) == 1:
+        return mean, 0.0
+    var = sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)
+    return mean, math.sqrt(var)

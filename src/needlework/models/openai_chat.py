@@ -1,0 +1,287 @@
+"""Any OpenAI-compatible chat endpoint: OpenAI itself, ``vllm serve``, llama.cpp, Ollama, ...
+
+Run:  OPENAI_API_KEY=... needlework eval --model openai:gpt-3.5-turbo-1106 --benchmark flenqa
+
+Many requests are in flight at once (a thread pool of ``concurrency``); decoding is greedy
+(``temperature=0``). Retries are ours, not the SDK's (its client gets ``max_retries=0``): bounded
+(``max_retries``), capped exponential back-off with jitter from a seeded rng, honouring a server's
+``Retry-After``, on 429 / 408 / 409 / 5xx / timeouts / connection errors. A wrong key (401/403),
+an unknown model (404) or a bad request (400) fail at once with one line; a context-length 400 is
+reported as a too-long prompt. Token usage is counted for ``run.json``.
+
+API key: read from the environment variable ``api_key_env``, never from the config. It is
+required for the OpenAI API (``base_url`` unset). For another server it is optional: local
+servers (``vllm serve`` without ``--api-key``, llama.cpp, Ollama) need none, and a server that does
+answers 401, which names the variable to set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+from needlework.errors import UserError
+from needlework.models.base import PromptTooLongError, validate_conversations
+from needlework.records import Message
+from needlework.registry import backends
+
+OPENAI_URL = "https://api.openai.com/v1"
+RETRY_STATUS = {408, 409, 429}
+_CONTEXT_MARKERS = (
+    "context_length_exceeded",
+    "maximum context length",
+    "context length",
+    "too many tokens",
+    "prompt is too long",
+)
+
+
+@backends.register("openai")
+@dataclass(frozen=True)
+class OpenAIChat:
+    """An OpenAI-compatible /v1/chat/completions endpoint, many requests in flight."""
+
+    model: str
+    """Model name as the server knows it (e.g. gpt-3.5-turbo-1106, ft:..., a vllm serve path)."""
+    base_url: str | None = None
+    """Server root ending in /v1 (e.g. http://127.0.0.1:8000/v1); None is api.openai.com."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Environment variable holding the API key (never put keys in configs)."""
+    concurrency: int = 16
+    """Requests in flight at once."""
+    max_retries: int = 5
+    """Retries per request after the first attempt (429/5xx/timeouts/connection errors)."""
+    timeout_s: float = 60.0
+    """Per-request timeout in seconds."""
+    backoff_base_s: float = 1.0
+    """First retry waits about this long; each next one twice as long (with jitter)."""
+    backoff_max_s: float = 30.0
+    """Cap on one back-off wait (also caps a server's Retry-After)."""
+    seed: int = 0
+    """Seed of the back-off jitter."""
+    max_tokens_param: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
+    """Request field for the answer budget (newer OpenAI models want max_completion_tokens)."""
+    _state: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.model.strip():
+            raise ValueError("model: expected a model name")
+        if self.base_url is not None and urlparse(self.base_url).scheme not in ("http", "https"):
+            raise ValueError(f"base_url: expected an http(s) URL, got {self.base_url!r}")
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency: expected >= 1, got {self.concurrency}")
+        if self.max_retries < 0:
+            raise ValueError(f"max_retries: expected >= 0, got {self.max_retries}")
+        for name in ("timeout_s", "backoff_max_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}: expected > 0, got {getattr(self, name)}")
+        if self.backoff_base_s < 0:
+            raise ValueError(f"backoff_base_s: expected >= 0, got {self.backoff_base_s}")
+
+    @property
+    def url(self) -> str:
+        return (self.base_url or OPENAI_URL).rstrip("/")
+
+    def describe(self) -> str:
+        host = urlparse(self.base_url).netloc if self.base_url else ""
+        return f"openai:{self.model}" + (f"@{host}" if host else "")
+
+    def usage(self) -> dict[str, int]:
+        with self._lock():
+            return dict(self._state.get("usage", {}))
+
+    def _lock(self) -> threading.Lock:
+        return self._state.setdefault("lock", threading.Lock())
+
+    def _client(self) -> Any:
+        if "client" in self._state:
+            return self._state["client"]
+        key = os.environ.get(self.api_key_env, "")
+        if not key and self.base_url is None:
+            raise UserError(
+                f"openai: environment variable {self.api_key_env} is not set (the "
+                f"OpenAI API needs a key; for a local server set base_url)"
+            )
+        try:
+            import openai
+        except ImportError:
+            raise UserError(
+                "openai: the openai package is not installed (pip install 'needlework[openai]')"
+            ) from None
+        # Our own bounded retries with jitter; the SDK's would stack on top of them.
+        client = openai.OpenAI(
+            api_key=key or "no-key", base_url=self.url, max_retries=0, timeout=self.timeout_s
+        )
+        self._state.update(
+            client=client,
+            key_set=bool(key),
+            usage={
+                "requests": 0,
+                "prompt_tokens": 0,
+                "completion_tokens": 0,
+                "retries": 0,
+                "truncated": 0,
+            },
+        )
+        return client
+
+    # -- generation ------------------------------------------------------------------------
+    def generate(
+        self, conversations: Sequence[Sequence[Message]], *, max_new_tokens: int
+    ) -> list[str]:
+        outs: list[str] = [""] * len(conversations)
+        for i, text in self.generate_iter(conversations, max_new_tokens=max_new_tokens):
+            outs[i] = text
+        return outs
+
+    def generate_iter(
+        self, conversations: Sequence[Sequence[Message]], *, max_new_tokens: int
+    ) -> Iterator[tuple[int, str]]:
+        """Yield ``(index, text)`` as requests finish; on an error, finished ones still come
+        out (nothing done is lost), requests not yet sent are cancelled, then it raises."""
+        validate_conversations(conversations)
+        if not conversations:
+            return
+        self._client()
+        pool = ThreadPoolExecutor(
+            max_workers=min(self.concurrency, len(conversations)), thread_name_prefix="openai"
+        )
+        futures: dict[Future, int] = {
+            pool.submit(self._request, i, conv, max_new_tokens): i
+            for i, conv in enumerate(conversations)
+        }
+        error: BaseException | None = None
+        pending = set(futures)
+        try:
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    if fut.cancelled():
+                        continue
+                    exc = fut.exception()
+                    if exc is None:
+                        yield futures[fut], fut.result()
+                    elif error is None:
+                        error = exc
+                        for other in pending:
+                            other.cancel()
+        finally:  # normally everything is done here; on Ctrl-C do not wait for stragglers
+            pool.shutdown(wait=False, cancel_futures=True)
+        if error is not None:
+            raise error
+
+    def _request(self, index: int, conv: Sequence[Message], max_new_tokens: int) -> str:
+        import openai
+
+        client = self._state["client"]
+        rng = random.Random(f"{self.seed}:{index}")
+        messages = [{"role": m["role"], "content": m["content"]} for m in conv]
+        last: Exception | None = None
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                time.sleep(self._backoff(attempt - 1, rng, last))
+                with self._lock():
+                    self._state["usage"]["retries"] += 1
+            try:
+                resp = client.chat.completions.create(
+                    model=self.model,
+                    messages=messages,
+                    temperature=0.0,
+                    **{self.max_tokens_param: max_new_tokens},
+                )
+            except (openai.APITimeoutError, openai.APIConnectionError) as exc:
+                last = exc
+                continue
+            except openai.APIStatusError as exc:
+                if exc.status_code in RETRY_STATUS or exc.status_code >= 500:
+                    if _error_code(exc) == "insufficient_quota":
+                        raise UserError(
+                            f"openai: {self.url}: quota exhausted (429 "
+                            f"insufficient_quota): {_message(exc)}"
+                        ) from None
+                    last = exc
+                    continue
+                raise self._fatal(index, exc, max_new_tokens) from None
+            return self._record(resp)
+        raise UserError(
+            f"openai: {self.url}: giving up after {self.max_retries + 1} attempts "
+            f"({_describe(last)})"
+        )
+
+    def _backoff(self, attempt: int, rng: random.Random, exc: Exception | None) -> float:
+        """Capped exponential back-off with 'equal jitter'; a Retry-After header is a floor."""
+        delay = min(self.backoff_max_s, self.backoff_base_s * 2**attempt)
+        delay = delay / 2 + rng.uniform(0, delay / 2)
+        response = getattr(exc, "response", None)
+        retry_after = response.headers.get("retry-after") if response is not None else None
+        with contextlib.suppress(TypeError, ValueError):  # absent or an HTTP date: ignored
+            delay = max(delay, min(self.backoff_max_s, float(retry_after)))
+        return delay
+
+    def _fatal(self, index: int, exc: Any, max_new_tokens: int) -> Exception:
+        status, msg = exc.status_code, _message(exc)
+        if status in (401, 403):
+            hint = "check the key" if self._state.get("key_set") else "it is not set"
+            return UserError(
+                f"openai: {self.url} rejected the API key from ${self.api_key_env} "
+                f"({status}; {hint}): {msg}"
+            )
+        if status == 404:
+            return UserError(
+                f"openai: {self.url}: model '{self.model}' or the chat endpoint "
+                f"was not found (404): {msg}"
+            )
+        if status in (400, 413, 422) and any(m in msg.lower() for m in _CONTEXT_MARKERS):
+            return PromptTooLongError(
+                [(index, None)],
+                limit=None,
+                max_new_tokens=max_new_tokens,
+                model=self.describe(),
+                detail=msg,
+            )
+        return UserError(f"openai: {self.url} rejected the request ({status}): {msg}")
+
+    def _record(self, resp: Any) -> str:
+        choice = resp.choices[0] if resp.choices else None
+        text = (choice.message.content if choice is not None else None) or ""
+        usage = getattr(resp, "usage", None)
+        with self._lock():
+            u = self._state["usage"]
+            u["requests"] += 1
+            u["prompt_tokens"] += int(getattr(usage, "prompt_tokens", 0) or 0)
+            u["completion_tokens"] += int(getattr(usage, "completion_tokens", 0) or 0)
+            u["truncated"] += int(getattr(choice, "finish_reason", None) == "length")
+        return text
+
+
+def _message(exc: Any) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict) and err.get("message"):
+            return " ".join(str(err["message"]).split())[:300]
+        if isinstance(err, str):
+            return err[:300]
+    return " ".join(str(getattr(exc, "message", exc)).split())[:300]
+
+
+def _error_code(exc: Any) -> str | None:
+    body = getattr(exc, "body", None)
+    err = body.get("error", body) if isinstance(body, dict) else None
+    return err.get("code") if isinstance(err, dict) else getattr(exc, "code", None)
+
+
+def _describe(exc: Exception | None) -> str:
+    if exc is None:
+        return "no attempt made"
+    status = getattr(exc, "status_code", None)
+    name = type(exc).__name__
+    return f"{name} {status}: {_message(exc)}" if status else f"{name}: {_message(exc)}"

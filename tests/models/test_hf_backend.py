@@ -1,0 +1,206 @@
+"""The ``hf`` backend on tiny local models: batching never changes the tokens, prompts are never
+truncated, adapters load, errors are one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("transformers")
+
+from needlework.errors import UserError  # noqa: E402
+from needlework.models import PromptTooLongError, load_backend  # noqa: E402
+from needlework.models.hf import HF  # noqa: E402
+
+PROMPTS = [
+    "hi",
+    "What is the value of key 42 in the dictionary below?",
+    "a b c d e f g h",
+    "The quick brown fox jumps over the lazy dog. " * 3,
+    "0123456789",
+    "Tell me a story about a needle in a haystack, please.",
+    "x",
+]
+CONVS = [[{"role": "user", "content": p}] for p in PROMPTS]
+
+
+@pytest.fixture(scope="module")
+def varied_checkpoint(tmp_path_factory) -> Path:
+    """The tiny model with large random weights, so outputs depend on the prompt (the default
+    small init answers the same character to everything, which would make equality tests
+    meaningless)."""
+    import torch
+
+    from needlework.models.tiny import build_char_tokenizer, build_tiny_model
+
+    out = tmp_path_factory.mktemp("varied") / "model"
+    tok = build_char_tokenizer()
+    model = build_tiny_model(tok)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0, 0.3, generator=gen)
+    model.save_pretrained(str(out))
+    tok.save_pretrained(str(out))
+    return out
+
+
+def reference(path: Path, convs, max_new_tokens: int) -> list[str]:
+    """One prompt at a time, unpadded, straight through transformers (the textbook way)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(path))
+    model = AutoModelForCausalLM.from_pretrained(str(path)).eval()
+    outs = []
+    for conv in convs:
+        ids = tok.apply_chat_template(conv, add_generation_prompt=True, return_dict=False)
+        with torch.inference_mode():
+            out = model.generate(
+                torch.tensor([ids]),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                eos_token_id=tok.eos_token_id,
+                pad_token_id=tok.pad_token_id,
+            )
+        new = out[0, len(ids) :].tolist()
+        if tok.eos_token_id in new:
+            new = new[: new.index(tok.eos_token_id)]
+        outs.append(tok.decode(new, skip_special_tokens=True))
+    return outs
+
+
+@pytest.mark.parametrize("fast_prefill", [True, False], ids=["right-prefill", "left-padded"])
+def test_batched_generation_equals_one_at_a_time(varied_checkpoint, fast_prefill):
+    ref = reference(varied_checkpoint, CONVS, 10)
+    assert len(set(ref)) > 3, "outputs should depend on the prompt"
+    model = HF(path=str(varied_checkpoint), batch_size=3, fast_prefill=fast_prefill)
+    assert model.generate(CONVS, max_new_tokens=10) == ref
+    assert model._state["fast"] is fast_prefill
+    # reversed input -> reversed output: order is restored after length sorting
+    assert model.generate(CONVS[::-1], max_new_tokens=10) == ref[::-1]
+    usage = model.usage()
+    assert usage["requests"] == 2 * len(CONVS) and usage["batches"] == 2 * 3
+    assert 0 < usage["completion_tokens"] <= 2 * 10 * len(CONVS)
+
+
+def test_equality_check_is_sensitive_to_broken_padding(varied_checkpoint):
+    """Attending to the pads (mask of ones) changes the tokens: the test above can fail."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(varied_checkpoint))
+    model = AutoModelForCausalLM.from_pretrained(str(varied_checkpoint)).eval()
+    ids = [tok.apply_chat_template(c, add_generation_prompt=True, return_dict=False) for c in CONVS]
+    width = max(map(len, ids))
+    batch = torch.tensor([[tok.pad_token_id] * (width - len(x)) + x for x in ids])
+    with torch.inference_mode():
+        out = model.generate(batch, attention_mask=torch.ones_like(batch), max_new_tokens=10,
+                             do_sample=False, pad_token_id=tok.pad_token_id,
+                             eos_token_id=tok.eos_token_id)
+    broken = [tok.decode(r, skip_special_tokens=True) for r in out[:, width:].tolist()]
+    ref = reference(varied_checkpoint, CONVS, 10)
+    assert sum(b[: len(r)] != r for b, r in zip(broken, ref)) >= 2
+
+
+def test_prompt_too_long_is_an_error_not_a_truncation(tiny_checkpoint):
+    model = HF(path=str(tiny_checkpoint), max_context_tokens=60)
+    short = [{"role": "user", "content": "ok"}]
+    long = [{"role": "user", "content": "y" * 100}]
+    with pytest.raises(PromptTooLongError) as info:
+        model.generate([short, long, short, long], max_new_tokens=8)
+    err = info.value
+    assert [i for i, _ in err.items] == [1, 3] and err.limit == 60
+    msg = str(err)
+    assert "\n" not in msg and "prompt #1 has" in msg and "60-token context" in msg
+    assert "(and 1 more)" in msg and "never truncated" in msg
+    assert model.usage()["requests"] == 0  # nothing generated before the check
+    # prompt + max_new_tokens is what must fit
+    n = err.items[0][1]
+    assert n is not None and n > 60
+    fits = HF(path=str(tiny_checkpoint), max_context_tokens=n + 4)
+    with pytest.raises(PromptTooLongError):
+        fits.generate([long], max_new_tokens=5)
+    assert len(fits.generate([long], max_new_tokens=4)) == 1
+
+
+def test_default_context_is_the_models(tiny_checkpoint):
+    model = HF(path=str(tiny_checkpoint))
+    model.generate([[{"role": "user", "content": "hi"}]], max_new_tokens=2)
+    assert model._state["limit"] == 8192  # max_position_embeddings of the tiny config
+
+
+def test_lora_adapter_is_applied(varied_checkpoint, tmp_path):
+    pytest.importorskip("peft")
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(str(varied_checkpoint))
+    torch.manual_seed(0)
+    peft_model = get_peft_model(
+        base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"],
+                         init_lora_weights=False, task_type="CAUSAL_LM"))
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_" in name:
+                p.mul_(20)  # a visible change
+    peft_model.save_pretrained(str(tmp_path / "adapter"))
+    merged_dir = tmp_path / "merged"
+    peft_model.merge_and_unload().save_pretrained(str(merged_dir))
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(str(varied_checkpoint)).save_pretrained(str(merged_dir))
+
+    with_adapter = load_backend({"backend": "hf", "path": str(varied_checkpoint),
+                                 "adapter": str(tmp_path / "adapter")})
+    assert with_adapter.describe() == "hf:model+" + f"{tmp_path.name}/adapter"
+    outs = with_adapter.generate(CONVS, max_new_tokens=8)
+    assert outs == reference(merged_dir, CONVS, 8)
+    assert outs != reference(varied_checkpoint, CONVS, 8)
+
+
+def test_load_errors_are_one_line(tmp_path, tiny_checkpoint):
+    with pytest.raises(UserError, match="model folder not found"):
+        HF(path=str(tmp_path / "nope")).generate([[{"role": "user", "content": "x"}]],
+                                                  max_new_tokens=1)
+    with pytest.raises(UserError, match="no adapter_config.json"):
+        HF(path=str(tiny_checkpoint), adapter=str(tmp_path)).generate(
+            [[{"role": "user", "content": "x"}]], max_new_tokens=1)
+    with pytest.raises(UserError, match=r"conversation #1: expected a non-empty list"):
+        HF(path=str(tiny_checkpoint)).generate([[{"role": "user", "content": "x"}], []],
+                                               max_new_tokens=1)
+    with pytest.raises(UserError, match=r"message #0: expected"):
+        HF(path=str(tiny_checkpoint)).generate([[{"role": "user"}]], max_new_tokens=1)
+
+
+def test_missing_chat_template_is_an_error(tmp_path, tiny_checkpoint):
+    import shutil
+
+    bare = tmp_path / "bare"
+    shutil.copytree(tiny_checkpoint, bare)
+    (bare / "chat_template.jinja").unlink(missing_ok=True)
+    import json
+
+    cfg_path = bare / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg.pop("chat_template", None)
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(UserError, match="has no chat template"):
+        HF(path=str(bare)).generate([[{"role": "user", "content": "x"}]], max_new_tokens=1)
+
+
+@pytest.mark.parametrize(
+    "kwargs, needle",
+    [
+        ({"path": ""}, "path: expected"),
+        ({"path": "m", "dtype": "fp8"}, "dtype: expected one of"),
+        ({"path": "m", "batch_size": 0}, "batch_size: expected >= 1"),
+        ({"path": "m", "max_context_tokens": 0}, "max_context_tokens"),
+    ],
+)
+def test_field_validation(kwargs, needle):
+    with pytest.raises(ValueError, match=needle):
+        HF(**kwargs)
