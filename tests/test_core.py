@@ -124,3 +124,14 @@ def test_atomic_write_respects_umask(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert target.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_overrides_index_lists():
+    from needlework.config import apply_overrides
+
+    data = {"benchmarks": [{"name": "a"}, {"name": "b", "limit": 1}]}
+    out = apply_overrides(data, ["benchmarks.1.limit=5", "benchmarks.0.tag=x"])
+    assert out["benchmarks"] == [{"name": "a", "tag": "x"}, {"name": "b", "limit": 5}]
+    assert data["benchmarks"][1]["limit"] == 1
+    with pytest.raises(ConfigError, match="not an index"):
+        apply_overrides(data, ["benchmarks.7.limit=5"])

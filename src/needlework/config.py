@@ -64,17 +64,27 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
     out = copy.deepcopy(data)
     for text in overrides:
         keys, value = parse_override(text)
-        node = out
-        for k in keys[:-1]:
-            child = node.get(k)
+        node: Any = out
+        for depth, k in enumerate(keys):
+            last = depth == len(keys) - 1
+            if isinstance(node, list):  # `benchmarks.0.limit=5` indexes a list
+                if not k.isdigit() or int(k) >= len(node):
+                    raise ConfigError(f"override '{text}': '{k}' is not an index of a list of "
+                                      f"{len(node)} items")
+                k = int(k)
+                child = node[k]
+            else:
+                child = node.get(k)
+            if last:
+                node[k] = value
+                break
             if isinstance(child, str):  # a unit given by name only: `generator: simple_dict_kv`
                 child = {"name": child}
                 node[k] = child
-            elif not isinstance(child, dict):
+            elif not isinstance(child, (dict, list)):
                 child = {}
                 node[k] = child
             node = child
-        node[keys[-1]] = value
     return out
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -25,7 +25,7 @@ from needlework.registry import backends
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """A dataset to generate: a generate config plus overrides (``out_dir`` is set by the recipe)."""
+    """A dataset to generate: a generate config and overrides (the recipe sets ``out_dir``)."""
 
     config: Path
     """A ``needlework generate`` config file."""
@@ -75,6 +75,10 @@ class RecipeConfig:
     """Also evaluate the untrained base model (the "before" of every comparison)."""
     report: bool = True
     """Write ``report/`` at the end."""
+    tiny_base: str | None = None
+    """CPU demos/tests: build this tiny random model (``tiny:llama-h128-l2-a4``) at
+    ``{out_dir}/base_model`` first, so the base evaluation and every variant start from the same
+    weights."""
 
     def __post_init__(self) -> None:
         names = [v.name for v in self.variants]
@@ -107,7 +111,7 @@ def _expand(value: Any, mapping: dict[str, str]) -> Any:
     return value
 
 
-def plan(recipe: RecipeConfig, source: str = "<recipe>") -> list[Step]:
+def plan(recipe: RecipeConfig) -> list[Step]:
     """The ordered steps of an experiment; pure apart from reading config files."""
     from needlework.config import apply_overrides
 
@@ -115,30 +119,37 @@ def plan(recipe: RecipeConfig, source: str = "<recipe>") -> list[Step]:
     subst = {"out_dir": str(out)}
     steps: list[Step] = []
 
+    if recipe.tiny_base:
+        steps.append(_tiny_base_step(recipe.tiny_base, out / "base_model"))
     for name, spec in recipe.datasets.items():
         steps.append(_generate_step(name, spec, out / "data" / name))
 
-    models: list[tuple[str, int | None, Callable[[], dict[str, Any]], Path]] = []
+    eval_data = _expand(apply_overrides(read_yaml(recipe.eval_config), recipe.eval_overrides),
+                        subst)
     base = to_dict(recipe.base_model)
     if recipe.evaluate_base:
-        models.append(("base", None, lambda: base, out / "eval" / "base"))
+        steps.append(_eval_step(eval_data, "base", None, lambda: base, out / "eval" / "base"))
     for variant in recipe.variants:
         for seed in variant.seeds:
             run_dir = out / "train" / variant.name / f"seed{seed}"
             data = out / "data" / variant.dataset / f"seed{seed}" / "train.jsonl"
             steps.append(_train_step(variant, seed, data, run_dir))
-            models.append((variant.name, seed, _trained_model(base, run_dir),
-                           out / "eval" / variant.name / f"seed{seed}"))
-
-    eval_data = _expand(apply_overrides(read_yaml(recipe.eval_config),
-                                        _expand(recipe.eval_overrides, subst)), subst)
-    for variant, seed, model, eval_dir in models:
-        steps.append(_eval_step(eval_data, str(recipe.eval_config), variant, seed, model,
-                                eval_dir))
+            steps.append(_eval_step(eval_data, variant.name, seed, _trained_model(base, run_dir),
+                                    out / "eval" / variant.name / f"seed{seed}"))
     if recipe.report:
         steps.append(Step(f"report -> {out / 'report'}", lambda: False,
                           lambda: _report([out / "eval", out / "train"], out / "report")))
     return steps
+
+
+def _tiny_base_step(spec: str, target: Path) -> Step:
+    def run() -> None:
+        from needlework.models.tiny import build_tiny_checkpoint
+        from needlework.training.sft_run import build_once, tiny_kwargs
+
+        build_once(target, lambda out: build_tiny_checkpoint(out, seed=0, **tiny_kwargs(spec)))
+
+    return Step(f"build {spec} -> {target}", lambda: (target / "config.json").is_file(), run)
 
 
 def _generate_step(name: str, spec: DatasetSpec, out_dir: Path) -> Step:
@@ -179,7 +190,7 @@ def _trained_model(base: dict[str, Any], run_dir: Path) -> Callable[[], dict[str
     return spec
 
 
-def _eval_step(eval_data: dict[str, Any], source: str, variant: str, seed: int | None,
+def _eval_step(eval_data: dict[str, Any], variant: str, seed: int | None,
                model: Callable[[], dict[str, Any]], eval_dir: Path) -> Step:
     from needlework.evaluation.runner import EvalConfig
 
@@ -210,14 +221,22 @@ def _report(paths: list[Path], out_dir: Path) -> None:
     report([p for p in paths if p.is_dir()], out_dir)
 
 
-def run_recipe(path: str | Path, overrides: list[str] = (), *, dry_run: bool = False,
+def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> RecipeConfig:
+    """Load a recipe; ``{out_dir}`` anywhere in its strings becomes the experiment folder."""
+    from needlework.config import apply_overrides
+
+    data = apply_overrides(read_yaml(path), list(overrides))
+    out_dir = data.get("out_dir")
+    if not isinstance(out_dir, str) or not out_dir:
+        raise ConfigError("is required: the experiment folder", source=str(path), field="out_dir")
+    return load_config(RecipeConfig, path, data=_expand(data, {"out_dir": out_dir}))
+
+
+def run_recipe(path: str | Path, overrides: Sequence[str] = (), *, dry_run: bool = False,
                echo: Callable[[str], None] = print) -> Path:
     """Run (or, with ``dry_run``, list) every step of a recipe; returns the experiment folder."""
-    recipe = load_config(RecipeConfig, path, list(overrides))
-    try:
-        steps = plan(recipe, str(path))
-    except ConfigError:
-        raise
+    recipe = load_recipe(path, overrides)
+    steps = plan(recipe)
     for i, step in enumerate(steps, 1):
         done = step.done()
         tag = "done, skipped" if done else ("would run" if dry_run else "running")

@@ -231,3 +231,33 @@ def test_log_likelihood_tasks_refuse_chat_models(data_dir):
             limit=1,
             task_manager=manager,
         )
+
+
+def test_runner_delegates_to_run_suite(data_dir, tmp_path):
+    """`needlework eval` path: the runner writes run info, the suite writes its results."""
+    from needlework.config import load_config
+    from needlework.evaluation.runner import EvalConfig, evaluate
+
+    cfg = load_config(
+        EvalConfig,
+        data={
+            "model": {"name": "scripted", "mode": "constant", "text": "(A)"},
+            "benchmarks": [
+                {"name": "general", "tasks": ["hellaswag", "nq_open"], "data_dir": data_dir}
+            ],
+            "out_dir": str(tmp_path),
+            "limit": 3,
+        },
+    )
+    (run,) = evaluate(cfg, progress=False)
+    assert run == tmp_path / "general_hellaswag_nq_open"
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "complete" and info["benchmark"] == run.name
+    rows = check_run(
+        run, json.loads((run / "metrics.json").read_text()), {"hellaswag_gen": 3, "nq_open": 3}
+    )
+    assert rows[0]["output"] == "(A)"
+    _, hs = gold_letters(data_dir, 3)
+    got = json.loads((run / "metrics.json").read_text())["metrics"]
+    assert got["hellaswag_gen/exact_match,letter"]["mean"] == hs.count("A") / 3
+    assert got["nq_open/exact_match,remove_whitespace"]["mean"] == 0.0

@@ -29,7 +29,8 @@ def test_two_process_launch_writes_one_consistent_run(tmp_path):
         "          per_device_batch_size: 4, global_batch_size: 16, logging_steps: 1,\n"
         f"          save_steps: 2, learning_rate: 1.0e-3}}\ntrain_path: {data}\nout_dir: {run}\n"
     )
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    # CPU processes (gloo) even on a GPU machine: two ranks cannot share one GPU.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
     proc = subprocess.run(
         [
             sys.executable,

@@ -230,9 +230,8 @@ def test_padding_free_batches_give_the_same_loss_as_padded_ones(tmp_path, tiny_c
             model_path=str(tiny_checkpoint),
             padding_free=mode == "padding_free",
         )
-        batch = next(
-            iter(prepare(cfg.trainer, cfg, tmp_path / mode, rows).trainer.get_train_dataloader())
-        )
+        loader = prepare(cfg.trainer, cfg, tmp_path / mode, rows).trainer.get_train_dataloader()
+        batch = {k: v.cpu() if hasattr(v, "cpu") else v for k, v in next(iter(loader)).items()}
         if mode == "padding_free":
             assert batch["input_ids"].shape[0] == 1 and "attention_mask" not in batch
         with torch.no_grad():  # use_cache=False as TRL's compute_loss sets it

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -140,6 +141,19 @@ def test_a_failed_job_is_a_one_line_error(tmp_path, server):
 def test_polling_gives_up_after_max_wait_and_says_how_to_resume(tmp_path, server):
     with pytest.raises(UserError, match="still running after .*--resume"):
         train(config(tmp_path, server.base_url, max_wait_s=0))
+
+
+def test_token_counts_with_the_real_gpt35_tokenizer(tmp_path, server):
+    path = Path(__file__).resolve().parents[3] / "shared/data/tokenizers/cl100k_base.tiktoken"
+    if not path.is_file():
+        pytest.skip(f"{path} not present (CI and dev machines have ../shared/data)")
+    run = train(config(tmp_path, server.base_url, token_counter=f"tiktoken:cl100k_base@{path}"))
+    report = json.loads((run / "openai_validation.json").read_text())
+    rows = [json.loads(x) for x in (run / "train.openai.jsonl").read_text().splitlines()]
+    chars = sum(len(m["content"]) for r in rows for m in r["messages"])
+    # cl100k merges words and up to 3 digits per token: well under one token per character
+    assert 0 < report["total_tokens"] < 0.7 * chars
+    assert report["token_counter"].startswith("tiktoken:cl100k_base@")
 
 
 def test_local_validation_runs_before_upload(tmp_path, server):

@@ -49,14 +49,14 @@ class Scripted:
         answers: Sequence[Sequence[str]] | None = None,
     ) -> list[str]:
         validate_conversations(conversations)
+        if self.mode == "gold" and (answers is None or len(answers) != len(conversations)):
+            raise UserError(
+                "scripted: mode 'gold' needs each sample's answers; use it "
+                "through the evaluation runner (or pass answers=)"
+            )
         self._calls.append(len(conversations))
         if self.mode == "gold":
-            if answers is None or len(answers) != len(conversations):
-                raise UserError(
-                    "scripted: mode 'gold' needs each sample's answers; use it "
-                    "through the evaluation runner (or pass answers=)"
-                )
-            return [a[0] if a else "" for a in answers]
+            return [a[0] if a else "" for a in answers or []]
         if self.mode == "constant":
             return [self.text for _ in conversations]
         last = [conv[-1]["content"] for conv in conversations]

@@ -1,0 +1,121 @@
+"""Interrupted runs: finished predictions survive a crash, a rerun does only what is missing,
+and the final files equal those of an uninterrupted run; unsafe resumes are refused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from tests.evaluation import runner_units
+
+from needlework.config import load_config
+from needlework.errors import DataError, UserError
+from needlework.evaluation.runner import EvalConfig, evaluate
+
+
+@pytest.fixture(autouse=True)
+def _units():
+    with runner_units.registered():
+        yield
+
+
+def cfg_for(out: Path, model=None, bench=None, **extra) -> EvalConfig:
+    return load_config(
+        EvalConfig,
+        data={
+            "model": model or {"name": "nw_test_calculator"},
+            "benchmarks": [bench or "nw_test_arith"],
+            "out_dir": str(out),
+            **extra,
+        },
+    )
+
+
+def ids(path: Path) -> list[str]:
+    return [json.loads(line)["id"] for line in path.read_text().splitlines()]
+
+
+def test_crash_then_resume_loses_nothing_and_redoes_nothing(tmp_path):
+    cfg = cfg_for(tmp_path / "a")
+    runner_units.CRASH["after"] = 5
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        evaluate(cfg, progress=False)
+    run = tmp_path / "a" / "nw_test_arith"
+    assert ids(run / "predictions.jsonl") == [f"arith-{i}" for i in range(5)]
+    assert not (run / "metrics.json").exists()
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "interrupted" and "simulated crash" in info["error"]
+
+    runner_units.CRASH["after"] = None
+    runner_units.CALLS.clear()
+    evaluate(cfg, progress=False)
+    (prompts,) = runner_units.CALLS  # one call with only the 7 missing samples
+    assert prompts == [f"What is {i} + {i}?" for i in range(5, 12)]
+    assert ids(run / "predictions.jsonl") == [f"arith-{i}" for i in range(12)]  # no dupes
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "complete" and info["resumed_with"] == 5
+
+    fresh = tmp_path / "b"
+    evaluate(cfg_for(fresh), progress=False)
+    for name in ("predictions.jsonl", "metrics.json"):
+        assert (run / name).read_bytes() == (fresh / "nw_test_arith" / name).read_bytes()
+
+
+def test_half_written_last_line_is_dropped(tmp_path, caplog):
+    cfg = cfg_for(tmp_path)
+    runner_units.CRASH["after"] = 3
+    with pytest.raises(RuntimeError):
+        evaluate(cfg, progress=False)
+    pred = tmp_path / "nw_test_arith" / "predictions.jsonl"
+    with pred.open("a") as fh:
+        fh.write('{"id": "arith-3", "benchmark": "nw_te')  # killed mid-write
+    runner_units.CRASH["after"] = None
+    evaluate(cfg, progress=False)
+    assert ids(pred) == [f"arith-{i}" for i in range(12)]
+    assert "incomplete last line" in caplog.text
+
+
+def test_growing_the_limit_continues_the_run(tmp_path):
+    evaluate(cfg_for(tmp_path, limit=4), progress=False)
+    runner_units.CALLS.clear()
+    evaluate(cfg_for(tmp_path, limit=10), progress=False)
+    assert len(runner_units.CALLS[0]) == 6
+    m = json.loads((tmp_path / "nw_test_arith" / "metrics.json").read_text())
+    assert m["n"] == 10
+
+
+def test_changed_prompt_is_refused(tmp_path):
+    evaluate(cfg_for(tmp_path, limit=3), progress=False)
+    changed = {"name": "nw_test_arith", "prompt_style": "polite"}
+    with pytest.raises(UserError, match="different benchmarks"):
+        evaluate(cfg_for(tmp_path, bench=changed, limit=3), progress=False)
+    (tmp_path / "nw_test_arith" / "config.yaml").unlink()  # even without the config...
+    with pytest.raises(UserError) as info:
+        evaluate(cfg_for(tmp_path, bench=changed, limit=3), progress=False)
+    assert "sample 'arith-0' was made from a different prompt" in str(info.value)
+
+
+def test_other_model_is_refused_but_throughput_knobs_may_change(tmp_path):
+    evaluate(cfg_for(tmp_path, limit=3), progress=False)
+    with pytest.raises(UserError, match="different model"):
+        evaluate(
+            cfg_for(tmp_path, model={"name": "scripted", "mode": "gold"}, limit=3), progress=False
+        )
+    evaluate(
+        cfg_for(tmp_path, model={"name": "nw_test_calculator", "batch_size": 32}, limit=5),
+        progress=False,
+    )
+    assert len(ids(tmp_path / "nw_test_arith" / "predictions.jsonl")) == 5
+
+
+def test_corrupt_predictions_file_is_a_clear_error(tmp_path):
+    evaluate(cfg_for(tmp_path, limit=3), progress=False)
+    pred = tmp_path / "nw_test_arith" / "predictions.jsonl"
+    lines = pred.read_text().splitlines()
+    pred.write_text(lines[0] + "\nnot json\n" + lines[1] + "\n")
+    with pytest.raises(DataError, match=r"predictions.jsonl:2: invalid JSON"):
+        evaluate(cfg_for(tmp_path, limit=3), progress=False)
+    pred.write_text(json.dumps({"id": "arith-0", "output": "0"}) + "\n")
+    with pytest.raises(DataError, match="field 'prompt_sha256' missing"):
+        evaluate(cfg_for(tmp_path, limit=3), progress=False)

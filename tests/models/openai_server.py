@@ -1,0 +1,133 @@
+"""A tiny OpenAI-compatible /v1/chat/completions server on 127.0.0.1 for tests.
+
+The last user message picks the behaviour, so concurrent requests stay independent:
+``RATE_LIMIT_ONCE`` (429 with Retry-After: 0, then OK), ``ERROR_500_ONCE``, ``SLOW_ONCE`` (first
+answer after ``slow_s``, longer than the client's timeout), ``ALWAYS_500``, ``TOO_LONG`` (400
+context_length_exceeded), ``BAD_REQUEST`` (400), ``QUOTA`` (429 insufficient_quota); anything else
+is answered ``echo: <content>`` after ``delay_s``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+class FakeOpenAI:
+    def __init__(self, api_key: str | None = "sk-test", delay_s: float = 0.0, slow_s: float = 1.0):
+        self.api_key, self.delay_s, self.slow_s = api_key, delay_s, slow_s
+        self.bodies: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        self.attempts: Counter[str] = Counter()
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body go out as separate writes
+
+            def log_message(self, *args: Any) -> None:  # keep test output clean
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802 (http.server naming)
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with server.lock:
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                try:
+                    status, payload, extra = server.answer(
+                        self.path, {k.lower(): v for k, v in self.headers.items()}, body
+                    )
+                    data = json.dumps(payload).encode()
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    for k, v in extra.items():
+                        self.send_header(k, v)
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (timeout test)
+                finally:
+                    with server.lock:
+                        server.in_flight -= 1
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    def __enter__(self) -> FakeOpenAI:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def answer(self, path: str, headers: dict[str, str], body: dict[str, Any]):
+        if not path.endswith("/chat/completions"):
+            return 404, _error("not found", "not_found"), {}
+        with self.lock:
+            self.bodies.append(body)
+            self.headers.append(headers)
+            content = body["messages"][-1]["content"]
+            self.attempts[content] += 1
+            n = self.attempts[content]
+        if self.api_key and headers.get("authorization") != f"Bearer {self.api_key}":
+            return 401, _error("Incorrect API key provided: sk-wr***", "invalid_api_key"), {}
+        if content.startswith("RATE_LIMIT_ONCE") and n == 1:
+            return 429, _error("Rate limit reached", "rate_limit_exceeded"), {"Retry-After": "0"}
+        if content.startswith("ERROR_500_ONCE") and n == 1:
+            return 500, _error("The server had an error", None), {}
+        if content.startswith("ALWAYS_500"):
+            return 500, _error("The server had an error", None), {}
+        if content.startswith("QUOTA"):
+            return 429, _error("You exceeded your current quota", "insufficient_quota"), {}
+        if content.startswith("TOO_LONG"):
+            msg = "This model's maximum context length is 4097 tokens. However, you requested 5000"
+            return 400, _error(msg, "context_length_exceeded"), {}
+        if content.startswith("BAD_REQUEST"):
+            return 400, _error("Invalid value for 'messages'", "invalid_value"), {}
+        if content.startswith("SLOW_ONCE") and n == 1:
+            time.sleep(self.slow_s)
+        elif self.delay_s:
+            time.sleep(self.delay_s)
+        text = f"echo: {content}"
+        return (
+            200,
+            {
+                "id": f"chatcmpl-{n}",
+                "object": "chat.completion",
+                "created": 0,
+                "model": body["model"],
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": len(content.split()),
+                    "completion_tokens": 2,
+                    "total_tokens": len(content.split()) + 2,
+                },
+            },
+            {},
+        )
+
+
+def _error(message: str, code: str | None) -> dict[str, Any]:
+    return {
+        "error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}
+    }

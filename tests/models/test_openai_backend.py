@@ -1,0 +1,188 @@
+"""The ``openai`` backend against a local OpenAI-compatible server on 127.0.0.1: retries on
+429/5xx/timeouts, one-line errors for a wrong key, an unreachable port or a bad request."""
+
+from __future__ import annotations
+
+import random
+import socket
+import time
+
+import pytest
+
+pytest.importorskip("openai")
+
+from tests.models.openai_server import FakeOpenAI  # noqa: E402
+
+from needlework.errors import UserError  # noqa: E402
+from needlework.models import PromptTooLongError, load_backend  # noqa: E402
+from needlework.models.openai_chat import OpenAIChat  # noqa: E402
+
+KEY_ENV = "NW_TEST_OPENAI_KEY"
+FAST = {"backoff_base_s": 0.01, "backoff_max_s": 0.05, "api_key_env": KEY_ENV}
+
+
+def conv(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+@pytest.fixture
+def server(monkeypatch):
+    monkeypatch.setenv(KEY_ENV, "sk-test")
+    with FakeOpenAI(api_key="sk-test") as srv:
+        yield srv
+
+
+def test_answers_in_order_with_usage_and_greedy_requests(server):
+    model = OpenAIChat(model="gpt-test", base_url=server.base_url, concurrency=4, **FAST)
+    texts = [f"question {i} " + "w " * i for i in range(20)]
+    outs = model.generate([conv(t) for t in texts], max_new_tokens=7)
+    assert outs == [f"echo: {t}" for t in texts]
+    body = server.bodies[0]
+    assert body["model"] == "gpt-test" and body["temperature"] == 0 and body["max_tokens"] == 7
+    assert server.headers[0]["authorization"] == "Bearer sk-test"
+    usage = model.usage()
+    assert usage["requests"] == 20 and usage["retries"] == 0
+    assert usage["prompt_tokens"] == sum(len(t.split()) for t in texts)
+    assert usage["completion_tokens"] == 40
+    assert model.describe() == f"openai:gpt-test@127.0.0.1:{server.port}"
+
+
+def test_requests_run_concurrently_up_to_the_limit(monkeypatch):
+    monkeypatch.setenv(KEY_ENV, "sk-test")
+    with FakeOpenAI(delay_s=0.1) as srv:
+        model = OpenAIChat(model="m", base_url=srv.base_url, concurrency=3, **FAST)
+        start = time.monotonic()
+        model.generate([conv(f"q{i}") for i in range(9)], max_new_tokens=4)
+        elapsed = time.monotonic() - start
+    assert srv.max_in_flight == 3
+    assert elapsed < 0.9 * 0.1 * 9  # far below sequential time (3 waves ~ 0.3 s)
+
+
+@pytest.mark.parametrize("trigger", ["RATE_LIMIT_ONCE", "ERROR_500_ONCE"])
+def test_retryable_status_then_success(server, trigger):
+    model = OpenAIChat(model="m", base_url=server.base_url, **FAST)
+    assert model.generate([conv(f"{trigger} x"), conv("fine")], max_new_tokens=4) == [
+        f"echo: {trigger} x",
+        "echo: fine",
+    ]
+    assert server.attempts[f"{trigger} x"] == 2 and server.attempts["fine"] == 1
+    assert model.usage()["retries"] == 1
+
+
+def test_timeout_then_success(monkeypatch):
+    monkeypatch.setenv(KEY_ENV, "sk-test")
+    with FakeOpenAI(slow_s=1.5) as srv:
+        model = OpenAIChat(model="m", base_url=srv.base_url, timeout_s=0.3, **FAST)
+        start = time.monotonic()
+        assert model.generate([conv("SLOW_ONCE z")], max_new_tokens=4) == ["echo: SLOW_ONCE z"]
+        assert time.monotonic() - start < 1.4  # did not wait for the slow answer
+        assert srv.attempts["SLOW_ONCE z"] == 2 and model.usage()["retries"] == 1
+
+
+def test_gives_up_after_bounded_retries(server):
+    model = OpenAIChat(model="m", base_url=server.base_url, max_retries=2, **FAST)
+    with pytest.raises(UserError) as info:
+        model.generate([conv("ALWAYS_500")], max_new_tokens=4)
+    assert server.attempts["ALWAYS_500"] == 3
+    msg = str(info.value)
+    assert "\n" not in msg and "giving up after 3 attempts" in msg and "500" in msg
+
+
+def test_wrong_key_fails_at_once(monkeypatch, server):
+    monkeypatch.setenv(KEY_ENV, "sk-wrong")
+    model = OpenAIChat(model="m", base_url=server.base_url, **FAST)
+    with pytest.raises(UserError) as info:
+        model.generate([conv("hello")], max_new_tokens=4)
+    msg = str(info.value)
+    assert f"rejected the API key from ${KEY_ENV} (401; check the key)" in msg
+    assert "sk-wrong" not in msg and "\n" not in msg
+    assert server.attempts["hello"] == 1  # not retried
+
+
+def test_missing_key(monkeypatch, server):
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    with pytest.raises(UserError, match=f"environment variable {KEY_ENV} is not set"):
+        OpenAIChat(model="m", **FAST).generate([conv("x")], max_new_tokens=4)
+    # another server: no key is fine unless the server asks for one, then the error says so
+    model = OpenAIChat(model="m", base_url=server.base_url, **FAST)
+    with pytest.raises(UserError, match=r"\(401; it is not set\)"):
+        model.generate([conv("x")], max_new_tokens=4)
+    with FakeOpenAI(api_key=None) as open_server:
+        model = OpenAIChat(model="m", base_url=open_server.base_url, **FAST)
+        assert model.generate([conv("x")], max_new_tokens=4) == ["echo: x"]
+
+
+def test_unreachable_endpoint_is_a_clear_error_after_bounded_retries(monkeypatch):
+    monkeypatch.setenv(KEY_ENV, "sk-test")
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    model = OpenAIChat(model="m", base_url=f"http://127.0.0.1:{port}/v1", max_retries=2, **FAST)
+    start = time.monotonic()
+    with pytest.raises(UserError) as info:
+        model.generate([conv("x")], max_new_tokens=4)
+    assert time.monotonic() - start < 5
+    msg = str(info.value)
+    assert f"127.0.0.1:{port}" in msg and "giving up after 3 attempts" in msg
+    assert "APIConnectionError" in msg and "\n" not in msg
+    assert model.usage()["retries"] == 2
+
+
+def test_context_length_error_is_a_too_long_prompt(server):
+    model = OpenAIChat(model="m", base_url=server.base_url, **FAST)
+    with pytest.raises(PromptTooLongError) as info:
+        model.generate([conv("ok"), conv("TOO_LONG please")], max_new_tokens=4)
+    assert info.value.items == [(1, None)]
+    assert "maximum context length is 4097" in str(info.value)
+    assert server.attempts["TOO_LONG please"] == 1
+
+
+def test_quota_and_bad_request_are_not_retried(server):
+    model = OpenAIChat(model="m", base_url=server.base_url, **FAST)
+    with pytest.raises(UserError, match="quota exhausted"):
+        model.generate([conv("QUOTA")], max_new_tokens=4)
+    with pytest.raises(UserError, match=r"rejected the request \(400\): Invalid value"):
+        model.generate([conv("BAD_REQUEST")], max_new_tokens=4)
+    assert server.attempts["QUOTA"] == 1 and server.attempts["BAD_REQUEST"] == 1
+
+
+def test_finished_requests_come_out_before_an_error(server):
+    model = OpenAIChat(model="m", base_url=server.base_url, concurrency=4, **FAST)
+    got = []
+    with pytest.raises(UserError, match="400"):
+        for i, _text in model.generate_iter(
+            [conv("a"), conv("b"), conv("BAD_REQUEST"), conv("c")], max_new_tokens=4
+        ):
+            got.append(i)
+    assert {0, 1, 3} <= set(got)  # all four were in flight: every success is delivered
+
+
+def test_backoff_is_capped_jittered_and_seeded():
+    model = OpenAIChat(model="m", backoff_base_s=1.0, backoff_max_s=8.0)
+    delays = [model._backoff(a, random.Random("0:1"), None) for a in range(6)]
+    for attempt, d in enumerate(delays):
+        cap = min(8.0, 2.0**attempt)
+        assert cap / 2 <= d <= cap
+    assert delays == [model._backoff(a, random.Random("0:1"), None) for a in range(6)]
+
+    class Resp:
+        headers = {"retry-after": "5"}
+
+    class Exc:
+        response = Resp()
+
+    assert model._backoff(0, random.Random(0), Exc()) == 5.0  # the server's hint is a floor
+    Resp.headers = {"retry-after": "999"}
+    assert model._backoff(0, random.Random(0), Exc()) == 8.0  # ... capped
+
+
+def test_spec_forms():
+    m = load_backend("openai:gpt-4o-mini")
+    assert isinstance(m, OpenAIChat) and m.model == "gpt-4o-mini" and m.base_url is None
+    m = load_backend("openai:ft:gpt-3.5-turbo-1106:org::abc@http://127.0.0.1:8000/v1")
+    assert m.model == "ft:gpt-3.5-turbo-1106:org::abc"
+    assert m.base_url == "http://127.0.0.1:8000/v1"
+    with pytest.raises(UserError, match="base_url.: expected an http"):
+        load_backend({"name": "openai", "model": "m", "base_url": "127.0.0.1:8000"})
+    with pytest.raises(UserError, match="concurrency"):
+        load_backend({"name": "openai", "model": "m", "concurrency": 0})
