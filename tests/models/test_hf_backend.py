@@ -77,7 +77,7 @@ def reference(path: Path, convs, max_new_tokens: int) -> list[str]:
     return outs
 
 
-@pytest.mark.parametrize("fast_prefill", [True, False], ids=["right-prefill", "left-padded"])
+@pytest.mark.parametrize("fast_prefill", [True, False], ids=["per-prompt-prefill", "left-padded"])
 def test_batched_generation_equals_one_at_a_time(varied_checkpoint, varied_reference, fast_prefill):
     ref = varied_reference
     assert len(set(ref)) > 3, "outputs should depend on the prompt"

@@ -264,3 +264,16 @@ def test_qlora_on_cpu_is_a_clear_error(tmp_path):
         pytest.skip("this machine has CUDA")
     with pytest.raises(UserError, match="qlora needs a CUDA GPU"):
         train(cfg)
+
+
+def test_the_shipped_tiny_cpu_config_trains(tmp_path):
+    root = Path(__file__).resolve().parents[2]
+    path = write_rows(tmp_path / "t.jsonl", kv_rows(16))
+    cfg = load_config(
+        TrainConfig,
+        root / "configs/train/hf_tiny_cpu.yaml",
+        [f"train_path={path}", f"out_dir={tmp_path / 'run'}", "trainer.max_steps=3"],
+    )
+    run = train(cfg)
+    assert json.loads((run / "run.json").read_text())["trainable_parameters"] > 500_000
+    assert (run / "model.json").is_file()

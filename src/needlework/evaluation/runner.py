@@ -26,7 +26,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -190,6 +190,12 @@ def run_benchmark(
         )
         raise
     rows = load_predictions(pred_path)
+    missing = [s.id for s in samples if s.id not in rows]
+    if missing:  # a backend that silently dropped samples: a bug, never a smaller benchmark
+        raise RuntimeError(
+            f"{model.describe()} returned no output for {len(missing)} samples "
+            f"(first: {missing[0]!r})"
+        )
     ordered = [rows[s.id] for s in samples]
     extra = [r for i, r in rows.items() if i not in hashes]  # beyond a smaller --limit: kept
     write_jsonl(pred_path, ordered + extra)
@@ -253,7 +259,7 @@ def _predict(
             if on_too_long == "error":
                 more = f" (and {len(ids) - 1} more)" if len(ids) > 1 else ""
                 raise UserError(
-                    f"{bench.label()}: {exc.describe_item(0, repr(ids[0]))}{more}; "
+                    f"{bench.label()}: {exc.describe_item(0, f'sample {ids[0]!r}')}{more}; "
                     f"set on_too_long=skip to record such samples as skipped"
                 ) from None
             for k, (i, _) in enumerate(exc.items):
@@ -429,57 +435,16 @@ def _short(value: Any) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
-# -- aggregation -----------------------------------------------------------------------------
 def aggregate(rows: Iterable[Mapping[str, Any]], bench: Benchmark, model: str) -> dict[str, Any]:
-    """metrics.json content: mean + 95% CI + n per score, overall and by each group_by field."""
-    rows = list(rows)
-    scored = [r for r in rows if not r.get("skipped")]
-    names: list[str] = []
-    for r in scored:
-        names.extend(k for k in r["scores"] if k not in names)
-    by: dict[str, dict[str, Any]] = {}
-    for field in bench.group_by:
-        groups: dict[str, list[Mapping[str, Any]]] = {}
-        for r in scored:
-            groups.setdefault(_group_key(r.get("meta", {}).get(field)), []).append(r)
-        by[field] = {key: _summary(groups[key], names) for key in _natural(groups)}
-    skipped = [r for r in rows if r.get("skipped")]
+    """metrics.json content for ``bench`` (see :func:`stats.aggregate_predictions`)."""
+    from needlework.evaluation.stats import aggregate_predictions
+
     return {
         "benchmark": bench.label(),
         "benchmark_name": getattr(type(bench), "registry_name", type(bench).__name__),
         "model": model,
-        "n": len(scored),
-        "n_skipped": len(skipped),
-        "primary_metric": bench.primary_metric,
-        "metrics": _summary(scored, names),
-        "by": by,
+        **aggregate_predictions(rows, group_by=bench.group_by, primary_metric=bench.primary_metric),
     }
-
-
-def _summary(rows: Sequence[Mapping[str, Any]], names: Sequence[str]) -> dict[str, Any]:
-    from needlework.evaluation.stats import mean_ci
-
-    out = {}
-    for name in names:
-        values = [r["scores"][name] for r in rows if name in r["scores"]]
-        if values:
-            mean, lo, hi = mean_ci(values)
-            out[name] = {"mean": mean, "ci_low": lo, "ci_high": hi, "n": len(values)}
-    return out
-
-
-def _group_key(value: Any) -> str:
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    return value if isinstance(value, str) else json.dumps(value)
-
-
-def _natural(keys: Iterable[str]) -> list[str]:
-    keys = list(keys)
-    try:
-        return sorted(keys, key=float)
-    except ValueError:
-        return sorted(keys)
 
 
 # -- helpers ---------------------------------------------------------------------------------

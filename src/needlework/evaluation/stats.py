@@ -6,6 +6,8 @@
 * ``paired_bootstrap`` — difference of two models' means on the *same* samples, resampling sample
   indices jointly (the right test for "finetuned vs base on the same prompts").
 * ``mean_and_spread`` — across training seeds: mean and sample standard deviation.
+* ``aggregate_predictions`` — predictions.jsonl rows -> the metrics.json aggregates (every score's
+  mean, CI and n, overall and per value of each group-by field), usable on any run folder.
 
 Random resampling uses ``numpy.random.default_rng(seed)`` (an explicit generator, never the global
 state), so every interval is reproducible.
@@ -13,8 +15,10 @@ state), so every interval is reproducible.
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
 _CHUNK = 500  # bootstrap resamples drawn at once (bounds memory for large n)
@@ -107,3 +111,60 @@ def mean_and_spread(seed_values: Sequence[float]) -> tuple[float, float]:
         return mean, 0.0
     var = sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)
     return mean, math.sqrt(var)
+
+
+def aggregate_predictions(
+    rows: Iterable[Mapping[str, Any]],
+    *,
+    group_by: Sequence[str] = (),
+    primary_metric: str | None = None,
+) -> dict[str, Any]:
+    """``n``, ``n_skipped``, ``primary_metric``, ``metrics`` and ``by`` of metrics.json.
+
+    ``metrics`` maps each score name (in first-seen order) to ``{mean, ci_low, ci_high, n}``;
+    ``by[field][value]`` holds the same for the rows whose ``meta[field]`` is ``value``. Group keys
+    are strings (JSON for non-strings: a missing field groups as ``"null"``), numeric ones in
+    numeric order. Rows with ``skipped`` set are counted, never scored.
+    """
+    rows = list(rows)
+    scored = [r for r in rows if not r.get("skipped")]
+    names: list[str] = []
+    for r in scored:
+        names.extend(k for k in r["scores"] if k not in names)
+    by: dict[str, dict[str, Any]] = {}
+    for field in group_by:
+        groups: dict[str, list[Mapping[str, Any]]] = {}
+        for r in scored:
+            groups.setdefault(_group_key((r.get("meta") or {}).get(field)), []).append(r)
+        by[field] = {key: _summary(groups[key], names) for key in _natural(groups)}
+    return {
+        "n": len(scored),
+        "n_skipped": len(rows) - len(scored),
+        "primary_metric": primary_metric,
+        "metrics": _summary(scored, names),
+        "by": by,
+    }
+
+
+def _summary(rows: Sequence[Mapping[str, Any]], names: Sequence[str]) -> dict[str, Any]:
+    out = {}
+    for name in names:
+        values = [r["scores"][name] for r in rows if name in r["scores"]]
+        if values:
+            mean, lo, hi = mean_ci(values)
+            out[name] = {"mean": mean, "ci_low": lo, "ci_high": hi, "n": len(values)}
+    return out
+
+
+def _group_key(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _natural(keys: Iterable[str]) -> list[str]:
+    keys = list(keys)
+    try:
+        return sorted(keys, key=float)
+    except ValueError:
+        return sorted(keys)

@@ -3,10 +3,12 @@
 Run:  needlework eval --model hf:./runs/train/model --benchmark mdqa --limit 20
 
 Prompts are the model's own chat template with ``add_generation_prompt=True``. Batches are
-length-sorted (longest first, so an out-of-memory shows up in the first batch) and LEFT padded,
-so every row's last prompt token sits at the same position and greedy decoding gives the same
-text as one-at-a-time generation; results come back in the caller's order. A prompt that does not
-fit ``prompt + max_new_tokens <= context`` is an error, never truncated.
+length-sorted (longest first, so an out-of-memory shows up in the first batch); results come back
+in the caller's order. Each prompt of a batch is prefilled alone into one shared static cache and
+the decode steps run batched, with every row's last prompt token fed through a mask that hides the
+unused cache slots (see ``HF._prefill``); sliding-window models use the textbook LEFT-padded
+``generate``. Either way greedy decoding gives the text of one-at-a-time generation (tested). A
+prompt that does not fit ``prompt + max_new_tokens <= context`` is an error, never truncated.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ def short_name(path: str) -> str:
 @backends.register("hf")
 @dataclass(frozen=True)
 class HF:
-    """A local or hub transformers causal LM, greedy, batched with left padding."""
+    """A local or hub transformers causal LM (+ LoRA), greedy, length-sorted batches."""
 
     path: str
     """Model folder (``save_pretrained`` output) or hub id (needs the network or a cache)."""
@@ -54,8 +56,8 @@ class HF:
     trust_remote_code: bool = False
     """Allow model code from the checkpoint folder (only for models you trust)."""
     fast_prefill: bool = True
-    """Right-padded causal prefill + static-cache decoding (same tokens as left-padded
-    ``generate``, ~2x faster on CPU); models with sliding-window layers always use left padding."""
+    """Prefill each prompt alone, then decode the batch from one static cache (same tokens as
+    left-padded ``generate``, faster on CPU); sliding-window models always use left padding."""
     _state: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -215,7 +217,8 @@ class HF:
         gen = copy.copy(st["gen"])
         gen.max_new_tokens = max_new_tokens
         with torch.inference_mode():
-            if st["fast"] and min(len(x) for x in batch) >= 2:
+            # A lone prompt needs no padding: plain generate is already the best path for it.
+            if st["fast"] and len(batch) > 1 and min(len(x) for x in batch) >= 2:
                 ids, mask, extra = self._prefill(batch, max_new_tokens)
             else:
                 (ids, mask), extra = _left_padded(batch, st["pad"]), {}
@@ -236,38 +239,53 @@ class HF:
         return texts
 
     def _prefill(self, batch: list[list[int]], max_new_tokens: int) -> tuple[Any, Any, dict]:
-        """Cache every prompt but its last token, RIGHT padded under the plain causal mask.
+        """Cache each prompt but its last token, one prompt at a time, in one shared cache.
 
-        Real tokens never attend to the pads that follow them, so no padding mask is needed and
-        attention takes the fast causal kernel (a padding mask costs ~2.5x on CPU). ``generate``
-        then feeds each row's last prompt token with a mask hiding the pads; positions come from
-        that mask, so every row sees exactly what it would alone. The cache is copied into a
-        preallocated static cache so decoding writes in place instead of re-concatenating it.
+        Each row is prefilled alone (no pads, the fast causal attention kernel, exactly the
+        numbers of unbatched generation; a padding mask would cost ~2.5x in CPU prefill, and
+        prefill compute does not shrink with batching on CPU). The rows' keys/values are written
+        left-aligned into one preallocated static cache, so decoding writes in place instead of
+        re-concatenating a growing cache every step. ``generate`` then feeds every row's last
+        prompt token with a mask hiding the unused slots; positions come from that mask, so each
+        row continues exactly as it would alone, and the decode steps are batched.
         """
         import torch
+        from transformers import StaticCache
 
         st = self._state
-        device, width = st["device"], max(len(x) for x in batch) - 1
-        ids = torch.full((len(batch), width), st["pad"], dtype=torch.long)
+        model, device = st["model"], st["device"]
+        width = max(len(x) for x in batch) - 1
+        keys: list[Any] = []
+        values: list[Any] = []
+        for row, x in enumerate(batch):
+            out = model(
+                input_ids=torch.tensor([x[:-1]], device=device), use_cache=True, logits_to_keep=1
+            )
+            layers = getattr(
+                out.get("cache", None) or out.get("past_key_values", None), "layers", None
+            )
+            if not layers or not all(_plain_layer(layer) for layer in layers):
+                raise RuntimeError(
+                    f"hf: unexpected cache layers for '{self.path}'; set fast_prefill: false"
+                )
+            for i, layer in enumerate(layers):
+                if row == 0:
+                    shape = (len(batch), layer.keys.shape[1], width, layer.keys.shape[3])
+                    keys.append(layer.keys.new_zeros(shape))
+                    values.append(layer.values.new_zeros(shape[:3] + layer.values.shape[3:]))
+                keys[i][row, :, : len(x) - 1] = layer.keys[0]
+                values[i][row, :, : len(x) - 1] = layer.values[0]
+        cache = StaticCache(config=model.config, max_cache_len=width + 1 + max_new_tokens)
+        for i in range(len(keys)):
+            cache.layers[i].update(keys[i], values[i])
+        ids = torch.full((len(batch), width + 1), st["pad"], dtype=torch.long)
         mask = torch.zeros((len(batch), width + 1), dtype=torch.long)
         for row, x in enumerate(batch):
             ids[row, : len(x) - 1] = torch.tensor(x[:-1], dtype=torch.long)
             mask[row, : len(x) - 1] = 1
+            ids[row, width] = x[-1]
         mask[:, width] = 1
-        out = st["model"](input_ids=ids.to(device), use_cache=True, logits_to_keep=1)
-        cache = out.get("cache", None) or out.get("past_key_values", None)
-        layers = getattr(cache, "layers", None)
-        if layers and all(_plain_layer(layer) for layer in layers):
-            from transformers import StaticCache
-
-            static = StaticCache(
-                config=st["model"].config, max_cache_len=width + 1 + max_new_tokens
-            )
-            for i, layer in enumerate(layers):
-                static.layers[i].update(layer.keys, layer.values)
-            cache = static
-        last = torch.tensor([[x[-1]] for x in batch], dtype=torch.long)
-        return torch.cat([ids, last], dim=1), mask, {st["cache_kw"]: cache}
+        return ids, mask, {st["cache_kw"]: cache}
 
 
 def _left_padded(batch: list[list[int]], pad: int) -> tuple[Any, Any]:

@@ -39,7 +39,9 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> Path:
     """
     run_dir = Path(cfg.out_dir)
     started = [m for m in _RUN_MARKERS if (run_dir / m).exists()]
-    if started and not resume:
+    # Only rank 0 judges: under a multi-process launch the others may look after rank 0 has
+    # already written config.yaml (the launcher stops every rank when rank 0 fails).
+    if started and not resume and is_main_process():
         raise UserError(
             f"{run_dir}: already holds a training run ({started[0]}); pass --resume "
             f"to continue it, or choose another out_dir"
