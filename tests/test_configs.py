@@ -24,7 +24,9 @@ def test_config_loads(path: Path, monkeypatch):
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_config_opens_with_its_command(path: Path):
     head = path.read_text(encoding="utf-8").lstrip().splitlines()[0]
-    assert head.startswith("# Run:") and "needlework" in head, f"{path}: first line must be '# Run: needlework ...'"
+    assert head.startswith("# Run:") and "needlework" in head, (
+        f"{path}: first line must be '# Run: needlework ...'"
+    )
 
 
 def test_accelerate_configs_are_yaml():

@@ -49,17 +49,29 @@ def build_parser() -> argparse.ArgumentParser:
     def cfg_verb(name: str, help: str) -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=help, description=help)
         s.add_argument("--config", required=name != "eval", metavar="FILE", help="YAML config")
-        s.add_argument("overrides", nargs="*", metavar="key=value",
-                       help="dotted overrides, e.g. generator.num_dicts=40 seed=1")
+        s.add_argument(
+            "overrides",
+            nargs="*",
+            metavar="key=value",
+            help="dotted overrides, e.g. generator.num_dicts=40 seed=1",
+        )
         return s
 
     g = cfg_verb("generate", "Generate synthetic retrieval datasets.")
     g.add_argument("--shard", metavar="I/N", help="write only shard I of N (0-based)")
-    g.add_argument("--num-samples", type=int, metavar="N",
-                   help="override every split's sample count (quick dry runs)")
+    g.add_argument(
+        "--num-samples",
+        type=int,
+        metavar="N",
+        help="override every split's sample count (quick dry runs)",
+    )
     g.add_argument("--no-progress", action="store_true")
-    g.add_argument("--merge", type=int, metavar="N",
-                   help="combine the N finished shards of this config into the full dataset")
+    g.add_argument(
+        "--merge",
+        type=int,
+        metavar="N",
+        help="combine the N finished shards of this config into the full dataset",
+    )
 
     i = sub.add_parser("inspect", help="Summarise a generated dataset file or folder.")
     i.add_argument("data", metavar="DATA")
@@ -69,8 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = cfg_verb("eval", "Evaluate a model on long-context or general benchmarks.")
     e.add_argument("--model", metavar="BACKEND:PATH", help="short form, e.g. hf:./model")
-    e.add_argument("--benchmark", action="append", metavar="NAME",
-                   help="short form; repeatable (mdqa, flenqa, kv_retrieval, niah)")
+    e.add_argument(
+        "--benchmark",
+        action="append",
+        metavar="NAME",
+        help="short form; repeatable (mdqa, flenqa, kv_retrieval, niah)",
+    )
     e.add_argument("--suite", choices=["general"], help="lm-evaluation-harness general suite")
     e.add_argument("--limit", type=int, metavar="N", help="only the first N samples")
     e.add_argument("--out", metavar="DIR", help="run folder (default runs/<time>-<bench>-<model>)")
@@ -79,8 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("runs", nargs="+", metavar="RUN")
     r.add_argument("--out", default="report", metavar="DIR")
     r.add_argument("--html", action="store_true", help="also write an HTML page with samples")
-    r.add_argument("--baseline", metavar="LABEL",
-                   help="variant the deltas are taken against (default: 'base', else the first)")
+    r.add_argument(
+        "--baseline",
+        metavar="LABEL",
+        help="variant the deltas are taken against (default: 'base', else the first)",
+    )
 
     x = sub.add_parser("run", help="Run a whole experiment recipe (resumable).")
     x.add_argument("recipe", metavar="RECIPE")
@@ -117,8 +136,9 @@ def config_class_for(path: str):
         if key in data:
             return _load(target), data
     keys = ", ".join(k for k, _ in CONFIG_KINDS)
-    raise ConfigError(f"cannot tell the config kind: expected one of the top-level keys {keys}",
-                      source=path)
+    raise ConfigError(
+        f"cannot tell the config kind: expected one of the top-level keys {keys}", source=path
+    )
 
 
 def validate_cmd(args: argparse.Namespace) -> int:

@@ -35,13 +35,15 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"invalid YAML{where}: {getattr(exc, 'problem', exc)}",
-                          source=str(path)) from None
+        raise ConfigError(
+            f"invalid YAML{where}: {getattr(exc, 'problem', exc)}", source=str(path)
+        ) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"expected a mapping at top level, got {type(data).__name__}",
-                          source=str(path))
+        raise ConfigError(
+            f"expected a mapping at top level, got {type(data).__name__}", source=str(path)
+        )
     return data
 
 
@@ -69,8 +71,9 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
             last = depth == len(keys) - 1
             if isinstance(node, list):  # `benchmarks.0.limit=5` indexes a list
                 if not k.isdigit() or int(k) >= len(node):
-                    raise ConfigError(f"override '{text}': '{k}' is not an index of a list of "
-                                      f"{len(node)} items")
+                    raise ConfigError(
+                        f"override '{text}': '{k}' is not an index of a list of {len(node)} items"
+                    )
                 k = int(k)
                 child = node[k]
             else:
@@ -88,8 +91,12 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
     return out
 
 
-def load_config(cls: type[T], path: str | Path | None = None,
-                overrides: Sequence[str] = (), data: Mapping[str, Any] | None = None) -> T:
+def load_config(
+    cls: type[T],
+    path: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    data: Mapping[str, Any] | None = None,
+) -> T:
     """Build ``cls`` from a YAML file (or a mapping) plus overrides; errors name file and field."""
     source = str(path) if path is not None else "<config>"
     raw = dict(data) if data is not None else (read_yaml(path) if path is not None else {})
@@ -97,19 +104,26 @@ def load_config(cls: type[T], path: str | Path | None = None,
     return from_dict(cls, raw, source=source)
 
 
-def from_dict(cls: type[T], data: Mapping[str, Any], *, source: str = "<config>",
-              prefix: str = "") -> T:
+def from_dict(
+    cls: type[T], data: Mapping[str, Any], *, source: str = "<config>", prefix: str = ""
+) -> T:
     """Recursively convert a mapping into the dataclass ``cls``, checking every field."""
     if not isinstance(data, Mapping):
-        raise ConfigError(f"expected a mapping, got {type(data).__name__}", source=source,
-                          field=prefix.rstrip(".") or None)
+        raise ConfigError(
+            f"expected a mapping, got {type(data).__name__}",
+            source=source,
+            field=prefix.rstrip(".") or None,
+        )
     hints = typing.get_type_hints(cls, include_extras=True)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = [k for k in data if k not in fields and k != "name"]
     if unknown:
         raise ConfigError(
             f"unknown key(s) {', '.join(map(repr, unknown))}; valid keys: "
-            f"{', '.join(sorted(fields))}", source=source, field=prefix + unknown[0])
+            f"{', '.join(sorted(fields))}",
+            source=source,
+            field=prefix + unknown[0],
+        )
     kwargs: dict[str, Any] = {}
     for name, f in fields.items():
         if name not in data:
@@ -128,8 +142,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any], *, source: str = "<config>"
         head = msg.split(":", 1)[0]
         if head in fields:
             field, msg = prefix + head, msg.split(":", 1)[1].strip()
-        raise ConfigError(msg, source=source, field=field or (prefix.rstrip(".") or None)) \
-            from None
+        raise ConfigError(msg, source=source, field=field or (prefix.rstrip(".") or None)) from None
 
 
 def _type_name(tp: Any) -> str:
@@ -156,23 +169,36 @@ def _convert(tp: Any, value: Any, source: str, field: str) -> Any:
                 return _convert(arg, value, source, field)
             except ConfigError as exc:
                 errors.append(exc)
-        raise errors[0] if len(errors) == 1 else ConfigError(
-            f"expected {' or '.join(_type_name(a) for a in args)}, got {value!r}",
-            source=source, field=field)
+        raise (
+            errors[0]
+            if len(errors) == 1
+            else ConfigError(
+                f"expected {' or '.join(_type_name(a) for a in args)}, got {value!r}",
+                source=source,
+                field=field,
+            )
+        )
     if origin is Literal:
         if value not in args:
-            raise ConfigError(f"expected one of {', '.join(map(repr, args))}, got {value!r}",
-                              source=source, field=field)
+            raise ConfigError(
+                f"expected one of {', '.join(map(repr, args))}, got {value!r}",
+                source=source,
+                field=field,
+            )
         return value
     if origin in (list, tuple, Sequence) or tp in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"expected a list, got {value!r}", source=source, field=field)
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(value) != len(args):
-                raise ConfigError(f"expected a list of {len(args)} items, got {value!r}",
-                                  source=source, field=field)
-            return tuple(_convert(a, v, source, f"{field}[{i}]")
-                         for i, (a, v) in enumerate(zip(args, value)))
+                raise ConfigError(
+                    f"expected a list of {len(args)} items, got {value!r}",
+                    source=source,
+                    field=field,
+                )
+            return tuple(
+                _convert(a, v, source, f"{field}[{i}]") for i, (a, v) in enumerate(zip(args, value))
+            )
         item = args[0] if args else Any
         items = [_convert(item, v, source, f"{field}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple or tp is tuple else items
@@ -208,14 +234,17 @@ def _convert(tp: Any, value: Any, source: str, field: str) -> Any:
     raise ConfigError(f"expected {_type_name(tp)}, got {value!r}", source=source, field=field)
 
 
-def build_unit(registry: Registry, value: Any, *, source: str = "<config>",
-               field: str = "") -> Any:
+def build_unit(registry: Registry, value: Any, *, source: str = "<config>", field: str = "") -> Any:
     """Instantiate the registered unit named by ``value['name']`` (or ``value`` if a string)."""
     if isinstance(value, str):
         value = {"name": value}
     if not isinstance(value, Mapping) or "name" not in value:
-        raise ConfigError(f"expected a mapping with a 'name:' key choosing a {registry.kind} "
-                          f"(one of {', '.join(registry.names())})", source=source, field=field)
+        raise ConfigError(
+            f"expected a mapping with a 'name:' key choosing a {registry.kind} "
+            f"(one of {', '.join(registry.names())})",
+            source=source,
+            field=field,
+        )
     try:
         cls = registry.get(str(value["name"]))
     except ConfigError as exc:
@@ -263,8 +292,12 @@ def field_docs(cls: type) -> dict[str, str]:
     body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
     docs: dict[str, str] = {}
     for node, nxt in zip(body, body[1:]):
-        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
-                and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
-                and isinstance(nxt.value.value, str)):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(nxt, ast.Expr)
+            and isinstance(nxt.value, ast.Constant)
+            and isinstance(nxt.value.value, str)
+        ):
             docs[node.target.id] = " ".join(nxt.value.value.split())
     return docs

@@ -46,19 +46,26 @@ def summary(out: Path) -> str:
     before = _metrics(out / "eval" / "base" / "kv_retrieval" / "metrics.json")
     after = _metrics(out / "eval" / "ft_template" / "seed0" / "kv_retrieval" / "metrics.json")
     n = after.get("n", before.get("n", 0))
-    lines = [f"Held-out synthetic KV samples (n={n}), mean [95% CI]:",
-             f"  {'metric':<14} {'before':<24} {'after':<24}"]
+    lines = [
+        f"Held-out synthetic KV samples (n={n}), mean [95% CI]:",
+        f"  {'metric':<14} {'before':<24} {'after':<24}",
+    ]
     for name in KV_METRICS:
-        lines.append(f"  {name:<14} {_fmt(before.get('metrics', {}).get(name)):<24} "
-                     f"{_fmt(after.get('metrics', {}).get(name)):<24}")
+        lines.append(
+            f"  {name:<14} {_fmt(before.get('metrics', {}).get(name)):<24} "
+            f"{_fmt(after.get('metrics', {}).get(name)):<24}"
+        )
     log = out / "train" / "ft_template" / "seed0" / "train_log.jsonl"
     if log.is_file():
-        losses = [r["loss"] for r in map(json.loads, log.read_text().splitlines())
-                  if "loss" in r]
+        losses = [r["loss"] for r in map(json.loads, log.read_text().splitlines()) if "loss" in r]
         if losses:
-            lines.append(f"Answer-token training loss: {losses[0]:.3f} (first log) -> "
-                         f"{losses[-1]:.3f} (last log), {len(losses)} logs")
-    lines.append(f"Report: {out / 'report' / 'report.md'} (figures in {out / 'report' / 'figures'})")
+            lines.append(
+                f"Answer-token training loss: {losses[0]:.3f} (first log) -> "
+                f"{losses[-1]:.3f} (last log), {len(losses)} logs"
+            )
+    lines.append(
+        f"Report: {out / 'report' / 'report.md'} (figures in {out / 'report' / 'figures'})"
+    )
     return "\n".join(lines)
 
 

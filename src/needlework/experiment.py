@@ -86,8 +86,10 @@ class RecipeConfig:
             raise ValueError(f"variants: names must be unique, got {names}")
         for v in self.variants:
             if v.dataset not in self.datasets:
-                raise ValueError(f"variants: '{v.name}' uses unknown dataset '{v.dataset}' "
-                                 f"(datasets: {', '.join(self.datasets) or 'none'})")
+                raise ValueError(
+                    f"variants: '{v.name}' uses unknown dataset '{v.dataset}' "
+                    f"(datasets: {', '.join(self.datasets) or 'none'})"
+                )
 
 
 @dataclass
@@ -124,8 +126,9 @@ def plan(recipe: RecipeConfig) -> list[Step]:
     for name, spec in recipe.datasets.items():
         steps.append(_generate_step(name, spec, out / "data" / name))
 
-    eval_data = _expand(apply_overrides(read_yaml(recipe.eval_config), recipe.eval_overrides),
-                        subst)
+    eval_data = _expand(
+        apply_overrides(read_yaml(recipe.eval_config), recipe.eval_overrides), subst
+    )
     base = to_dict(recipe.base_model)
     if recipe.evaluate_base:
         steps.append(_eval_step(eval_data, "base", None, lambda: base, out / "eval" / "base"))
@@ -134,11 +137,23 @@ def plan(recipe: RecipeConfig) -> list[Step]:
             run_dir = out / "train" / variant.name / f"seed{seed}"
             data = out / "data" / variant.dataset / f"seed{seed}" / "train.jsonl"
             steps.append(_train_step(variant, seed, data, run_dir))
-            steps.append(_eval_step(eval_data, variant.name, seed, _trained_model(base, run_dir),
-                                    out / "eval" / variant.name / f"seed{seed}"))
+            steps.append(
+                _eval_step(
+                    eval_data,
+                    variant.name,
+                    seed,
+                    _trained_model(base, run_dir),
+                    out / "eval" / variant.name / f"seed{seed}",
+                )
+            )
     if recipe.report:
-        steps.append(Step(f"report -> {out / 'report'}", lambda: False,
-                          lambda: _report([out / "eval", out / "train"], out / "report")))
+        steps.append(
+            Step(
+                f"report -> {out / 'report'}",
+                lambda: False,
+                lambda: _report([out / "eval", out / "train"], out / "report"),
+            )
+        )
     return steps
 
 
@@ -159,8 +174,7 @@ def _generate_step(name: str, spec: DatasetSpec, out_dir: Path) -> Step:
         cfg = load_config(GenerateConfig, spec.config, [*spec.overrides, f"out_dir={out_dir}"])
         generate(cfg)
 
-    return Step(f"generate {name} -> {out_dir}", lambda: (out_dir / "manifest.json").is_file(),
-                run)
+    return Step(f"generate {name} -> {out_dir}", lambda: (out_dir / "manifest.json").is_file(), run)
 
 
 def _train_step(variant: VariantSpec, seed: int, data: Path, run_dir: Path) -> Step:
@@ -168,13 +182,18 @@ def _train_step(variant: VariantSpec, seed: int, data: Path, run_dir: Path) -> S
         from needlework.training.api import train
         from needlework.training.config import TrainConfig
 
-        cfg = load_config(TrainConfig, variant.train_config,
-                          [*variant.overrides, f"train_path={data}", f"out_dir={run_dir}",
-                           f"seed={seed}"])
+        cfg = load_config(
+            TrainConfig,
+            variant.train_config,
+            [*variant.overrides, f"train_path={data}", f"out_dir={run_dir}", f"seed={seed}"],
+        )
         train(cfg, resume=True)
 
-    return Step(f"train {variant.name} seed {seed} -> {run_dir}",
-                lambda: (run_dir / "model.json").is_file(), run)
+    return Step(
+        f"train {variant.name} seed {seed} -> {run_dir}",
+        lambda: (run_dir / "model.json").is_file(),
+        run,
+    )
 
 
 def _trained_model(base: dict[str, Any], run_dir: Path) -> Callable[[], dict[str, Any]]:
@@ -190,17 +209,28 @@ def _trained_model(base: dict[str, Any], run_dir: Path) -> Callable[[], dict[str
     return spec
 
 
-def _eval_step(eval_data: dict[str, Any], variant: str, seed: int | None,
-               model: Callable[[], dict[str, Any]], eval_dir: Path) -> Step:
+def _eval_step(
+    eval_data: dict[str, Any],
+    variant: str,
+    seed: int | None,
+    model: Callable[[], dict[str, Any]],
+    eval_dir: Path,
+) -> Step:
     from needlework.evaluation.runner import EvalConfig
 
     def build() -> Any:
-        data = {**eval_data, "model": model(), "out_dir": str(eval_dir), "variant": variant,
-                "seed": seed}
+        data = {
+            **eval_data,
+            "model": model(),
+            "out_dir": str(eval_dir),
+            "variant": variant,
+            "seed": seed,
+        }
         return load_config(EvalConfig, data=data)
 
-    probe = load_config(EvalConfig, data={**eval_data, "model": {"name": "scripted"},
-                                          "out_dir": str(eval_dir)})
+    probe = load_config(
+        EvalConfig, data={**eval_data, "model": {"name": "scripted"}, "out_dir": str(eval_dir)}
+    )
     labels = [b.label() for b in probe.benchmarks]
 
     def done() -> bool:
@@ -232,8 +262,13 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> RecipeConfig
     return load_config(RecipeConfig, path, data=_expand(data, {"out_dir": out_dir}))
 
 
-def run_recipe(path: str | Path, overrides: Sequence[str] = (), *, dry_run: bool = False,
-               echo: Callable[[str], None] = print) -> Path:
+def run_recipe(
+    path: str | Path,
+    overrides: Sequence[str] = (),
+    *,
+    dry_run: bool = False,
+    echo: Callable[[str], None] = print,
+) -> Path:
     """Run (or, with ``dry_run``, list) every step of a recipe; returns the experiment folder."""
     recipe = load_recipe(path, overrides)
     steps = plan(recipe)

@@ -47,8 +47,7 @@ def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
             except json.JSONDecodeError as exc:
                 raise DataError(f"{p}:{lineno}: invalid JSON ({exc.msg})") from None
             if not isinstance(row, dict):
-                raise DataError(f"{p}:{lineno}: expected a JSON object, got "
-                                f"{type(row).__name__}")
+                raise DataError(f"{p}:{lineno}: expected a JSON object, got {type(row).__name__}")
             yield row
 
 

@@ -62,5 +62,9 @@ trainers: Registry = Registry("training backend", "needlework.training")
 backends: Registry = Registry("inference backend", "needlework.models")
 benchmarks: Registry = Registry("benchmark", "needlework.evaluation")
 
-ALL = {"generators": generators, "trainers": trainers, "backends": backends,
-       "benchmarks": benchmarks}
+ALL = {
+    "generators": generators,
+    "trainers": trainers,
+    "backends": backends,
+    "benchmarks": benchmarks,
+}

@@ -14,8 +14,22 @@ from needlework import __version__
 from needlework.config import dump_yaml
 from needlework.io import write_json, write_text
 
-TRACKED = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "tokenizers",
-           "tiktoken", "mistral-common", "sentencepiece", "lm-eval", "vllm", "openai", "numpy")
+TRACKED = (
+    "torch",
+    "transformers",
+    "trl",
+    "peft",
+    "accelerate",
+    "datasets",
+    "tokenizers",
+    "tiktoken",
+    "mistral-common",
+    "sentencepiece",
+    "lm-eval",
+    "vllm",
+    "openai",
+    "numpy",
+)
 
 
 def versions() -> dict[str, str]:
@@ -32,8 +46,14 @@ def versions() -> dict[str, str]:
 def git_revision() -> str | None:
     """The needlework checkout's commit, when run from a git clone."""
     try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
-                             capture_output=True, text=True, timeout=5, check=False)
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return rev.stdout.strip() or None
@@ -47,7 +67,13 @@ def write_run_info(out_dir: str | Path, config: Any, **extra: Any) -> dict[str, 
     """Write ``config.yaml`` (resolved) and ``run.json`` (versions, git, command, extras)."""
     out = Path(out_dir)
     write_text(out / "config.yaml", dump_yaml(config))
-    info = {"needlework_version": __version__, "git_revision": git_revision(),
-            "command": sys.argv, "started": now(), "versions": versions(), **extra}
+    info = {
+        "needlework_version": __version__,
+        "git_revision": git_revision(),
+        "command": sys.argv,
+        "started": now(),
+        "versions": versions(),
+        **extra,
+    }
     write_json(out / "run.json", info)
     return info

@@ -91,3 +91,23 @@ def test_mean_and_spread():
     assert mean_and_spread([0.5]) == (0.5, 0.0)
     mean, std = mean_and_spread([0.2, 0.4, 0.6])
     assert mean == pytest.approx(0.4) and std == pytest.approx(0.2)
+
+
+def test_aggregate_predictions_groups_and_skips():
+    from needlework.evaluation.stats import aggregate_predictions
+
+    rows = [
+        {"scores": {"em": 1.0, "f1": 0.5}, "meta": {"pos": 10, "kind": "a"}},
+        {"scores": {"em": 0.0, "f1": 0.25}, "meta": {"pos": 2, "kind": "b"}},
+        {"scores": {"em": 1.0, "f1": 1.0}, "meta": {"pos": 2.0}},
+        {"scores": {}, "meta": {"pos": 2}, "skipped": "too long"},
+    ]
+    out = aggregate_predictions(rows, group_by=("pos", "kind"), primary_metric="em")
+    assert out["n"] == 3 and out["n_skipped"] == 1 and out["primary_metric"] == "em"
+    assert list(out["metrics"]) == ["em", "f1"]
+    em = out["metrics"]["em"]
+    assert (em["mean"], em["n"]) == (2 / 3, 3)
+    assert (em["ci_low"], em["ci_high"]) == wilson_interval(2, 3)
+    assert list(out["by"]["pos"]) == ["2", "10"]  # numeric order; 2.0 and 2 are one group
+    assert out["by"]["pos"]["2"]["em"]["n"] == 2
+    assert list(out["by"]["kind"]) == ["a", "b", "null"]  # missing field -> "null"

@@ -80,6 +80,10 @@ class EvalConfig:
     """Override every benchmark's answer budget; None keeps each benchmark's own."""
     on_too_long: Literal["error", "skip"] = "error"
     """A prompt over the model's context: stop (error) or record it as skipped (skip)."""
+    variant: str | None = None
+    """Label that reports compare by (e.g. ``base``, ``ft_template``); None: the model id."""
+    seed: int | None = None
+    """Training seed of this model, so reports average a variant's seeds with their spread."""
 
     def __post_init__(self) -> None:
         if not self.benchmarks:
@@ -162,6 +166,7 @@ def run_benchmark(
         "resumed_with": len(samples) - len(pending),
         "max_new_tokens": max_new,
         "status": "running",
+        **_tags(cfg),
     }
     from needlework.runinfo import now, write_run_info
 
@@ -448,6 +453,11 @@ def aggregate(rows: Iterable[Mapping[str, Any]], bench: Benchmark, model: str) -
 
 
 # -- helpers ---------------------------------------------------------------------------------
+def _tags(cfg: EvalConfig) -> dict[str, Any]:
+    """run.json fields reports group by (only those set)."""
+    return {k: v for k, v in (("variant", cfg.variant), ("seed", cfg.seed)) if v is not None}
+
+
 def _usage(model: ChatModel) -> dict[str, int]:
     fn = getattr(model, "usage", None)
     return dict(fn()) if callable(fn) else {}
@@ -473,7 +483,12 @@ def _run_suite(cfg: EvalConfig, bench: Any, run_dir: Path) -> dict[str, Any]:
 
     ensure_writable_dir(run_dir)
     write_run_info(
-        run_dir, cfg, model=cfg.model.describe(), benchmark=bench.label(), status="running"
+        run_dir,
+        cfg,
+        model=cfg.model.describe(),
+        benchmark=bench.label(),
+        status="running",
+        **_tags(cfg),
     )
     start = time.monotonic()
     metrics = bench.run_suite(cfg.model, run_dir, cfg.limit)

@@ -38,6 +38,8 @@ from needlework.reporting.tables import (
     Notes,
     Row,
     Table,
+    fmt_delta,
+    fmt_stat,
     overall_table,
     runs_table,
 )
@@ -182,7 +184,11 @@ class ReportBuilder:
 
     # -- sections --------------------------------------------------------------------------------
     def build(self) -> ReportResult:
-        parts = [self.overall_section(), sections.pairwise_section(self)] if self.found.runs else []
+        parts = (
+            [self.overall_section(), self.all_metrics_section(), sections.pairwise_section(self)]
+            if self.found.runs
+            else []
+        )
         for label in self.labels("mdqa"):
             parts.append(sections.position_section(self, label, "MDQA", "gold document"))
         parts.append(sections.flenqa_section(self))
@@ -243,6 +249,42 @@ class ReportBuilder:
             f"## Overall: primary metric per benchmark\n\n{md.to_markdown()}\n"
             f"{self.notes_block(start)}\nCSV: [{link}]({link})\n"
         )
+
+    def all_metrics_section(self) -> str:
+        """Every score a benchmark records (e.g. KV ``format_match`` next to ``both_correct``).
+
+        The general suite has its own section; benchmarks with a single score are left out.
+        """
+        start = len(self.notes.texts)
+        base_name = self.baseline or "baseline"
+        md = Table(["benchmark", "metric", "variant", "n", "score [95% CI]", f"Δ vs {base_name}"])
+        for label, variants in self.groups.items():
+            first = next(iter(variants.values()))
+            names = list(dict.fromkeys(m for r in first.runs for m in r.metrics["metrics"]))
+            if first.benchmark == "general" or len(names) < 2:
+                continue
+            base = self.base_of(label)
+            for metric in names:
+                for group in variants.values():
+                    stat = overall(group, metric)
+                    delta = (
+                        paired_delta(group, base, metric) if base and group is not base else None
+                    )
+                    n = stat.n if stat.n is not None else "varies"
+                    md.rows.append(
+                        [
+                            label,
+                            metric,
+                            group.variant,
+                            n,
+                            fmt_stat(stat),
+                            fmt_delta(delta, self.notes) if delta else "",
+                        ]
+                    )
+        if not md.rows:
+            return ""
+        self.html_tables.append(("All metrics", md))
+        return f"## All metrics\n\n{md.to_markdown()}\n{self.notes_block(start)}\n"
 
     def breakdown(
         self, label: str, field_name: str, key: KeyFn | None = None

@@ -161,8 +161,12 @@ def _load_eval(folder: Path, info: dict[str, Any], problems: list[str]) -> EvalR
     if why:
         problems.append(f"{folder / METRICS}: {why}; run left out of the report")
         return None
-    bench = metrics["benchmark"]
+    # The runner writes the label (``mdqa_20docs``) as ``benchmark`` and the registry name as
+    # ``benchmark_name``; sections are chosen by the registry name, comparisons by the label.
+    bench = metrics.get("benchmark_name") or metrics["benchmark"]
     label = metrics.get("label") or info.get("benchmark_label")
+    if not isinstance(label, str):
+        label = metrics["benchmark"] if metrics.get("benchmark_name") else None
     if not isinstance(label, str):
         label = folder.name if folder.name.startswith(bench) else bench
     model = model_id(metrics.get("model", info.get("model")))

@@ -1,0 +1,49 @@
+"""The whole chain on CPU: `needlework run` on the tiny recipe, then again to show it resumes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from needlework.experiment import run_recipe
+from tests.conftest import shared_file
+
+ROOT = Path(__file__).resolve().parents[2]
+RECIPE = ROOT / "configs" / "recipes" / "tiny_cpu.yaml"
+
+
+@pytest.mark.slow
+def test_tiny_recipe_end_to_end_and_resume(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    oracle_dir = shared_file("lost-in-the-middle", "nq-open-oracle.jsonl.gz").parent
+    out = tmp_path / "exp"
+    overrides = [
+        f"out_dir={out}",
+        "datasets.tiny_kv.overrides=[num_train=64,num_eval=16]",
+        "variants.0.overrides=[trainer.model_path={out_dir}/base_model,trainer.max_steps=12]",
+        "eval_overrides=[limit=6,benchmarks.1.context_lengths=[512],"
+        f"benchmarks.2.data_path={oracle_dir},benchmarks.2.download=false]",
+    ]
+    log: list[str] = []
+    run_recipe(RECIPE, overrides, echo=log.append)
+    assert len(log) == 6 and not any("skipped" in line for line in log), log
+
+    trained = json.loads((out / "train/ft_template/seed0/model.json").read_text())
+    assert trained["backend"] == "hf" and Path(trained["path"]).is_dir()
+    for folder, variant in (("eval/base", "base"), ("eval/ft_template/seed0", "ft_template")):
+        for label in ("kv_retrieval", "niah", "mdqa_5docs"):
+            run = out / folder / label
+            metrics = json.loads((run / "metrics.json").read_text())
+            info = json.loads((run / "run.json").read_text())
+            assert metrics["n"] == 6 and info["variant"] == variant, run
+            assert len((run / "predictions.jsonl").read_text().splitlines()) == 6
+    report = (out / "report" / "report.md").read_text()
+    assert "ft_template" in report and "base" in report
+    assert list((out / "report" / "figures").glob("*.png"))
+
+    # Second run: every step but the report is recognised as done and skipped.
+    log.clear()
+    run_recipe(RECIPE, overrides, echo=log.append)
+    assert sum("done, skipped" in line for line in log) == 5, log
