@@ -27,7 +27,7 @@ def _mdqa_source() -> list[str]:
     """Point MDQA at a local oracle file when one exists, else let it download (online only)."""
     for folder in (Path("data/lost-in-the-middle"), ROOT.parent / "shared/data/lost-in-the-middle"):
         if (folder / ORACLE).is_file():
-            return [f"eval_overrides=[benchmarks.2.data_path={folder}]"]
+            return [f'eval_overrides=["benchmarks.2.data_path={folder}"]']
     return []
 
 

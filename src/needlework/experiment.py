@@ -47,6 +47,9 @@ class VariantSpec:
     """Seeds: each gets its own dataset seed, training seed and evaluation."""
     overrides: list[str] = field(default_factory=list)
     """``key=value`` overrides for the train config."""
+    train_file: str = "train.jsonl"
+    """File of the dataset's ``seed<S>/`` folder to train on (``train.openai.jsonl`` for the
+    OpenAI backend)."""
 
     def __post_init__(self) -> None:
         if not self.seeds:
@@ -135,7 +138,7 @@ def plan(recipe: RecipeConfig) -> list[Step]:
     for variant in recipe.variants:
         for seed in variant.seeds:
             run_dir = out / "train" / variant.name / f"seed{seed}"
-            data = out / "data" / variant.dataset / f"seed{seed}" / "train.jsonl"
+            data = out / "data" / variant.dataset / f"seed{seed}" / variant.train_file
             steps.append(_train_step(variant, seed, data, run_dir))
             steps.append(
                 _eval_step(
