@@ -11,8 +11,9 @@ Timings are the best of ``--repeats`` after a warm-up; on a shared machine they 
 Why the backend needs more than ``model.generate`` on a left-padded batch: on CPU a padding mask
 makes prefill attention take a ~2.5x slower path, prefill compute does not shrink with batching,
 and a growing (concatenated) KV cache costs the same per row at any batch size. The backend
-prefills each prompt alone (no pads) into one preallocated static cache and batches only the
-decode steps, whose fixed per-step overhead is what batching amortises on CPU; the table shows
+prefills each prompt alone (no pads) into one preallocated key/value buffer and runs a lean
+batched greedy loop over the decode steps (``models/hf_decode.py``), whose fixed per-step
+overhead is what batching amortises on CPU; the table shows
 both layouts. The speedup therefore grows with the answer length (``--new-tokens``): with short
 answers the ~2K-token prefill, the same per prompt at any batch size, dominates.
 """
@@ -85,7 +86,7 @@ def run_length(path: Path, convs, new_tokens: int, args) -> tuple[list, float]:
     configs = [("hf backend, one at a time", 1, True)]
     for bs in (int(x) for x in args.batch_sizes.split(",")):
         configs.append(("hf backend, left-padded generate", bs, False))
-        configs.append(("hf backend, per-prompt prefill + batched static-cache decode", bs, True))
+        configs.append(("hf backend, per-prompt prefill + batched decode", bs, True))
     for name, bs, fast in configs:
         model = HF(path=str(path), batch_size=bs, fast_prefill=fast, device=args.device)
         t, out = timed(lambda m=model: m.generate(convs, max_new_tokens=new_tokens), args.repeats)

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+from tests.conftest import shared_file
 
 from needlework.experiment import run_recipe
-from tests.conftest import shared_file
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "configs" / "recipes" / "tiny_cpu.yaml"

@@ -227,3 +227,31 @@ def test_missing_chat_template_is_an_error(tmp_path, tiny_checkpoint):
 def test_field_validation(kwargs, needle):
     with pytest.raises(ValueError, match=needle):
         HF(**kwargs)
+
+
+@pytest.mark.parametrize("max_new_tokens", [1, 2, 40])
+def test_lean_decode_loop_equals_one_at_a_time(varied_checkpoint, max_new_tokens):
+    """The custom batched greedy loop (hf_decode) gives the tokens of one-at-a-time generate,
+    including one-token answers (first token from the prefill alone) and long answers; and it
+    agrees with the static-cache ``generate`` fallback it replaces."""
+    ref = reference(varied_checkpoint, CONVS, max_new_tokens)
+    model = HF(path=str(varied_checkpoint), batch_size=4)
+    assert model.generate(CONVS, max_new_tokens=max_new_tokens) == ref
+    assert model._state["lean"] is True
+    model._state["lean"] = False  # the generate() fallback (e.g. flash-attention models)
+    assert model.generate(CONVS, max_new_tokens=max_new_tokens) == ref
+
+
+def test_lean_loop_refuses_logits_processors():
+    from types import SimpleNamespace
+
+    from needlework.models.hf_decode import lean_ok
+
+    model = SimpleNamespace(config=SimpleNamespace(_attn_implementation="sdpa"))
+    plain = {"do_sample": False, "num_beams": 1, "repetition_penalty": 1.0}
+    assert lean_ok(model, SimpleNamespace(**plain))
+    assert not lean_ok(model, SimpleNamespace(**plain, no_repeat_ngram_size=3))
+    assert not lean_ok(model, SimpleNamespace(**plain, min_new_tokens=5))
+    assert not lean_ok(model, SimpleNamespace(**{**plain, "repetition_penalty": 1.2}))
+    flash = SimpleNamespace(config=SimpleNamespace(_attn_implementation="flash_attention_2"))
+    assert not lean_ok(flash, SimpleNamespace(**plain))

@@ -1,4 +1,4 @@
-"""Row formats written by ``needlework generate`` (CONTRACTS §A) and the OpenAI file checks.
+"""Row formats written by ``needlework generate`` (docs/formats.md §A) and the OpenAI file checks.
 
 * canonical: ``{"id", "messages": [user, assistant], "meta": {...}}`` — no system turn, as the
   official generator wrote its Mistral files;

@@ -2,7 +2,7 @@
 
 Run:  needlework generate --config configs/datagen/tiny_cpu.yaml
 
-Layout (CONTRACTS §A)::
+Layout (docs/formats.md §A)::
 
     <out_dir>/config.yaml, run.json, manifest.json
     <out_dir>/seed<S>/{train,eval}.jsonl            canonical rows

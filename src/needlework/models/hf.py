@@ -4,9 +4,10 @@ Run:  needlework eval --model hf:./runs/train/model --benchmark mdqa --limit 20
 
 Prompts are the model's own chat template with ``add_generation_prompt=True``. Batches are
 length-sorted (longest first, so an out-of-memory shows up in the first batch); results come back
-in the caller's order. Each prompt of a batch is prefilled alone into one shared static cache and
-the decode steps run batched, with every row's last prompt token fed through a mask that hides the
-unused cache slots (see ``HF._prefill``); sliding-window models use the textbook LEFT-padded
+in the caller's order. Each prompt of a batch is prefilled alone and the decode steps run batched
+from one preallocated cache through a lean greedy loop over ``model.forward`` (``hf_decode``);
+models with logits processors in their generation config or a non-sdpa/eager attention use
+``generate`` on that cache (``HF._prefill``), and sliding-window models the textbook LEFT-padded
 ``generate``. Either way greedy decoding gives the text of one-at-a-time generation (tested). A
 prompt that does not fit ``prompt + max_new_tokens <= context`` is an error, never truncated.
 """
@@ -21,6 +22,7 @@ from typing import Any
 
 from needlework.errors import UserError
 from needlework.models.base import check_prompt_lengths, validate_conversations
+from needlework.models.hf_decode import greedy_decode, lean_ok, plain_layer
 from needlework.records import Message
 from needlework.registry import backends
 
@@ -144,6 +146,7 @@ class HF:
             gen=gen,
             limit=self._context_limit(model, tok),
             fast=self.fast_prefill and _fast_path_ok(model),
+            lean=lean_ok(model, gen),
             cache_kw="cache" if "cache" in params else "past_key_values",
             usage={"requests": 0, "batches": 0, "prompt_tokens": 0, "completion_tokens": 0},
         )
@@ -218,18 +221,24 @@ class HF:
         gen.max_new_tokens = max_new_tokens
         with torch.inference_mode():
             # A lone prompt needs no padding: plain generate is already the best path for it.
-            if st["fast"] and len(batch) > 1 and min(len(x) for x in batch) >= 2:
-                ids, mask, extra = self._prefill(batch, max_new_tokens)
+            fast = st["fast"] and len(batch) > 1 and min(len(x) for x in batch) >= 2
+            if fast and st["lean"]:
+                kw = {k: st[k] for k in ("eos", "pad", "device", "cache_kw")}
+                rows = greedy_decode(st["model"], batch, max_new_tokens, **kw)
             else:
-                (ids, mask), extra = _left_padded(batch, st["pad"]), {}
-            out = st["model"].generate(
-                input_ids=ids.to(st["device"]),
-                attention_mask=mask.to(st["device"]),
-                generation_config=gen,
-                **extra,
-            )
+                if fast:
+                    ids, mask, extra = self._prefill(batch, max_new_tokens)
+                else:
+                    (ids, mask), extra = _left_padded(batch, st["pad"]), {}
+                out = st["model"].generate(
+                    input_ids=ids.to(st["device"]),
+                    attention_mask=mask.to(st["device"]),
+                    generation_config=gen,
+                    **extra,
+                )
+                rows = out[:, ids.shape[1] :].tolist()
         texts = []
-        for row in out[:, ids.shape[1] :].tolist():
+        for row in rows:
             cut = next((k for k, t in enumerate(row) if t in st["eos"]), len(row))
             texts.append(st["tok"].decode(row[:cut], skip_special_tokens=True))
             st["usage"]["completion_tokens"] += cut
@@ -264,7 +273,7 @@ class HF:
             layers = getattr(
                 out.get("cache", None) or out.get("past_key_values", None), "layers", None
             )
-            if not layers or not all(_plain_layer(layer) for layer in layers):
+            if not layers or not all(plain_layer(layer) for layer in layers):
                 raise RuntimeError(
                     f"hf: unexpected cache layers for '{self.path}'; set fast_prefill: false"
                 )
@@ -299,15 +308,6 @@ def _left_padded(batch: list[list[int]], pad: int) -> tuple[Any, Any]:
         ids[row, width - len(x) :] = torch.tensor(x, dtype=torch.long)
         mask[row, width - len(x) :] = 1
     return ids, mask
-
-
-def _plain_layer(layer: Any) -> bool:
-    """A full-attention dynamic cache layer (not sliding, not quantized, not linear)."""
-    return (
-        type(layer).__name__ == "DynamicLayer"
-        and not getattr(layer, "is_sliding", False)
-        and getattr(layer, "keys", None) is not None
-    )
 
 
 def _fast_path_ok(model: Any) -> bool:

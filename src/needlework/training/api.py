@@ -1,4 +1,4 @@
-"""``train(cfg)``: the library entry point behind ``needlework train`` (CONTRACTS §B).
+"""``train(cfg)``: the library entry point behind ``needlework train`` (docs/formats.md §B).
 
 Order of work, cheapest first, so bad input costs seconds: run-folder state (finished? resumable?)
 -> backend preflight (API key, model path, GPU for QLoRA) -> read and validate every data row ->

@@ -3,7 +3,7 @@
 A backend is a registered frozen dataclass (``@trainers.register("hf_sft")``) whose fields are its
 config. :func:`needlework.training.api.train` reads and validates the data, prepares the run folder,
 then calls ``preflight`` (cheap checks, before anything expensive) and ``train``. The dict that
-``train`` returns is written as the run folder's ``model.json`` (CONTRACTS §B).
+``train`` returns is written as the run folder's ``model.json`` (docs/formats.md §B).
 """
 
 from __future__ import annotations

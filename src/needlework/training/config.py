@@ -1,6 +1,6 @@
 """The ``needlework train`` config: which backend trains, on which data, into which run folder.
 
-YAML shape (CONTRACTS §B)::
+YAML shape (docs/formats.md §B)::
 
     trainer:                 # a registered training backend: hf_sft or openai
       name: hf_sft
@@ -31,7 +31,7 @@ class TrainConfig:
     trainer: Annotated[Trainer, trainers]
     """Training backend unit: ``hf_sft`` (TRL/PEFT, local or multi-GPU) or ``openai`` (API)."""
     train_path: Path
-    """Chat JSONL: rows with ``messages`` [user, assistant] (CONTRACTS §A ``train.jsonl``), or
+    """Chat JSONL: rows with ``messages`` [user, assistant] (docs/formats.md §A ``train.jsonl``), or
     conversational ``prompt``/``completion`` rows."""
     out_dir: Path
     """Run folder: config.yaml, run.json, train_log.jsonl, model/, model.json."""

@@ -3,7 +3,7 @@
 Every backend trains on the same validated rows, so a malformed row stops ``needlework train``
 before a model is loaded or a file is uploaded. Accepted row shapes:
 
-* ``{"messages": [{"role": "user", ...}, {"role": "assistant", ...}], ...}`` (CONTRACTS §A);
+* ``{"messages": [{"role": "user", ...}, {"role": "assistant", ...}], ...}`` (docs/formats.md §A);
 * ``{"prompt": [messages...], "completion": [{"role": "assistant", ...}]}`` (TRL conversational).
 
 A conversation is an optional leading system message, then user/assistant turns alternating,

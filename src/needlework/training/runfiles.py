@@ -8,7 +8,7 @@
   model/                     the finetuned model, or the LoRA adapter, with its tokenizer
   merged/                    LoRA merged into the base weights (merge_lora)
   openai_job.json            file id, job id, status, events (openai)
-  model.json                 how to load the result (CONTRACTS §B); written last
+  model.json                 how to load the result (docs/formats.md §B); written last
 """
 
 from __future__ import annotations

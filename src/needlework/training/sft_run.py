@@ -312,7 +312,7 @@ def run_sft(unit, cfg, run_dir: Path, rows: list[ChatRow], *, resume: bool) -> d
 
 
 def model_json(unit, model_path: str, run_dir: Path) -> dict[str, Any]:
-    """CONTRACTS §B: absolute local paths; a hub id stays a hub id."""
+    """docs/formats.md §B: absolute local paths; a hub id stays a hub id."""
     model_dir = str((run_dir / MODEL_DIR).resolve())
     if unit.method == "full":
         return {"backend": "hf", "path": model_dir, "adapter": None}
