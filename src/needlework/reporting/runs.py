@@ -3,8 +3,9 @@
 A report argument is either one run folder or any folder above several (an ``eval`` out_dir with
 one subfolder per benchmark, an experiment folder with ``eval/<variant>/seed<S>/<bench>/``...).
 Evaluation runs are folders holding ``metrics.json`` or ``predictions.jsonl`` (format in
-``needlework.records``); training runs are folders holding ``model.json`` (docs/formats.md §B). We never
-descend into an evaluation run folder, so lm-eval side outputs are not mistaken for runs.
+``needlework.records``); training runs are folders holding ``model.json`` (docs/formats.md
+§B). We never descend into an evaluation run folder, so lm-eval side outputs are not mistaken
+for runs.
 
 A run's variant and seed come from ``run.json`` (``variant``, ``seed``), else from its resolved
 ``config.yaml``; without a variant the model id stands in for it.
