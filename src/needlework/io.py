@@ -33,13 +33,26 @@ def _open_text(path: Path) -> IO[str]:
     return path.open("r", encoding="utf-8")
 
 
-def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
-    """Yield JSON objects from a ``.jsonl`` or ``.jsonl.gz`` file; errors name file and line."""
+def iter_jsonl(
+    path: str | Path, expected: str = "JSON lines"
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line_number, object)`` for every non-blank line of a ``.jsonl``/``.jsonl.gz`` file.
+
+    Errors are one line naming ``file:line``: a missing file (saying what was ``expected``),
+    invalid JSON, a non-object line, or bytes that are not UTF-8 / a broken gzip stream.
+    """
     p = Path(path)
     if not p.is_file():
-        raise DataError(f"{p}: file not found (expected JSON lines)")
+        raise DataError(f"{p}: file not found (expected {expected})")
     with _open_text(p) as fh:
-        for lineno, line in enumerate(fh, 1):
+        numbered = enumerate(fh, 1)
+        while True:
+            try:
+                lineno, line = next(numbered)
+            except StopIteration:
+                return
+            except (UnicodeDecodeError, OSError, EOFError) as exc:
+                raise DataError(f"{p}: cannot read as JSON lines ({exc})") from None
             if not line.strip():
                 continue
             try:
@@ -48,7 +61,13 @@ def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
                 raise DataError(f"{p}:{lineno}: invalid JSON ({exc.msg})") from None
             if not isinstance(row, dict):
                 raise DataError(f"{p}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            yield row
+            yield lineno, row
+
+
+def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
+    """Yield JSON objects from a ``.jsonl`` or ``.jsonl.gz`` file; errors name file and line."""
+    for _, row in iter_jsonl(path):
+        yield row
 
 
 def require(row: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:

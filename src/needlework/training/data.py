@@ -14,8 +14,6 @@ and ``content`` are kept from each message.
 
 from __future__ import annotations
 
-import gzip
-import json
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from needlework.errors import DataError
+from needlework.io import iter_jsonl
 
 ROLES = ("system", "user", "assistant")
 
@@ -48,22 +47,7 @@ class ChatRow:
 
 def iter_jsonl_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """``(line_number, object)`` for every non-blank line; errors name ``file:line``."""
-    if not path.is_file():
-        raise DataError(f"{path}: file not found (expected chat JSONL rows with 'messages')")
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise DataError(
-                    f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}"
-                )
-            yield lineno, row
+    return iter_jsonl(path, expected="chat JSONL rows with 'messages'")
 
 
 def validate_messages(messages: Any, where: str) -> tuple[dict[str, str], ...]:
