@@ -77,6 +77,9 @@ def line_figure(
         if any(panel.series):
             ax.legend(fontsize="small")
     axes[0].set_ylabel(ylabel)
+    values = [v for p in panels for s in p.series for v in (*s.y, *(s.hi or ())) if v is not None]
+    if values and min(values) >= 0.0 and max(values) <= 1.0:
+        axes[0].set_ylim(-0.02, 1.02)  # accuracies: a fixed 0-1 axis keeps figures comparable
     fig.suptitle(title)
     return fig
 
