@@ -230,3 +230,24 @@ def test_malformed_benchmarks_are_caught(tmp_path):
             ),
             progress=False,
         )
+
+
+def test_cli_short_form_niah_uses_the_local_models_tokenizer(tiny_checkpoint, tmp_path):
+    import argparse
+
+    from needlework.evaluation.cli import build_eval_config
+
+    args = argparse.Namespace(
+        config=None,
+        overrides=[],
+        model=f"hf:{tiny_checkpoint}",
+        benchmark=["niah"],
+        suite=None,
+        limit=1,
+        out=str(tmp_path / "niah"),
+    )
+    (bench,) = build_eval_config(args).benchmarks
+    assert bench.tokenizer == f"hf:{tiny_checkpoint}"
+    args.model = "scripted:gold"  # no tokenizer to borrow: the benchmark's own rule applies
+    (bench,) = build_eval_config(args).benchmarks
+    assert bench.tokenizer is None
