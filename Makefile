@@ -8,7 +8,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export PYTHONUNBUFFERED ?= 1
 
-.PHONY: install demo test test-fast test-slow lint fmt bench check clean
+.PHONY: install demo test test-fast test-slow lint typecheck fmt bench check clean
 
 install: $(STAMP)
 
@@ -35,6 +35,9 @@ lint: install
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 
+typecheck: install
+	$(BIN)/mypy
+
 fmt: install
 	$(BIN)/ruff check --fix src tests bench
 	$(BIN)/ruff format src tests bench
@@ -42,7 +45,7 @@ fmt: install
 bench: install
 	$(BIN)/python bench/run_all.py
 
-check: lint test
+check: lint typecheck test
 
 clean:
 	rm -rf demo_out .pytest_cache .ruff_cache

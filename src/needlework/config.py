@@ -14,7 +14,7 @@ import types
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+from typing import Any, Literal, TypeVar, Union, cast, get_args, get_origin
 
 import yaml
 
@@ -67,6 +67,7 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
     for text in overrides:
         keys, value = parse_override(text)
         node: Any = out
+        k: str | int  # a list index is converted to int below
         for depth, k in enumerate(keys):
             last = depth == len(keys) - 1
             if isinstance(node, list):  # `benchmarks.0.limit=5` indexes a list
@@ -115,7 +116,7 @@ def from_dict(
             field=prefix.rstrip(".") or None,
         )
     hints = typing.get_type_hints(cls, include_extras=True)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    fields = {f.name: f for f in dataclasses.fields(cast(Any, cls)) if f.init}  # T: a dataclass
     unknown = [k for k in data if k not in fields and k != "name"]
     if unknown:
         raise ConfigError(
@@ -208,7 +209,7 @@ def _convert(tp: Any, value: Any, source: str, field: str) -> Any:
         vt = args[1] if len(args) == 2 else Any
         return {str(k): _convert(vt, v, source, f"{field}.{k}") for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value, source=source, prefix=field + ".")
+        return from_dict(cast("type[Any]", tp), value, source=source, prefix=field + ".")
     if tp is bool:
         if isinstance(value, bool):
             return value

@@ -26,7 +26,7 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 from needlework.errors import ConfigError, UserError
 from needlework.records import Message
@@ -236,7 +236,7 @@ class MistralCounter:
 
     def count_chat(self, messages: Sequence[Message], add_generation_prompt: bool = False) -> int:
         _check_roles(messages, self.name)
-        msgs = [dict(m) for m in messages]
+        msgs = cast("list[dict[str, str]]", [dict(m) for m in messages])  # Message values: str
         systems = [m["content"] for m in msgs if m["role"] == "system"]
         if systems and self.version not in ("v7", "v7m1"):
             msgs = [m for m in msgs if m["role"] != "system"]
@@ -382,7 +382,8 @@ class HFCounter:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UserError(f"{self.name}: cannot load the tokenizer offline ({first})") from None
         ids = self.encode(PROBE)
-        if not ids or self._tok.decode(ids).strip() != PROBE:
+        # cast: decode() of one id list returns str (the stubs also allow list[str])
+        if not ids or cast(str, self._tok.decode(ids)).strip() != PROBE:
             raise UserError(
                 f"{self.name}: the tokenizer does not round-trip plain text "
                 f"(vocabulary of {len(self._tok)}; an empty vocabulary built from a "
@@ -405,7 +406,7 @@ class HFCounter:
         if not getattr(self._tok, "chat_template", None):
             raise UserError(f"{self.name}: the tokenizer has no chat template to count with")
         ids = self._tok.apply_chat_template(
-            [dict(m) for m in messages],
+            cast("list[dict[str, str]]", [dict(m) for m in messages]),  # Message values: str
             tokenize=True,
             return_dict=False,
             add_generation_prompt=add_generation_prompt,
@@ -448,8 +449,8 @@ def load_counter(spec: str) -> TokenCounter:
             raise UserError(f"mistral:{arg}: {path} is missing (reinstall mistral-common)")
         return MistralCounter(arg, path)
     if kind == "tiktoken" and arg:
-        name, _, path = arg.partition("@")
-        return TiktokenCounter(name, path or None)
+        name, _, file = arg.partition("@")
+        return TiktokenCounter(name, file or None)
     if kind == "hf" and arg:
         return HFCounter(arg)
     raise ConfigError(f"unknown tokenizer '{spec}' (expected {SPECS})", field="tokenizer")

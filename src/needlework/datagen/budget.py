@@ -16,9 +16,11 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 from needlework.datagen.base import Generator, Task
 from needlework.errors import UserError
+from needlework.records import Message
 from needlework.tokenization import TokenCounter
 
 PROBES = 16
@@ -54,7 +56,8 @@ def messages(task: Task) -> list[dict[str, str]]:
 
 def measure(counter: TokenCounter, task: Task) -> tuple[int, int]:
     """(prompt tokens, whole-conversation tokens with the chat template)."""
-    return counter.count(task.prompt), counter.count_chat(messages(task))
+    # cast: messages() builds {role, content} dicts of str, i.e. Message
+    return counter.count(task.prompt), counter.count_chat(cast("list[Message]", messages(task)))
 
 
 class _Prober:

@@ -11,7 +11,7 @@ characters and say so.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from needlework.errors import DataError
 from needlework.io import read_jsonl, require
@@ -58,7 +58,9 @@ def inspect_data(path: str | Path) -> dict[str, Any]:
         count = 0
         for lineno, row in enumerate(read_jsonl(f), 1):
             msgs = _messages(row, f"{f}:{lineno}")
-            meta = row.get("meta") if isinstance(row.get("meta"), dict) else {}
+            meta: dict[str, Any] = (
+                cast("dict[str, Any]", row.get("meta")) if isinstance(row.get("meta"), dict) else {}
+            )
             if "prompt_tokens" in meta:
                 lengths.append(int(meta["prompt_tokens"]))
                 conv.append(int(meta.get("conversation_tokens", meta["prompt_tokens"])))

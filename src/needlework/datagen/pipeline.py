@@ -30,7 +30,7 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from needlework.datagen import budget as budget_mod
 from needlework.datagen.base import Generator, Task
@@ -51,7 +51,7 @@ from needlework.io import read_jsonl
 from needlework.registry import generators
 from needlework.tokenization import TokenCounter, load_counter
 
-FORMATS = ("openai", "trl", "hf", "parquet")
+FORMATS: tuple[Literal["openai", "trl", "hf", "parquet"], ...] = ("openai", "trl", "hf", "parquet")
 SPLITS = ("train", "eval")
 
 
@@ -256,7 +256,9 @@ def generate(
                 "splits": {s: w.summary() for s, w in writers.items()},
             }
             if with_hf:
-                write_hf(folder, {s: w.rows for s, w in writers.items()}, cfg.formats)
+                # keep_rows=with_hf: every writer kept its rows
+                rows = {s: cast("list[dict[str, Any]]", w.rows) for s, w in writers.items()}
+                write_hf(folder, rows, cfg.formats)
         manifest = finish(stage, cfg, seeds, shard)
     return {**manifest, "out_dir": str(target)}
 
@@ -299,7 +301,9 @@ def merge_shards(cfg: GenerateConfig, num_shards: int, *, progress: bool = True)
                 "splits": {s: w.summary() for s, w in writers.items()},
             }
             if with_hf:
-                write_hf(folder, {s: w.rows for s, w in writers.items()}, cfg.formats)
+                # keep_rows=with_hf: every writer kept its rows
+                rows = {s: cast("list[dict[str, Any]]", w.rows) for s, w in writers.items()}
+                write_hf(folder, rows, cfg.formats)
         manifest = finish(stage, cfg, seeds, None)
     return {**manifest, "out_dir": str(cfg.out_dir)}
 

@@ -32,7 +32,7 @@ def resolve_backend(model_config: Any) -> tuple[str, Any]:
         from needlework.models import load_backend
 
         unit = load_backend(model_config)
-        return type(unit).registry_name, unit
+        return type(unit).registry_name, unit  # type: ignore[attr-defined]  # set by Registry
     raise UserError(
         f"general: cannot use {type(model_config).__name__} as a model "
         "(expected a backend unit, a mapping with 'name', or 'hf:PATH')"

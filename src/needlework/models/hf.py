@@ -105,7 +105,8 @@ class HF:
             raise UserError(f"hf: cannot load model '{self.path}': {_first_line(exc)}") from None
         if self.adapter:
             model = _merge_adapter(model, self.adapter)
-        model.to(device).eval()
+        # transformers types .to() as a decorated wrapper expecting the model first
+        model.to(device).eval()  # type: ignore[arg-type]
         if not getattr(tok, "chat_template", None):
             raise UserError(
                 f"hf: the tokenizer of '{self.path}' has no chat template; "
@@ -286,7 +287,8 @@ class HF:
                 values[i][row, :, : len(x) - 1] = layer.values[0]
         cache = StaticCache(config=model.config, max_cache_len=width + 1 + max_new_tokens)
         for i in range(len(keys)):
-            cache.layers[i].update(keys[i], values[i])
+            # transformers types layers as a union incl. LinearAttention layers (no .update)
+            cache.layers[i].update(keys[i], values[i])  # type: ignore[union-attr]
         ids = torch.full((len(batch), width + 1), st["pad"], dtype=torch.long)
         mask = torch.zeros((len(batch), width + 1), dtype=torch.long)
         for row, x in enumerate(batch):

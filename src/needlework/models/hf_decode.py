@@ -69,6 +69,8 @@ def _cache_classes() -> tuple[type, type]:
 
         is_compileable = False
         is_sliding = False
+        keys: Any  # preallocated tensors, never None (the base class allows None)
+        values: Any
 
         def __init__(self, keys: Any, values: Any, length: int) -> None:
             super().__init__()

@@ -221,7 +221,7 @@ class OpenAIChat:
         delay = min(self.backoff_max_s, self.backoff_base_s * 2**attempt)
         delay = delay / 2 + rng.uniform(0, delay / 2)
         response = getattr(exc, "response", None)
-        retry_after = response.headers.get("retry-after") if response is not None else None
+        retry_after: Any = response.headers.get("retry-after") if response is not None else None
         with contextlib.suppress(TypeError, ValueError):  # absent or an HTTP date: ignored
             delay = max(delay, min(self.backoff_max_s, float(retry_after)))
         return delay

@@ -62,7 +62,8 @@ def _prompt(row: dict[str, Any]) -> str:
 
 def pick_samples(run: EvalRun, per_run: int) -> list[dict[str, Any]]:
     """Up to ``per_run`` samples scored below 1 and ``per_run`` at 1 or more, file order."""
-    wrong, right = [], []
+    wrong: list[dict[str, Any]] = []
+    right: list[dict[str, Any]] = []
     for row in run.predictions or []:
         score = row["scores"].get(run.primary_metric)
         bucket = right if isinstance(score, (int, float)) and score >= 1 else wrong

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from needlework.reporting import plots
 from needlework.reporting.compare import (
@@ -241,7 +241,10 @@ def niah_section(b: ReportBuilder, label: str) -> str:
             for row in run.predictions or []:
                 k = (by_depth(row), by_len(row))
                 if None not in k and group.metric in row["scores"]:
-                    acc.setdefault(k, []).append(float(row["scores"][group.metric]))
+                    # cast: `None not in k` has ruled out None
+                    acc.setdefault(cast("tuple[str, str]", k), []).append(
+                        float(row["scores"][group.metric])
+                    )
             for k, vals in acc.items():
                 cells.setdefault(k, []).append(sum(vals) / len(vals))
                 sizes[k] = len(vals)

@@ -38,7 +38,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from needlework.errors import ConfigError, DataError
 from needlework.training.data import ChatRow
@@ -60,7 +60,8 @@ def template_text(tokenizer: Any) -> str | None:
 
 def has_generation_markers(template: str | None) -> bool:
     """True when the template marks assistant text with ``{% generation %}`` blocks."""
-    return bool(template) and _GENERATION.search(template) is not None
+    # cast: bool(template) has already ruled out None
+    return bool(template) and _GENERATION.search(cast(str, template)) is not None
 
 
 def set_chat_template(tokenizer: Any, path: str | Path | None, *, field: str) -> None:

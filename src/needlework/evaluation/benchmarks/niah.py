@@ -98,6 +98,7 @@ class NIAH:
                 field="tokenizer",
             )
         counter = token_counter(self.tokenizer)
+        assert counter is not None  # self.tokenizer is set (checked above)
         units = self.haystack_units()
         for length in self.context_lengths:
             hint = 0

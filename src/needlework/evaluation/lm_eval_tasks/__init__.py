@@ -26,7 +26,7 @@ import functools
 import json
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from needlework.errors import UserError
 from needlework.io import ensure_writable_dir, sha256_file, write_jsonl, write_text
@@ -95,7 +95,9 @@ def export(benchmark: Any, out_dir: str | Path, *, limit: int | None = None) -> 
 
     if callable(getattr(benchmark, "run_suite", None)):
         raise UserError(f"{benchmark.label()}: already an lm-eval suite; nothing to export")
-    if not (dataclasses.is_dataclass(benchmark) and hasattr(type(benchmark), "registry_name")):
+    # cast: keep ``benchmark`` typed Any (is_dataclass would narrow it to DataclassInstance)
+    is_unit = dataclasses.is_dataclass(cast(Any, benchmark))
+    if not (is_unit and hasattr(type(benchmark), "registry_name")):
         raise UserError(
             f"{type(benchmark).__name__}: only registered benchmark units can be "
             "exported (lm-eval rebuilds the unit from its config to score)"
