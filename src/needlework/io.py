@@ -33,35 +33,40 @@ def _open_text(path: Path) -> IO[str]:
     return path.open("r", encoding="utf-8")
 
 
+def parse_jsonl_lines(lines: Iterable[str], source: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line_number, object)`` for each non-blank line; ``source`` names the file in errors.
+
+    Errors are one line naming ``source:line``: invalid JSON, a non-object line, or bytes that
+    are not UTF-8 / a broken gzip stream (raised while reading ``lines``).
+    """
+    numbered = enumerate(lines, 1)
+    while True:
+        try:
+            lineno, line = next(numbered)
+        except StopIteration:
+            return
+        except (UnicodeDecodeError, OSError, EOFError) as exc:
+            raise DataError(f"{source}: cannot read as JSON lines ({exc})") from None
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{source}:{lineno}: invalid JSON ({exc.msg})") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{source}:{lineno}: expected a JSON object, got {type(row).__name__}")
+        yield lineno, row
+
+
 def iter_jsonl(
     path: str | Path, expected: str = "JSON lines"
 ) -> Iterator[tuple[int, dict[str, Any]]]:
-    """``(line_number, object)`` for every non-blank line of a ``.jsonl``/``.jsonl.gz`` file.
-
-    Errors are one line naming ``file:line``: a missing file (saying what was ``expected``),
-    invalid JSON, a non-object line, or bytes that are not UTF-8 / a broken gzip stream.
-    """
+    """``(line_number, object)`` for every non-blank line of a ``.jsonl``/``.jsonl.gz`` file."""
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: file not found (expected {expected})")
     with _open_text(p) as fh:
-        numbered = enumerate(fh, 1)
-        while True:
-            try:
-                lineno, line = next(numbered)
-            except StopIteration:
-                return
-            except (UnicodeDecodeError, OSError, EOFError) as exc:
-                raise DataError(f"{p}: cannot read as JSON lines ({exc})") from None
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{p}:{lineno}: invalid JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{p}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            yield lineno, row
+        yield from parse_jsonl_lines(fh, str(p))
 
 
 def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:

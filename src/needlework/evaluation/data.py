@@ -11,7 +11,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
-import json
 import os
 import tempfile
 import zipfile
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from needlework.errors import DataError, UserError
-from needlework.io import require, sha256_file
+from needlework.io import parse_jsonl_lines, require, sha256_file
 
 LITM_REPO = "nelson-liu/lost-in-the-middle"
 LITM_COMMIT = "29b8a6d042ce29abccee3db1a73171a107d7e6af"
@@ -227,24 +226,8 @@ def read_rows(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
 
 
 def _json_lines(lines: Iterator[str], source: str) -> Iterator[tuple[str, dict[str, Any]]]:
-    numbered = enumerate(lines, 1)
-    while True:
-        try:
-            lineno, line = next(numbered)
-        except StopIteration:
-            return
-        except (UnicodeDecodeError, OSError, EOFError) as exc:  # not UTF-8, bad or cut gzip
-            raise DataError(f"{source}: cannot read as JSON lines ({exc})") from None
-        if not line.strip():
-            continue
-        where = f"{source}:{lineno}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{where}: invalid JSON ({exc.msg})") from None
-        if not isinstance(row, dict):
-            raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
-        yield where, row
+    for lineno, row in parse_jsonl_lines(lines, source):
+        yield f"{source}:{lineno}", row
 
 
 def _read_zip_jsonl(p: Path) -> Iterator[tuple[str, dict[str, Any]]]:
