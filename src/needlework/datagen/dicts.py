@@ -33,6 +33,31 @@ def check_fraction(name: str, value: float) -> None:
         raise ValueError(f"{name}: expected a fraction in [0, 1], got {value}")
 
 
+def check_dict_task(
+    *,
+    num_dicts: int | None,
+    gold_dict_size: int,
+    dict_size_range: Sequence[int],
+    digits: dict[str, Sequence[int]],
+    frac_0: float,
+    frac_top5: float,
+) -> None:
+    """The checks every dictionary-task generator shares (errors name the field)."""
+    if num_dicts is not None and num_dicts < 2:
+        raise ValueError(f"num_dicts: need at least 2 dictionaries, got {num_dicts}")
+    if gold_dict_size < 1:
+        raise ValueError(f"gold_dict_size: must be >= 1, got {gold_dict_size}")
+    check_range("dict_size_range", dict_size_range, minimum=1)
+    for name, value in digits.items():
+        check_range(name, value, minimum=1)
+        if value[1] > 18:
+            raise ValueError(f"{name}: at most 18 digits")
+    check_fraction("frac_0", frac_0)
+    check_fraction("frac_top5", frac_top5)
+    if frac_0 + frac_top5 > 1:
+        raise ValueError("frac_top5: frac_0 + frac_top5 must be <= 1")
+
+
 class NumberPool:
     """Random positive integers with a uniform digit count in ``[lo, hi]``, as strings.
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from needlework.datagen.base import Task, load_prompt
 from needlework.datagen.dicts import (
     NumberPool,
+    check_dict_task,
     check_fraction,
     check_range,
     dict_lines,
@@ -64,18 +65,15 @@ class MultiSubkeyDictKV:
     """Further fraction with the gold dictionary in the first int(N*0.05) positions (0)."""
 
     def __post_init__(self) -> None:
-        if self.num_dicts is not None and self.num_dicts < 2:
-            raise ValueError(f"num_dicts: need at least 2 dictionaries, got {self.num_dicts}")
-        if self.gold_dict_size < 1:
-            raise ValueError(f"gold_dict_size: must be >= 1, got {self.gold_dict_size}")
-        check_range("dict_size_range", self.dict_size_range, minimum=1)
+        check_dict_task(
+            num_dicts=self.num_dicts,
+            gold_dict_size=self.gold_dict_size,
+            dict_size_range=self.dict_size_range,
+            digits={"subkey_digits": self.subkey_digits, "value_digits": self.value_digits},
+            frac_0=self.frac_0,
+            frac_top5=self.frac_top5,
+        )
         check_range("key_size_range", self.key_size_range, minimum=2)
-        check_range("subkey_digits", self.subkey_digits, minimum=1)
-        check_range("value_digits", self.value_digits, minimum=1)
-        if self.subkey_digits[1] > 18:
-            raise ValueError("subkey_digits: at most 18 digits")
-        if self.value_digits[1] > 18:
-            raise ValueError("value_digits: at most 18 digits")
         if self.gold_key_size < 2:
             raise ValueError(
                 f"gold_key_size: a multi-subkey key needs >= 2 subkeys, got {self.gold_key_size}"
@@ -95,10 +93,6 @@ class MultiSubkeyDictKV:
             raise ValueError("subkey_digits: too few distinct subkeys for the key sizes")
         check_fraction("prob_ng_has_common", self.prob_ng_has_common)
         check_fraction("prob_ng_per_common", self.prob_ng_per_common)
-        check_fraction("frac_0", self.frac_0)
-        check_fraction("frac_top5", self.frac_top5)
-        if self.frac_0 + self.frac_top5 > 1:
-            raise ValueError("frac_top5: frac_0 + frac_top5 must be <= 1")
         object.__setattr__(self, "_subkeys", number_pool(*self.subkey_digits))
         object.__setattr__(self, "_values", number_pool(*self.value_digits))
 

@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from needlework.datagen.base import Task, load_prompt
 from needlework.datagen.dicts import (
     NumberPool,
-    check_fraction,
-    check_range,
+    check_dict_task,
     dict_lines,
     number_pool,
     render_bodies,
@@ -51,21 +50,14 @@ class SimpleDictKV:
     N = samples in the split, the official quirk)."""
 
     def __post_init__(self) -> None:
-        if self.num_dicts is not None and self.num_dicts < 2:
-            raise ValueError(f"num_dicts: need at least 2 dictionaries, got {self.num_dicts}")
-        if self.gold_dict_size < 1:
-            raise ValueError(f"gold_dict_size: must be >= 1, got {self.gold_dict_size}")
-        check_range("dict_size_range", self.dict_size_range, minimum=1)
-        check_range("key_digits", self.key_digits, minimum=1)
-        check_range("value_digits", self.value_digits, minimum=1)
-        if self.key_digits[1] > 18:
-            raise ValueError("key_digits: at most 18 digits")
-        if self.value_digits[1] > 18:
-            raise ValueError("value_digits: at most 18 digits")
-        check_fraction("frac_0", self.frac_0)
-        check_fraction("frac_top5", self.frac_top5)
-        if self.frac_0 + self.frac_top5 > 1:
-            raise ValueError("frac_top5: frac_0 + frac_top5 must be <= 1")
+        check_dict_task(
+            num_dicts=self.num_dicts,
+            gold_dict_size=self.gold_dict_size,
+            dict_size_range=self.dict_size_range,
+            digits={"key_digits": self.key_digits, "value_digits": self.value_digits},
+            frac_0=self.frac_0,
+            frac_top5=self.frac_top5,
+        )
         object.__setattr__(self, "_keys", number_pool(*self.key_digits))
         object.__setattr__(self, "_values", number_pool(*self.value_digits))
 
