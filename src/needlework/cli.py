@@ -23,6 +23,7 @@ HANDLERS = {
     "report": "needlework.reporting.cli:report_cmd",
     "run": "needlework.experiment:run_cmd",
     "demo": "needlework.demo:demo_cmd",
+    "model": "needlework.models.cli:model_cmd",
     "ls": "needlework.cli:ls_cmd",
     "validate": "needlework.cli:validate_cmd",
 }
@@ -90,6 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--suite", choices=["general"], help="lm-evaluation-harness general suite")
     e.add_argument("--limit", type=int, metavar="N", help="only the first N samples")
     e.add_argument("--out", metavar="DIR", help="run folder (default runs/<time>-<bench>-<model>)")
+    e.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="data-parallel: N processes on this machine (launched with torchrun), each with "
+        "cores/N threads; under accelerate launch or torchrun the launcher's processes are used",
+    )
 
     r = sub.add_parser("report", help="Compare run folders: markdown, CSV, PNG plots.")
     r.add_argument("runs", nargs="+", metavar="RUN")
@@ -108,6 +116,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="Tiny end-to-end run on CPU (make demo).")
     d.add_argument("--out", default="demo_out", metavar="DIR")
+
+    m = sub.add_parser("model", help="Import GGUF models (files or bundled) as model folders.")
+    ma = m.add_subparsers(dest="action", required=True, metavar="ACTION")
+    mi = ma.add_parser(
+        "import",
+        help="Dequantize a .gguf file or bundled alias into a save_pretrained folder.",
+    )
+    mi.add_argument("src", metavar="SRC", help="a .gguf file or a bundled alias (model ls)")
+    mi.add_argument("--out", required=True, metavar="DIR", help="new (or empty) model folder")
+    mi.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    ma.add_parser("ls", help="List the bundled models, whether installed, and the cache folder.")
 
     sub.add_parser("ls", help="List registered generators, trainers, backends, benchmarks.")
     v = sub.add_parser("validate", help="Load and check config files without running them.")
@@ -161,6 +180,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
+    args.argv = list(argv) if argv is not None else None
+    from needlework.runtime import configure_threads
+
+    configure_threads()  # before torch loads: one thread pool per process, never oversubscribed
     try:
         return int(_load(HANDLERS[args.verb])(args) or 0)
     except UserError as exc:

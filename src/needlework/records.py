@@ -51,3 +51,18 @@ class Prediction:
     output: str
     scores: Mapping[str, float]
     meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+def with_system_prompt(messages: list[dict[str, str]], system_prompt: str | None) -> list[dict]:
+    """The conversation with its system turn set to ``system_prompt`` (None: left as it is).
+
+    Training and inference both call this with the same setting, so a model is evaluated with
+    the system turn it was trained with. None keeps the chat template's own behaviour (SmolLM2's
+    template inserts its default system prompt when there is none); a string replaces any system
+    turn, and "" gives an empty system turn, the closest a template that injects a default allows
+    to "no system prompt".
+    """
+    if system_prompt is None:
+        return [dict(m) for m in messages]
+    rest = [dict(m) for m in messages if m.get("role") != "system"]
+    return [{"role": "system", "content": system_prompt}, *rest]

@@ -65,6 +65,8 @@ def now() -> str:
 
 def write_run_info(out_dir: str | Path, config: Any, **extra: Any) -> dict[str, Any]:
     """Write ``config.yaml`` (resolved) and ``run.json`` (versions, git, command, extras)."""
+    from needlework.runtime import thread_info
+
     out = Path(out_dir)
     write_text(out / "config.yaml", dump_yaml(config))
     info = {
@@ -73,6 +75,7 @@ def write_run_info(out_dir: str | Path, config: Any, **extra: Any) -> dict[str, 
         "command": sys.argv,
         "started": now(),
         "versions": versions(),
+        "threads": thread_info(),
         **extra,
     }
     write_json(out / "run.json", info)

@@ -375,6 +375,10 @@ class HFCounter:
             raise UserError(
                 f"{self.name}: needs transformers (pip install 'needlework[train]')"
             ) from None
+        from needlework.models.gguf import cached_import, is_gguf_spec
+
+        if is_gguf_spec(path):  # a .gguf file or bundled alias: its imported folder
+            path = str(cached_import(path))
         try:
             # local_files_only: a hub id works when it is in the local cache; nothing downloads
             self._tok = AutoTokenizer.from_pretrained(path, local_files_only=True)

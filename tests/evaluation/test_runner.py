@@ -130,7 +130,7 @@ def test_too_long_prompts_skipped_and_counted(tmp_path):
     assert "tokens + 5 new tokens, over the 60-token context" in skipped[0]["skipped"]
     m = json.loads((run / "metrics.json").read_text())
     assert m["n"] == 9 and m["n_skipped"] == 3 and m["metrics"]["exact_match"]["mean"] == 1.0
-    # resuming retries the skipped ones (still too long) without duplicating any line
+    # rerunning the finished run duplicates no line (nor rewrites it: test_runner_resume.py)
     evaluate(cfg, progress=False)
     again = read_lines(run / "predictions.jsonl")
     assert [r["id"] for r in again] == [r["id"] for r in rows]

@@ -119,3 +119,52 @@ def test_corrupt_predictions_file_is_a_clear_error(tmp_path):
     pred.write_text(json.dumps({"id": "arith-0", "output": "0"}) + "\n")
     with pytest.raises(DataError, match="field 'prompt_sha256' missing"):
         evaluate(cfg_for(tmp_path, limit=3), progress=False)
+
+
+RECORD = ("run.json", "predictions.jsonl", "metrics.json", "config.yaml")
+
+
+def test_rerunning_a_finished_run_rewrites_nothing(tmp_path, caplog):
+    cfg = cfg_for(tmp_path, limit=6)
+    evaluate(cfg, progress=False)
+    run = tmp_path / "nw_test_arith"
+    before = {name: (run / name).read_bytes() for name in RECORD}
+    assert json.loads(before["run.json"])["status"] == "complete"
+    runner_units.CALLS.clear()
+    with caplog.at_level("INFO", logger="needlework.evaluation.runner"):
+        evaluate(cfg, progress=False)
+    assert runner_units.CALLS == []  # the model was not asked anything
+    assert {name: (run / name).read_bytes() for name in RECORD} == before
+    assert "nw_test_arith: already complete" in caplog.text
+
+
+def test_finished_run_is_redone_when_the_request_differs(tmp_path):
+    """Not the same finished run: a smaller limit (fewer samples), another variant tag, or an
+    unfinished record must still be (re)computed, as before."""
+    evaluate(cfg_for(tmp_path, limit=6), progress=False)
+    run = tmp_path / "nw_test_arith"
+    evaluate(cfg_for(tmp_path, limit=4), progress=False)
+    assert json.loads((run / "metrics.json").read_text())["n"] == 4
+    evaluate(cfg_for(tmp_path, limit=4, variant="base"), progress=False)
+    assert json.loads((run / "run.json").read_text())["variant"] == "base"
+    info = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**info, "status": "interrupted"}))
+    evaluate(cfg_for(tmp_path, limit=4, variant="base"), progress=False)
+    assert json.loads((run / "run.json").read_text())["status"] == "complete"
+
+
+def test_rerun_with_skipped_samples_rewrites_nothing(tmp_path):
+    cfg = cfg_for(
+        tmp_path,
+        model={"name": "nw_test_calculator", "max_context_chars": 60},
+        bench={"name": "nw_test_arith", "long_every": 4},
+        on_too_long="skip",
+    )
+    evaluate(cfg, progress=False)
+    run = tmp_path / "nw_test_arith"
+    before = {name: (run / name).read_bytes() for name in RECORD}
+    assert json.loads(before["metrics.json"])["n_skipped"] == 3
+    runner_units.CALLS.clear()
+    evaluate(cfg, progress=False)
+    assert runner_units.CALLS == []
+    assert {name: (run / name).read_bytes() for name in RECORD} == before

@@ -127,7 +127,14 @@ def flenqa_rows(rng: random.Random, acc: Callable[[float], float], per_len: int 
     return rows
 
 
-def kv_rows(rng: random.Random, acc: Callable[[float], float], n: int = 170) -> list[Row]:
+def kv_rows(
+    rng: random.Random,
+    acc: Callable[[float], float],
+    n: int = 170,
+    format_rate: float | None = None,
+) -> list[Row]:
+    """KV samples scored ``value_correct``; with ``format_rate`` also ``format_match`` (the
+    answer followed the template) at that rate, as the kv_retrieval benchmark records it."""
     rows = []
     for i in range(n):
         pos = i % 85
@@ -137,7 +144,10 @@ def kv_rows(rng: random.Random, acc: Callable[[float], float], n: int = 170) -> 
             "num_dicts": 85,
             "gold_depth_bin": min(pos * 10 // 84, 9) / 10,
         }
-        rows.append(_row(f"kv-{i}", rng.random() < acc(pos / 84), "value_correct", meta))
+        row = _row(f"kv-{i}", rng.random() < acc(pos / 84), "value_correct", meta)
+        if format_rate is not None:
+            row["scores"]["format_match"] = 1.0 if rng.random() < format_rate else 0.0
+        rows.append(row)
     return rows
 
 

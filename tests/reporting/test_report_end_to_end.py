@@ -152,8 +152,10 @@ def test_figures_have_expected_axes_and_series(full):
 
     heat = figs["niah_ft_template_heatmap.png"].axes[0]
     assert heat.get_images()[0].get_array().shape == (3, 3)
-    assert "context length" in heat.get_xlabel() and "depth" in heat.get_ylabel()
-    assert [t.get_text() for t in heat.get_xticklabels()] == ["1000", "2000", "4000"]
+    assert heat.get_xlabel() == "Context length (tokens)"
+    assert heat.get_ylabel() == "Needle depth (% of context)"
+    assert [t.get_text() for t in heat.get_xticklabels()] == ["1K", "2K", "4K"]
+    assert [t.get_text() for t in heat.get_yticklabels()] == ["0%", "50%", "100%"]
 
 
 def test_niah_grid_means_and_cell_deltas(full):
@@ -440,3 +442,180 @@ def test_seed_with_another_primary_metric_is_left_out(tmp_path):
     assert any(str(odd) in p and "left out of the report" in p for p in result.problems)
     v = next(r for r in read_csv(tmp_path / "out/tables/overall.csv") if r["variant"] == "v")
     assert v["seeds"] == "1" and v["metric"] == "best_subspan_em"
+
+
+def _plain_eval_run(folder: Path, short: str, path: str, rng: int, **extra) -> Path:
+    """A ``needlework eval`` run without a recipe: no variant, the model spec in config.yaml."""
+    run = fakes.write_run(
+        folder,
+        benchmark="mdqa",
+        model=short,
+        rows=fakes.mdqa_rows(random.Random(rng), fakes.acc_base if rng == 1 else fakes.acc_ft),
+        primary="best_subspan_em",
+        group_by=("gold_position",),
+        **extra,
+    )
+    (run / "config.yaml").write_text(
+        f"model:\n  name: hf\n  path: {path}\n  batch_size: 8\nbenchmarks:\n- name: mdqa\n"
+        "variant: null\nseed: null\n"
+    )
+    return run
+
+
+def test_baseline_names_a_plain_eval_runs_model(tmp_path, capsys):
+    _plain_eval_run(tmp_path / "a" / "mdqa", "hf:SmolLM2-135M", "/models/SmolLM2-135M", 1)
+    _plain_eval_run(tmp_path / "b" / "mdqa", "hf:SmolLM2-135M-ft", "/runs/SmolLM2-135M-ft", 2)
+    by_label = build_report([tmp_path], tmp_path / "o1", baseline="hf:SmolLM2-135M-ft")
+    assert by_label.baseline == "hf:SmolLM2-135M-ft"
+    bare = build_report([tmp_path], tmp_path / "o2", baseline="SmolLM2-135M")  # without "hf:"
+    assert bare.baseline == "hf:SmolLM2-135M"
+    (ft,) = [r for r in read_csv(tmp_path / "o2/tables/overall.csv") if r["delta"]]
+    assert ft["variant"] == "hf:SmolLM2-135M-ft"
+    code = main(["report", str(tmp_path), "--out", str(tmp_path / "o3"), "--baseline", "base"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err
+    assert "--baseline 'base': no such variant or model" in err
+    assert "'hf:SmolLM2-135M', 'hf:SmolLM2-135M-ft'" in err
+
+
+def test_baseline_names_a_variant_or_its_model(tmp_path):
+    _plain_eval_run(tmp_path / "a" / "mdqa", "hf:m0", "/m0", 1, variant="base")
+    _plain_eval_run(tmp_path / "b" / "mdqa", "hf:m1", "/m1", 2, variant="ft")
+    assert build_report([tmp_path], tmp_path / "o1", baseline="ft").baseline == "ft"
+    assert build_report([tmp_path], tmp_path / "o2", baseline="hf:m1").baseline == "ft"
+    with pytest.raises(UserError, match=r"labels: 'base', 'ft' \(or one of the models 'hf:m0'"):
+        build_report([tmp_path], tmp_path / "o3", baseline="m2")
+
+
+def test_model_labels_come_from_the_spec_not_folder_names(tmp_path):
+    # Two different models, both saved as ".../final" (same short id), evaluated into run
+    # folders of the same name; a third run sits in a folder named after another model.
+    one = _plain_eval_run(tmp_path / "x" / "mdqa", "hf:final", "/exp1/final", 1)
+    two = _plain_eval_run(tmp_path / "y" / "mdqa", "hf:final", "/exp2/final", 2)
+    three = _plain_eval_run(tmp_path / "hf:final" / "mdqa", "hf:other", "/exp3/other", 3)
+    result = build_report([tmp_path], tmp_path / "out", baseline="hf:final (exp1/final)")
+    assert not any("same variant/seed/benchmark" in p for p in result.problems)
+    runs = {r["path"]: r for r in read_csv(tmp_path / "out/tables/runs.csv")}
+    assert runs[str(one)]["model"] == runs[str(one)]["variant"] == "hf:final (exp1/final)"
+    assert runs[str(two)]["model"] == "hf:final (exp2/final)"
+    assert runs[str(three)]["model"] == "hf:other"
+    overall = {r["variant"]: r for r in read_csv(tmp_path / "out/tables/overall.csv")}
+    assert set(overall) == {"hf:final (exp1/final)", "hf:final (exp2/final)", "hf:other"}
+    assert overall["hf:final (exp2/final)"]["delta"] != ""
+
+
+def test_variant_and_seed_come_from_run_json_not_folders(tmp_path):
+    run = fakes.write_run(
+        tmp_path / "ft_template" / "seed7" / "mdqa",
+        benchmark="mdqa",
+        model="hf:m",
+        rows=fakes.mdqa_rows(random.Random(1), fakes.acc_ft),
+        primary="best_subspan_em",
+        group_by=("gold_position",),
+        variant="lora_r8",
+        seed=3,
+    )
+    build_report([tmp_path], tmp_path / "out")
+    (row,) = read_csv(tmp_path / "out/tables/runs.csv")
+    assert (row["variant"], row["seed"], row["path"]) == ("lora_r8", "3", str(run))
+
+
+def _kv_with_format(root: Path) -> dict[str, list[Path]]:
+    made: dict[str, list[Path]] = {"base": [], "ft": []}
+    for variant, acc, rate, seeds in (
+        ("base", fakes.acc_base, 0.3, (None,)),
+        ("ft", fakes.acc_ft, 0.9, (0, 1)),
+    ):
+        for seed in seeds:
+            made[variant].append(
+                fakes.write_run(
+                    root / variant / f"seed{seed}" / "kv_retrieval",
+                    benchmark="kv_retrieval",
+                    model=f"hf:{variant}{seed}",
+                    rows=fakes.kv_rows(random.Random(f"{variant}{seed}"), acc, format_rate=rate),
+                    primary="value_correct",
+                    group_by=("gold_position", "gold_depth_bin"),
+                    variant=variant,
+                    seed=seed,
+                )
+            )
+    return made
+
+
+def test_format_metric_shown_beside_the_primary_one(tmp_path):
+    made = _kv_with_format(tmp_path)
+    figures = {}
+    real_save = plots.save
+
+    def capture(fig, path):
+        figures[Path(path).name] = fig
+        return real_save(fig, path)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(plots, "save", capture)
+        result = build_report([tmp_path], tmp_path / "out")
+    assert result.problems == []
+    # the figure: a second panel for format_match, markers and a band per series in each
+    primary, fmt = figures["kv_retrieval_by_position.png"].axes
+    assert [primary.get_title(), fmt.get_title()] == [
+        "kv_retrieval: value_correct",
+        "kv_retrieval: format_match",
+    ]
+    for ax in (primary, fmt):
+        assert len(ax.get_lines()) == 2 and len(ax.collections) == 2
+        assert len({ln.get_marker() for ln in ax.get_lines()}) == 2
+    base_fmt = [
+        statistics.fmean(
+            r["scores"]["format_match"]
+            for r in map(json.loads, (made["base"][0] / "predictions.jsonl").open())
+            if r["meta"]["gold_depth_bin"] == depth
+        )
+        for depth in (0.0, 0.1)
+    ]
+    assert list(fmt.get_lines()[0].get_ydata()[:2]) == pytest.approx(base_fmt)
+    # the markdown table: format_match columns beside the primary ones, with deltas
+    text = result.path.read_text()
+    section = text.split("## KV retrieval")[1].split("\n## ")[0]
+    header = next(ln for ln in section.splitlines() if ln.startswith("| depth"))
+    assert header == (
+        "| depth | n | base | ft | Δ ft vs base | base: format_match | ft: format_match "
+        "| Δ ft vs base: format_match |"
+    )
+    # the CSVs: format_match rows in the breakdown and in the overall table, paired deltas
+    rows = read_csv(tmp_path / "out/tables/kv_retrieval_by_position.csv")
+    assert {r["metric"] for r in rows} == {"value_correct", "format_match"}
+    overall = read_csv(tmp_path / "out/tables/overall.csv")
+    ft = next(r for r in overall if (r["variant"], r["metric"]) == ("ft", "format_match"))
+    s0, s1 = (fakes.read_scores(p, "format_match") for p in made["ft"])
+    base = fakes.read_scores(made["base"][0], "format_match")
+    assert float(ft["delta"]) == pytest.approx(
+        statistics.fmean((s0[i] + s1[i]) / 2 - base[i] for i in base)
+    )
+    assert [r["metric"] for r in overall] == ["value_correct"] * 2 + ["format_match"] * 2
+
+
+def test_no_format_column_where_the_benchmark_has_none(full):
+    text = full["result"].path.read_text().split("## How to read")[0]
+    assert "format_match" not in text
+    (ax,) = full["figures"]["mdqa_by_position.png"].axes
+    assert ax.get_title() == "mdqa"
+
+
+def test_several_seeds_get_a_ci_band_in_breakdowns(full):
+    """Per-key CI over per-sample scores averaged across seeds, as the overall CI is made."""
+    made = full["made"]
+    rows = read_csv(full["out"] / "tables/mdqa_by_position.csv")
+    row = next(r for r in rows if r["key"] == "9" and r["variant"] == "ft_template")
+    s0 = fakes.read_scores(made["ft_template-seed0"]["mdqa"], "best_subspan_em")
+    s1 = fakes.read_scores(made["ft_template-seed1"]["mdqa"], "best_subspan_em")
+    from needlework.evaluation.stats import mean_ci
+
+    ids = sorted(i for i in s0 if i.startswith("mdqa-9-"))  # the bootstrap sees id order
+    _, lo, hi = mean_ci([(s0[i] + s1[i]) / 2 for i in ids])
+    assert (float(row["ci_low"]), float(row["ci_high"])) == pytest.approx((lo, hi))
+    assert row["seeds"] == "2" and row["seed_min"] != ""
+    (ax,) = full["figures"]["mdqa_by_position.png"].axes
+    band = ax.collections[1].get_paths()[0].vertices[:, 1]
+    assert min(band) == pytest.approx(
+        min(float(r["ci_low"]) for r in rows if r["variant"] == "ft_template")
+    )

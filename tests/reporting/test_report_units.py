@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
-from needlework.reporting import compare, plots
+from needlework.reporting import compare, plots, sections
+from needlework.reporting import runs as runs_mod
 from needlework.reporting.compare import Delta, Stat, combine
 from needlework.reporting.tables import Notes, Table, fmt_delta, fmt_stat
 
@@ -107,3 +109,115 @@ def test_loss_figure():
     ax = fig.axes[0]
     assert ax.get_xlabel() == "step" and ax.get_ylabel() == "training loss"
     assert len(ax.get_lines()) == 1
+
+
+def test_coinciding_series_stay_visible():
+    """Identical series: own marker and line style each, own CI band, dodged sideways."""
+    same = [0.5, 0.6, 0.7]
+    panel = plots.Panel("p", (series("a", same), series("b", same), series("c", same)))
+    fig = plots.line_figure([panel], title="T", xlabel="X", ylabel="Y")
+    (ax,) = fig.axes
+    lines = ax.get_lines()
+    markers = [ln.get_marker() for ln in lines]
+    assert len(set(markers)) == 3 and "None" not in markers and None not in markers
+    assert len({ln.get_linestyle() for ln in lines}) == 3
+    assert len(ax.collections) == 3  # one fill_between band per series
+    # the true x values are kept; only the drawing is shifted, by the same step per series
+    assert all(list(ln.get_xdata()) == [1, 2, 3] for ln in lines)
+    xs = [ln.get_transform().transform((2, 0.6))[0] for ln in lines]
+    step = plots.DODGE_PT / 72 * fig.dpi
+    assert xs[1] - xs[0] == pytest.approx(step) and xs[2] - xs[1] == pytest.approx(step)
+    assert xs[1] == pytest.approx(ax.transData.transform((2, 0.6))[0])  # centred on x
+    bands = [c.get_transform().transform((2, 0.6))[0] for c in ax.collections]
+    assert bands == pytest.approx(xs)  # each band moves with its line
+    # the legend shows the markers, so each model is recognisable there too
+    handles = ax.get_legend().legend_handles
+    assert [h.get_marker() for h in handles] == markers
+
+
+def test_band_drawn_where_the_ci_is_known_only():
+    partial = plots.Series("a", (1, 2, 3), (0.5, 0.6, 0.7), (0.4, None, 0.6), (0.6, None, 0.8))
+    (ax,) = plots.line_figure([plots.Panel("p", (partial,))], title="", xlabel="", ylabel="").axes
+    assert len(ax.collections) == 1
+    none = plots.Series("b", (1, 2), (0.5, 0.6), (None, None), (None, None))
+    (ax,) = plots.line_figure([plots.Panel("p", (none,))], title="", xlabel="", ylabel="").axes
+    assert len(ax.collections) == 0 and ax.get_lines()[0].get_marker() == "o"
+
+
+def test_loss_curves_have_distinct_markers():
+    many = tuple(float(i) for i in range(100))
+    fig = plots.loss_figure(
+        [plots.Series("a", many, many), plots.Series("b", many, many)], title="L"
+    )
+    a, b = fig.axes[0].get_lines()
+    assert a.get_marker() != b.get_marker() and "None" not in (a.get_marker(), b.get_marker())
+    assert a.get_markevery() == 8  # markers on about 12 points, not all 100
+
+
+@pytest.mark.parametrize(
+    ("key", "shown"),
+    [
+        ("1024", "1K"),
+        ("1000", "1K"),
+        ("2048", "2K"),
+        ("4096", "4K"),
+        ("32768", "32K"),
+        ("128000", "128K"),
+        ("131072", "128K"),
+        ("1500", "1.5K"),
+        ("512", "512"),
+        ("long", "long"),
+    ],
+)
+def test_token_counts_for_people(key, shown):
+    assert sections.tokens_label(key) == shown
+
+
+def test_depth_labels_in_percent():
+    assert [
+        sections.depth_label("depth_percent", ["0", "50", "100"])(k) for k in ("0", "50", "100")
+    ] == [
+        "0%",
+        "50%",
+        "100%",
+    ]
+    fraction = sections.depth_label("gold_depth", ["0.0", "0.5", "1.0"])
+    assert [fraction(k) for k in ("0.0", "0.25", "1.0")] == ["0%", "25%", "100%"]
+
+
+def test_model_labels_from_the_recorded_spec():
+    def run(short, spec, variant=None):
+        return runs_mod.EvalRun(
+            path=Path(f"/r/{short}"),
+            benchmark="mdqa",
+            label="mdqa",
+            model=short,
+            variant=variant or short,
+            seed=None,
+            primary_metric="m",
+            metrics={},
+            info={},
+            model_spec=spec,
+            variant_from_model=variant is None,
+        )
+
+    a = run("hf:base/final", {"name": "hf", "path": "/exp1/base/final", "batch_size": 8})
+    b = run("hf:base/final", {"name": "hf", "path": "/exp2/base/final", "batch_size": 8})
+    same = run("hf:base/final", {"name": "hf", "path": "/exp1/base/final", "batch_size": 32})
+    tagged = run("hf:base/final", {"name": "hf", "path": "/exp2/base/final"}, variant="ft")
+    alone = run("hf:other", {"name": "hf", "path": "/x/other"})
+    runs_mod.label_models([a, b, same, tagged, alone])
+    assert a.model == "hf:base/final (exp1/base/final)" == a.variant
+    assert b.model == "hf:base/final (exp2/base/final)" == b.variant
+    assert same.model == a.model  # batch size changes speed, not the model
+    assert (tagged.model, tagged.variant) == (b.model, "ft")  # a recorded variant stays
+    assert alone.model == "hf:other"
+    adapters = [
+        run("hf:m+adapter", {"name": "hf", "path": "/m", "adapter": f"/runs/{s}/adapter"})
+        for s in ("s0", "s1")
+    ]
+    runs_mod.label_models(adapters)
+    assert [r.model for r in adapters] == [
+        "hf:m+adapter (adapter=s0/adapter)",
+        "hf:m+adapter (adapter=s1/adapter)",
+    ]

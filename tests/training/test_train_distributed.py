@@ -25,7 +25,7 @@ def test_two_process_launch_writes_one_consistent_run(tmp_path):
     run = tmp_path / "run"
     cfg = tmp_path / "c.yaml"
     cfg.write_text(
-        "trainer: {name: hf_sft, model_path: 'tiny:llama-h64-l2-a4', max_steps: 4,\n"
+        "trainer: {name: hf_sft, model_path: 'tiny:llama-h64-l2-a4', bf16: false, max_steps: 4,\n"
         "          per_device_batch_size: 4, global_batch_size: 16, logging_steps: 1,\n"
         f"          save_steps: 2, learning_rate: 1.0e-3}}\ntrain_path: {data}\nout_dir: {run}\n"
     )

@@ -12,12 +12,13 @@ class Benchmark(Protocol):
     """A registered frozen dataclass (``@benchmarks.register("mdqa")``) with these members.
 
     ``group_by`` names ``Sample.meta`` fields the runner breaks metrics down by (a field, never a
-    metric name); ``primary_metric`` is the score reports plot.
+    metric name); ``primary_metric`` is the score reports plot. ``max_new_tokens`` None asks the
+    runner to size the answer budget from the longest gold answer (``runner.answer_budget``).
     """
 
     group_by: tuple[str, ...]
     primary_metric: str
-    max_new_tokens: int
+    max_new_tokens: int | None
 
     def label(self) -> str:
         """Run-folder label: the registry name plus the variant, e.g. ``flenqa_cot``."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 from typing import Any
 
 from needlework.errors import ConfigError
@@ -60,10 +62,23 @@ def _short_benchmark(name: str, model: Any) -> Any:
 
 def eval_cmd(args: argparse.Namespace) -> int:
     """Run the evaluation, then print one summary line per benchmark and its run folder."""
-    from needlework.evaluation.runner import evaluate
+    from needlework.evaluation import parallel
+    from needlework.evaluation.runner import default_out_dir, evaluate
 
-    cfg = build_eval_config(args)
-    for run_dir in evaluate(cfg, progress=True):
+    workers = getattr(args, "workers", None)
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers: expected >= 1, got {workers}")
+    cfg = build_eval_config(args)  # checked here, before any worker starts
+    if workers and workers > 1 and "WORLD_SIZE" not in os.environ:
+        argv = parallel.strip_workers(sys.argv[1:] if args.argv is None else args.argv)
+        if cfg.out_dir is None:  # every worker must write into the same folder
+            argv += ["--out", str(default_out_dir(cfg))]
+        return parallel.launch(argv, workers)
+    worker = parallel.current()
+    run_dirs = evaluate(cfg, progress=True)
+    if not worker.is_main:
+        return 0
+    for run_dir in run_dirs:
         metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
         print(f"{run_dir.name}: {summary_line(metrics)}  -> {run_dir}")
     return 0

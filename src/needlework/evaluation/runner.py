@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import re
+import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -32,11 +33,11 @@ from typing import Annotated, Any, Literal
 
 from needlework import registry
 from needlework.errors import DataError, UserError
+from needlework.evaluation import parallel
 from needlework.evaluation.base import Benchmark
 from needlework.io import (
     dumps,
     ensure_writable_dir,
-    read_jsonl,
     sha256_text,
     write_json,
     write_jsonl,
@@ -141,12 +142,17 @@ def run_benchmark(
     """Predict every pending sample of ``bench`` into ``run_dir``; returns the metrics."""
     from tqdm.auto import tqdm
 
+    worker = parallel.current()
     ensure_writable_dir(run_dir)
     check_resumable(run_dir, cfg)
     samples = select_samples(bench, cfg.limit)
     hashes = {s.id: prompt_sha256(s) for s in samples}
     pred_path = run_dir / "predictions.jsonl"
-    done = {i: r for i, r in load_predictions(pred_path).items() if not r.get("skipped")}
+    own_path = worker.shard(run_dir) if worker.world > 1 else pred_path
+    if worker.world > 1:
+        own_path.parent.mkdir(parents=True, exist_ok=True)
+        load_predictions(own_path)  # trims this worker's own line cut short by a crash
+    done = {i: r for i, r in _saved_rows(run_dir).items() if not r.get("skipped")}
     for s in samples:
         if s.id in done and done[s.id].get("prompt_sha256") != hashes[s.id]:
             raise UserError(
@@ -154,47 +160,66 @@ def run_benchmark(
                 f"from a different prompt (prompt_sha256 differs): the benchmark "
                 f"data or prompt changed; use another out_dir"
             )
-    pending = [s for s in samples if s.id not in done]
-    max_new = cfg.max_new_tokens or bench.max_new_tokens
+    finished = _finished_metrics(run_dir, cfg, samples, done)
+    if finished is not None:  # a rerun of a finished benchmark leaves its record untouched
+        if worker.is_main:
+            msg = f"{bench.label()}: already complete in {run_dir}; nothing run or rewritten"
+            if progress:
+                print(msg, file=sys.stderr)
+            else:
+                log.info(msg)
+        return finished if worker.is_main else {}
+    mine = [s for k, s in enumerate(samples) if worker.owns(k)]
+    pending = [s for s in mine if s.id not in done]
     model = cfg.model
+    max_new = cfg.max_new_tokens or bench.max_new_tokens or answer_budget(samples, model)
     usage_before = _usage(model)
     info = {
         "model": model.describe(),
         "benchmark": bench.label(),
         "benchmark_name": getattr(type(bench), "registry_name", type(bench).__name__),
         "num_samples": len(samples),
-        "resumed_with": len(samples) - len(pending),
+        "resumed_with": len(samples) - sum(1 for s in samples if s.id not in done),
         "max_new_tokens": max_new,
+        "workers": worker.world,
         "status": "running",
         **_tags(cfg),
     }
     from needlework.runinfo import now, write_run_info
 
-    write_run_info(run_dir, cfg, **info)
+    if worker.is_main:
+        write_run_info(run_dir, cfg, **info)
     start = time.monotonic()
     try:
         with (
-            _Writer(pred_path, bench.label(), hashes) as writer,
+            _Writer(own_path, bench.label(), hashes) as writer,
             tqdm(
-                total=len(samples),
-                initial=len(samples) - len(pending),
-                desc=bench.label(),
+                total=len(mine),
+                initial=len(mine) - len(pending),
+                desc=bench.label() + (f" [worker {worker.rank}]" if worker.world > 1 else ""),
                 unit="sample",
                 disable=not progress,
                 dynamic_ncols=True,
+                position=worker.rank,
             ) as bar,
         ):
             _predict(model, bench, pending, max_new, cfg.on_too_long, writer, bar)
     except BaseException as exc:
-        _update_run_json(
-            run_dir,
-            status="interrupted",
-            error=f"{type(exc).__name__}: {exc}"[:500],
-            elapsed_s=round(time.monotonic() - start, 3),
-            usage=_usage_delta(usage_before, _usage(model)),
-        )
+        if worker.is_main:
+            _update_run_json(
+                run_dir,
+                status="interrupted",
+                error=f"{type(exc).__name__}: {exc}"[:500],
+                elapsed_s=round(time.monotonic() - start, 3),
+                usage=_usage_delta(usage_before, _usage(model)),
+            )
         raise
-    rows = load_predictions(pred_path)
+    if not worker.is_main:
+        return {}
+    if worker.world > 1:
+        rows = parallel.wait_for_all(run_dir, list(hashes), lambda: _saved_rows(run_dir))
+    else:
+        rows = _saved_rows(run_dir)  # with the shards of an earlier multi-worker attempt
     missing = [s.id for s in samples if s.id not in rows]
     if missing:  # a backend that silently dropped samples: a bug, never a smaller benchmark
         raise RuntimeError(
@@ -204,6 +229,7 @@ def run_benchmark(
     ordered = [rows[s.id] for s in samples]
     extra = [r for i, r in rows.items() if i not in hashes]  # beyond a smaller --limit: kept
     write_jsonl(pred_path, ordered + extra)
+    _remove_shards(run_dir)
     metrics = aggregate(ordered, bench, model.describe())
     write_json(run_dir / "metrics.json", metrics)
     _update_run_json(
@@ -215,6 +241,60 @@ def run_benchmark(
         n_skipped=metrics["n_skipped"],
     )
     return metrics
+
+
+def _finished_metrics(
+    run_dir: Path, cfg: EvalConfig, samples: list[Sample], done: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """metrics.json when ``run_dir`` already holds this exact finished run, else None.
+
+    Finished: run.json says complete for the same number of samples and the same variant/seed
+    tags, metrics.json is readable and every sample has a prediction (a skip counts when
+    ``on_too_long`` is skip, so retrying it would only skip it again). Rewriting such a run
+    would only replace its timings (``started``, ``elapsed_s``) with those of a no-op.
+    """
+    try:
+        info = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+        metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    if not isinstance(info, dict) or not isinstance(metrics, dict):
+        return None
+    if info.get("status") != "complete" or info.get("num_samples") != len(samples):
+        return None
+    if any(info.get(k) != v for k, v in _tags(cfg).items()):
+        return None
+    missing = {s.id for s in samples if s.id not in done}
+    if missing and cfg.on_too_long == "skip":
+        missing -= {i for i, r in _saved_rows(run_dir).items() if r.get("skipped")}
+    return None if missing else metrics
+
+
+def _saved_rows(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """Every complete prediction in the run folder: predictions.jsonl, then each worker's shard
+    (rows of a run interrupted with any number of workers count as done)."""
+    rows = load_predictions(run_dir / "predictions.jsonl")
+    for shard in parallel.shard_files(run_dir):
+        rows.update(load_predictions(shard, trim=False))
+    return rows
+
+
+def _remove_shards(run_dir: Path) -> None:
+    """Shards are merged into predictions.jsonl by now (written atomically first)."""
+    import shutil
+
+    shutil.rmtree(run_dir / parallel.SHARDS, ignore_errors=True)
+
+
+def answer_budget(samples: list[Sample], model: ChatModel) -> int:
+    """New tokens for benchmarks whose answer has a known form: the longest gold answer in the
+    model's tokens (characters when the backend cannot count) plus a quarter, at least 8."""
+    count = getattr(model, "count_tokens", None)
+    lengths = [
+        count(a) if callable(count) else len(a) for s in samples for a in s.answers if a
+    ] or [32]
+    longest = max(lengths)
+    return longest + max(8, longest // 4)
 
 
 def select_samples(bench: Benchmark, limit: int | None) -> list[Sample]:
@@ -371,15 +451,18 @@ class _Writer:
             self._last_sync = time.monotonic()
 
 
-def load_predictions(path: Path) -> dict[str, dict[str, Any]]:
+def load_predictions(path: Path, *, trim: bool = True) -> dict[str, dict[str, Any]]:
     """Saved predictions by id (a later line for the same id wins: a retried skip).
 
-    A last line cut short by a crash mid-write is dropped (with a warning) and trimmed from the
-    file, so the run can append again; any other bad line is an error naming file and line.
+    A last line cut short by a crash mid-write is dropped (with a warning) and, with ``trim``,
+    trimmed from the file, so the run can append again; any other bad line is an error naming
+    file and line. ``trim=False`` reads another worker's shard that may be mid-append.
     """
     if not path.exists():
         return {}
     data = path.read_bytes()
+    if data and not data.endswith(b"\n") and not trim:
+        return _parse_predictions(path, data[: data.rfind(b"\n") + 1])
     if data and not data.endswith(b"\n"):
         keep = data.rfind(b"\n") + 1
         log.warning(
@@ -389,8 +472,19 @@ def load_predictions(path: Path) -> dict[str, dict[str, Any]]:
         )
         with path.open("r+b") as fh:
             fh.truncate(keep)
+        data = data[:keep]
+    return _parse_predictions(path, data)
+
+
+def _parse_predictions(path: Path, data: bytes) -> dict[str, dict[str, Any]]:
+    from needlework.io import parse_jsonl_lines
+
     rows: dict[str, dict[str, Any]] = {}
-    for n, row in enumerate(read_jsonl(path), 1):
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 JSON lines ({exc.reason})") from None
+    for n, row in parse_jsonl_lines(text.splitlines(), str(path)):
         where = f"{path}: record {n}"
         for key, kind in (("id", str), ("prompt_sha256", str), ("scores", dict)):
             if not isinstance(row.get(key), kind):

@@ -22,11 +22,12 @@ from typing import Any
 
 from needlework.errors import UserError
 from needlework.models.base import check_prompt_lengths, validate_conversations
+from needlework.models.gguf import cached_import, display_name, is_gguf_spec
 from needlework.models.hf_decode import greedy_decode, lean_ok, plain_layer
-from needlework.records import Message
+from needlework.records import Message, with_system_prompt
 from needlework.registry import backends
 
-DTYPES = ("auto", "float32", "bfloat16", "float16")
+DTYPES = ("auto", "fastest", "float32", "bfloat16", "float16")
 _GENERIC_NAMES = {"adapter", "model", "final", "merged", "output", "lora"}
 
 
@@ -48,7 +49,8 @@ class HF:
     adapter: str | None = None
     """PEFT LoRA adapter folder; merged into the base weights after loading."""
     dtype: str = "auto"
-    """auto (the checkpoint's stored dtype), float32, bfloat16 or float16."""
+    """auto (the checkpoint's stored dtype), fastest (bf16 on bf16 GPUs and on CPUs where it
+    measures faster, else float32; see ``needlework.runtime``), float32, bfloat16 or float16."""
     device: str = "auto"
     """auto (cuda if available, else cpu), or a torch device string such as cuda:1."""
     batch_size: int = 8
@@ -57,6 +59,9 @@ class HF:
     """Context limit for prompt + new tokens; None reads max_position_embeddings."""
     trust_remote_code: bool = False
     """Allow model code from the checkpoint folder (only for models you trust)."""
+    system_prompt: str | None = None
+    """None: the conversation as given (the template adds its default system turn, if any); a
+    string replaces the system turn ("" = an empty one). Set it as in training (same field)."""
     fast_prefill: bool = True
     """Prefill each prompt alone, then decode the batch from one static cache (same tokens as
     left-padded ``generate``, faster on CPU); sliding-window models always use left padding."""
@@ -73,7 +78,8 @@ class HF:
             raise ValueError(f"max_context_tokens: expected >= 1, got {self.max_context_tokens}")
 
     def describe(self) -> str:
-        name = f"hf:{short_name(self.path)}"
+        base = display_name(self.path) if is_gguf_spec(self.path) else short_name(self.path)
+        name = f"hf:{base}"
         return name + (f"+{short_name(self.adapter)}" if self.adapter else "")
 
     def usage(self) -> dict[str, int]:
@@ -86,16 +92,22 @@ class HF:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        local = Path(self.path).expanduser()
-        if not local.exists() and (
-            self.path.startswith((".", "/", "~")) or self.path.count("/") > 1
-        ):
+        path = self.path
+        if is_gguf_spec(path):  # a .gguf file or bundled alias: imported once, then a folder
+            path = str(cached_import(path))
+        local = Path(path).expanduser()
+        if not local.exists() and (path.startswith((".", "/", "~")) or path.count("/") > 1):
             raise UserError(f"hf: model folder not found: {self.path}")
-        src = str(local) if local.exists() else self.path
+        src = str(local) if local.exists() else path
         device = self.device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        dtype: Any = self.dtype if self.dtype == "auto" else getattr(torch, self.dtype)
+        from needlework.runtime import bf16_preferred
+
+        name = self.dtype
+        if name == "fastest":
+            name = "bfloat16" if bf16_preferred() else "float32"
+        dtype: Any = name if name == "auto" else getattr(torch, name)
         try:
             tok = AutoTokenizer.from_pretrained(src, trust_remote_code=self.trust_remote_code)
             model = AutoModelForCausalLM.from_pretrained(
@@ -170,6 +182,10 @@ class HF:
             )
         return int(limit)
 
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` as this model writes it (sizes answer budgets)."""
+        return len(self._load()["tok"].encode(text, add_special_tokens=False))
+
     # -- generation ------------------------------------------------------------------------
     def encode(self, conversations: Sequence[Sequence[Message]]) -> list[list[int]]:
         """Token ids of each conversation through the chat template, ready for generation."""
@@ -177,7 +193,10 @@ class HF:
         out = []
         for conv in conversations:
             ids = st["tok"].apply_chat_template(
-                [dict(m) for m in conv],
+                with_system_prompt(
+                    [{"role": m["role"], "content": m["content"]} for m in conv],
+                    self.system_prompt,
+                ),
                 tokenize=True,
                 add_generation_prompt=True,
                 return_dict=False,

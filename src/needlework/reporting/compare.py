@@ -184,6 +184,27 @@ def breakdown_from_predictions(group: Group, key: KeyFn, metric: str) -> dict[st
     return {k: combine(v) for k, v in per_key.items() if len(v) == seeds}
 
 
+def with_seed_cis(group: Group, stats: dict[str, Stat], key: KeyFn, metric: str) -> dict[str, Stat]:
+    """Breakdown cells of a several-seed group with a 95% CI, as :func:`overall` computes one.
+
+    Per-seed CIs cannot be combined, so a cell's CI is over its per-sample scores averaged across
+    seeds, only where every seed scored the same samples; other cells keep no CI (plots then
+    shade the seed range). Without a CI, coinciding lines of two variants would show no band.
+    """
+    if len(group.runs) < 2 or not group.has_predictions:
+        return stats
+    mean_ci = _stats().mean_ci
+    out = dict(stats)
+    for k, stat in stats.items():
+        if stat.ci_low is not None:
+            continue
+        scores, _ = seed_scores(group, metric, key, k)
+        if scores:
+            _, lo, hi = mean_ci(list(scores.values()))
+            out[k] = Stat(**{**stat.__dict__, "ci_low": float(lo), "ci_high": float(hi)})
+    return out
+
+
 def seed_scores(
     group: Group, metric: str, select: KeyFn | None = None, want: str | None = None
 ) -> tuple[dict[str, float] | None, str]:

@@ -3,6 +3,10 @@
 Figures are built with ``Figure`` directly (no pyplot), so no global state or GUI backend is
 involved and matplotlib is imported only when a figure is made. Every line plot draws exactly one
 ``Line2D`` per series (bands are ``fill_between`` patches), which the tests count.
+
+Series that coincide (two models with the same scores) must stay visible: each series has its
+own marker and line style, and its markers and band are shifted sideways by a few points (a
+display-space offset, so the data, the ticks and ``get_xdata()`` keep the true x values).
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from needlework.io import atomic_write
 
@@ -35,10 +39,38 @@ class Panel:
     series: tuple[Series, ...]
 
 
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+LINESTYLES = ("-", "--", "-.", ":")
+DODGE_PT = 4.0
+"""Sideways shift between neighbouring series, in points (markers are about 5 points wide)."""
+
+
 def _color(names: list[str], name: str) -> str:
     """The same model keeps the same colour in every panel and figure of a report."""
     palette = ("C0", "C1", "C2", "C3", "C4", "C5", "C6", "C7", "C8", "C9")
     return palette[names.index(name) % len(palette)]
+
+
+def _style(names: list[str], name: str) -> dict[str, Any]:
+    """Colour, marker and line style by the series' place among all names of the figure."""
+    i = names.index(name)
+    return {
+        "color": _color(names, name),
+        "marker": MARKERS[i % len(MARKERS)],
+        "linestyle": LINESTYLES[i % len(LINESTYLES)],
+    }
+
+
+def _dodge(fig: Figure, ax: Any, index: int, count: int) -> Any:
+    """``ax.transData`` shifted sideways so ``count`` series sit side by side, centred."""
+    from matplotlib.transforms import ScaledTranslation
+
+    dx = (index - (count - 1) / 2) * DODGE_PT / 72.0
+    return ax.transData + ScaledTranslation(dx, 0.0, fig.dpi_scale_trans)
+
+
+def _band(values: tuple[float | None, ...]) -> list[float]:
+    return [math.nan if v is None else float(v) for v in values]
 
 
 def line_figure(
@@ -50,7 +82,8 @@ def line_figure(
     integer_x: bool = True,
     log_x: bool = False,
 ) -> Figure:
-    """One subplot per panel, one line per series, shaded band where lo/hi are known."""
+    """One subplot per panel, one line per series (own marker, dodged), shaded band where
+    lo/hi are known (cells without them are left unshaded)."""
     from matplotlib.figure import Figure
 
     if not panels:
@@ -61,11 +94,19 @@ def line_figure(
     fig = Figure(figsize=(5.2 * len(panels) + 0.6, 3.8), layout="constrained")
     axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
     for ax, panel in zip(axes, panels):
-        for s in panel.series:
-            color = _color(names, s.name)
-            ax.plot(s.x, s.y, marker="o", markersize=4, label=s.name, color=color)
-            if s.lo and s.hi and all(v is not None for v in (*s.lo, *s.hi)):
-                ax.fill_between(s.x, s.lo, s.hi, color=color, alpha=0.15, linewidth=0)
+        for k, s in enumerate(panel.series):
+            style = _style(names, s.name)
+            artists = ax.plot(s.x, s.y, markersize=5, label=s.name, **style)
+            if s.lo and s.hi and any(v is not None for v in (*s.lo, *s.hi)):
+                artists.append(
+                    ax.fill_between(
+                        s.x, _band(s.lo), _band(s.hi), color=style["color"], alpha=0.15, linewidth=0
+                    )
+                )
+            # Shifted after adding, so the axes limits are still those of the true x values.
+            shift = _dodge(fig, ax, k, len(panel.series))
+            for artist in artists:
+                artist.set_transform(shift)
         if log_x:
             ax.set_xscale("log")
         xs = sorted({x for s in panel.series for x in s.x})
@@ -94,6 +135,7 @@ def heatmap_figure(
     ylabel: str,
     vmin: float | None = 0.0,
     vmax: float | None = 1.0,
+    value_label: str = "score",
 ) -> Figure:
     """``grid[i][j]`` = score at row i (depth) and column j (length); missing cells are blank."""
     from matplotlib.figure import Figure
@@ -117,19 +159,21 @@ def heatmap_figure(
             for j, v in enumerate(row):
                 if v is not None:
                     ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7)
-    fig.colorbar(image, ax=ax, label="score")
+    fig.colorbar(image, ax=ax, label=value_label)
     return fig
 
 
 def loss_figure(series: list[Series], *, title: str = "Training loss") -> Figure:
-    """Training loss against step, one line per training run."""
+    """Training loss against step, one line per training run (markers on about 12 points of
+    each, so overlapping curves stay apart without hiding the curve under markers)."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(6.0, 3.8), layout="constrained")
     ax = fig.subplots()
     names = [s.name for s in series]
     for s in series:
-        ax.plot(s.x, s.y, label=s.name, color=_color(names, s.name))
+        every = max(1, len(s.x) // 12)
+        ax.plot(s.x, s.y, label=s.name, markersize=4, markevery=every, **_style(names, s.name))
     ax.set_xlabel("step")
     ax.set_ylabel("training loss")
     ax.set_title(title)

@@ -31,9 +31,10 @@ from needlework.reporting.compare import (
     group_runs,
     overall,
     paired_delta,
+    with_seed_cis,
 )
 from needlework.reporting.runs import Discovery, EvalRun, discover
-from needlework.reporting.sections import meta_key, num_key
+from needlework.reporting.sections import meta_key, num_key, secondary_metrics
 from needlework.reporting.tables import (
     Notes,
     Row,
@@ -54,8 +55,12 @@ READING_GUIDE = """\
   interval (Wilson for 0/1 scores, bootstrap otherwise).
 * **Seeds**: variants trained with several seeds show the mean over seeds, the seed range
   (`3 seeds 0.51–0.55`) and, where all seeds scored the same samples, a 95% CI over per-sample
-  scores averaged across seeds. In plots, bands are the 95% CI for a single run and the min–max
-  over seeds for several.
+  scores averaged across seeds. In plots, shaded bands are these 95% CIs (the min–max over seeds
+  where seeds scored different samples); each model has its own marker and line style, and
+  markers are shifted slightly sideways so identical results do not hide each other.
+* **Secondary metrics**: where a benchmark also measures whether the answer followed the
+  expected format (KV retrieval `format_match`), that score is shown beside the primary one: extra
+  rows in the overall table, extra columns in the breakdown tables and an extra figure panel.
 * **Δ**: variant − baseline on exactly the same samples (aligned by sample id), with a paired
   bootstrap 95% CI. If a CI excludes 0 the difference is unlikely to be sampling noise. A `—` with a
   note means no honest delta exists (different samples, missing predictions).
@@ -115,18 +120,38 @@ def build_report(
 
 
 def _choose_baseline(runs: list[EvalRun], wanted: str | None) -> str | None:
-    """``--baseline`` if given; else the variant named ``base``; else the first run's variant."""
+    """``--baseline`` if given; else the variant named ``base``; else the first run's variant.
+
+    ``--baseline`` names a run's label (its recorded variant, or its model label for a plain
+    ``needlework eval`` run) or a model label, with or without the backend prefix (``hf:``), so
+    plain eval runs can be compared without a recipe. A name matching nothing, or models of
+    several variants, is a one-line error listing the labels there are.
+    """
     variants = list(dict.fromkeys(r.variant for r in runs))
-    if wanted is not None:
-        if wanted not in variants:
-            raise UserError(
-                f"--baseline {wanted!r}: no such variant among the runs; expected "
-                f"one of {', '.join(map(repr, variants)) or '(none)'}"
-            )
+    if wanted is None:
+        if any(r.info.get("variant") == "base" for r in runs):
+            return "base"
+        return variants[0] if variants else None
+    if wanted in variants:
         return wanted
-    if any(r.info.get("variant") == "base" for r in runs):
-        return "base"
-    return variants[0] if variants else None
+    for matches in (
+        lambda r: r.model == wanted,
+        lambda r: r.model.partition(":")[2] == wanted,
+    ):
+        found = list(dict.fromkeys(r.variant for r in runs if matches(r)))
+        if len(found) == 1:
+            return found[0]
+        if found:
+            raise UserError(
+                f"--baseline {wanted!r}: that model was run as several variants "
+                f"({', '.join(map(repr, found))}); name one of them"
+            )
+    models = [m for m in dict.fromkeys(r.model for r in runs) if m not in variants]
+    also = f" (or one of the models {', '.join(map(repr, models))})" if models else ""
+    raise UserError(
+        f"--baseline {wanted!r}: no such variant or model among the runs; labels: "
+        f"{', '.join(map(repr, variants)) or '(none)'}{also}"
+    )
 
 
 def slug(text: str) -> str:
@@ -242,11 +267,20 @@ class ReportBuilder:
                         else Delta(None, note=f"no {self.baseline} run on {label}")
                     )
                 rows.append(Row(group, overall(group), delta))
+            for metric in secondary_metrics(list(variants.values())):
+                for group in variants.values():
+                    if not all(metric in r.metrics["metrics"] for r in group.runs):
+                        continue
+                    delta = None
+                    if base is not None and group is not base:
+                        delta = paired_delta(group, base, metric)
+                    rows.append(Row(group, overall(group, metric), delta, metric))
         md, out = overall_table(rows, self.baseline or "baseline", self.notes)
         self.html_tables.append(("Overall", md))
         link = self.csv("overall", out)
         return (
-            f"## Overall: primary metric per benchmark\n\n{md.to_markdown()}\n"
+            "## Overall: primary metric per benchmark (and its format metric, where it has one)"
+            f"\n\n{md.to_markdown()}\n"
             f"{self.notes_block(start)}\nCSV: [{link}]({link})\n"
         )
 
@@ -287,27 +321,30 @@ class ReportBuilder:
         return f"## All metrics\n\n{md.to_markdown()}\n{self.notes_block(start)}\n"
 
     def breakdown(
-        self, label: str, field_name: str, key: KeyFn | None = None
+        self, label: str, field_name: str, key: KeyFn | None = None, metric: str | None = None
     ) -> tuple[dict[str, dict[str, Stat]], dict[str, dict[str, Delta]], list[str]]:
-        """Per-variant stats and per-key paired deltas for one breakdown field."""
+        """Per-variant stats and per-key paired deltas for one breakdown field, on ``metric``
+        (default: the primary one)."""
         series: dict[str, dict[str, Stat]] = {}
         deltas: dict[str, dict[str, Delta]] = {}
         base = self.base_of(label)
         select = key or meta_key(field_name)
         for variant, group in self.groups[label].items():
-            stats = None if key else breakdown_from_metrics(group, field_name, group.metric)
+            name = metric or group.metric
+            stats = None if key else breakdown_from_metrics(group, field_name, name)
             if stats is None:
-                stats = breakdown_from_predictions(group, select, group.metric)
+                stats = breakdown_from_predictions(group, select, name)
             if not stats:
+                what = f"{name} by {field_name}" if metric else f"breakdown by {field_name}"
                 self.problems.append(
-                    f"{group.variant} on {label}: no breakdown by {field_name} "
+                    f"{group.variant} on {label}: no {what} "
                     "in metrics.json or predictions.jsonl; left out of its plot"
                 )
                 continue
-            series[variant] = stats
+            series[variant] = with_seed_cis(group, stats, select, name)
             if base is not None and group is not base:
                 deltas[variant] = {
-                    k: paired_delta(group, base, select=select, want=k) for k in stats
+                    k: paired_delta(group, base, name, select=select, want=k) for k in stats
                 }
         keys = sorted({k for s in series.values() for k in s}, key=num_key)
         return series, deltas, keys
@@ -323,8 +360,9 @@ class ReportBuilder:
         for variant, stats in series.items():
             keys = sorted(stats, key=lambda k: x_of(k))
             st = [stats[k] for k in keys]
-            lo = tuple(s.ci_low if s.seeds == 1 else s.seed_min for s in st)
-            hi = tuple(s.ci_high if s.seeds == 1 else s.seed_max for s in st)
+            # The 95% CI where there is one, else (several seeds, different samples) the seed range.
+            lo = tuple(s.ci_low if s.ci_low is not None else s.seed_min for s in st)
+            hi = tuple(s.ci_high if s.ci_high is not None else s.seed_max for s in st)
             seeds = len(self.groups[label][variant].runs)
             name = variant + (f" ({seeds} seeds)" if seeds > 1 else "")
             xs, ys = tuple(x_of(k) for k in keys), tuple(s.mean for s in st)

@@ -8,7 +8,10 @@ Evaluation runs are folders holding ``metrics.json`` or ``predictions.jsonl`` (f
 for runs.
 
 A run's variant and seed come from ``run.json`` (``variant``, ``seed``), else from its resolved
-``config.yaml``; without a variant the model id stands in for it.
+``config.yaml``; without a variant (a plain ``needlework eval`` run) its model label stands in for
+it. Model labels come from the recorded model, never from folder names: the short id the runner
+wrote (run.json ``model``, e.g. ``hf:final``), made longer where two runs recorded different models
+(config.yaml ``model`` section) under the same short id, e.g. two ``.../final`` checkpoints.
 
 Loading never guesses a number: a run without ``metrics.json`` is skipped and named in
 ``Discovery.problems``; a run without usable ``predictions.jsonl`` is kept for its aggregate
@@ -34,6 +37,8 @@ PREDICTIONS = "predictions.jsonl"
 RUN_INFO = "run.json"
 CONFIG = "config.yaml"
 MODEL_JSON = "model.json"
+PATH_FIELDS = ("path", "adapter", "model", "base_url")
+"""Backend fields holding paths/ids, shown by their last components in model labels."""
 TRAIN_LOGS = ("train_log.jsonl", "training_log.jsonl", "log_history.jsonl", "loss.jsonl")
 
 
@@ -47,14 +52,19 @@ class EvalRun:
     label: str
     """Benchmark label, e.g. ``flenqa_cot``: runs are compared only within one label."""
     model: str
+    """Model label: the recorded short id, lengthened where it would be ambiguous."""
     variant: str
-    """What is compared: run.json ``variant`` if present, else the model id."""
+    """What is compared: run.json ``variant`` if present, else the model label."""
     seed: str | None
     primary_metric: str
     metrics: dict[str, Any]
     info: dict[str, Any]
     predictions: list[dict[str, Any]] | None = None
     """None when predictions.jsonl is missing or unreadable (the reason is in problems)."""
+    model_spec: Any = None
+    """config.yaml ``model`` (the backend unit as run), None when there is no config.yaml."""
+    variant_from_model: bool = False
+    """No variant recorded: ``variant`` is the model label (and follows it when lengthened)."""
 
     @property
     def name(self) -> str:
@@ -96,6 +106,7 @@ def discover(paths: list[str | Path]) -> Discovery:
                 f"{root}: no run folders found (no {METRICS}, {PREDICTIONS} or {MODEL_JSON} "
                 "below it)"
             )
+    label_models(found.runs)
     _drop_duplicates(found)
     return found
 
@@ -169,9 +180,11 @@ def _load_eval(folder: Path, info: dict[str, Any], problems: list[str]) -> EvalR
     if not isinstance(label, str):
         label = metrics["benchmark"] if metrics.get("benchmark_name") else None
     if not isinstance(label, str):
+        # Old runs only (the runner records the label in metrics.json): the folder name.
         label = folder.name if folder.name.startswith(bench) else bench
-    model = model_id(metrics.get("model", info.get("model")))
-    variant, seed = _variant_and_seed(folder, info)
+    config = _read_config(folder)
+    model = model_id(info.get("model", metrics.get("model")))
+    variant, seed = _variant_and_seed(info, config)
     run = EvalRun(
         path=folder,
         benchmark=bench,
@@ -182,23 +195,111 @@ def _load_eval(folder: Path, info: dict[str, Any], problems: list[str]) -> EvalR
         primary_metric=metrics["primary_metric"],
         metrics=metrics,
         info=info,
+        model_spec=config.get("model"),
+        variant_from_model=variant is None,
     )
     run.predictions = _load_predictions(folder, run, problems)
     return run
 
 
-def _variant_and_seed(folder: Path, info: dict[str, Any]) -> tuple[Any, Any]:
+def _read_config(folder: Path) -> dict[str, Any]:
+    """The run's resolved config.yaml ({} when missing or unreadable)."""
+    if not (folder / CONFIG).is_file():
+        return {}
+    try:
+        loaded = yaml.safe_load((folder / CONFIG).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def _variant_and_seed(info: dict[str, Any], config: dict[str, Any]) -> tuple[Any, Any]:
     """``variant``/``seed`` from run.json, else from the resolved config.yaml; seed only with a
     variant (a bare ``seed`` may be a sampling seed, not a training seed)."""
-    source = info
-    if info.get("variant") is None and (folder / CONFIG).is_file():
-        try:
-            loaded = yaml.safe_load((folder / CONFIG).read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError):
-            loaded = None
-        source = loaded if isinstance(loaded, dict) else {}
+    source = info if info.get("variant") is not None else config
     variant = source.get("variant")
     return variant, (source.get("seed") if variant is not None else None)
+
+
+def label_models(runs: list[EvalRun]) -> None:
+    """Give runs that share a short model id but recorded different models distinct labels.
+
+    The short id (``hf:final``) names only the last folder of a model path, so two checkpoints
+    both called ``final`` would merge into one line (or be dropped as duplicates). Those runs get
+    the shortest distinguishing part of their recorded config.yaml ``model`` appended, e.g.
+    ``hf:final (exp1/final)``; runs whose variant defaults to the model label follow it. Runs
+    without a recorded spec keep the short id (there is nothing to tell them apart by).
+    """
+    by_short: dict[str, dict[str, dict[str, Any]]] = {}
+    for run in runs:
+        fields = _spec_fields(run.model_spec)
+        if fields:
+            by_short.setdefault(run.model, {})[_identity(fields)] = fields
+    renamed: dict[tuple[str, str], str] = {}
+    for short, specs in by_short.items():
+        if len(specs) > 1:
+            for key, label in zip(specs, _distinct(short, list(specs.values()))):
+                renamed[(short, key)] = label
+    for run in runs:
+        new = renamed.get((run.model, _identity(_spec_fields(run.model_spec))))
+        if new is None:
+            continue
+        if run.variant_from_model:
+            run.variant = new
+        run.model = new
+
+
+def _spec_fields(spec: Any) -> dict[str, Any]:
+    """The fields that make a model what it is: speed-only settings (batch size ...) dropped."""
+    from needlework.evaluation.runner import THROUGHPUT_FIELDS
+
+    if isinstance(spec, str) and spec:  # the short form ``hf:PATH``
+        name, _, target = spec.partition(":")
+        return {"name": name, "path": target}
+    if not isinstance(spec, dict):
+        return {}
+    return {k: v for k, v in spec.items() if k not in THROUGHPUT_FIELDS and v is not None}
+
+
+def _identity(fields: dict[str, Any]) -> str:
+    return json.dumps(fields, sort_keys=True, default=str)
+
+
+def _tail(value: str, depth: int | None = None) -> str:
+    """The last ``depth`` components of a path or hub id (all of them with None)."""
+    parts = [p for p in value.replace("\\", "/").split("/") if p not in ("", ".")]
+    return "/".join(parts[-depth:] if depth else parts)
+
+
+def _distinct(short: str, specs: list[dict[str, Any]]) -> list[str]:
+    """``short (detail)`` per spec: the fields that differ, paths cut to the shortest tail that
+    tells them apart; numbered as a last resort (e.g. specs that differ in a ``None`` only)."""
+    differ = [
+        k
+        for k in sorted({k for f in specs for k in f})
+        if len({json.dumps(f.get(k), default=str) for f in specs}) > 1
+    ]
+    longest = max(
+        (len(_tail(v).split("/")) for f in specs for k in differ if isinstance(v := f.get(k), str)),
+        default=1,
+    )
+    labels: list[str] = []
+    for depth in range(1, longest + 1):
+        labels = [_detail(f, differ, depth) for f in specs]
+        if len(set(labels)) == len(labels):
+            break
+    if len(set(labels)) < len(labels):
+        labels = [f"{d} #{i}".strip() for i, d in enumerate(labels, 1)]
+    return [f"{short} ({d})" for d in labels]
+
+
+def _detail(fields: dict[str, Any], differ: list[str], depth: int) -> str:
+    items = []
+    for k in differ:
+        v = fields.get(k)
+        text = _tail(v, depth) if isinstance(v, str) and k in PATH_FIELDS else str(v)
+        items.append(text if k == "path" else f"{k}={text}")
+    return ", ".join(items)
 
 
 def _check_metrics(metrics: Any) -> str | None:
@@ -283,13 +384,19 @@ def _load_train(folder: Path, info: dict[str, Any], problems: list[str]) -> Trai
     model = _read_json(folder / MODEL_JSON, problems)
     if not isinstance(model, dict):
         model = {}
-    variant, seed = _variant_and_seed(folder, info)
+    config = _read_config(folder)
+    variant, seed = _variant_and_seed(info, config)
     match = re.fullmatch(r"seed(\d+)", folder.name)
-    if variant is None and match:  # the experiment layout train/<variant>/seed<S>/
-        variant, seed = folder.parent.name, match.group(1)
+    if variant is None and match:
+        # Folder-name fallback: a training run's run.json records no variant, so the experiment
+        # layout train/<variant>/seed<S>/ is the only record of it; the seed is TrainConfig's
+        # own (config.yaml) when recorded, the folder name only for runs without one.
+        recorded = config.get("seed")
+        variant, seed = folder.parent.name, recorded if recorded is not None else match.group(1)
     run = TrainRun(
         path=folder,
         model=model,
+        # Folder-name fallback as above: nothing in a training run records a variant.
         variant=str(variant) if variant is not None else folder.name,
         seed=str(seed) if seed is not None else None,
     )

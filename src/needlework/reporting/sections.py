@@ -24,6 +24,7 @@ from needlework.reporting.compare import (
 )
 from needlework.reporting.tables import (
     DELTA_CSV,
+    Extra,
     Notes,
     Table,
     breakdown_table,
@@ -51,6 +52,37 @@ NIAH_LENGTH_FIELDS = (
 NIAH_DEPTH_FIELDS = ("depth_percent", "needle_depth", "depth", "gold_depth")
 DEPTH_BIN_FIELD = "gold_depth_bin"
 SIZE_FIELDS = ("num_dicts", "num_keys", "num_docs", "num_records")
+
+# Scores shown beside the primary metric (table rows/columns, figure panels), by benchmark
+# registry name, where metrics.json has them: whether the answer followed the expected format
+# tells "finetuning taught the template" apart from "finetuning taught retrieval".
+SECONDARY_METRICS: dict[str, tuple[str, ...]] = {"kv_retrieval": ("format_match",)}
+
+
+def secondary_metrics(groups: list[Group]) -> list[str]:
+    """The declared secondary metrics of these groups' benchmark that some run recorded (and
+    that are not its primary metric)."""
+    if not groups:
+        return []
+    runs = [r for g in groups for r in g.runs]
+    declared = SECONDARY_METRICS.get(groups[0].benchmark, ())
+    return [
+        m
+        for m in declared
+        if m != groups[0].metric and any(m in r.metrics["metrics"] for r in runs)
+    ]
+
+
+def extra_breakdowns(
+    b: ReportBuilder, label: str, field_name: str, key: KeyFn | None = None
+) -> list[Extra]:
+    """One :class:`Extra` per secondary metric of ``label`` that has this breakdown."""
+    out = []
+    for metric in secondary_metrics(list(b.groups[label].values())):
+        series, deltas, _ = b.breakdown(label, field_name, key=key, metric=metric)
+        if series:
+            out.append(Extra(metric, series, deltas))
+    return out
 
 
 def num_key(key: str) -> tuple[int, float, str]:
@@ -119,17 +151,17 @@ def position_section(b: ReportBuilder, label: str, title: str, what: str) -> str
     # the benchmark's own gold_depth_bin breakdown if it has one, else bins of meta gold_depth.
     many = len(distinct_keys(groups, field_name)) > MAX_POSITIONS
     binned = many and pick_field(groups, (DEPTH_BIN_FIELD,)) is not None
+    key: KeyFn | None = None
     if binned:
-        series, deltas, keys = b.breakdown(label, DEPTH_BIN_FIELD)
+        field_name = DEPTH_BIN_FIELD
     elif (
         many
         and all(g.has_predictions for g in groups)
         and any(depth_bin(row) is not None for g in groups for row in g.runs[0].predictions or [])
     ):
         binned = True
-        series, deltas, keys = b.breakdown(label, "gold depth (10 bins)", key=depth_bin)
-    else:
-        series, deltas, keys = b.breakdown(label, field_name)
+        field_name, key = "gold depth (10 bins)", depth_bin
+    series, deltas, keys = b.breakdown(label, field_name, key=key)
     if binned:
         edges = sorted(float(k) for k in keys)
         gaps = [hi - lo for lo, hi in zip(edges, edges[1:]) if hi > lo]
@@ -143,13 +175,17 @@ def position_section(b: ReportBuilder, label: str, title: str, what: str) -> str
         xlabel = f"position of the {what} (1 = first)"
     if not series:
         return ""
+    extra = extra_breakdowns(b, label, field_name, key)
     start = len(b.notes.texts)
     metric = groups[0].metric
+    panels = [b.plot_panel(label, f"{label}: {metric}" if extra else label, series, x_of)]
+    panels += [b.plot_panel(label, f"{label}: {e.metric}", e.series, x_of) for e in extra]
+    metrics = ", ".join([metric, *(e.metric for e in extra)])
     fig = plots.line_figure(
-        [b.plot_panel(label, label, series, x_of)],
-        title=f"{title}: {metric} by {what} position",
+        panels,
+        title=f"{title}: {metrics} by {what} position",
         xlabel=xlabel,
-        ylabel=metric,
+        ylabel=metric if not extra else "score",
         integer_x=not binned,
     )
     img = b.figure(f"{label}_by_position", fig, f"{title} ({label}) by {what} position")
@@ -162,6 +198,8 @@ def position_section(b: ReportBuilder, label: str, title: str, what: str) -> str
         b.baseline,
         b.notes,
         show,
+        metric=metric,
+        extra=extra,
     )
     b.html_tables.append((f"{label} by position", md))
     link = b.csv(f"{label}_by_position", out)
@@ -188,9 +226,20 @@ def flenqa_section(b: ReportBuilder) -> str:
         if not series:
             continue
         cot = "cot" in re.split(r"[_\-.]", label)
-        panels.append(b.plot_panel(label, f"{label} ({'CoT' if cot else 'no CoT'})", series, float))
+        title = f"{label} ({'CoT' if cot else 'no CoT'})"
+        extra = extra_breakdowns(b, label, field_name)
+        panels.append(b.plot_panel(label, title, series, float))
+        panels += [b.plot_panel(label, f"{title}: {e.metric}", e.series, float) for e in extra]
         md, out = breakdown_table(
-            label, "context length (tokens)", keys, series, deltas, b.baseline, b.notes
+            label,
+            "context length (tokens)",
+            keys,
+            series,
+            deltas,
+            b.baseline,
+            b.notes,
+            metric=next(iter(b.groups[label].values())).metric,
+            extra=extra,
         )
         b.html_tables.append((f"{label} by length", md))
         link = b.csv(f"{label}_by_length", out)
@@ -201,7 +250,7 @@ def flenqa_section(b: ReportBuilder) -> str:
         panels,
         title=f"FLenQA: {metric} by context length",
         xlabel="context length (tokens)",
-        ylabel=metric,
+        ylabel=metric if len(panels) == len(blocks) else "score",  # "score": secondary panels
     )
     img = b.figure("flenqa_by_length", fig, "FLenQA accuracy by context length")
     return (
@@ -212,6 +261,37 @@ def flenqa_section(b: ReportBuilder) -> str:
         + "\n"
         + b.notes_block(start)
     )
+
+
+def tokens_label(key: str) -> str:
+    """A token count for people: 1000 and 1024 -> ``1K``, 131072 -> ``128K``, 1500 -> ``1.5K``.
+
+    Round thousands first (128000 is "128K", not "125K"), then round binary thousands; anything
+    else in thousands with one decimal. Non-numbers are shown as they are.
+    """
+    try:
+        n = float(key)
+    except ValueError:
+        return key
+    if n < 1000:
+        return f"{n:g}"
+    for unit in (1000, 1024):
+        if n % unit == 0:
+            return f"{n / unit:g}K"
+    return f"{round(n / 1000, 1):g}K"
+
+
+def depth_label(field_name: str, keys: list[str]) -> Callable[[str], str]:
+    """Depth keys as percentages: ``*percent*`` fields (and any with values above 1) are
+    percent already; other depth fields are fractions 0..1 of the context."""
+    values = []
+    for k in keys:
+        try:
+            values.append(float(k))
+        except ValueError:
+            return str
+    scale = 1.0 if "percent" in field_name or any(v > 1 for v in values) else 100.0
+    return lambda k: f"{round(float(k) * scale, 6):g}%"
 
 
 def niah_section(b: ReportBuilder, label: str) -> str:
@@ -253,20 +333,22 @@ def niah_section(b: ReportBuilder, label: str) -> str:
         rows = sorted({k[0] for k in means}, key=num_key)
         cols = sorted({k[1] for k in means}, key=num_key)
         grid = [[means.get((r, c)) for c in cols] for r in rows]
+        show_depth = depth_label(depth, rows)
         fig = plots.heatmap_figure(
             grid,
-            rows=rows,
-            cols=cols,
+            rows=[show_depth(r) for r in rows],
+            cols=[tokens_label(c) for c in cols],
             title=f"NIAH {label}: {group.variant}",
-            xlabel=f"context length ({length})",
-            ylabel=f"needle depth ({depth})",
+            xlabel="Context length (tokens)",
+            ylabel="Needle depth (% of context)",
+            value_label=group.metric,
         )
         parts.append(
             b.figure(f"{label}_{group.variant}_heatmap", fig, f"NIAH {label} {group.variant}")
         )
         parts.append(
             f"**{group.variant}** ({seeds} seed{'s' * (seeds > 1)}):\n\n"
-            + heatmap_table(rows, cols, means).to_markdown()
+            + heatmap_table(rows, cols, means, show_depth, tokens_label).to_markdown()
         )
         for (r, c), m in sorted(means.items()):
             delta = None
@@ -368,7 +450,10 @@ def other_breakdowns(b: ReportBuilder) -> str:
             series, deltas, keys = b.breakdown(label, field_name)
             if not series:
                 continue
-            _, out = breakdown_table(label, field_name, keys, series, deltas, b.baseline, Notes())
+            metric = next(iter(variants.values())).metric
+            _, out = breakdown_table(
+                label, field_name, keys, series, deltas, b.baseline, Notes(), metric=metric
+            )
             link = b.csv(f"{label}_by_{field_name}", out)
             links.append(f"* {label} by {field_name}: [{link}]({link})\n")
     return "## Other breakdowns (CSV)\n\n" + "".join(links) if links else ""

@@ -117,6 +117,8 @@ class Row:
     group: Group
     stat: Stat
     delta: Delta | None  # None for the baseline itself or when there is no baseline run
+    metric: str = ""
+    """The metric of this row; '' for the group's primary metric."""
 
 
 def overall_table(rows: list[Row], baseline: str, notes: Notes) -> tuple[Table, Table]:
@@ -126,12 +128,22 @@ def overall_table(rows: list[Row], baseline: str, notes: Notes) -> tuple[Table, 
     out = Table(["label", "benchmark", "variant", "metric", *STAT_CSV, *DELTA_CSV])
     for row in rows:
         g, s = row.group, row.stat
+        metric = row.metric or g.metric
         n = s.n if s.n is not None else "varies"
-        md.rows.append([g.label, g.variant, g.metric, n, fmt_stat(s), fmt_delta(row.delta, notes)])
+        md.rows.append([g.label, g.variant, metric, n, fmt_stat(s), fmt_delta(row.delta, notes)])
         out.rows.append(
-            [g.label, g.benchmark, g.variant, g.metric, *stat_csv(s), *delta_csv(row.delta)]
+            [g.label, g.benchmark, g.variant, metric, *stat_csv(s), *delta_csv(row.delta)]
         )
     return md, out
+
+
+@dataclass
+class Extra:
+    """A secondary metric's breakdown, shown in columns beside the primary metric's."""
+
+    metric: str
+    series: dict[str, dict[str, Stat]]
+    deltas: dict[str, dict[str, Delta]]
 
 
 def breakdown_table(
@@ -143,26 +155,38 @@ def breakdown_table(
     baseline: str | None,
     notes: Notes,
     show_key: Callable[[str], str] = str,
+    *,
+    metric: str = "",
+    extra: list[Extra] | tuple[Extra, ...] = (),
 ) -> tuple[Table, Table]:
-    """Rows = breakdown keys; one column per variant, then one Δ column per non-baseline one."""
+    """Rows = breakdown keys; one column per variant, then one Δ column per non-baseline one;
+    then the same for each ``extra`` metric, headed ``<variant>: <metric>``. The CSV has one row
+    per key, variant and metric (``metric`` names the primary one)."""
     variants = list(series)
     delta_cols = [v for v in variants if v in deltas]
-    md = Table(
-        [field_name, "n", *variants, *(f"Δ {v} vs {baseline}" for v in delta_cols)],
-    )
-    out = Table(["label", "field", "key", "shown_as", "variant", *STAT_CSV, *DELTA_CSV])
+    head = [field_name, "n", *variants, *(f"Δ {v} vs {baseline}" for v in delta_cols)]
+    for e in extra:
+        head += [f"{v}: {e.metric}" for v in e.series]
+        head += [f"Δ {v} vs {baseline}: {e.metric}" for v in e.series if v in e.deltas]
+    md = Table(head)
+    out = Table(["label", "field", "key", "shown_as", "variant", "metric", *STAT_CSV, *DELTA_CSV])
+    blocks = [(metric, series, deltas), *((e.metric, e.series, e.deltas) for e in extra)]
     for key in keys:
         sizes = {series[v][key].n for v in variants if key in series[v]}
         n = sizes.pop() if len(sizes) == 1 else "varies"
-        cells = [fmt_stat(series[v][key]) if key in series[v] else DASH for v in variants]
-        dcells = [fmt_delta(deltas[v].get(key), notes) for v in delta_cols]
-        md.rows.append([show_key(key), n, *cells, *dcells])
-        for v in variants:
-            stat = series[v].get(key)
-            delta = deltas.get(v, {}).get(key)
-            out.rows.append(
-                [label, field_name, key, show_key(key), v, *stat_csv(stat), *delta_csv(delta)]
-            )
+        row: list[Any] = [show_key(key), n]
+        for _, ser, dels in blocks:
+            row += [fmt_stat(ser[v][key]) if key in ser[v] else DASH for v in ser]
+            row += [fmt_delta(dels[v].get(key), notes) for v in ser if v in dels]
+        md.rows.append(row)
+        for name, ser, dels in blocks:
+            for v in ser:
+                stat = ser[v].get(key)
+                delta = dels.get(v, {}).get(key)
+                out.rows.append(
+                    [label, field_name, key, show_key(key), v, name]
+                    + [*stat_csv(stat), *delta_csv(delta)]
+                )
     return md, out
 
 
@@ -189,9 +213,15 @@ def general_table(
     return md, out
 
 
-def heatmap_table(rows: list[str], cols: list[str], values: dict[tuple[str, str], float]) -> Table:
-    """CSV/markdown grid: one row per depth, one column per context length."""
-    table = Table(["depth \\ length", *cols])
+def heatmap_table(
+    rows: list[str],
+    cols: list[str],
+    values: dict[tuple[str, str], float],
+    show_row: Callable[[str], str] = str,
+    show_col: Callable[[str], str] = str,
+) -> Table:
+    """Markdown grid: one row per depth, one column per context length (keys shown readably)."""
+    table = Table(["depth \\ length", *map(show_col, cols)])
     for r in rows:
-        table.rows.append([r, *(fmt(values.get((r, c))) for c in cols)])
+        table.rows.append([show_row(r), *(fmt(values.get((r, c))) for c in cols)])
     return table

@@ -63,6 +63,10 @@ class HfSFT:
     """Tokenizer folder or hub id; default: the model's."""
     chat_template_path: str | None = None
     """A ``.jinja`` file replacing the tokenizer's chat template (saved with the result)."""
+    system_prompt: str | None = None
+    """None: rows as they are (the template adds its default system turn, if any); a string
+    replaces every row's system turn ("" = an empty one). Evaluate with the same setting (the
+    ``hf`` backend has the same field; recipes pass it to both)."""
     chat_format: ChatFormat = "auto"
     """How the answer-only mask is built: auto, assistant_mask, prompt_completion (see chat.py)."""
     answer_only_loss: bool = True
@@ -100,9 +104,11 @@ class HfSFT:
     # -- speed and memory
     model_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """Weights dtype at load. auto: float32 for full finetuning (bf16 autocast on top: updates of
-    lr 5e-6 vanish in bf16 weights), bfloat16 for a frozen LoRA base on GPU, float32 on CPU."""
+    lr 5e-6 vanish in bf16 weights), bfloat16 for a frozen LoRA base when bf16 is on."""
     bf16: bool | None = None
-    """bf16 autocast; None = on when the GPU supports it, off on CPU."""
+    """bf16 autocast; None = on where it pays (bf16 GPUs; CPUs where a short probe measures bf16
+    faster than float32, see ``needlework.runtime``); true forces it where bf16 is native;
+    false forces float32."""
     gradient_checkpointing: bool | None = None
     """None = on with CUDA (long 4K-24K prompts), off on CPU."""
     packing: bool = False
@@ -215,14 +221,39 @@ def _require_qlora_support() -> None:
 
 
 def is_local_path(spec: str) -> bool:
-    """A path, not a hub id: it exists, or it is written like a path (``/``, ``.``, ``~``)."""
+    """A path, not a hub id: it exists, or it is written like a path (``/``, ``.``, ``~``).
+
+    A ``.gguf`` file or bundled GGUF alias is local too (nothing is looked up on the hub).
+    """
+    from needlework.models.gguf import is_gguf_spec
+
     return (
-        Path(spec).expanduser().exists() or spec.startswith(("/", ".", "~")) or spec.count("/") > 1
+        Path(spec).expanduser().exists()
+        or spec.startswith(("/", ".", "~"))
+        or spec.count("/") > 1
+        or is_gguf_spec(spec)
     )
 
 
 def check_model_source(spec: str, field_name: str, *, need_config: bool = True) -> None:
-    """A local folder must hold a checkpoint; a hub id must resolve (config.json only)."""
+    """A local folder must hold a checkpoint; a hub id must resolve (config.json only).
+
+    A ``.gguf`` file or bundled alias is checked (file, magic bytes, sha256; imported later by
+    ``resolve_model_path``); it holds its own tokenizer, so it is not a tokenizer_path.
+    """
+    from needlework.models.gguf import check_source, is_gguf_spec
+
+    if is_gguf_spec(spec):
+        if not need_config:
+            raise UserError(
+                f"{field_name}: {spec} is a GGUF model; its tokenizer comes with it as "
+                f"trainer.model_path (leave {field_name} unset)"
+            )
+        try:
+            check_source(spec)
+        except UserError as exc:
+            raise UserError(f"{field_name}: {exc}") from None
+        return
     if is_local_path(spec):
         p = Path(spec).expanduser()
         if not p.is_dir():

@@ -12,11 +12,12 @@ import os
 import re
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from needlework.errors import ConfigError, UserError
+from needlework.records import with_system_prompt
 from needlework.training import chat
 from needlework.training.data import ChatRow
 from needlework.training.runfiles import (
@@ -52,8 +53,16 @@ def tiny_kwargs(spec: str) -> dict[str, Any]:
 
 
 def resolve_model_path(unit, cfg, run_dir: Path) -> str:
-    """A local absolute path or a hub id; ``tiny:`` specs are built into ``base_model/``."""
+    """A local absolute path or a hub id; ``tiny:`` specs are built into ``base_model/``.
+
+    A ``.gguf`` file or bundled alias is imported once into the model cache (float32: the
+    dequantized weights exactly; ``model_dtype`` casts at load) and that folder is used.
+    """
     spec = unit.model_path
+    from needlework.models.gguf import cached_import, is_gguf_spec
+
+    if is_gguf_spec(spec):
+        return str(cached_import(spec).resolve())
     if spec.startswith("tiny:"):
         from needlework.models.tiny import build_tiny_checkpoint
 
@@ -102,11 +111,18 @@ def sft_config(unit, cfg, run_dir: Path, *, max_length: int, fmt: str, num_proce
     import torch
     from trl import SFTConfig
 
+    from needlework.runtime import bf16_preferred, bf16_supported
+
     cuda = torch.cuda.is_available()
-    bf16 = unit.bf16 if unit.bf16 is not None else (cuda and torch.cuda.is_bf16_supported())
-    if bf16 and not cuda:
+    # Default bf16 where it pays: bf16 GPUs, and CPUs where a probe measures it faster (some
+    # AVX512-BF16 CPUs run a 135M model 2x faster in bf16, others slower); bf16: true forces it
+    # wherever it is native, false forces float32.
+    bf16 = unit.bf16 if unit.bf16 is not None else bf16_preferred()
+    if bf16 and not bf16_supported():
+        where = "this GPU" if cuda else "this CPU (no AVX512-BF16 or AMX)"
         raise ConfigError(
-            "bf16 autocast needs a GPU here; leave it unset on CPU", field="trainer.bf16"
+            f"bf16 is not supported natively on {where}; set it to false or leave it unset",
+            field="trainer.bf16",
         )
     accumulation = unit.gradient_accumulation_steps
     if unit.global_batch_size is not None:
@@ -162,7 +178,9 @@ def model_init_kwargs(unit, *, cuda: bool, bf16: bool) -> dict[str, Any]:
     """from_pretrained kwargs; see HfSFT.model_dtype for why full finetuning loads float32."""
     dtype = unit.model_dtype
     if dtype == "auto":
-        dtype = "bfloat16" if unit.method != "full" and cuda and bf16 else "float32"
+        # A frozen LoRA base can live in bf16 (GPU or bf16-capable CPU); fully trained weights
+        # stay float32 under bf16 autocast.
+        dtype = "bfloat16" if unit.method != "full" and bf16 else "float32"
     kwargs: dict[str, Any] = {"dtype": dtype, "device_map": None}
     if unit.attn_implementation:
         kwargs["attn_implementation"] = unit.attn_implementation
@@ -247,6 +265,11 @@ def prepare(unit, cfg, run_dir: Path, rows: list[ChatRow]) -> Prepared:
     from needlework.training.trainlog import make_callback
 
     model_path = resolve_model_path(unit, cfg, run_dir)
+    if unit.system_prompt is not None:
+        rows = [
+            replace(r, messages=tuple(with_system_prompt(list(r.messages), unit.system_prompt)))
+            for r in rows
+        ]
     tokenizer = AutoTokenizer.from_pretrained(unit.tokenizer_path or model_path)
     chat.set_chat_template(tokenizer, unit.chat_template_path, field="trainer.chat_template_path")
     fmt = chat.resolve_format(tokenizer, unit.chat_format, field="trainer.chat_format")
@@ -314,6 +337,10 @@ def run_sft(unit, cfg, run_dir: Path, rows: list[ChatRow], *, resume: bool) -> d
 def model_json(unit, model_path: str, run_dir: Path) -> dict[str, Any]:
     """docs/formats.md §B: absolute local paths; a hub id stays a hub id."""
     model_dir = str((run_dir / MODEL_DIR).resolve())
+    from needlework.models.gguf import is_gguf_spec
+
+    if is_gguf_spec(unit.model_path):  # the alias/file, not a cache folder that may be cleared
+        model_path = unit.model_path
     if unit.method == "full":
         return {"backend": "hf", "path": model_dir, "adapter": None}
     if unit.merge_lora:

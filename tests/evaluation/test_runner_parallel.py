@@ -1,0 +1,150 @@
+"""Data-parallel evaluation: workers split the samples, rank 0 merges one predictions.jsonl that
+is byte-identical to a single-process run, and any mix of interrupted worker runs resumes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tests.evaluation import runner_units
+
+from needlework.config import load_config
+from needlework.evaluation import parallel
+from needlework.evaluation.runner import EvalConfig, evaluate
+
+FILES = ("predictions.jsonl", "metrics.json")
+
+
+@pytest.fixture(autouse=True)
+def _units():
+    with runner_units.registered():
+        yield
+
+
+def cfg_for(out: Path, **extra) -> EvalConfig:
+    data = {
+        "model": {"name": "nw_test_calculator"},
+        "benchmarks": ["nw_test_arith"],
+        "out_dir": str(out),
+        **extra,
+    }
+    return load_config(EvalConfig, data=data)
+
+
+def as_worker(monkeypatch, rank: int, world: int) -> None:
+    monkeypatch.setenv("RANK", str(rank))
+    monkeypatch.setenv("WORLD_SIZE", str(world))
+
+
+def single(tmp_path: Path) -> Path:
+    evaluate(cfg_for(tmp_path / "single"), progress=False)
+    return tmp_path / "single" / "nw_test_arith"
+
+
+def test_worker_split_is_by_position_and_covers_everything():
+    workers = [parallel.Worker(r, 3) for r in range(3)]
+    owners = [[w.rank for w in workers if w.owns(k)] for k in range(10)]
+    assert owners == [[k % 3] for k in range(10)]
+
+
+def test_two_workers_merge_byte_identical_to_one_process(tmp_path, monkeypatch):
+    ref = single(tmp_path)
+    cfg = cfg_for(tmp_path / "par")
+    run = tmp_path / "par" / "nw_test_arith"
+    as_worker(monkeypatch, 1, 2)
+    runner_units.CALLS.clear()
+    evaluate(cfg, progress=False)  # rank 1 predicts its half and returns
+    assert [[f"What is {i} + {i}?" for i in range(1, 12, 2)]] == runner_units.CALLS
+    assert not (run / "predictions.jsonl").exists() and not (run / "metrics.json").exists()
+    as_worker(monkeypatch, 0, 2)
+    evaluate(cfg, progress=False)  # rank 0: its half, then the merge
+    for name in FILES:
+        assert (run / name).read_bytes() == (ref / name).read_bytes(), name
+    assert not (run / parallel.SHARDS).exists()
+    assert json.loads((run / "run.json").read_text())["workers"] == 2
+
+
+def test_interrupted_workers_resume_with_another_worker_count(tmp_path, monkeypatch):
+    ref = single(tmp_path)
+    cfg = cfg_for(tmp_path / "par")
+    run = tmp_path / "par" / "nw_test_arith"
+    as_worker(monkeypatch, 1, 2)
+    runner_units.CRASH["after"] = 2  # rank 1 dies after two of its six samples
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        evaluate(cfg, progress=False)
+    runner_units.CRASH["after"] = None
+    with (run / parallel.SHARDS / "w2-r1.jsonl").open("a") as fh:
+        fh.write('{"id": "arith-5", "outp')  # a line cut short by kill -9
+    monkeypatch.delenv("RANK")
+    monkeypatch.delenv("WORLD_SIZE")
+    runner_units.CALLS.clear()
+    evaluate(cfg, progress=False)  # one process finishes the rest
+    done_by_rank1 = {1, 3}
+    assert [
+        [f"What is {i} + {i}?" for i in range(12) if i not in done_by_rank1]
+    ] == runner_units.CALLS
+    for name in FILES:
+        assert (run / name).read_bytes() == (ref / name).read_bytes(), name
+    assert not (run / parallel.SHARDS).exists()
+
+
+def test_rank_zero_waits_then_reports_a_stalled_worker(tmp_path, monkeypatch):
+    from needlework.errors import UserError
+
+    rows = {"a": {}}
+    with pytest.raises(UserError, match="1 samples still have no prediction"):
+        parallel.wait_for_all(tmp_path, ["a", "b"], lambda: rows, stall_timeout_s=0.2, poll_s=0.05)
+
+
+def test_bad_launcher_environment_is_one_line(monkeypatch):
+    from needlework.errors import UserError
+
+    monkeypatch.setenv("RANK", "2")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(UserError, match="0 <= RANK < WORLD_SIZE"):
+        parallel.current()
+
+
+def test_strip_workers():
+    argv = ["eval", "--workers", "2", "--config", "x.yaml", "--workers=3", "limit=1"]
+    assert parallel.strip_workers(argv) == ["eval", "--config", "x.yaml", "limit=1"]
+
+
+@pytest.mark.slow
+def test_workers_flag_launches_torchrun_and_matches_single_process(tmp_path, tiny_checkpoint):
+    """The real launch: ``needlework eval --workers 2`` on the tiny HF model, two processes."""
+    data = Path(__file__).parents[1] / "fixtures" / "kv_eval_tiny.jsonl"
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
+    config = tmp_path / "eval.yaml"
+    config.write_text(
+        f"model: {{name: hf, path: '{tiny_checkpoint}', dtype: float32, batch_size: 4}}\n"
+        f"benchmarks: [{{name: kv_retrieval, data_path: '{data}', max_new_tokens: 40}}]\n"
+    )
+
+    def run(out: Path, *extra: str) -> None:
+        cmd = [
+            sys.executable,
+            "-m",
+            "needlework",
+            "eval",
+            "--config",
+            str(config),
+            "--out",
+            str(out),
+            *extra,
+        ]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+
+    run(tmp_path / "one")
+    run(tmp_path / "two", "--workers", "2")
+    for name in FILES:
+        a = (tmp_path / "one" / "kv_retrieval" / name).read_bytes()
+        b = (tmp_path / "two" / "kv_retrieval" / name).read_bytes()
+        assert a == b, name
+    info = json.loads((tmp_path / "two" / "kv_retrieval" / "run.json").read_text())
+    assert info["workers"] == 2 and info["threads"]["threads"] >= 1
