@@ -27,7 +27,7 @@ test: install
 	$(BIN)/python -m pytest -q
 
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow and not real_model"
 
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow

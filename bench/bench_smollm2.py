@@ -30,6 +30,38 @@ def sh(*args: str) -> float:
     return time.perf_counter() - start
 
 
+FORWARD = """
+import sys, time, torch
+threads, dtype, length = int(sys.argv[1]), getattr(torch, sys.argv[2]), int(sys.argv[3])
+torch.set_num_threads(threads)
+from transformers import AutoModelForCausalLM
+from needlework.models.gguf import cached_import
+folder = str(cached_import("smollm2-135m-instruct"))
+model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+x = torch.randint(100, 40000, (1, length), generator=torch.Generator().manual_seed(0))
+with torch.inference_mode():
+    model(x)
+    t = time.perf_counter(); model(x); model(x); fwd = (time.perf_counter() - t) / 2
+t = time.perf_counter()
+for _ in range(2):
+    model(x, labels=x).loss.backward()
+print(f"{fwd:.2f} {(time.perf_counter() - t) / 2:.2f}")
+"""
+
+
+def forward_times(threads: int, dtype: str, length: int) -> tuple[str, str]:
+    """One sequence's forward and forward+backward seconds (full model), in a fresh process."""
+    proc = subprocess.run(
+        [sys.executable, "-c", FORWARD, str(threads), dtype, str(length)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    fwd, both = proc.stdout.split()[-2:]
+    return fwd, both
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--samples", type=int, default=48, help="held-out KV samples per eval")
@@ -47,6 +79,17 @@ def main() -> int:
     )
     eval_file = data / "seed0" / "eval.jsonl"
     rows = []
+    for length in (256, 1024):
+        for threads in (1, 2):
+            for dtype in ("float32", "bfloat16"):
+                fwd, both = forward_times(threads, dtype, length)
+                rows.append(
+                    (
+                        f"{length} tokens, {dtype}, {threads} thread(s)",
+                        f"forward {fwd} s / forward+backward {both} s",
+                        "-",
+                    )
+                )
 
     # -- training: tokens/s from train_log (TRL's own runtime, model load excluded)
     for dtype, flag in (("float32", "false"), ("bfloat16", "true")):

@@ -16,6 +16,8 @@ SCRIPTS = [
     ["bench_train.py"],
     ["bench_hf_batching.py", "--threads", "2"],
     ["bench_openai_concurrency.py"],
+    ["bench_smollm2.py"],
+    ["bench_hf_vs_lm_eval.py"],
 ]
 
 

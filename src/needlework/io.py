@@ -99,6 +99,33 @@ def ensure_writable_dir(path: str | Path) -> Path:
 
 
 @contextlib.contextmanager
+def exclusive_lock(path: str | Path, *, busy: str | None = None) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (created) for the block, released on exit or death.
+
+    ``busy`` None waits for the holder; a message makes a held lock fail at once with it (two
+    processes must never run the same work into one folder). Where the OS or filesystem has no
+    locks, nothing is locked: the atomic renames alone keep files whole.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with Path(path).open("a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | (fcntl.LOCK_NB if busy else 0))
+        except BlockingIOError:
+            raise UserError(busy or f"{path}: locked") from None
+        except OSError:  # e.g. a filesystem without locks
+            yield
+            return
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
     """Write to a temp file beside ``path``; rename over it only if the block succeeds."""
     p = Path(path)

@@ -11,7 +11,7 @@ import contextlib
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from needlework.models.base import check_prompt_lengths
 from needlework.records import Sample
@@ -94,6 +94,8 @@ class SuiteBench:
 @dataclass(frozen=True)
 class Calculator:
     """Answers "What is a + b?" correctly; streams; optional context limit in characters."""
+
+    speed_fields: ClassVar[frozenset[str]] = frozenset({"batch_size"})
 
     max_context_chars: int | None = None
     batch_size: int = 4

@@ -49,6 +49,7 @@ def test_gold_run_writes_the_run_folder_format(tmp_path):
         "run.json",
         "predictions.jsonl",
         "metrics.json",
+        ".lock",  # the claim on the folder (an flock, released when the process ends)
     }
     rows = read_lines(run / "predictions.jsonl")
     samples = list(ArithBench().samples())

@@ -148,3 +148,16 @@ def test_workers_flag_launches_torchrun_and_matches_single_process(tmp_path, tin
         assert a == b, name
     info = json.loads((tmp_path / "two" / "kv_retrieval" / "run.json").read_text())
     assert info["workers"] == 2 and info["threads"]["threads"] >= 1
+
+
+def test_answer_budget_counts_characters_without_a_token_counter():
+    from needlework.evaluation.base import answer_budget
+    from needlework.records import Sample
+
+    answers = ("a" * 10, "b" * 60)
+    samples = [
+        Sample(id=str(i), messages=({"role": "user", "content": "q"},), answers=(a,))
+        for i, a in enumerate(answers)
+    ]
+    assert answer_budget(samples) == 60 + 15
+    assert answer_budget(samples[:1]) == 10 + 8

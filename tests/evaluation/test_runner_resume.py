@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from tests.evaluation import runner_units
 
 from needlework.config import load_config
@@ -168,3 +169,44 @@ def test_rerun_with_skipped_samples_rewrites_nothing(tmp_path):
     evaluate(cfg, progress=False)
     assert runner_units.CALLS == []
     assert {name: (run / name).read_bytes() for name in RECORD} == before
+
+
+def test_a_second_eval_into_a_busy_folder_stops_at_once(tmp_path):
+    from needlework.io import exclusive_lock
+
+    run = tmp_path / "nw_test_arith"
+    run.mkdir(parents=True)
+    runner_units.CALLS.clear()
+    with exclusive_lock(run / ".lock"), pytest.raises(UserError) as info:  # another process
+        evaluate(cfg_for(tmp_path, limit=3), progress=False)
+    assert "another needlework eval is running" in str(info.value)
+    assert runner_units.CALLS == [] and not (run / "predictions.jsonl").exists()
+    evaluate(cfg_for(tmp_path, limit=3), progress=False)  # released: runs
+    assert len(ids(run / "predictions.jsonl")) == 3
+
+
+def test_an_endpoint_may_change_on_resume_and_is_recorded(tmp_path):
+    """Same model name and prompts on another server: resumes; another model name does not."""
+    old = {"name": "openai", "model": "m", "base_url": "http://127.0.0.1:8000/v1"}
+    new = {**old, "base_url": "http://127.0.0.1:9000/v1", "concurrency": 4}
+    cfg = cfg_for(tmp_path, model={"name": "scripted", "mode": "gold"}, limit=2)
+    from needlework.evaluation.runner import check_resumable
+
+    run = tmp_path / "r"
+    run.mkdir()
+    before = load_config(EvalConfig, data={**_as_dict(cfg), "model": old})
+    (run / "config.yaml").write_text(yaml.safe_dump(_as_dict(before)))
+    moved = load_config(EvalConfig, data={**_as_dict(cfg), "model": new})
+    assert check_resumable(run, moved) == {
+        "base_url": ["http://127.0.0.1:8000/v1", "http://127.0.0.1:9000/v1"],
+        "concurrency": [16, 4],
+    }
+    other = load_config(EvalConfig, data={**_as_dict(cfg), "model": {**new, "model": "m2"}})
+    with pytest.raises(UserError, match="different model"):
+        check_resumable(run, other)
+
+
+def _as_dict(cfg):
+    from needlework.config import to_dict
+
+    return to_dict(cfg)

@@ -3,8 +3,10 @@
 The last user message picks the behaviour, so concurrent requests stay independent:
 ``RATE_LIMIT_ONCE`` (429 with Retry-After: 0, then OK), ``ERROR_500_ONCE``, ``SLOW_ONCE`` (first
 answer after ``slow_s``, longer than the client's timeout), ``ALWAYS_500``, ``TOO_LONG`` (400
-context_length_exceeded), ``BAD_REQUEST`` (400), ``QUOTA`` (429 insufficient_quota); anything else
-is answered ``echo: <content>`` after ``delay_s``.
+context_length_exceeded), ``BAD_REQUEST`` (400), ``QUOTA`` (429 insufficient_quota); hostile
+200s: ``HTML_PAGE`` (a login page), ``TRUNCATED_JSON`` / ``TRUNCATED_ONCE``, ``NO_CHOICES``,
+``NULL_CONTENT``, ``EMPTY_CONTENT`` (a finished, empty completion), ``RESET_ONCE`` (connection
+closed mid-body); anything else is answered ``echo: <content>`` after ``delay_s``.
 """
 
 from __future__ import annotations
@@ -44,13 +46,20 @@ class FakeOpenAI:
                     status, payload, extra = server.answer(
                         self.path, {k.lower(): v for k, v in self.headers.items()}, body
                     )
-                    data = json.dumps(payload).encode()
+                    data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+                    reset = extra.pop("X-Reset", None)
                     self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Type", extra.pop("Content-Type", "application/json"))
                     self.send_header("Content-Length", str(len(data)))
                     for k, v in extra.items():
                         self.send_header(k, v)
                     self.end_headers()
+                    if reset:  # half the body, then the connection goes away
+                        self.wfile.write(data[: len(data) // 2])
+                        self.wfile.flush()
+                        self.close_connection = True
+                        self.connection.shutdown(2)
+                        return
                     self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (timeout test)
@@ -98,33 +107,48 @@ class FakeOpenAI:
             return 400, _error(msg, "context_length_exceeded"), {}
         if content.startswith("BAD_REQUEST"):
             return 400, _error("Invalid value for 'messages'", "invalid_value"), {}
+        if content.startswith("HTML_PAGE"):
+            page = b"<!DOCTYPE html><html><body><h1>Sign in</h1></body></html>"
+            return 200, page, {"Content-Type": "text/html; charset=utf-8"}
+        if content.startswith("TRUNCATED_JSON") or (
+            content.startswith("TRUNCATED_ONCE") and n == 1
+        ):
+            return 200, b'{"id": "chatcmpl-1", "choices": [{"index": 0, "mess', {}
+        if content.startswith("NO_CHOICES"):
+            return 200, {"id": "x", "object": "chat.completion", "model": body["model"]}, {}
+        if content.startswith("RESET_ONCE") and n == 1:
+            return 200, _completion(body, "never seen", n), {"X-Reset": "1"}
         if content.startswith("SLOW_ONCE") and n == 1:
             time.sleep(self.slow_s)
         elif self.delay_s:
             time.sleep(self.delay_s)
-        text = f"echo: {content}"
-        return (
-            200,
+        text: str | None = f"echo: {content}"
+        if content.startswith("NULL_CONTENT"):
+            text = None
+        elif content.startswith("EMPTY_CONTENT"):
+            text = ""
+        return 200, _completion(body, text, n, prompt=content), {}
+
+
+def _completion(body: dict[str, Any], text: str | None, n: int, prompt: str = "") -> dict[str, Any]:
+    return {
+        "id": f"chatcmpl-{n}",
+        "object": "chat.completion",
+        "created": 0,
+        "model": body["model"],
+        "choices": [
             {
-                "id": f"chatcmpl-{n}",
-                "object": "chat.completion",
-                "created": 0,
-                "model": body["model"],
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": text},
-                        "finish_reason": "stop",
-                    }
-                ],
-                "usage": {
-                    "prompt_tokens": len(content.split()),
-                    "completion_tokens": 2,
-                    "total_tokens": len(content.split()) + 2,
-                },
-            },
-            {},
-        )
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": len(prompt.split()),
+            "completion_tokens": 2,
+            "total_tokens": len(prompt.split()) + 2,
+        },
+    }
 
 
 def _error(message: str, code: str | None) -> dict[str, Any]:

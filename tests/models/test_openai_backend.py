@@ -157,6 +157,82 @@ def test_finished_requests_come_out_before_an_error(server):
     assert {0, 1, 3} <= set(got)  # all four were in flight: every success is delivered
 
 
+def test_an_html_page_stops_at_once_naming_the_endpoint(server):
+    model = OpenAIChat(model="m", base_url=server.base_url, **FAST)
+    with pytest.raises(UserError) as info:
+        model.generate([conv("HTML_PAGE")], max_new_tokens=4)
+    msg = str(info.value)
+    assert server.base_url in msg and "200" in msg and "text/html" in msg and "\n" not in msg
+    assert "base_url must be the API root" in msg
+    assert server.attempts["HTML_PAGE"] == 1  # a login page will not change: not retried
+
+
+@pytest.mark.parametrize(
+    ("trigger", "what"),
+    [
+        ("TRUNCATED_JSON", "invalid or truncated JSON"),
+        ("NO_CHOICES", "no 'choices'"),
+        ("NULL_CONTENT", "no answer text"),
+    ],
+)
+def test_unusable_200s_are_retried_then_stop_with_one_line(server, trigger, what):
+    model = OpenAIChat(model="m", base_url=server.base_url, max_retries=2, **FAST)
+    with pytest.raises(UserError) as info:
+        model.generate([conv(trigger), conv("fine")], max_new_tokens=4)
+    msg = str(info.value)
+    assert what in msg and server.base_url in msg and "giving up after 3 attempts" in msg
+    assert "\n" not in msg and server.attempts[trigger] == 3
+    assert model.usage()["bad_responses"] == 3
+
+
+@pytest.mark.parametrize("trigger", ["TRUNCATED_ONCE", "RESET_ONCE"])
+def test_a_transient_broken_body_is_retried(server, trigger):
+    model = OpenAIChat(model="m", base_url=server.base_url, **FAST)
+    assert model.generate([conv(f"{trigger} q")], max_new_tokens=4) == [f"echo: {trigger} q"]
+    assert server.attempts[f"{trigger} q"] == 2 and model.usage()["retries"] == 1
+
+
+def test_a_finished_empty_completion_is_an_answer(server):
+    model = OpenAIChat(model="m", base_url=server.base_url, **FAST)
+    assert model.generate([conv("EMPTY_CONTENT")], max_new_tokens=4) == [""]
+    assert model.usage()["empty"] == 1 and server.attempts["EMPTY_CONTENT"] == 1
+
+
+def test_eval_against_a_garbage_server_exits_2_and_records_nothing(server, tmp_path, capsys):
+    """Through the CLI: one line, exit 2, no prediction row for an answer never received."""
+    import json
+    from pathlib import Path
+
+    from needlework.cli import main
+
+    fixture = Path(__file__).parents[1] / "fixtures" / "kv_eval_tiny.jsonl"
+    rows = [json.loads(line) for line in fixture.read_text().splitlines()[:2]]
+    rows[1]["messages"][0]["content"] = "NO_CHOICES " + rows[1]["messages"][0]["content"]
+    data = tmp_path / "kv.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code = main(
+        [
+            "eval",
+            "--model",
+            f"openai:m@{server.base_url}",
+            "--benchmark",
+            "kv_retrieval",
+            f"benchmarks.0.data_path={data}",
+            f"out_dir={tmp_path / 'runs'}",
+            "model.max_retries=1",
+            "model.backoff_base_s=0.01",
+            f"model.api_key_env={KEY_ENV}",
+            "model.concurrency=1",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "no 'choices'" in err and "Traceback" not in err, err
+    preds = list((tmp_path / "runs").rglob("predictions.jsonl"))
+    recorded = [ln for p in preds for ln in p.read_text().splitlines()]
+    assert all("NO_CHOICES" not in ln for ln in recorded)
+
+
 def test_backoff_is_capped_jittered_and_seeded():
     model = OpenAIChat(model="m", backoff_base_s=1.0, backoff_max_s=8.0)
     delays = [model._backoff(a, random.Random("0:1"), None) for a in range(6)]

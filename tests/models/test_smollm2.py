@@ -142,7 +142,7 @@ def test_a_few_lora_steps_then_eval_with_the_adapter(folder, tmp_path):
 
 
 def test_answer_budget_uses_the_models_tokens(folder):
-    from needlework.evaluation.runner import answer_budget
+    from needlework.evaluation.base import answer_budget
     from needlework.records import Sample
 
     model = _backend(folder)
@@ -150,4 +150,4 @@ def test_answer_budget_uses_the_models_tokens(folder):
     s = Sample(id="a", messages=({"role": "user", "content": "q"},), answers=(answer,))
     tokens = model.count_tokens(answer)
     assert tokens < len(answer)  # digits are single tokens, words are not
-    assert answer_budget([s], model) == tokens + max(8, tokens // 4)
+    assert answer_budget([s], model.count_tokens) == tokens + max(8, tokens // 4)

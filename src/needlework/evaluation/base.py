@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
 from needlework.records import Sample
@@ -13,7 +13,7 @@ class Benchmark(Protocol):
 
     ``group_by`` names ``Sample.meta`` fields the runner breaks metrics down by (a field, never a
     metric name); ``primary_metric`` is the score reports plot. ``max_new_tokens`` None asks the
-    runner to size the answer budget from the longest gold answer (``runner.answer_budget``).
+    runner to size the answer budget from the longest gold answer (``answer_budget``).
     """
 
     group_by: tuple[str, ...]
@@ -31,3 +31,15 @@ class Benchmark(Protocol):
     def score(self, sample: Sample, output: str) -> dict[str, float]:
         """Per-sample scores from pure metric functions in ``evaluation/metrics.py``."""
         ...
+
+
+def answer_budget(
+    samples: Iterable[Sample], count_tokens: Callable[[str], int] | None = None
+) -> int:
+    """New tokens for benchmarks whose answer has a known form: the longest gold answer in the
+    model's tokens (characters when there is no counter, never fewer than tokens) plus a
+    quarter, at least 8."""
+    count = count_tokens or len
+    lengths = [count(a) for s in samples for a in s.answers if a] or [32]
+    longest = max(lengths)
+    return longest + max(8, longest // 4)

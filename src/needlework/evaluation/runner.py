@@ -34,37 +34,22 @@ from typing import Annotated, Any, Literal
 from needlework import registry
 from needlework.errors import DataError, UserError
 from needlework.evaluation import parallel
-from needlework.evaluation.base import Benchmark
+from needlework.evaluation.base import Benchmark, answer_budget
 from needlework.io import (
     dumps,
     ensure_writable_dir,
+    exclusive_lock,
     sha256_text,
     write_json,
     write_jsonl,
 )
-from needlework.models.base import ChatModel, PromptTooLongError
+from needlework.models.base import ChatModel, PromptTooLongError, answer_fields
 from needlework.records import Sample
 
 log = logging.getLogger(__name__)
 
+
 # Backend fields that change speed, not outputs: a resumed run may change them.
-THROUGHPUT_FIELDS = {
-    "batch_size",
-    "concurrency",
-    "max_retries",
-    "timeout_s",
-    "backoff_base_s",
-    "backoff_max_s",
-    "gpu_memory_utilization",
-    "tensor_parallel_size",
-    "enable_prefix_caching",
-    "chunk_size",
-    "fast_prefill",
-    "device",
-    "seed",
-}
-
-
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
     """``needlework eval``: one model on one or more benchmarks."""
@@ -139,12 +124,27 @@ def prompt_sha256(sample: Sample) -> str:
 def run_benchmark(
     cfg: EvalConfig, bench: Benchmark, run_dir: Path, *, progress: bool = True
 ) -> dict[str, Any]:
-    """Predict every pending sample of ``bench`` into ``run_dir``; returns the metrics."""
-    from tqdm.auto import tqdm
+    """Predict every pending sample of ``bench`` into ``run_dir``; returns the metrics.
 
+    The folder is claimed with a lock first, so a second eval into it stops at once instead of
+    sending every request again (a worker of a multi-process run claims its own rank)."""
     worker = parallel.current()
     ensure_writable_dir(run_dir)
-    check_resumable(run_dir, cfg)
+    lock = run_dir / (".lock" if worker.rank == 0 else f".lock-r{worker.rank}")
+    busy = (
+        f"{run_dir}: another needlework eval is running this benchmark into the same folder; "
+        "wait for it to finish (a rerun then resumes) or choose another out_dir"
+    )
+    with exclusive_lock(lock, busy=busy):
+        return _run_benchmark(cfg, bench, run_dir, worker, progress=progress)
+
+
+def _run_benchmark(
+    cfg: EvalConfig, bench: Benchmark, run_dir: Path, worker: parallel.Worker, *, progress: bool
+) -> dict[str, Any]:
+    from tqdm.auto import tqdm
+
+    changed = check_resumable(run_dir, cfg)
     samples = select_samples(bench, cfg.limit)
     hashes = {s.id: prompt_sha256(s) for s in samples}
     pred_path = run_dir / "predictions.jsonl"
@@ -172,7 +172,11 @@ def run_benchmark(
     mine = [s for k, s in enumerate(samples) if worker.owns(k)]
     pending = [s for s in mine if s.id not in done]
     model = cfg.model
-    max_new = cfg.max_new_tokens or bench.max_new_tokens or answer_budget(samples, model)
+    max_new = (
+        cfg.max_new_tokens
+        or bench.max_new_tokens
+        or answer_budget(samples, getattr(model, "count_tokens", None))
+    )
     usage_before = _usage(model)
     info = {
         "model": model.describe(),
@@ -182,6 +186,7 @@ def run_benchmark(
         "resumed_with": len(samples) - sum(1 for s in samples if s.id not in done),
         "max_new_tokens": max_new,
         "workers": worker.world,
+        **({"model_changed_on_resume": changed} if changed else {}),
         "status": "running",
         **_tags(cfg),
     }
@@ -284,17 +289,6 @@ def _remove_shards(run_dir: Path) -> None:
     import shutil
 
     shutil.rmtree(run_dir / parallel.SHARDS, ignore_errors=True)
-
-
-def answer_budget(samples: list[Sample], model: ChatModel) -> int:
-    """New tokens for benchmarks whose answer has a known form: the longest gold answer in the
-    model's tokens (characters when the backend cannot count) plus a quarter, at least 8."""
-    count = getattr(model, "count_tokens", None)
-    lengths = [
-        count(a) if callable(count) else len(a) for s in samples for a in s.answers if a
-    ] or [32]
-    longest = max(lengths)
-    return longest + max(8, longest // 4)
 
 
 def select_samples(bench: Benchmark, limit: int | None) -> list[Sample]:
@@ -495,22 +489,24 @@ def _parse_predictions(path: Path, data: bytes) -> dict[str, dict[str, Any]]:
     return rows
 
 
-def check_resumable(run_dir: Path, cfg: EvalConfig) -> None:
-    """A run folder may only be resumed by the same model and benchmark config."""
+def check_resumable(run_dir: Path, cfg: EvalConfig) -> dict[str, list[Any]]:
+    """A run folder may only be resumed by the same model and benchmark config; returns the
+    speed-only model fields that changed (``{field: [before, now]}``, e.g. the endpoint)."""
     import yaml
 
     from needlework.config import to_dict
 
     old_path = run_dir / "config.yaml"
     if not old_path.is_file():
-        return
+        return {}
     try:
         old = yaml.safe_load(old_path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError:
         raise UserError(f"{old_path}: unreadable; cannot check that resuming is safe") from None
     new = to_dict(cfg)
+    before: dict[str, Any] = old["model"] if isinstance(old.get("model"), dict) else {}
     pairs = [
-        ("model", _strip(old.get("model")), _strip(new["model"])),
+        ("model", answer_fields(before), answer_fields(new["model"])),
         ("benchmarks", old.get("benchmarks"), new["benchmarks"]),
         ("max_new_tokens", old.get("max_new_tokens"), new["max_new_tokens"]),
     ]
@@ -521,12 +517,11 @@ def check_resumable(run_dir: Path, cfg: EvalConfig) -> None:
                 f"now {_short(b)}); resume with the same settings or use another "
                 f"out_dir"
             )
-
-
-def _strip(model: Any) -> Any:
-    if not isinstance(model, dict):
-        return model
-    return {k: v for k, v in model.items() if k not in THROUGHPUT_FIELDS}
+    return {
+        k: [before.get(k), v]
+        for k, v in new["model"].items()
+        if k in before and before[k] != v and k != "name"
+    }
 
 
 def _short(value: Any) -> str:

@@ -18,8 +18,8 @@ A prompt that does not fit the model's context is never truncated: the backend r
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Protocol
 
 from needlework.errors import UserError
 from needlework.records import Message
@@ -29,8 +29,12 @@ class ChatModel(Protocol):
     """A chat model: conversations in, greedy completions out, order preserved.
 
     Backends are registered dataclasses (``@backends.register("hf")``) whose fields are their
-    config; heavy imports happen on first use, never at module import.
+    config; heavy imports happen on first use, never at module import. ``speed_fields`` names
+    the fields that never change an answer (batch size, retries, the endpoint, ...): a run may
+    resume with them changed, and reports treat models differing only there as one model.
     """
+
+    speed_fields: ClassVar[frozenset[str]]
 
     def generate(
         self, conversations: Sequence[Sequence[Message]], *, max_new_tokens: int
@@ -121,3 +125,14 @@ def validate_conversations(conversations: Sequence[Sequence[Message]]) -> None:
                     f"conversation #{i} message #{j}: expected {{'role': str, "
                     f"'content': str}}, got {msg!r:.80}"
                 )
+
+
+def answer_fields(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A model config without the fields its backend declares speed-only (``speed_fields``):
+    what makes two runs' models the same model. Unknown backends keep every field."""
+    from needlework.registry import backends
+
+    name = spec.get("name")
+    unit = dict(backends.items()).get(name) if isinstance(name, str) else None
+    free: frozenset[str] = getattr(unit, "speed_fields", frozenset())
+    return {k: v for k, v in spec.items() if k not in free}

@@ -25,13 +25,13 @@ import secrets
 import shutil
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from needlework.errors import UserError
+from needlework.io import exclusive_lock
 
 DTYPES = ("float32", "bfloat16", "float16")
 MARKER = "needlework_import.json"
@@ -197,7 +197,7 @@ def cached_import(spec: str | Path, *, dtype: str = "float32") -> Path:
     if _reusable(target, source, dtype):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _host_lock(target.with_name(target.name + ".lock")):
+    with exclusive_lock(target.with_name(target.name + ".lock")):
         return _import(source, target, dtype)
 
 
@@ -372,26 +372,6 @@ def _require_gguf_package() -> None:
             "reading GGUF files needs the gguf package (not installed); "
             "install it with: pip install gguf==0.19.0"
         )
-
-
-@contextlib.contextmanager
-def _host_lock(path: Path) -> Iterator[None]:
-    """An exclusive ``flock`` on ``path`` where the OS and filesystem offer one, else nothing."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: the atomic rename alone keeps the cache consistent
-        yield
-        return
-    with path.open("a") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        except OSError:  # e.g. a filesystem without locks
-            yield
-            return
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _exc_name(exc: BaseException) -> str:

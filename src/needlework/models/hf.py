@@ -18,7 +18,7 @@ import copy
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from needlework.errors import UserError
 from needlework.models.base import check_prompt_lengths, validate_conversations
@@ -43,6 +43,8 @@ def short_name(path: str) -> str:
 @dataclass(frozen=True)
 class HF:
     """A local or hub transformers causal LM (+ LoRA), greedy, length-sorted batches."""
+
+    speed_fields: ClassVar[frozenset[str]] = frozenset({"batch_size", "device", "fast_prefill"})
 
     path: str
     """Model folder (``save_pretrained`` output) or hub id (needs the network or a cache)."""

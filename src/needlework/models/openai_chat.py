@@ -9,6 +9,11 @@ Many requests are in flight at once (a thread pool of ``concurrency``); decoding
 an unknown model (404) or a bad request (400) fail at once with one line; a context-length 400 is
 reported as a too-long prompt. Token usage is counted for ``run.json``.
 
+A 200 response is parsed here, not trusted: a body that is not JSON (an HTML gateway or login page:
+a wrong ``base_url``) stops the run at once; truncated JSON, no ``choices`` or a null answer is
+retried within the same bounds and then stops the run with one line. Such a response is never
+recorded as an (empty) prediction. An empty string from a finished completion is an answer.
+
 API key: read from the environment variable ``api_key_env``, never from the config. It is
 required for the OpenAI API (``base_url`` unset). For another server it is optional: local
 servers (``vllm serve`` without ``--api-key``, llama.cpp, Ollama) need none, and a server that does
@@ -18,6 +23,7 @@ answers 401, which names the variable to set.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import threading
@@ -25,7 +31,7 @@ import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 from urllib.parse import urlparse
 
 from needlework.errors import UserError
@@ -44,10 +50,33 @@ _CONTEXT_MARKERS = (
 )
 
 
+class BadResponse(Exception):
+    """A 200 response with no usable answer; ``retry`` says whether another attempt may help."""
+
+    def __init__(self, what: str, *, retry: bool):
+        super().__init__(what)
+        self.retry = retry
+
+
 @backends.register("openai")
 @dataclass(frozen=True)
 class OpenAIChat:
     """An OpenAI-compatible /v1/chat/completions endpoint, many requests in flight."""
+
+    # The endpoint is here too: the same model name on another server or port may resume a run
+    # (the prompts are checked sample by sample; run.json records the change).
+    speed_fields: ClassVar[frozenset[str]] = frozenset(
+        {
+            "base_url",
+            "api_key_env",
+            "concurrency",
+            "max_retries",
+            "timeout_s",
+            "backoff_base_s",
+            "backoff_max_s",
+            "seed",
+        }
+    )
 
     model: str
     """Model name as the server knows it (e.g. gpt-3.5-turbo-1106, ft:..., a vllm serve path)."""
@@ -129,6 +158,8 @@ class OpenAIChat:
                 "completion_tokens": 0,
                 "retries": 0,
                 "truncated": 0,
+                "empty": 0,
+                "bad_responses": 0,
             },
         )
         return client
@@ -191,12 +222,20 @@ class OpenAIChat:
                 with self._lock():
                     self._state["usage"]["retries"] += 1
             try:
-                resp = client.chat.completions.create(
+                raw = client.chat.completions.with_raw_response.create(
                     model=self.model,
                     messages=messages,
                     temperature=0.0,
                     **{self.max_tokens_param: max_new_tokens},
                 )
+                return self._record(_parse(raw.status_code, raw.headers, raw.content))
+            except BadResponse as exc:
+                with self._lock():
+                    self._state["usage"]["bad_responses"] += 1
+                if not exc.retry:
+                    raise UserError(f"openai: {self.url}: {exc}") from None
+                last = exc
+                continue
             except (openai.APITimeoutError, openai.APIConnectionError) as exc:
                 last = exc
                 continue
@@ -210,7 +249,6 @@ class OpenAIChat:
                     last = exc
                     continue
                 raise self._fatal(index, exc, max_new_tokens) from None
-            return self._record(resp)
         raise UserError(
             f"openai: {self.url}: giving up after {self.max_retries + 1} attempts "
             f"({_describe(last)})"
@@ -249,17 +287,59 @@ class OpenAIChat:
             )
         return UserError(f"openai: {self.url} rejected the request ({status}): {msg}")
 
-    def _record(self, resp: Any) -> str:
-        choice = resp.choices[0] if resp.choices else None
-        text = (choice.message.content if choice is not None else None) or ""
-        usage = getattr(resp, "usage", None)
+    def _record(self, answer: tuple[str, str | None, dict[str, Any]]) -> str:
+        text, finish, usage = answer
         with self._lock():
             u = self._state["usage"]
             u["requests"] += 1
-            u["prompt_tokens"] += int(getattr(usage, "prompt_tokens", 0) or 0)
-            u["completion_tokens"] += int(getattr(usage, "completion_tokens", 0) or 0)
-            u["truncated"] += int(getattr(choice, "finish_reason", None) == "length")
+            for name in ("prompt_tokens", "completion_tokens"):
+                value = usage.get(name)
+                u[name] += value if isinstance(value, int) and value >= 0 else 0
+            u["truncated"] += int(finish == "length")
+            u["empty"] += int(not text)
         return text
+
+
+def _parse(status: int, headers: Any, body: bytes) -> tuple[str, str | None, dict[str, Any]]:
+    """(answer text, finish_reason, usage) from a 200 chat completion, or BadResponse."""
+    ctype = str(headers.get("content-type") or "")
+    if "json" not in ctype.lower():
+        head = " ".join(body[:80].decode("utf-8", "replace").split())
+        raise BadResponse(
+            f"answered {status} with {ctype or 'no content type'} ({head!r}...), not a JSON chat "
+            "completion; base_url must be the API root, e.g. http://127.0.0.1:8000/v1",
+            retry=False,
+        )
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise BadResponse(
+            f"answered {status} with invalid or truncated JSON ({len(body)} bytes)", retry=True
+        ) from None
+    choices = data.get("choices") if isinstance(data, dict) else None
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        keys = sorted(data)[:8] if isinstance(data, dict) else type(data).__name__
+        raise BadResponse(
+            f"answered {status} with JSON that has no 'choices' (got {keys}): not a chat "
+            "completion",
+            retry=True,
+        )
+    choice = choices[0]
+    message = choice.get("message")
+    content = message.get("content") if isinstance(message, dict) else None
+    finish = choice.get("finish_reason")
+    if not isinstance(content, str):
+        raise BadResponse(
+            f"answered {status} with no answer text (choices[0].message.content is "
+            f"{type(content).__name__}, finish_reason {finish!r})",
+            retry=True,
+        )
+    usage = data.get("usage")
+    return (
+        content,
+        finish if isinstance(finish, str) else None,
+        usage if isinstance(usage, dict) else {},
+    )
 
 
 def _message(exc: Any) -> str:
@@ -282,6 +362,8 @@ def _error_code(exc: Any) -> str | None:
 def _describe(exc: Exception | None) -> str:
     if exc is None:
         return "no attempt made"
+    if isinstance(exc, BadResponse):
+        return f"last: {exc}"
     status = getattr(exc, "status_code", None)
     name = type(exc).__name__
     return f"{name} {status}: {_message(exc)}" if status else f"{name}: {_message(exc)}"

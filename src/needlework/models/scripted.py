@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from needlework.errors import UserError
 from needlework.models.base import validate_conversations
@@ -23,6 +23,8 @@ from needlework.registry import backends
 @dataclass(frozen=True)
 class Scripted:
     """Deterministic answers (gold / constant / echo / last_line) for tests and dry runs."""
+
+    speed_fields: ClassVar[frozenset[str]] = frozenset()
 
     mode: Literal["gold", "constant", "echo", "last_line"] = "gold"
     """What to answer; ``gold`` needs the runner (it passes each sample's answers)."""

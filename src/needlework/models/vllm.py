@@ -16,7 +16,7 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from needlework.errors import UserError
 from needlework.models.base import check_prompt_lengths, validate_conversations
@@ -31,6 +31,10 @@ LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # vLLM accepts these max_lora_
 @dataclass(frozen=True)
 class VLLM:
     """vLLM offline engine (GPU): batched greedy decoding with tensor parallelism and LoRA."""
+
+    speed_fields: ClassVar[frozenset[str]] = frozenset(
+        {"tensor_parallel_size", "gpu_memory_utilization", "enable_prefix_caching", "chunk_size"}
+    )
 
     path: str
     """Model folder or hub id."""

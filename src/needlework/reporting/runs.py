@@ -251,14 +251,14 @@ def label_models(runs: list[EvalRun]) -> None:
 
 def _spec_fields(spec: Any) -> dict[str, Any]:
     """The fields that make a model what it is: speed-only settings (batch size ...) dropped."""
-    from needlework.evaluation.runner import THROUGHPUT_FIELDS
+    from needlework.models.base import answer_fields
 
     if isinstance(spec, str) and spec:  # the short form ``hf:PATH``
         name, _, target = spec.partition(":")
         return {"name": name, "path": target}
     if not isinstance(spec, dict):
         return {}
-    return {k: v for k, v in spec.items() if k not in THROUGHPUT_FIELDS and v is not None}
+    return {k: v for k, v in answer_fields(spec).items() if v is not None}
 
 
 def _identity(fields: dict[str, Any]) -> str:

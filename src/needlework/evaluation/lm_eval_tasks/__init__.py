@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from needlework.errors import UserError
+from needlework.evaluation.base import answer_budget
 from needlework.io import ensure_writable_dir, sha256_file, write_jsonl, write_text
 from needlework.records import Sample
 
@@ -105,8 +106,9 @@ def export(benchmark: Any, out_dir: str | Path, *, limit: int | None = None) -> 
     out = ensure_writable_dir(Path(out_dir).expanduser().resolve())
     task = f"needlework_{benchmark.label()}"
     config = json.dumps(to_dict(benchmark), sort_keys=True)
-    rows, score_names = [], None
+    rows, score_names, kept = [], None, []
     for sample in islice(benchmark.samples(), limit):
+        kept.append(sample)
         system, prompt = _split_turns(sample)
         if score_names is None:
             score_names = list(benchmark.score(sample, ""))
@@ -122,6 +124,8 @@ def export(benchmark: Any, out_dir: str | Path, *, limit: int | None = None) -> 
         )
     if not rows:
         raise UserError(f"{task}: the benchmark produced no samples")
+    # no model here: a budget from answers in characters, which never undercounts tokens
+    budget = int(benchmark.max_new_tokens or answer_budget(kept))
     data = out / f"{task}.jsonl"
     write_jsonl(data, rows)
     metrics = "\n".join(
@@ -153,8 +157,7 @@ def export(benchmark: Any, out_dir: str | Path, *, limit: int | None = None) -> 
         "process_results: !function needlework.evaluation.lm_eval_tasks.utils.process_export",
         "metric_list:",
         metrics,
-        "generation_kwargs: {until: [], max_gen_toks: "
-        f"{int(benchmark.max_new_tokens)}, do_sample: false}}",
+        f"generation_kwargs: {{until: [], max_gen_toks: {budget}, do_sample: false}}",
         f"metadata: {json.dumps(meta, sort_keys=True)}",
     ]
     path = out / f"{task}.yaml"
