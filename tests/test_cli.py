@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from needlework.cli import main
@@ -25,6 +27,59 @@ def test_validate_unknown_kind_exits_2(tmp_path, capsys):
 def test_validate_missing_file_exits_2(tmp_path, capsys):
     assert main(["validate", str(tmp_path / "nope.yaml")]) == 2
     assert "file not found" in capsys.readouterr().err
+
+
+def test_validate_takes_folders_checks_every_file_and_recipe_references(tmp_path, capsys):
+    root = Path(__file__).resolve().parents[1]
+    (tmp_path / "accelerate").mkdir()
+    (tmp_path / "accelerate" / "a.yaml").write_text("distributed_type: MULTI_GPU\n")
+    recipe = (root / "configs/recipes/smollm2_demo.yaml").read_text()
+    (tmp_path / "r_missing.yaml").write_text(
+        recipe.replace("configs/train/hf_smollm2_lora_cpu.yaml", "configs/train/nope.yaml")
+    )
+    (tmp_path / "r_kind.yaml").write_text(
+        recipe.replace("eval_config: configs/eval/smollm2_demo.yaml",
+                       "eval_config: configs/datagen/smollm2_kv_demo.yaml")
+    )  # fmt: skip
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "dir.yaml").mkdir()  # a folder where a file is expected is skipped
+    (tmp_path / "sub" / "bin.yaml").write_bytes(b"\xff\xfe\x00")
+    import os
+
+    old = os.getcwd()
+    os.chdir(root)
+    try:
+        assert main(["validate", str(tmp_path)]) == 2
+    finally:
+        os.chdir(old)
+    out, err = capsys.readouterr()
+    assert "skip " in out and "accelerate config" in out
+    assert (
+        "r_missing.yaml: field 'variants.0.train_config': configs/train/nope.yaml: file "
+        "not found" in err
+    )
+    assert (
+        "r_kind.yaml: field 'eval_config': configs/datagen/smollm2_kv_demo.yaml: is a "
+        "generate config; expected an eval config" in err
+    )
+    assert "bin.yaml: not UTF-8 text" in err
+    assert "3 of 4 config files failed" in err and "Traceback" not in err
+    assert main(["validate", str(tmp_path / "sub" / "dir.yaml")]) == 2
+    assert "a folder with no *.yaml or *.yml config files" in capsys.readouterr().err
+    assert main(["eval", "--config", str(tmp_path / "sub")]) == 2
+    assert "sub: is a folder; expected a YAML config file" in capsys.readouterr().err
+
+
+def test_run_dry_run_checks_every_referenced_config_first(tmp_path, capsys, monkeypatch):
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)
+    recipe = (root / "configs/recipes/smollm2_demo.yaml").read_text()
+    bad = tmp_path / "r.yaml"
+    bad.write_text(recipe.replace("configs/datagen/smollm2_kv_demo.yaml", "nope/gen.yaml"))
+    assert main(["run", str(bad), "--dry-run", f"out_dir={tmp_path / 'exp'}"]) == 2
+    err = capsys.readouterr().err
+    assert "field 'datasets.kv.config': nope/gen.yaml: file not found" in err
+    assert not (tmp_path / "exp").exists()
 
 
 def test_unknown_flag_is_an_error(capsys):

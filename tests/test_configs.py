@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from needlework.cli import config_class_for
-from needlework.config import load_config
+from needlework.config import config_class, config_kind, load_config, read_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if "accelerate" not in p.parts)
@@ -17,8 +16,12 @@ CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if "accelerate" n
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_config_loads(path: Path, monkeypatch):
     monkeypatch.chdir(ROOT)  # configs use repo-relative paths, as their Run: lines do
-    cls, data = config_class_for(str(path))
-    load_config(cls, path, data=data)
+    data = read_yaml(path)
+    cfg = load_config(config_class(config_kind(data)), path, data=data)
+    if config_kind(data) == "recipe":  # and every config it names, with its overrides
+        from needlework.experiment import check_recipe
+
+        check_recipe(cfg, path)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(ROOT)))

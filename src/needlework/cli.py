@@ -10,6 +10,8 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from needlework import __version__
 from needlework.errors import UserError
@@ -27,14 +29,6 @@ HANDLERS = {
     "ls": "needlework.cli:ls_cmd",
     "validate": "needlework.cli:validate_cmd",
 }
-
-# A config file's kind is told by a top-level key only that kind has.
-CONFIG_KINDS = (
-    ("generator", "needlework.datagen.pipeline:GenerateConfig"),
-    ("trainer", "needlework.training.config:TrainConfig"),
-    ("benchmarks", "needlework.evaluation.runner:EvalConfig"),
-    ("variants", "needlework.experiment:RecipeConfig"),
-)
 
 
 def _load(target: str):
@@ -145,28 +139,55 @@ def ls_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
-def config_class_for(path: str):
-    """The top-level config class of a YAML file, told by its distinctive key."""
-    from needlework.config import read_yaml
-    from needlework.errors import ConfigError
-
-    data = read_yaml(path)
-    for key, target in CONFIG_KINDS:
-        if key in data:
-            return _load(target), data
-    keys = ", ".join(k for k, _ in CONFIG_KINDS)
-    raise ConfigError(
-        f"cannot tell the config kind: expected one of the top-level keys {keys}", source=path
-    )
+def config_files(paths: Sequence[str]) -> list[Path]:
+    """The files named, folders expanded to every ``*.yaml``/``*.yml`` under them (sorted)."""
+    out: list[Path] = []
+    for name in paths:
+        p = Path(name)
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.suffix in (".yaml", ".yml") and f.is_file())
+            if not found:
+                raise UserError(f"{p}: a folder with no *.yaml or *.yml config files")
+            out += found
+        else:
+            out.append(p)
+    return out
 
 
 def validate_cmd(args: argparse.Namespace) -> int:
-    from needlework.config import load_config
+    """Check every file (folders recursively), report each, exit 2 if any failed."""
+    from needlework.config import CONFIG_KINDS, config_class, config_kind, load_config, read_yaml
 
-    for path in args.files:
-        cls, data = config_class_for(path)
-        load_config(cls, path, data=data)
-        print(f"ok  {path}  ({cls.__name__})")
+    failed = 0
+    files = config_files(args.files)
+    for path in files:
+        try:
+            data = read_yaml(path)
+            kind = config_kind(data)
+            if kind is None:
+                keys = ", ".join(CONFIG_KINDS)
+                raise UserError(
+                    f"{path}: cannot tell the config kind: expected one of the top-level keys "
+                    f"{keys}"
+                )
+            if kind == "accelerate":
+                print(f"skip {path}  (an accelerate config: read by accelerate launch)")
+                continue
+            cls = config_class(kind)
+            cfg: Any = load_config(cls, path, data=data)
+            if kind == "recipe":
+                from needlework.experiment import check_recipe
+
+                check_recipe(cfg, path)
+        except UserError as exc:
+            if len(files) == 1:
+                raise
+            failed += 1
+            print(f"FAIL {exc}", file=sys.stderr)
+            continue
+        print(f"ok   {path}  ({cls.__name__})")
+    if failed:
+        raise UserError(f"{failed} of {len(files)} config files failed")
     return 0
 
 

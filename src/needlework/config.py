@@ -28,10 +28,14 @@ _MISSING = object()
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping, with one-line errors for missing files and bad syntax."""
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError("is a folder; expected a YAML config file", source=str(path))
     if not p.is_file():
         raise ConfigError("file not found (expected a YAML config)", source=str(path))
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError("not UTF-8 text (expected a YAML config)", source=str(path)) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -302,3 +306,31 @@ def field_docs(cls: type) -> dict[str, str]:
         ):
             docs[node.target.id] = " ".join(nxt.value.value.split())
     return docs
+
+
+# A config file's kind is told by a top-level key only that kind has.
+CONFIG_KINDS = {
+    "generator": ("generate", "needlework.datagen.pipeline:GenerateConfig"),
+    "trainer": ("train", "needlework.training.config:TrainConfig"),
+    "benchmarks": ("eval", "needlework.evaluation.runner:EvalConfig"),
+    "variants": ("recipe", "needlework.experiment:RecipeConfig"),
+}
+# Files read by other tools (``accelerate launch --config_file``), told by their own keys.
+FOREIGN_KINDS = {"compute_environment": "accelerate", "distributed_type": "accelerate"}
+
+
+def config_kind(data: Mapping[str, Any]) -> str | None:
+    """``generate``, ``train``, ``eval``, ``recipe``, a foreign kind (``accelerate``) or None."""
+    for key, (kind, _) in CONFIG_KINDS.items():
+        if key in data:
+            return kind
+    return next((kind for key, kind in FOREIGN_KINDS.items() if key in data), None)
+
+
+def config_class(kind: str) -> type:
+    """The dataclass of a needlework config kind (imported on demand)."""
+    import importlib
+
+    target = next(t for k, t in CONFIG_KINDS.values() if k == kind)
+    module, attr = target.split(":")
+    return getattr(importlib.import_module(module), attr)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from needlework.config import load_config, read_yaml, to_dict
-from needlework.errors import ConfigError
+from needlework.errors import ConfigError, UserError
 from needlework.models.base import ChatModel
 from needlework.registry import backends
 
@@ -116,9 +116,63 @@ def _expand(value: Any, mapping: dict[str, str]) -> Any:
     return value
 
 
-def plan(recipe: RecipeConfig) -> list[Step]:
-    """The ordered steps of an experiment; pure apart from reading config files."""
+def _check_ref(
+    recipe_src: str,
+    where: str,
+    path: Path,
+    kind: str,
+    overrides: list[str],
+    replace: dict[str, Any] | None = None,
+) -> Any:
+    """Load one config a recipe names, as the recipe will (overrides included, ``replace``
+    set over it); any error names the recipe, the field and the referenced file."""
+    from needlework.config import apply_overrides, config_class, config_kind
+
+    try:
+        data = read_yaml(path)
+        found = config_kind(data)
+        if found != kind:
+            what = _a(found) if found else "not a needlework"
+            raise ConfigError(f"is {what} config; expected {_a(kind)} config", source=str(path))
+        data = {**apply_overrides(data, overrides), **(replace or {})}
+        return load_config(config_class(kind), path, data=data)
+    except UserError as exc:
+        raise ConfigError(str(exc), source=recipe_src, field=where) from None
+
+
+def _a(word: str) -> str:
+    return ("an " if word[0] in "aeiou" else "a ") + word
+
+
+def check_recipe(recipe: RecipeConfig, source: str | Path) -> None:
+    """Every config the recipe names loads with its overrides, before any step runs (a typo
+    in the last variant must not surface after an hour of training the first)."""
+    src = str(source)
+    scratch = "{out_dir}/.check"  # placeholders for the paths a step sets itself
+    for name, spec in recipe.datasets.items():
+        _check_ref(
+            src, f"datasets.{name}.config", spec.config, "generate",
+            [*spec.overrides, f"out_dir={scratch}"],
+        )  # fmt: skip
+    for i, variant in enumerate(recipe.variants):
+        _check_ref(
+            src,
+            f"variants.{i}.train_config",
+            variant.train_config,
+            "train",
+            [*variant.overrides, f"train_path={scratch}/train.jsonl", f"out_dir={scratch}"],
+        )
+    # the model is set per step (base, then each trained one): checked apart, not here
+    probe = {"model": {"name": "scripted"}, "out_dir": scratch}
+    _check_ref(src, "eval_config", recipe.eval_config, "eval", recipe.eval_overrides, probe)
+
+
+def plan(recipe: RecipeConfig, source: str | Path = "<recipe>") -> list[Step]:
+    """The ordered steps of an experiment; pure apart from reading config files, each of
+    which is checked first (:func:`check_recipe`)."""
     from needlework.config import apply_overrides
+
+    check_recipe(recipe, source)
 
     out = recipe.out_dir
     subst = {"out_dir": str(out)}
@@ -274,7 +328,7 @@ def run_recipe(
 ) -> Path:
     """Run (or, with ``dry_run``, list) every step of a recipe; returns the experiment folder."""
     recipe = load_recipe(path, overrides)
-    steps = plan(recipe)
+    steps = plan(recipe, path)
     for i, step in enumerate(steps, 1):
         done = step.done()
         tag = "done, skipped" if done else ("would run" if dry_run else "running")

@@ -210,3 +210,17 @@ def _as_dict(cfg):
     from needlework.config import to_dict
 
     return to_dict(cfg)
+
+
+def test_a_smaller_limit_records_only_its_samples_and_keeps_the_rest_aside(tmp_path):
+    evaluate(cfg_for(tmp_path, limit=6), progress=False)
+    run = tmp_path / "nw_test_arith"
+    evaluate(cfg_for(tmp_path, limit=4), progress=False)
+    assert ids(run / "predictions.jsonl") == [f"arith-{i}" for i in range(4)]
+    assert json.loads((run / "metrics.json").read_text())["n"] == 4
+    assert ids(run / "predictions.beyond_limit.jsonl") == ["arith-4", "arith-5"]
+    runner_units.CALLS.clear()
+    evaluate(cfg_for(tmp_path, limit=7), progress=False)  # the two kept aside are reused
+    assert runner_units.CALLS == [["What is 6 + 6?"]]
+    assert ids(run / "predictions.jsonl") == [f"arith-{i}" for i in range(7)]
+    assert not (run / "predictions.beyond_limit.jsonl").exists()

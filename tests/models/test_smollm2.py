@@ -151,3 +151,15 @@ def test_answer_budget_uses_the_models_tokens(folder):
     tokens = model.count_tokens(answer)
     assert tokens < len(answer)  # digits are single tokens, words are not
     assert answer_budget([s], model.count_tokens) == tokens + max(8, tokens // 4)
+
+
+def test_the_general_suite_loads_the_bundled_alias_through_lm_eval():
+    """lm-eval's HFLM gets the imported folder and a concrete dtype, not the alias/'fastest'."""
+    pytest.importorskip("lm_eval")
+    from needlework.evaluation.lm_eval_run import build_lm
+    from needlework.models.hf import HF
+
+    unit = HF(path="smollm2-135m-instruct", dtype="fastest")
+    assert Path(unit.source()).is_dir() and unit.dtype_name() in ("float32", "bfloat16")
+    lm = build_lm("hf", unit, 1)
+    assert lm.tokenizer.chat_template

@@ -216,16 +216,30 @@ def _mdqa_pair(root: Path, *, ft_per_pos: int = 40, base_predictions: bool = Tru
     return base, ft
 
 
-def test_mismatched_samples_give_a_stated_warning_and_no_delta(tmp_path):
+def test_a_smaller_sample_set_is_compared_on_the_shared_samples(tmp_path):
+    """A run re-evaluated with a smaller limit: paired on the samples both scored, said so."""
     _mdqa_pair(tmp_path, ft_per_pos=30)
     result = build_report([tmp_path / "base", tmp_path / "ft"], tmp_path / "out")
     assert result.baseline == "hf:base"  # default: the first RUN given
     text = result.path.read_text()
-    assert "sample sets differ: 0 only in hf:ft, 50 (" in text
-    assert "only in hf:base; no paired delta" in text
-    assert not re.search(CI_DELTA, text)
+    assert "paired on the 150 samples both scored; 0 only in hf:ft, 50 (" in text
+    assert "only in hf:base; left out" in text
+    assert re.search(CI_DELTA, text)
     ft = next(r for r in read_csv(tmp_path / "out/tables/overall.csv") if r["variant"] == "hf:ft")
-    assert ft["delta"] == "" and "sample sets differ" in ft["delta_note"]
+    assert ft["delta"] != "" and "paired on the 150 samples" in ft["delta_note"]
+    assert not any("prompt" in p for p in result.problems)
+
+
+def test_disjoint_sample_sets_give_no_delta(tmp_path):
+    base, ft = _mdqa_pair(tmp_path)
+    rows = [json.loads(x) for x in (ft / "predictions.jsonl").read_text().splitlines()]
+    for r in rows:
+        r["id"] = "other-" + r["id"]
+    (ft / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = build_report([tmp_path / "base", tmp_path / "ft"], tmp_path / "out")
+    text = result.path.read_text()
+    assert "200 (other-" in text and "only in hf:ft" in text and "no paired delta" in text
+    assert not re.search(CI_DELTA, text)
     per_pos = read_csv(tmp_path / "out/tables/mdqa_by_position.csv")
     assert all(r["delta"] == "" for r in per_pos if r["variant"] == "hf:ft")
 
@@ -320,8 +334,11 @@ def test_duplicates_prompt_changes_and_count_mismatch_are_noted(tmp_path):
     problems = "\n".join(result.problems)
     assert "same variant/seed/benchmark as" in problems and "kept the first" in problems
     assert "metrics.json says n=201 but predictions.jsonl has 200 samples" in problems
+    assert "mdqa: 1 of 200 shared sample ids (mdqa-0-0)" in problems
+    assert "have different prompts (prompt_sha256) in hf:ft and hf:base" in problems
     text = result.path.read_text()
-    assert "1 of 200 paired samples have different prompts" in text
+    assert "No problems found" not in text and "not the same inputs; no paired delta" in text
+    assert not re.search(CI_DELTA, text)  # one changed prompt: no paired delta anywhere
 
 
 def test_training_runs_are_listed_with_loss_curve(tmp_path):

@@ -55,9 +55,9 @@ def build_lm(backend: str, unit: Any, batch_size: int | None) -> Any:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         return HFLM(
-            pretrained=unit.path,
+            pretrained=unit.source(),
             peft=unit.adapter,
-            dtype=unit.dtype,
+            dtype=unit.dtype_name(),
             device=device,
             batch_size=batch_size or unit.batch_size,
             max_length=unit.max_context_tokens,

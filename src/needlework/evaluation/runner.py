@@ -50,6 +50,9 @@ log = logging.getLogger(__name__)
 
 
 # Backend fields that change speed, not outputs: a resumed run may change them.
+BEYOND_LIMIT = "predictions.beyond_limit.jsonl"
+
+
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
     """``needlework eval``: one model on one or more benchmarks."""
@@ -232,8 +235,15 @@ def _run_benchmark(
             f"(first: {missing[0]!r})"
         )
     ordered = [rows[s.id] for s in samples]
-    extra = [r for i, r in rows.items() if i not in hashes]  # beyond a smaller --limit: kept
-    write_jsonl(pred_path, ordered + extra)
+    # Rows beyond a smaller --limit: kept aside for a later larger run, out of this run's record
+    # (predictions.jsonl holds exactly the samples metrics.json counts).
+    extra = [r for i, r in rows.items() if i not in hashes]
+    write_jsonl(pred_path, ordered)
+    aside = run_dir / BEYOND_LIMIT
+    if extra:
+        write_jsonl(aside, extra)
+    elif aside.exists():
+        aside.unlink()
     _remove_shards(run_dir)
     metrics = aggregate(ordered, bench, model.describe())
     write_json(run_dir / "metrics.json", metrics)
@@ -278,7 +288,8 @@ def _finished_metrics(
 def _saved_rows(run_dir: Path) -> dict[str, dict[str, Any]]:
     """Every complete prediction in the run folder: predictions.jsonl, then each worker's shard
     (rows of a run interrupted with any number of workers count as done)."""
-    rows = load_predictions(run_dir / "predictions.jsonl")
+    rows = load_predictions(run_dir / BEYOND_LIMIT, trim=False)
+    rows.update(load_predictions(run_dir / "predictions.jsonl"))
     for shard in parallel.shard_files(run_dir):
         rows.update(load_predictions(shard, trim=False))
     return rows

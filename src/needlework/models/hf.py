@@ -88,27 +88,36 @@ class HF:
         return dict(self._state.get("usage", {}))
 
     # -- loading ---------------------------------------------------------------------------
+    def source(self) -> str:
+        """What ``from_pretrained`` gets: a local folder (a .gguf file or bundled alias is
+        imported once into the cache first) or a hub id. Shared with the lm-eval glue."""
+        path = self.path
+        if is_gguf_spec(path):
+            path = str(cached_import(path))
+        local = Path(path).expanduser()
+        if not local.exists() and (path.startswith((".", "/", "~")) or path.count("/") > 1):
+            raise UserError(f"hf: model folder not found: {self.path}")
+        return str(local) if local.exists() else path
+
+    def dtype_name(self) -> str:
+        """``dtype`` with ``fastest`` decided for this machine (auto stays auto)."""
+        from needlework.runtime import bf16_preferred
+
+        if self.dtype == "fastest":
+            return "bfloat16" if bf16_preferred() else "float32"
+        return self.dtype
+
     def _load(self) -> dict[str, Any]:
         if "model" in self._state:
             return self._state
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        path = self.path
-        if is_gguf_spec(path):  # a .gguf file or bundled alias: imported once, then a folder
-            path = str(cached_import(path))
-        local = Path(path).expanduser()
-        if not local.exists() and (path.startswith((".", "/", "~")) or path.count("/") > 1):
-            raise UserError(f"hf: model folder not found: {self.path}")
-        src = str(local) if local.exists() else path
+        src = self.source()
         device = self.device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        from needlework.runtime import bf16_preferred
-
-        name = self.dtype
-        if name == "fastest":
-            name = "bfloat16" if bf16_preferred() else "float32"
+        name = self.dtype_name()
         dtype: Any = name if name == "auto" else getattr(torch, name)
         try:
             tok = AutoTokenizer.from_pretrained(src, trust_remote_code=self.trust_remote_code)

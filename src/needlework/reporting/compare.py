@@ -5,9 +5,11 @@ Rules that keep the numbers honest:
 * Seeds of one variant are averaged (mean of the per-seed means) and their spread (min-max, std)
   is kept next to the mean. A 95% CI for several seeds is computed over per-sample scores averaged
   across the seeds, only when every seed scored the same sample ids.
-* A delta between two variants is paired: per-sample scores aligned by sample id, then
-  ``stats.paired_bootstrap``. If the two sides did not score exactly the same ids, there is no delta
-  and the reason is given instead; we never compare different samples.
+* A delta between two variants is paired: per-sample scores aligned by sample id *and* prompt
+  (``prompt_sha256``), then ``stats.paired_bootstrap``. Two sides whose same ids hold different
+  prompts get no delta (and the report lists it under problems); two sides that scored
+  different subsets (a rerun with a smaller ``--limit``) are paired on the samples both scored,
+  and the note says so. We never compare different inputs.
 """
 
 from __future__ import annotations
@@ -250,15 +252,24 @@ def paired_delta(
     b, why_b = seed_scores(base, metric, select, want)
     if a is None or b is None:
         return Delta(None, note=why_a or why_b)
-    if set(a) != set(b):
+    shared = set(a) & set(b)
+    conflict = prompt_conflict(group, base)  # any changed prompt: not the same runs' inputs
+    if conflict:
+        return Delta(None, note=conflict)
+    if not shared:
+        if not a and not b:
+            return Delta(None, note=f"no per-sample '{metric}' scores in predictions.jsonl")
         only_a, only_b = sorted(set(a) - set(b)), sorted(set(b) - set(a))
         return Delta(None, note=mismatch_note(group.variant, only_a, base.variant, only_b))
-    if not a:
-        return Delta(None, note=f"no per-sample '{metric}' scores in predictions.jsonl")
-    ids = sorted(a)
+    ids = sorted(shared)
     xs, ys = [a[i] for i in ids], [b[i] for i in ids]
     delta, lo, hi = _paired(xs, ys)
-    note = _prompt_note(group, base, set(ids))
+    note = ""
+    if set(a) != set(b):
+        only_a, only_b = sorted(set(a) - shared), sorted(set(b) - shared)
+        note = f"paired on the {len(ids)} samples both scored; " + mismatch_note(
+            group.variant, only_a, base.variant, only_b, paired=True
+        )
     return Delta(delta, lo, hi, len(ids), note)
 
 
@@ -271,29 +282,36 @@ def _paired(xs: list[float], ys: list[float]) -> tuple[float, float, float]:
     return delta, lo, hi
 
 
-def mismatch_note(name_a: str, only_a: list[str], name_b: str, only_b: list[str]) -> str:
+def mismatch_note(
+    name_a: str, only_a: list[str], name_b: str, only_b: list[str], *, paired: bool = False
+) -> str:
     def some(ids: list[str]) -> str:
         shown = ", ".join(ids[:3]) + (", ..." if len(ids) > 3 else "")
         return f"{len(ids)} ({shown})" if ids else "0"
 
-    return (
-        f"sample sets differ: {some(only_a)} only in {name_a}, {some(only_b)} only in "
-        f"{name_b}; no paired delta"
-    )
+    tail = "left out" if paired else "no paired delta"
+    return f"{some(only_a)} only in {name_a}, {some(only_b)} only in {name_b}; {tail}"
 
 
-def _prompt_note(group: Group, base: Group, ids: set[str]) -> str:
-    """Same ids but different prompt hashes (e.g. prompts sized with each model's tokenizer)."""
+def prompt_conflict(group: Group, base: Group, ids: set[str] | None = None) -> str:
+    """Why ``group`` and ``base`` are not the same inputs: sample ids (all shared ones, or
+    ``ids``) whose prompt hash differs between or within the two sides; "" when none do."""
     hashes: dict[str, set[str]] = {}
     for run in [*group.runs, *base.runs]:
         for row in run.predictions or []:
             h = row.get("prompt_sha256")
-            if row["id"] in ids and isinstance(h, str):
+            if isinstance(h, str) and (ids is None or row["id"] in ids):
                 hashes.setdefault(row["id"], set()).add(h)
-    differ = sum(len(h) > 1 for h in hashes.values())
+    if ids is None:
+        seen_a = {r["id"] for run in group.runs for r in run.predictions or []}
+        seen_b = {r["id"] for run in base.runs for r in run.predictions or []}
+        hashes = {i: h for i, h in hashes.items() if i in seen_a and i in seen_b}
+    differ = sorted(i for i, h in hashes.items() if len(h) > 1)
     if not differ:
         return ""
+    shown = ", ".join(differ[:3]) + (", ..." if len(differ) > 3 else "")
     return (
-        f"{differ} of {len(ids)} paired samples have different prompts (prompt_sha256) on the two "
-        "sides: same sample ids, not identical inputs"
+        f"{len(differ)} of {len(hashes)} shared sample ids ({shown}) have different prompts "
+        f"(prompt_sha256) in {group.variant} and {base.variant}: not the same inputs; no "
+        "paired delta"
     )

@@ -31,6 +31,7 @@ from needlework.reporting.compare import (
     group_runs,
     overall,
     paired_delta,
+    prompt_conflict,
     with_seed_cis,
 )
 from needlework.reporting.runs import Discovery, EvalRun, discover
@@ -173,6 +174,12 @@ class ReportBuilder:
         )
         self.groups = {lb: groups[lb] for lb in order}
         self.problems = list(found.problems) + check_groups(self.groups)
+        for label, variants in self.groups.items():
+            base = self.base_of(label)
+            for group in variants.values():
+                why = prompt_conflict(group, base) if base and group is not base else ""
+                if why:
+                    self.problems.append(f"{label}: {why}")
         self.notes = Notes()
         self.files: list[Path] = []
         self.figures: list[tuple[str, Path]] = []
