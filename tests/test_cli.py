@@ -86,3 +86,41 @@ def test_unknown_flag_is_an_error(capsys):
     with pytest.raises(SystemExit) as info:
         main(["ls", "--bogus"])
     assert info.value.code == 2
+
+
+def test_failed_evals_leave_no_run_folder(tmp_path, capsys, monkeypatch):
+    """Missing data, a missing API key, a garbage model.json, general offline: one line,
+    exit 2, and no empty run folder left behind."""
+    monkeypatch.delenv("NW_NO_SUCH_KEY", raising=False)
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    garbage = tmp_path / "model.json"
+    garbage.write_bytes(b"\xff\xfe garbage")
+    fixture = Path(__file__).parent / "fixtures" / "kv_eval_tiny.jsonl"
+    cases = [
+        (["--model", "scripted:gold", "--benchmark", "kv_retrieval",
+          f"benchmarks.0.data_path={tmp_path / 'nope.jsonl'}"],
+         "nope.jsonl: not found; make an eval split"),
+        (["--model", "openai:gpt-x", "--benchmark", "kv_retrieval",
+          f"benchmarks.0.data_path={fixture}", "model.api_key_env=NW_NO_SUCH_KEY"],
+         "environment variable NW_NO_SUCH_KEY is not set"),
+        (["--model", str(garbage), "--benchmark", "kv_retrieval"], "not UTF-8 text"),
+        (["--model", "scripted:gold", "--suite", "general", "--limit", "1"],
+         "HF_DATASETS_OFFLINE is set"),
+    ]  # fmt: skip
+    for i, (argv, needle) in enumerate(cases):
+        out = tmp_path / f"runs{i}"
+        assert main(["eval", *argv, f"out_dir={out}"]) == 2, argv
+        err = capsys.readouterr().err
+        errors = [ln for ln in err.splitlines() if "error:" in ln]  # (a progress bar aside)
+        assert len(errors) == 1 and needle in errors[0] and "Traceback" not in err, err
+        assert not out.exists(), sorted(out.rglob("*"))
+
+
+def test_ls_name_shows_a_units_fields_with_their_docstrings(capsys):
+    assert main(["ls", "mdqa"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("mdqa (benchmark): Multi-document QA")
+    assert "  num_docs: int = 20" in out and "gold_positions" in out
+    assert "Fetch missing files from github.com/nelson-liu/lost-in-the-middle" in out
+    assert main(["ls", "mdq"]) == 2
+    assert "no unit named 'mdq'; did you mean mdqa?" in capsys.readouterr().err

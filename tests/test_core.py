@@ -135,3 +135,30 @@ def test_overrides_index_lists():
     assert data["benchmarks"][1]["limit"] == 1
     with pytest.raises(ConfigError, match="not an index"):
         apply_overrides(data, ["benchmarks.7.limit=5"])
+
+
+def test_a_unit_missing_a_contract_member_fails_when_it_registers():
+    from dataclasses import dataclass
+
+    from needlework.registry import Registry, benchmarks
+
+    @dataclass(frozen=True)
+    class Half:
+        data_path: str = "x"
+
+        def samples(self):
+            return iter(())
+
+        def score(self, sample, output):
+            return {}
+
+    with pytest.raises(TypeError) as info:
+        benchmarks.register("nw_half")(Half)
+    msg = str(info.value)
+    assert "benchmark 'nw_half'" in msg
+    assert "label, group_by, primary_metric, max_new_tokens" in msg
+    assert "nw_half" not in benchmarks.names()
+    with pytest.raises(TypeError, match=r"samples and score \(or run_suite\)"):
+        Registry("b", "needlework", either=(("samples", "score"), ("run_suite",))).register("x")(
+            type("X", (), {})
+        )

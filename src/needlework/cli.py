@@ -122,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     mi.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     ma.add_parser("ls", help="List the bundled models, whether installed, and the cache folder.")
 
-    sub.add_parser("ls", help="List registered generators, trainers, backends, benchmarks.")
+    ls = sub.add_parser("ls", help="List registered units; `ls NAME` shows one unit's fields.")
+    ls.add_argument("name", nargs="?", metavar="NAME", help="a unit, e.g. mdqa or hf_sft")
     v = sub.add_parser("validate", help="Load and check config files without running them.")
     v.add_argument("files", nargs="+", metavar="FILE")
     return p
@@ -131,12 +132,69 @@ def build_parser() -> argparse.ArgumentParser:
 def ls_cmd(args: argparse.Namespace) -> int:
     from needlework.registry import ALL
 
+    if getattr(args, "name", None):
+        return _ls_unit(args.name)
     for kind, registry in ALL.items():
         print(f"{kind}:")
         for name, cls in registry.items():
             doc = (cls.__doc__ or "").strip().splitlines()
             print(f"  {name:<24} {doc[0] if doc else ''}")
     return 0
+
+
+def _ls_unit(name: str) -> int:
+    """One unit's config fields: type, default and the docstring written under the field."""
+    import dataclasses
+    import difflib
+
+    from needlework.registry import ALL
+
+    found = [(kind, reg.get(name)) for kind, reg in ALL.items() if name in reg.names()]
+    if not found:
+        every = [n for reg in ALL.values() for n in reg.names()]
+        close = difflib.get_close_matches(name, every, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise UserError(f"no unit named '{name}'{hint} (needlework ls lists them)")
+    for kind, cls in found:
+        doc = (cls.__doc__ or "").strip().splitlines()
+        print(f"{name} ({kind[:-1]}): {doc[0] if doc else ''}")
+        docs = field_docs(cls)
+        for f in dataclasses.fields(cls):
+            if not f.init or f.name.startswith("_"):
+                continue
+            if f.default is not dataclasses.MISSING:
+                default = repr(f.default)
+            elif f.default_factory is not dataclasses.MISSING:
+                default = repr(f.default_factory())
+            else:
+                default = "(required)"
+            kind_name = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+            print(f"  {f.name}: {kind_name} = {default}")
+            for line in docs.get(f.name, "").splitlines():
+                print(f"      {line.strip()}")
+    return 0
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Attribute docstrings (a string right under a field) of a dataclass and its bases."""
+    import ast
+    import inspect
+    import textwrap
+
+    out: dict[str, str] = {}
+    for klass in reversed(cls.__mro__[:-1]):
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError, SyntaxError):
+            continue
+        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+        for a, b in zip(body, body[1:]):
+            target = a.target if isinstance(a, ast.AnnAssign) else None
+            if isinstance(target, ast.Name) and isinstance(b, ast.Expr):
+                value = b.value
+                if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                    out[target.id] = inspect.cleandoc(value.value)
+    return out
 
 
 def config_files(paths: Sequence[str]) -> list[Path]:
@@ -191,6 +249,19 @@ def validate_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+def _terminate_like_ctrl_c() -> None:
+    """SIGTERM (a scheduler, ``timeout``, ``kill``) unwinds like Ctrl-C: staging folders are
+    removed, run.json says interrupted, finished outputs stay."""
+    import signal
+    import threading
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     # Overrides may follow flags (`generate --config X --no-progress seed=1`): argparse stops the
@@ -205,11 +276,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     from needlework.runtime import configure_threads
 
     configure_threads()  # before torch loads: one thread pool per process, never oversubscribed
+    _terminate_like_ctrl_c()
     try:
         return int(_load(HANDLERS[args.verb])(args) or 0)
     except UserError as exc:
         print(f"needlework {args.verb}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # `needlework ls | head`: the reader left; not an error of ours
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print(f"needlework {args.verb}: interrupted; finished outputs are kept", file=sys.stderr)
         return 130

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +28,10 @@ VARIANT = "lora_kv"
 
 def oracle_folder() -> Path | None:
     """A local folder holding the Lost-in-the-Middle oracle file, if this machine has one."""
-    candidates = []
-    if os.environ.get("NEEDLEWORK_DATA"):
-        candidates.append(Path(os.environ["NEEDLEWORK_DATA"]) / "lost-in-the-middle")
-    candidates += [Path("data/lost-in-the-middle"), ROOT.parent / "shared/data/lost-in-the-middle"]
-    return next((c.resolve() for c in candidates if (c / ORACLE).is_file()), None)
+    from needlework.evaluation.data import find_local
+
+    found = find_local("lost-in-the-middle", ORACLE)
+    return found.parent if found is not None else None
 
 
 def _overrides(out: Path) -> tuple[list[str], str | None]:

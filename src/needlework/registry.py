@@ -18,13 +18,24 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """A named table of unit classes with "did you mean" errors."""
 
-    def __init__(self, kind: str, package: str):
+    def __init__(
+        self,
+        kind: str,
+        package: str,
+        required: tuple[str, ...] = (),
+        either: tuple[tuple[str, ...], ...] = (),
+    ):
         self.kind = kind
+        # members every unit must have (checked when it registers, so a unit missing one fails
+        # at import with the list, not later as an AttributeError deep in a run); ``either``:
+        # alternative member sets of which a unit must have one complete set
+        self.required, self.either = required, either
         self._package = package  # imported lazily so that registering modules load on first use
         self._units: dict[str, type[T]] = {}
 
     def register(self, name: str) -> Callable[[type[T]], type[T]]:
         def decorator(cls: type[T]) -> type[T]:
+            self.check(name, cls)
             if name in self._units and self._units[name] is not cls:
                 raise RuntimeError(f"{self.kind} '{name}' registered twice")
             self._units[name] = cls
@@ -32,6 +43,20 @@ class Registry(Generic[T]):
             return cls
 
         return decorator
+
+    def check(self, name: str, cls: type) -> None:
+        """TypeError naming every required member ``cls`` lacks."""
+        missing = [m for m in self.required if not hasattr(cls, m) and m not in _fields(cls)]
+        if self.either and not any(
+            all(hasattr(cls, m) or m in _fields(cls) for m in group) for group in self.either
+        ):
+            missing.append(" and ".join(self.either[0]) + " (or " + " and ".join(
+                " and ".join(g) for g in self.either[1:]) + ")")  # fmt: skip
+        if missing:
+            raise TypeError(
+                f"{self.kind} '{name}' ({cls.__module__}.{cls.__name__}) lacks required "
+                f"member(s): {', '.join(missing)}"
+            )
 
     def _load(self) -> None:
         import importlib
@@ -57,10 +82,25 @@ class Registry(Generic[T]):
         return sorted(self._units.items())
 
 
-generators: Registry = Registry("generator", "needlework.datagen")
-trainers: Registry = Registry("training backend", "needlework.training")
-backends: Registry = Registry("inference backend", "needlework.models")
-benchmarks: Registry = Registry("benchmark", "needlework.evaluation")
+def _fields(cls: type) -> set[str]:
+    """Dataclass fields without a class-level default are not attributes of the class."""
+    return set(getattr(cls, "__dataclass_fields__", {}))
+
+
+# The members of each contract (base.py of each stage documents them).
+generators: Registry = Registry(
+    "generator", "needlework.datagen", ("build", "num_dicts", "answer_template")
+)
+trainers: Registry = Registry("training backend", "needlework.training", ("preflight", "train"))
+backends: Registry = Registry(
+    "inference backend", "needlework.models", ("generate", "describe", "speed_fields")
+)
+benchmarks: Registry = Registry(
+    "benchmark",
+    "needlework.evaluation",
+    ("label", "group_by", "primary_metric", "max_new_tokens"),
+    either=(("samples", "score"), ("run_suite",)),
+)
 
 ALL = {
     "generators": generators,

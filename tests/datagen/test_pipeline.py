@@ -316,3 +316,48 @@ def test_openai_rows_are_validated():
     for row in bad:
         with pytest.raises(DataError, match="^x:1: "):
             validate_openai_row(row, "x:1")
+
+
+def test_kill_9_leftovers_are_removed_by_the_next_run_and_sigterm_cleans_up(tmp_path):
+    """kill -9 skips every cleanup: the next run removes that staging folder (its lock is
+    free) but never a live run's; SIGTERM unwinds like Ctrl-C and leaves nothing."""
+    import fcntl
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from needlework.datagen.writer import STAGE_LOCK
+
+    out = tmp_path / "ds"
+    dead = tmp_path / ".ds.abc.tmp"  # what a killed run leaves: a stage whose lock is free
+    dead.mkdir()
+    (dead / STAGE_LOCK).touch()
+    (dead / "train.jsonl").write_text("{}\n")
+    live = tmp_path / ".ds.live.tmp"  # a running generate's stage: its lock is held
+    live.mkdir()
+    with (live / STAGE_LOCK).open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        generate(tiny(out), progress=False)
+        assert not dead.exists() and live.exists()
+    # SIGTERM mid-run through the CLI: no staging folder survives
+    cfg = tmp_path / "big.yaml"
+    cfg.write_text(
+        "generator: {name: simple_dict_kv, num_dicts: null}\ntokenizer: char\n"
+        "max_context_tokens: 4000\n"
+        f"seeds: [0, 1, 2, 3]\nnum_train: 4000\nnum_eval: 10\nout_dir: {tmp_path / 'big'}\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "needlework", "generate", "--config", str(cfg)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".big.*.tmp")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert list(tmp_path.glob(".big.*.tmp")), "generate never started staging"
+    os.kill(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert not list(tmp_path.glob(".big.*")) and not (tmp_path / "big").exists()

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,14 +55,21 @@ def check_target(path: Path) -> None:
 
 @contextlib.contextmanager
 def staged_dir(target: Path) -> Iterator[Path]:
-    """A hidden folder beside ``target`` that replaces it only if the block succeeds."""
+    """A hidden folder beside ``target`` that replaces it only if the block succeeds.
+
+    The staging folder holds an flock for as long as its run lives, so the leftovers of a run
+    killed with ``kill -9`` (whose cleanup never ran) are told apart from a live run's and
+    removed by the next run."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
+        _remove_dead_stages(target)
         stage = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     except OSError as exc:
         raise UserError(f"out_dir: cannot create {target} ({exc.strerror})") from None
     try:
-        yield stage
+        with _hold(stage / STAGE_LOCK):
+            yield stage
+        (stage / STAGE_LOCK).unlink(missing_ok=True)
         old = None
         if target.exists():
             old = Path(
@@ -74,6 +82,42 @@ def staged_dir(target: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
+
+
+STAGE_LOCK = ".needlework-staging.lock"
+
+
+@contextlib.contextmanager
+def _hold(path: Path) -> Iterator[None]:
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with path.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
+def _remove_dead_stages(target: Path) -> None:
+    """Remove staging folders of ``target`` left by killed runs (their lock is free)."""
+    try:
+        import fcntl
+    except ImportError:
+        return
+    for stage in target.parent.glob(f".{target.name}.*.tmp"):
+        lock = stage / STAGE_LOCK
+        if not lock.is_file():  # killed between mkdtemp and the lock, or before this version
+            with contextlib.suppress(OSError):
+                if time.time() - stage.stat().st_mtime > 60:  # not one being set up right now
+                    shutil.rmtree(stage, ignore_errors=True)
+            continue
+        with lock.open("a") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # a live run is writing it
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 class SplitWriter:

@@ -63,6 +63,28 @@ class UpstreamFile:
     sha256: str
 
 
+def data_dirs() -> list[Path]:
+    """Folders in the ``shared/data`` layout to look in for a benchmark's local files, in order:
+    ``$NEEDLEWORK_DATA``, then ``data/`` in the working directory, then a ``shared/data``
+    checkout beside a source checkout of needlework (the development layout)."""
+    import os
+
+    out = [Path(os.environ["NEEDLEWORK_DATA"])] if os.environ.get("NEEDLEWORK_DATA") else []
+    out.append(Path("data"))
+    repo = Path(__file__).resolve().parents[3]
+    if (repo / "pyproject.toml").is_file():
+        out.append(repo.parent / "shared" / "data")
+    return out
+
+
+def find_local(folder: str, name: str) -> Path | None:
+    """``<dir>/<folder>/<name>`` in the first of :func:`data_dirs` that has it."""
+    for root in data_dirs():
+        if (root / folder / name).is_file():
+            return (root / folder / name).resolve()
+    return None
+
+
 def parse_checksums(text: str, source: str = "<checksums>") -> dict[str, UpstreamFile]:
     """Rows of ``path blob size sha256`` (whitespace- or tab-separated; UPSTREAM_CHECKSUMS.tsv
     layout with its header and extra columns also accepted) -> {upstream path: UpstreamFile}."""

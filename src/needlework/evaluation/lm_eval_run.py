@@ -83,10 +83,23 @@ def build_lm(backend: str, unit: Any, batch_size: int | None) -> Any:
 
 
 def data_root(bench: General) -> Path | None:
-    """Absolute data_dir with every file the chosen tasks read, or a one-line DataError."""
-    if bench.data_dir is None:
-        return None
+    """Absolute data_dir with every file the chosen tasks read, or a one-line DataError.
+    Without a data_dir the hub tasks are used, which an offline machine cannot reach."""
+    import os
+
     from needlework.errors import DataError
+
+    if bench.data_dir is None:
+        offline = [
+            v for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE") if _truthy(os.environ.get(v))
+        ]
+        if offline:
+            raise DataError(
+                f"general: no data_dir and {'/'.join(offline)} is set, so lm-eval's hub datasets "
+                "cannot load; set general.data_dir to a local copy in the ../shared/data layout "
+                "(docs/general.md), or unset it online"
+            )
+        return None
     from needlework.evaluation.lm_eval_tasks.utils import LOCAL_FILES
 
     root = Path(bench.data_dir).expanduser().resolve()
@@ -98,6 +111,10 @@ def data_root(bench: General) -> Path | None:
     if missing:
         raise DataError(f"general.data_dir: {root} lacks {', '.join(missing)}")
     return root
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def run_general(
@@ -142,18 +159,13 @@ def run_general(
                 lm = build_lm(backend, unit, bench.batch_size)
                 manager = _task_manager(plan, root)
             log.info("general: %s (%s, %d-shot)", item["key"], item["task"], item["shots"])
-            res = lm_eval.simple_evaluate(
-                model=lm,
-                tasks=[item["task"]],
-                num_fewshot=item["shots"],
-                limit=count,
-                log_samples=True,
-                apply_chat_template=bench.apply_chat_template,
-                fewshot_as_multiturn=bench.apply_chat_template,
-                task_manager=manager,
-                gen_kwargs={"max_gen_toks": bench.max_gen_toks} if bench.max_gen_toks else None,
-                use_cache=str(work / "requests") if bench.request_cache else None,
-            )
+            try:
+                res = _simple_evaluate(lm_eval, item, lm, manager, bench, count, work)
+            except ConnectionError as exc:  # datasets' hub errors while a task loads its data
+                raise UserError(
+                    f"general: {item['task']}: cannot load its data ({_first_line(exc)}); offline, "
+                    "set general.data_dir (docs/general.md)"
+                ) from None
             done = {"fingerprint": fingerprint, **_convert(item, res)}
             write_json(done_file, done)
         rows.extend(done["rows"])
@@ -162,6 +174,34 @@ def run_general(
     metrics = summarize(bench, plan, rows, tasks, describe(unit), settings)
     write_json(run_dir / "metrics.json", metrics)
     return metrics
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
+def _simple_evaluate(
+    lm_eval: Any,
+    item: dict[str, Any],
+    lm: Any,
+    manager: Any,
+    bench: General,
+    count: Any,
+    work: Path,
+) -> Any:
+    return lm_eval.simple_evaluate(
+        model=lm,
+        tasks=[item["task"]],
+        num_fewshot=item["shots"],
+        limit=count,
+        log_samples=True,
+        apply_chat_template=bench.apply_chat_template,
+        fewshot_as_multiturn=bench.apply_chat_template,
+        task_manager=manager,
+        gen_kwargs={"max_gen_toks": bench.max_gen_toks} if bench.max_gen_toks else None,
+        use_cache=str(work / "requests") if bench.request_cache else None,
+    )
 
 
 def describe(unit: Any) -> str:

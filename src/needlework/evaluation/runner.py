@@ -19,6 +19,7 @@ stops with a line naming the sample; ``skip`` records it in predictions.jsonl wi
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -130,25 +131,79 @@ def run_benchmark(
     """Predict every pending sample of ``bench`` into ``run_dir``; returns the metrics.
 
     The folder is claimed with a lock first, so a second eval into it stops at once instead of
-    sending every request again (a worker of a multi-process run claims its own rank)."""
+    sending every request again (a worker of a multi-process run claims its own rank).
+    The samples are built before the folder exists (missing data fails with nothing written),
+    and a folder this call created is removed again when it fails before any prediction (a
+    missing key or model leaves no empty run behind)."""
     worker = parallel.current()
-    ensure_writable_dir(run_dir)
+    samples = select_samples(bench, cfg.limit)
     lock = run_dir / (".lock" if worker.rank == 0 else f".lock-r{worker.rank}")
     busy = (
         f"{run_dir}: another needlework eval is running this benchmark into the same folder; "
         "wait for it to finish (a rerun then resumes) or choose another out_dir"
     )
-    with exclusive_lock(lock, busy=busy):
-        return _run_benchmark(cfg, bench, run_dir, worker, progress=progress)
+    with _new_run_folder(run_dir, worker.is_main), exclusive_lock(lock, busy=busy):
+        return _run_benchmark(cfg, bench, run_dir, samples, worker, progress=progress)
+
+
+@contextlib.contextmanager
+def _new_run_folder(run_dir: Path, owner: bool) -> Iterator[None]:
+    """Create ``run_dir`` for the block; if the block fails before any prediction exists and
+    this call created the folder, remove it again (and its parent, when that is new and empty)."""
+    made = [p for p in (run_dir.parent, run_dir) if not p.exists()]
+    ensure_writable_dir(run_dir)
+    try:
+        yield
+    except BaseException:
+        if made and owner and not _has_predictions(run_dir):
+            import shutil
+
+            shutil.rmtree(run_dir, ignore_errors=True)
+            if run_dir.parent in made:
+                with contextlib.suppress(OSError):
+                    run_dir.parent.rmdir()  # only when empty
+        raise
+
+
+_RECORD_ONLY = {"config.yaml", "run.json", ".lock", "model.json"}
+
+
+def _has_predictions(run_dir: Path) -> bool:
+    """Any work in the folder beyond its records (predictions, shards, a suite's caches)."""
+    return any(
+        p.is_file() and p.name not in _RECORD_ONLY and p.stat().st_size > 0 and not _empty_db(p)
+        for p in run_dir.rglob("*")
+    )
+
+
+def _empty_db(path: Path) -> bool:
+    """An SQLite request cache (lm-eval's) that was opened but holds no row."""
+    if path.suffix != ".db":
+        return False
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            query = "SELECT name FROM sqlite_master WHERE type='table'"
+            tables = [r[0] for r in db.execute(query)]
+            rows = (db.execute(f'SELECT 1 FROM "{t}" LIMIT 1').fetchone() for t in tables)
+            return all(r is None for r in rows)
+    except sqlite3.Error:
+        return False
 
 
 def _run_benchmark(
-    cfg: EvalConfig, bench: Benchmark, run_dir: Path, worker: parallel.Worker, *, progress: bool
+    cfg: EvalConfig,
+    bench: Benchmark,
+    run_dir: Path,
+    samples: list[Sample],
+    worker: parallel.Worker,
+    *,
+    progress: bool,
 ) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     changed = check_resumable(run_dir, cfg)
-    samples = select_samples(bench, cfg.limit)
     hashes = {s.id: prompt_sha256(s) for s in samples}
     pred_path = run_dir / "predictions.jsonl"
     own_path = worker.shard(run_dir) if worker.world > 1 else pred_path
@@ -581,17 +636,17 @@ def _run_suite(cfg: EvalConfig, bench: Any, run_dir: Path) -> dict[str, Any]:
     """Delegate a whole suite (lm-eval ``general``) that runs and scores itself."""
     from needlework.runinfo import now, write_run_info
 
-    ensure_writable_dir(run_dir)
-    write_run_info(
-        run_dir,
-        cfg,
-        model=cfg.model.describe(),
-        benchmark=bench.label(),
-        status="running",
-        **_tags(cfg),
-    )
-    start = time.monotonic()
-    metrics = bench.run_suite(cfg.model, run_dir, cfg.limit)
+    with _new_run_folder(run_dir, True):
+        write_run_info(
+            run_dir,
+            cfg,
+            model=cfg.model.describe(),
+            benchmark=bench.label(),
+            status="running",
+            **_tags(cfg),
+        )
+        start = time.monotonic()
+        metrics = bench.run_suite(cfg.model, run_dir, cfg.limit)
     if not isinstance(metrics, dict):
         raise TypeError(f"{bench.label()}: run_suite() must return the metrics dict")
     write_json(run_dir / "metrics.json", metrics)

@@ -71,6 +71,8 @@ def load_backend(spec: str | Mapping[str, Any]) -> ChatModel:
 def _read_model_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError("not UTF-8 text (expected model.json)", source=str(path)) from None
     except json.JSONDecodeError as exc:
         raise ConfigError(
             f"invalid JSON ({exc.msg} at line {exc.lineno})", source=str(path)

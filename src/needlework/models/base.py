@@ -136,3 +136,14 @@ def answer_fields(spec: Mapping[str, Any]) -> dict[str, Any]:
     unit = dict(backends.items()).get(name) if isinstance(name, str) else None
     free: frozenset[str] = getattr(unit, "speed_fields", frozenset())
     return {k: v for k, v in spec.items() if k not in free}
+
+
+def warn_remote_code(path: str) -> None:
+    """``trust_remote_code`` runs Python shipped with a checkpoint: never silently."""
+    import sys
+
+    print(
+        f"needlework: warning: trust_remote_code is on: Python code from '{path}' will run on "
+        "this machine with your permissions (only for checkpoints you trust)",
+        file=sys.stderr,
+    )

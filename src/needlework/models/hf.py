@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from needlework.errors import UserError
-from needlework.models.base import check_prompt_lengths, validate_conversations
+from needlework.models.base import check_prompt_lengths, validate_conversations, warn_remote_code
 from needlework.models.gguf import cached_import, display_name, is_gguf_spec
 from needlework.models.hf_decode import greedy_decode, lean_ok, plain_layer
 from needlework.records import Message, with_system_prompt
@@ -114,6 +114,8 @@ class HF:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         src = self.source()
+        if self.trust_remote_code:
+            warn_remote_code(src)
         device = self.device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from needlework.errors import UserError
-from needlework.models.base import check_prompt_lengths, validate_conversations
+from needlework.models.base import check_prompt_lengths, validate_conversations, warn_remote_code
 from needlework.models.hf import short_name
 from needlework.records import Message
 from needlework.registry import backends
@@ -83,6 +83,8 @@ class VLLM:
     # -- pieces that need no GPU (unit-tested with a fake vllm module) ----------------------
     def engine_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``vllm.LLM``."""
+        if self.trust_remote_code:
+            warn_remote_code(self.path)
         kwargs: dict[str, Any] = dict(
             model=self.path,
             tensor_parallel_size=self.tensor_parallel_size,

@@ -137,6 +137,11 @@ class HfSFT:
                 "expected None (auto) or >= 8",
             ),
             (self.warmup_steps >= 0, "warmup_steps", "expected >= 0"),
+            (
+                self.max_steps == -1 or self.max_steps >= 1,
+                "max_steps",
+                f"expected -1 (train for epochs) or >= 1, got {self.max_steps}",
+            ),
             (self.lora_r >= 1, "lora_r", "expected >= 1"),
             (0.0 <= self.lora_dropout < 1.0, "lora_dropout", "expected in [0, 1)"),
             (self.logging_steps >= 1, "logging_steps", "expected >= 1"),

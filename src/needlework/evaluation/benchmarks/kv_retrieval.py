@@ -87,8 +87,10 @@ def move_record(
 class KVRetrieval:
     """Key-value retrieval: synthetic dictionaries or UUID JSON records (Lost in the Middle)."""
 
-    data_path: str = "data/simple_dict_kv/seed0/eval.jsonl"
-    """needlework ``eval.jsonl``, or a Lost-in-the-Middle ``kv-retrieval-*_keys.jsonl.gz``."""
+    data_path: str = "data/smollm2_kv_demo/seed0/eval.jsonl"
+    """needlework ``eval.jsonl`` (the default is what ``needlework generate --config
+    configs/datagen/smollm2_kv_demo.yaml`` writes), or a Lost-in-the-Middle
+    ``kv-retrieval-*_keys.jsonl.gz``."""
     source: Literal["needlework", "lost_in_the_middle"] = "needlework"
     """Which format ``data_path`` is in."""
     gold_positions: tuple[int, ...] = ()
@@ -176,6 +178,12 @@ class KVRetrieval:
         return depth_bin(position / (count - 1) if count > 1 else 0.0, self.depth_bins)
 
     def _needlework(self) -> Iterator[Sample]:
+        if not Path(self.data_path).exists():
+            raise DataError(
+                f"{self.data_path}: not found; make an eval split with `needlework generate "
+                "--config configs/datagen/smollm2_kv_demo.yaml` (the default path) or set "
+                "data_path to a generated eval.jsonl"
+            )
         rows = list(read_rows(self.data_path))
         for k in seeded_subset(len(rows), self.num_samples, self.seed, "kv_retrieval"):
             where, row = rows[k]

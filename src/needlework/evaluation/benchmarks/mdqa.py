@@ -27,7 +27,13 @@ from needlework.evaluation.benchmarks.common import (
     token_counter,
     user_turn,
 )
-from needlework.evaluation.data import QARecord, download_verified, litm_checksums, verify_file
+from needlework.evaluation.data import (
+    QARecord,
+    download_verified,
+    find_local,
+    litm_checksums,
+    verify_file,
+)
 from needlework.evaluation.metrics import best_subspan_em, first_line
 from needlework.records import Sample
 from needlework.registry import benchmarks
@@ -55,7 +61,9 @@ class MDQA:
 
     data_path: str = "data/lost-in-the-middle"
     """The oracle file (``build``) or an official ``qa_data`` file, or a folder searched for the
-    files by their upstream names (and downloaded into with ``download: true``)."""
+    files by their upstream names (and downloaded into with ``download: true``). The default
+    also looks in ``$NEEDLEWORK_DATA``, ``data/`` and a ``shared/data`` checkout beside the
+    clone."""
     source: Literal["build", "files"] = "build"
     """``build`` contexts from the oracle file, or read the official ``files``."""
     download: bool = False
@@ -218,11 +226,16 @@ class MDQA:
             for candidate in (root / upstream, root / name, *sorted(root.rglob(name))):
                 if candidate.is_file():
                     return candidate
+        default = self.data_path == type(self).data_path  # a folder the user chose is final
+        found = find_local("lost-in-the-middle", name) if default else None
+        if found is not None:  # $NEEDLEWORK_DATA, data/, a shared/data checkout; then verified
+            return found
         if self.download:
             return download_verified(upstream, root / upstream, litm_checksums())
         raise DataError(
-            f"{root}: {name} not found (data_path should be that file or a folder "
-            "holding it; set download: true to fetch it from the pinned upstream)"
+            f"{root}: {name} not found (data_path should be that file or a folder holding it, "
+            "or set NEEDLEWORK_DATA to a folder holding lost-in-the-middle/; download: true "
+            "fetches it from the pinned upstream)"
         )
 
 
