@@ -52,6 +52,7 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> Path:
             return run_dir
     cfg.trainer.preflight(cfg)
     rows, stats = load_training_rows(cfg)
+    new_folder = not run_dir.exists() or not any(run_dir.iterdir())
     ensure_writable_dir(run_dir)
     name = getattr(type(cfg.trainer), "registry_name", type(cfg.trainer).__name__)
     if is_main_process():
@@ -59,11 +60,29 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> Path:
             update_run_info(run_dir, resumed=now(), data=stats)
         else:
             write_run_info(run_dir, cfg, backend=name, data=stats)
-    out = cfg.trainer.train(cfg, run_dir, rows, resume=resume)
+    try:
+        out = cfg.trainer.train(cfg, run_dir, rows, resume=resume)
+    except BaseException as exc:
+        if is_main_process():
+            _after_failure(run_dir, new_folder, exc)
+        raise
     if is_main_process():
         update_run_info(run_dir, finished=now(), model=out)
         write_json(run_dir / MODEL_JSON, out)
     return run_dir
+
+
+def _after_failure(run_dir: Path, new_folder: bool, exc: BaseException) -> None:
+    """A run that failed before its first checkpoint (or OpenAI job) leaves no folder behind,
+    so the same command can simply be run again; otherwise run.json says why it stopped and
+    ``--resume`` continues it."""
+    import shutil
+
+    saved = (run_dir / CHECKPOINTS).is_dir() and any((run_dir / CHECKPOINTS).iterdir())
+    if new_folder and not saved and not (run_dir / "openai_job.json").exists():
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return
+    update_run_info(run_dir, status="interrupted", error=f"{type(exc).__name__}: {exc}"[:500])
 
 
 def check_same_config(cfg: TrainConfig, saved: Path) -> None:
