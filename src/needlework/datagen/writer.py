@@ -210,7 +210,7 @@ def finish(
     stage: Path, cfg: GenerateConfig, seeds: dict[str, Any], shard: tuple[int, int] | None
 ) -> dict[str, Any]:
     files = {}
-    for path in sorted(p for p in stage.rglob("*") if p.is_file()):
+    for path in sorted(p for p in stage.rglob("*") if p.is_file() and p.name != STAGE_LOCK):
         rel = path.relative_to(stage).as_posix()
         if rel not in ("run.json", "manifest.json"):
             files[rel] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
