@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from needlework.datagen.formatting import openai_report, openai_row, stats, trl_row
 from needlework.errors import DataError, UserError
-from needlework.io import dumps, sha256_file, write_json
+from needlework.io import dumps, exclusive_lock, sha256_file, write_json
 from needlework.tokenization import TokenCounter
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ def staged_dir(target: Path) -> Iterator[Path]:
     except OSError as exc:
         raise UserError(f"out_dir: cannot create {target} ({exc.strerror})") from None
     try:
-        with _hold(stage / STAGE_LOCK):
+        with exclusive_lock(stage / STAGE_LOCK):
             yield stage
         (stage / STAGE_LOCK).unlink(missing_ok=True)
         old = None
@@ -87,18 +87,6 @@ def staged_dir(target: Path) -> Iterator[Path]:
 STAGE_LOCK = ".needlework-staging.lock"
 
 
-@contextlib.contextmanager
-def _hold(path: Path) -> Iterator[None]:
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
-    with path.open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        yield
-
-
 def _remove_dead_stages(target: Path) -> None:
     """Remove staging folders of ``target`` left by killed runs (their lock is free)."""
     try:
@@ -115,8 +103,8 @@ def _remove_dead_stages(target: Path) -> None:
         with lock.open("a") as fh:
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                continue  # a live run is writing it
+            except OSError:  # a live run holds it (or locks are unsupported: keep it)
+                continue
         shutil.rmtree(stage, ignore_errors=True)
 
 

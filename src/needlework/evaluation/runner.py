@@ -49,8 +49,7 @@ from needlework.records import Sample
 
 log = logging.getLogger(__name__)
 
-
-# Backend fields that change speed, not outputs: a resumed run may change them.
+# Rows a rerun with a smaller --limit left out of predictions.jsonl, kept for a larger rerun.
 BEYOND_LIMIT = "predictions.beyond_limit.jsonl"
 
 
