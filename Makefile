@@ -23,6 +23,10 @@ $(STAMP): requirements.txt requirements-models.txt pyproject.toml
 demo: install
 	$(BIN)/needlework demo --out demo_out
 
+# Tests read the shared data checkout beside the clone when there is one (the one data setting).
+SHARED_DATA := $(abspath ../shared/data)
+test test-fast test-slow bench: export NEEDLEWORK_DATA ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA))
+
 test: install
 	$(BIN)/python -m pytest -q
 

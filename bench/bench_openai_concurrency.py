@@ -73,7 +73,7 @@ def main() -> int:
     p.add_argument("--delay", type=float, default=0.1)
     p.add_argument("--target", type=int, default=16, help="concurrency held to the 1.5x target")
     args = p.parse_args()
-    from needlework.models.openai_chat import OpenAIChat
+    from needlework.models.openai import OpenAIChat
 
     os.environ.setdefault("NW_BENCH_KEY", "sk-bench")
     queue: mp.Queue = mp.Queue()

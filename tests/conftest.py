@@ -12,6 +12,8 @@ import pytest
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 SHARED_DATA = SHARED / "data"
 
+if SHARED_DATA.is_dir():  # the development/CI layout; production code never guesses it
+    os.environ.setdefault("NEEDLEWORK_DATA", str(SHARED_DATA))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

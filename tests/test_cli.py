@@ -92,6 +92,7 @@ def test_failed_evals_leave_no_run_folder(tmp_path, capsys, monkeypatch):
     """Missing data, a missing API key, a garbage model.json, general offline: one line,
     exit 2, and no empty run folder left behind."""
     monkeypatch.delenv("NW_NO_SUCH_KEY", raising=False)
+    monkeypatch.delenv("NEEDLEWORK_DATA", raising=False)  # general: no local copy named
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     garbage = tmp_path / "model.json"
     garbage.write_bytes(b"\xff\xfe garbage")

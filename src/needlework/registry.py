@@ -57,6 +57,13 @@ class Registry(Generic[T]):
                 f"{self.kind} '{name}' ({cls.__module__}.{cls.__name__}) lacks required "
                 f"member(s): {', '.join(missing)}"
             )
+        stem = cls.__module__.rpartition(".")[2]
+        if cls.__module__.startswith("needlework.") and stem != name:
+            # one unit, one file, found by its name: needlework/<stage>/.../<name>.py
+            raise TypeError(
+                f"{self.kind} '{name}' is defined in {cls.__module__}: a unit's file must be "
+                f"named after it ({name}.py)"
+            )
 
     def _load(self) -> None:
         import importlib

@@ -7,7 +7,8 @@
   from the local cache: nothing is downloaded);
 * ``tiktoken:<encoding>`` or ``tiktoken:<encoding>@<path/to/file.tiktoken>`` — e.g.
   ``cl100k_base`` (GPT-3.5/4) or ``o200k_base``; without ``@path`` the file is looked up as
-  ``$NEEDLEWORK_TIKTOKEN_DIR/<encoding>.tiktoken``, then in tiktoken's own cache;
+  ``$NEEDLEWORK_TIKTOKEN_DIR/<encoding>.tiktoken``, then ``$NEEDLEWORK_DATA/tokenizers/``, then in
+  tiktoken's own cache;
 * ``mistral:<version>`` — Mistral's SentencePiece models shipped by ``mistral-common``
   (``v1`` = Mistral-7B-Instruct-v0.1 *and* v0.2, 32000 pieces; ``v2``, ``v3``, ``v7``, ``v7m1``
   = the 32768-piece models with ``[INST]`` control tokens, e.g. v3 = Mistral-7B-Instruct-v0.3).
@@ -273,6 +274,9 @@ def _tiktoken_file(name: str, url: str, explicit: str | None) -> Path:
         candidates = []
         if os.environ.get("NEEDLEWORK_TIKTOKEN_DIR"):
             candidates.append(Path(os.environ["NEEDLEWORK_TIKTOKEN_DIR"]) / f"{name}.tiktoken")
+        if os.environ.get("NEEDLEWORK_DATA"):  # its tokenizers/ (the shared/data layout)
+            data = Path(os.environ["NEEDLEWORK_DATA"])
+            candidates.append(data / "tokenizers" / f"{name}.tiktoken")
         import tempfile
 
         cache = os.environ.get("TIKTOKEN_CACHE_DIR") or os.environ.get("DATA_GYM_CACHE_DIR")
@@ -285,7 +289,7 @@ def _tiktoken_file(name: str, url: str, explicit: str | None) -> Path:
     raise UserError(
         f"tiktoken:{name}: no local .tiktoken file (looked at {', '.join(tried)}); "
         f"pass tiktoken:{name}@/path/to/{name}.tiktoken or set "
-        "NEEDLEWORK_TIKTOKEN_DIR (nothing is downloaded)"
+        "NEEDLEWORK_TIKTOKEN_DIR or NEEDLEWORK_DATA (nothing is downloaded)"
     )
 
 

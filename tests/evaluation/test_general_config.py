@@ -14,6 +14,13 @@ from needlework.evaluation.benchmarks.general import TASKS, General, rows_from_s
 from needlework.evaluation.lm_eval_tasks import include_path
 from needlework.registry import benchmarks
 
+
+@pytest.fixture(autouse=True)
+def _no_data_setting(monkeypatch):
+    """These tests name their data_dir (or the hub) themselves."""
+    monkeypatch.delenv("NEEDLEWORK_DATA", raising=False)
+
+
 pytest.importorskip("lm_eval")
 
 

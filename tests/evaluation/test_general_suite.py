@@ -16,6 +16,13 @@ from needlework.evaluation.lm_eval_tasks import include_path, utils
 from needlework.models.hf import HF
 from needlework.models.scripted import Scripted
 
+
+@pytest.fixture(autouse=True)
+def _no_data_setting(monkeypatch):
+    """These tests name their data_dir (or the hub) themselves."""
+    monkeypatch.delenv("NEEDLEWORK_DATA", raising=False)
+
+
 pytest.importorskip("lm_eval")
 LIMIT = 2
 HF_LIMIT = 1  # the tiny model on CPU: 57 MMLU questions + 1 per other task

@@ -15,7 +15,7 @@ from needlework.cli import main
 from needlework.config import load_config
 from needlework.errors import ConfigError, DataError, UserError
 from needlework.evaluation.runner import EvalConfig, evaluate, prompt_sha256
-from needlework.evaluation.stats import wilson_interval
+from needlework.stats import wilson_interval
 
 
 @pytest.fixture(autouse=True)

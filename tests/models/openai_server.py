@@ -7,21 +7,39 @@ context_length_exceeded), ``BAD_REQUEST`` (400), ``QUOTA`` (429 insufficient_quo
 200s: ``HTML_PAGE`` (a login page), ``TRUNCATED_JSON`` / ``TRUNCATED_ONCE``, ``NO_CHOICES``,
 ``NULL_CONTENT``, ``EMPTY_CONTENT`` (a finished, empty completion), ``RESET_ONCE`` (connection
 closed mid-body); anything else is answered ``echo: <content>`` after ``delay_s``.
+
+``chaos`` (a probability) turns it into a chaos server: each attempt at each prompt is, with that
+probability, answered by one hostile behaviour drawn from ``CHAOS`` by a generator seeded with
+(``chaos_seed``, prompt, attempt), so a run is reproducible whatever the request order.
+``max_requests`` bounds what one test may send; beyond it every request gets a 500.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import threading
 import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+CHAOS = ("RATE_LIMIT", "ERROR_500", "SLOW", "TRUNCATED", "RESET", "NO_CHOICES", "HTML_PAGE")
+
 
 class FakeOpenAI:
-    def __init__(self, api_key: str | None = "sk-test", delay_s: float = 0.0, slow_s: float = 1.0):
+    def __init__(
+        self,
+        api_key: str | None = "sk-test",
+        delay_s: float = 0.0,
+        slow_s: float = 1.0,
+        chaos: float = 0.0,
+        chaos_seed: int = 0,
+        max_requests: int = 10_000,
+    ):
         self.api_key, self.delay_s, self.slow_s = api_key, delay_s, slow_s
+        self.chaos, self.chaos_seed, self.max_requests = chaos, chaos_seed, max_requests
+        self.chaos_seen: Counter[str] = Counter()
         self.bodies: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.attempts: Counter[str] = Counter()
@@ -94,38 +112,48 @@ class FakeOpenAI:
             n = self.attempts[content]
         if self.api_key and headers.get("authorization") != f"Bearer {self.api_key}":
             return 401, _error("Incorrect API key provided: sk-wr***", "invalid_api_key"), {}
-        if content.startswith("RATE_LIMIT_ONCE") and n == 1:
+        trigger = content
+        if len(self.bodies) > self.max_requests:
+            return 500, _error("request budget of this test server exhausted", None), {}
+        if self.chaos:
+            rng = random.Random(f"{self.chaos_seed}:{content}:{n}")
+            if rng.random() < self.chaos:
+                kind = rng.choice(CHAOS)
+                with self.lock:
+                    self.chaos_seen[kind] += 1
+                trigger, n = (f"{kind}_ONCE" if kind != "HTML_PAGE" else kind), 1
+        if trigger.startswith("RATE_LIMIT_ONCE") and n == 1:
             return 429, _error("Rate limit reached", "rate_limit_exceeded"), {"Retry-After": "0"}
-        if content.startswith("ERROR_500_ONCE") and n == 1:
+        if trigger.startswith("ERROR_500_ONCE") and n == 1:
             return 500, _error("The server had an error", None), {}
-        if content.startswith("ALWAYS_500"):
+        if trigger.startswith("ALWAYS_500"):
             return 500, _error("The server had an error", None), {}
-        if content.startswith("QUOTA"):
+        if trigger.startswith("QUOTA"):
             return 429, _error("You exceeded your current quota", "insufficient_quota"), {}
-        if content.startswith("TOO_LONG"):
+        if trigger.startswith("TOO_LONG"):
             msg = "This model's maximum context length is 4097 tokens. However, you requested 5000"
             return 400, _error(msg, "context_length_exceeded"), {}
-        if content.startswith("BAD_REQUEST"):
+        if trigger.startswith("BAD_REQUEST"):
             return 400, _error("Invalid value for 'messages'", "invalid_value"), {}
-        if content.startswith("HTML_PAGE"):
+        if trigger.startswith("HTML_PAGE"):
             page = b"<!DOCTYPE html><html><body><h1>Sign in</h1></body></html>"
             return 200, page, {"Content-Type": "text/html; charset=utf-8"}
-        if content.startswith("TRUNCATED_JSON") or (
-            content.startswith("TRUNCATED_ONCE") and n == 1
+        if trigger.startswith("TRUNCATED_JSON") or (
+            trigger.startswith("TRUNCATED_ONCE") and n == 1
         ):
             return 200, b'{"id": "chatcmpl-1", "choices": [{"index": 0, "mess', {}
-        if content.startswith("NO_CHOICES"):
+        if trigger.startswith("NO_CHOICES"):  # NO_CHOICES_ONCE too
             return 200, {"id": "x", "object": "chat.completion", "model": body["model"]}, {}
-        if content.startswith("RESET_ONCE") and n == 1:
+        if trigger.startswith("RESET_ONCE") and n == 1:
             return 200, _completion(body, "never seen", n), {"X-Reset": "1"}
-        if content.startswith("SLOW_ONCE") and n == 1:
+        if trigger.startswith("SLOW_ONCE") and n == 1:
             time.sleep(self.slow_s)
         elif self.delay_s:
             time.sleep(self.delay_s)
         text: str | None = f"echo: {content}"
-        if content.startswith("NULL_CONTENT"):
+        if trigger.startswith("NULL_CONTENT"):
             text = None
-        elif content.startswith("EMPTY_CONTENT"):
+        elif trigger.startswith("EMPTY_CONTENT"):
             text = ""
         return 200, _completion(body, text, n, prompt=content), {}
 

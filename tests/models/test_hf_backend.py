@@ -255,3 +255,25 @@ def test_lean_loop_refuses_logits_processors():
     assert not lean_ok(model, SimpleNamespace(**{**plain, "repetition_penalty": 1.2}))
     flash = SimpleNamespace(config=SimpleNamespace(_attn_implementation="flash_attention_2"))
     assert not lean_ok(flash, SimpleNamespace(**plain))
+
+
+def test_provenance_names_the_weights_loaded(tiny_checkpoint, tmp_path, monkeypatch):
+    """run.json's model_provenance: a local folder is identified by its weight bytes."""
+    import shutil
+
+    monkeypatch.setenv("NEEDLEWORK_CACHE", str(tmp_path / "cache"))
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_checkpoint, copy)
+    first = load_backend({"name": "hf", "path": str(tiny_checkpoint)}).provenance()
+    assert first["revision"] is None and len(first["weights_sha256"]) == 64
+    assert load_backend({"name": "hf", "path": str(copy)}).provenance() == {
+        **first,
+        "path": str(copy),
+    }  # same bytes, same hash, wherever the folder is
+    assert (tmp_path / "cache" / "weight_hashes.json").is_file()  # hashed once per file
+    (weights,) = copy.glob("*.safetensors")
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    changed = load_backend({"name": "hf", "path": str(copy)}).provenance()
+    assert changed["weights_sha256"] != first["weights_sha256"]

@@ -15,7 +15,7 @@ from tests.models.openai_server import FakeOpenAI  # noqa: E402
 
 from needlework.errors import UserError  # noqa: E402
 from needlework.models import PromptTooLongError, load_backend  # noqa: E402
-from needlework.models.openai_chat import OpenAIChat  # noqa: E402
+from needlework.models.openai import OpenAIChat  # noqa: E402
 
 KEY_ENV = "NW_TEST_OPENAI_KEY"
 FAST = {"backoff_base_s": 0.01, "backoff_max_s": 0.05, "api_key_env": KEY_ENV}

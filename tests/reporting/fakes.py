@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from needlework.evaluation.stats import mean_ci
+from needlework.stats import mean_ci
 
 Row = dict[str, Any]
 

@@ -625,7 +625,7 @@ def test_several_seeds_get_a_ci_band_in_breakdowns(full):
     row = next(r for r in rows if r["key"] == "9" and r["variant"] == "ft_template")
     s0 = fakes.read_scores(made["ft_template-seed0"]["mdqa"], "best_subspan_em")
     s1 = fakes.read_scores(made["ft_template-seed1"]["mdqa"], "best_subspan_em")
-    from needlework.evaluation.stats import mean_ci
+    from needlework.stats import mean_ci
 
     ids = sorted(i for i in s0 if i.startswith("mdqa-9-"))  # the bootstrap sees id order
     _, lo, hi = mean_ci([(s0[i] + s1[i]) / 2 for i in ids])

@@ -14,6 +14,8 @@ import sys
 
 import pytest
 
+from needlework.models import read_model_json
+
 pytest.importorskip("trl")
 
 from .helpers import kv_rows, write_rows  # noqa: E402
@@ -55,7 +57,7 @@ def test_two_process_launch_writes_one_consistent_run(tmp_path):
     info = json.loads((run / "run.json").read_text())
     assert info["num_processes"] == 2
     assert info["effective_batch_size"] == 16  # 4 per device x 2 processes x 2 accumulation
-    assert json.loads((run / "model.json").read_text())["path"] == str((run / "model").resolve())
+    assert read_model_json(run / "model.json")["path"] == str((run / "model").resolve())
     steps = [json.loads(x)["step"] for x in (run / "train_log.jsonl").read_text().splitlines()]
     assert steps[:-1] == [1, 2, 3, 4]
     assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == []

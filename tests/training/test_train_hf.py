@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from needlework.models import read_model_json
+
 pytest.importorskip("trl")
 
 import torch  # noqa: E402
@@ -47,17 +49,31 @@ def test_run_folder_holds_config_versions_logs_model(full_run):
     assert (run / "train_log.csv").read_text().startswith("step,epoch,loss,learning_rate")
     assert (run / "loss.png").read_bytes()[:4] == b"\x89PNG"
     model = json.loads((run / "model.json").read_text())
-    assert model == {"backend": "hf", "path": str((run / "model").resolve()), "adapter": None}
+    assert model == {"backend": "hf", "path": "./model", "adapter": None}  # moves with the run
+    assert read_model_json(run / "model.json")["path"] == str((run / "model").resolve())
     for name in ("config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja"):
         assert (run / "model" / name).is_file(), name
     assert (run / "checkpoints" / "checkpoint-15").is_dir()
+
+
+def test_a_moved_run_folder_still_loads(full_run, tmp_path):
+    """model.json names its own folder relatively, so a copied run is evaluated from there."""
+    import shutil
+
+    from needlework.models import parse_model_spec
+
+    _, run, _ = full_run
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(run, moved, ignore=shutil.ignore_patterns("checkpoints"))
+    spec = parse_model_spec(str(moved))
+    assert spec == {"name": "hf", "path": str((moved / "model").resolve()), "adapter": None}
 
 
 def test_answer_loss_falls_and_the_model_reloads(full_run):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     _, run, rows = full_run
-    path = json.loads((run / "model.json").read_text())["path"]
+    path = read_model_json(run / "model.json")["path"]
     tok = AutoTokenizer.from_pretrained(path)
     before = answer_loss(AutoModelForCausalLM.from_pretrained(run / "base_model"), tok, rows)
     after = answer_loss(AutoModelForCausalLM.from_pretrained(path), tok, rows)
@@ -101,7 +117,7 @@ def test_lora_trains_only_adapters_and_merge_gives_identical_logits(tmp_path):
     run = train(cfg)
     assert json.loads((run / "model.json").read_text()) == {
         "backend": "hf",
-        "path": str((run / "merged").resolve()),
+        "path": "./merged",
         "adapter": None,
     }
     assert (run / "model" / "adapter_config.json").is_file()

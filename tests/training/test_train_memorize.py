@@ -8,9 +8,9 @@ template at training and inference time, save and reload — not that the model 
 
 from __future__ import annotations
 
-import json
-
 import pytest
+
+from needlework.models import read_model_json
 
 pytest.importorskip("trl")
 
@@ -43,7 +43,7 @@ def test_memorizes_64_examples_and_stops_after_the_answer(tmp_path):
     run = train(cfg)
 
     # Load exactly what model.json says, as an evaluator would.
-    spec = json.loads((run / "model.json").read_text())
+    spec = read_model_json(run / "model.json")
     tok = AutoTokenizer.from_pretrained(spec["path"])
     model = AutoModelForCausalLM.from_pretrained(spec["path"]).eval()
     assert tok.padding_side == "left"

@@ -12,7 +12,7 @@ pytest.importorskip("openai")
 from needlework.cli import main as cli_main  # noqa: E402
 from needlework.config import load_config  # noqa: E402
 from needlework.errors import DataError, UserError  # noqa: E402
-from needlework.training import openai_ft  # noqa: E402
+from needlework.training import openai as openai_ft  # noqa: E402
 from needlework.training.api import train  # noqa: E402
 from needlework.training.config import TrainConfig  # noqa: E402
 

@@ -7,7 +7,7 @@ import sys
 
 
 def generate_cmd(args: argparse.Namespace) -> int:
-    from needlework.config import load_config
+    from needlework.config import dry_run_done, load_config
     from needlework.datagen.pipeline import (
         GenerateConfig,
         generate,
@@ -20,6 +20,8 @@ def generate_cmd(args: argparse.Namespace) -> int:
     cfg = load_config(GenerateConfig, args.config, args.overrides)
     if args.num_samples is not None:
         cfg = with_num_samples(cfg, args.num_samples)
+    if dry_run_done("generate", args):
+        return 0
     if args.merge is not None:
         manifest = merge_shards(cfg, args.merge, progress=not args.no_progress)
     else:
@@ -40,7 +42,7 @@ def generate_cmd(args: argparse.Namespace) -> int:
 def inspect_cmd(args: argparse.Namespace) -> int:
     import os
 
-    from needlework.datagen.inspect import format_summary, inspect_data
+    from needlework.datagen.summary import format_summary, inspect_data
 
     text = format_summary(inspect_data(args.data))
     try:

@@ -62,6 +62,7 @@ def _short_benchmark(name: str, model: Any) -> Any:
 
 def eval_cmd(args: argparse.Namespace) -> int:
     """Run the evaluation, then print one summary line per benchmark and its run folder."""
+    from needlework.config import dry_run_done
     from needlework.evaluation import parallel
     from needlework.evaluation.runner import default_out_dir, evaluate
 
@@ -69,6 +70,8 @@ def eval_cmd(args: argparse.Namespace) -> int:
     if workers is not None and workers < 1:
         raise ConfigError(f"--workers: expected >= 1, got {workers}")
     cfg = build_eval_config(args)  # checked here, before any worker starts
+    if dry_run_done("eval", args):
+        return 0
     if workers and workers > 1 and "WORLD_SIZE" not in os.environ:
         argv = parallel.strip_workers(sys.argv[1:] if args.argv is None else args.argv)
         if cfg.out_dir is None:  # every worker must write into the same folder

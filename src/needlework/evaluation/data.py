@@ -65,15 +65,13 @@ class UpstreamFile:
 
 def data_dirs() -> list[Path]:
     """Folders in the ``shared/data`` layout to look in for a benchmark's local files, in order:
-    ``$NEEDLEWORK_DATA``, then ``data/`` in the working directory, then a ``shared/data``
-    checkout beside a source checkout of needlework (the development layout)."""
+    ``$NEEDLEWORK_DATA`` (the one documented setting; ``make test`` points it at a
+    ``../shared/data`` checkout), then ``data/`` in the working directory. No other place is
+    guessed."""
     import os
 
     out = [Path(os.environ["NEEDLEWORK_DATA"])] if os.environ.get("NEEDLEWORK_DATA") else []
     out.append(Path("data"))
-    repo = Path(__file__).resolve().parents[3]
-    if (repo / "pyproject.toml").is_file():
-        out.append(repo.parent / "shared" / "data")
     return out
 
 

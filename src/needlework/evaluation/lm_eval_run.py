@@ -56,6 +56,7 @@ def build_lm(backend: str, unit: Any, batch_size: int | None) -> Any:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         return HFLM(
             pretrained=unit.source(),
+            revision=unit.revision or "main",
             peft=unit.adapter,
             dtype=unit.dtype_name(),
             device=device,
@@ -312,7 +313,7 @@ def summarize(
 ) -> dict[str, Any]:
     """metrics.json (records.py format): every score with a 95% CI from the per-sample values;
     lm-eval's own aggregate and stderr sit beside it (``lm_eval``/``lm_eval_stderr``)."""
-    from needlework.evaluation.stats import mean_ci
+    from needlework.stats import mean_ci
 
     def stat(values: list[float]) -> dict[str, Any]:
         mean, lo, hi = mean_ci(values)

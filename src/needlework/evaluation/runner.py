@@ -308,6 +308,7 @@ def _run_benchmark(
         elapsed_s=round(time.monotonic() - start, 3),
         usage=_usage_delta(usage_before, _usage(model)),
         n_skipped=metrics["n_skipped"],
+        model_provenance=_provenance(model),
     )
     return metrics
 
@@ -596,7 +597,7 @@ def _short(value: Any) -> str:
 
 def aggregate(rows: Iterable[Mapping[str, Any]], bench: Benchmark, model: str) -> dict[str, Any]:
     """metrics.json content for ``bench`` (see :func:`stats.aggregate_predictions`)."""
-    from needlework.evaluation.stats import aggregate_predictions
+    from needlework.stats import aggregate_predictions
 
     return {
         "benchmark": bench.label(),
@@ -610,6 +611,12 @@ def aggregate(rows: Iterable[Mapping[str, Any]], bench: Benchmark, model: str) -
 def _tags(cfg: EvalConfig) -> dict[str, Any]:
     """run.json fields reports group by (only those set)."""
     return {k: v for k, v in (("variant", cfg.variant), ("seed", cfg.seed)) if v is not None}
+
+
+def _provenance(model: ChatModel) -> dict[str, Any] | None:
+    """What exactly was loaded (hub commit, weight hashes), for backends that can say."""
+    fn = getattr(model, "provenance", None)
+    return fn() if callable(fn) else None
 
 
 def _usage(model: ChatModel) -> dict[str, int]:

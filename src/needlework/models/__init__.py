@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from needlework.errors import ConfigError
-from needlework.models import hf, openai_chat, scripted, vllm  # noqa: F401  (registration)
+from needlework.models import hf, openai, scripted, vllm  # noqa: F401  (registration)
 from needlework.models.base import ChatModel, PromptTooLongError
 
 __all__ = ["ChatModel", "PromptTooLongError", "load_backend", "parse_model_spec"]
@@ -68,6 +68,30 @@ def load_backend(spec: str | Mapping[str, Any]) -> ChatModel:
     return build_unit(backends, parse_model_spec(spec), source="model spec", field="model")
 
 
+PATH_KEYS = ("path", "adapter")
+"""model.json fields that may name a folder; ``./x`` there is relative to the model.json."""
+
+
+def relative_to_run(spec: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
+    """``spec`` with every path field inside ``run_dir`` written as ``./<relative>``, so a moved
+    or copied run folder still loads; other paths and hub ids stay as they are."""
+    root = run_dir.resolve()
+    out = dict(spec)
+    for key in PATH_KEYS:
+        value = out.get(key)
+        # outside the run folder (a base model elsewhere) a path stays absolute
+        if isinstance(value, str) and Path(value).is_absolute():
+            target = Path(value).resolve()
+            if target.is_relative_to(root):
+                out[key] = "./" + target.relative_to(root).as_posix()
+    return out
+
+
+def read_model_json(path: Path) -> dict[str, Any]:
+    """A model.json as a backend spec, ``./`` paths resolved against its folder."""
+    return _read_model_json(path)
+
+
 def _read_model_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -79,6 +103,11 @@ def _read_model_json(path: Path) -> dict[str, Any]:
         ) from None
     if not isinstance(data, Mapping):
         raise ConfigError("expected a JSON object", source=str(path))
+    data = dict(data)
+    for key in PATH_KEYS:
+        value = data.get(key)
+        if isinstance(value, str) and value.startswith("./"):
+            data[key] = str((path.parent / value).resolve())
     return _from_mapping(data, str(path))
 
 

@@ -19,6 +19,7 @@ A prompt that does not fit the model's context is never truncated: the backend r
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from needlework.errors import UserError
@@ -147,3 +148,43 @@ def warn_remote_code(path: str) -> None:
         "this machine with your permissions (only for checkpoints you trust)",
         file=sys.stderr,
     )
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
+
+
+def folder_sha256(folder: Path) -> str | None:
+    """One sha256 over a model folder's weight files (names and bytes, sorted), cached by path,
+    size and mtime under ``$NEEDLEWORK_CACHE`` so a 15 GB checkpoint is hashed once. None when
+    the folder holds no weight file."""
+    import hashlib
+    import json
+    import os
+
+    from needlework.io import sha256_file, write_json
+
+    files = sorted(f for f in folder.rglob("*") if f.is_file() and f.name.endswith(WEIGHT_SUFFIXES))
+    if not files:
+        return None
+    cache = Path(os.environ.get("NEEDLEWORK_CACHE", Path.home() / ".cache" / "needlework"))
+    index = cache / "weight_hashes.json"
+    try:
+        known = json.loads(index.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        known = {}
+    total = hashlib.sha256()
+    changed = False
+    for f in files:
+        st = f.stat()
+        key = f"{f.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+        if key not in known:
+            known[key] = sha256_file(f)
+            changed = True
+        total.update(f"{f.relative_to(folder).as_posix()}\0{known[key]}\n".encode())
+    if changed:
+        try:
+            index.parent.mkdir(parents=True, exist_ok=True)
+            write_json(index, known)
+        except OSError:
+            pass  # a read-only cache only costs the next run a rehash
+    return total.hexdigest()

@@ -50,6 +50,9 @@ class HF:
     """Model folder (``save_pretrained`` output) or hub id (needs the network or a cache)."""
     adapter: str | None = None
     """PEFT LoRA adapter folder; merged into the base weights after loading."""
+    revision: str | None = None
+    """Hub revision to pin a hub model to (a commit sha, tag or branch); None = the hub's
+    current version. The commit actually loaded is recorded in run.json either way."""
     dtype: str = "auto"
     """auto (the checkpoint's stored dtype), fastest (bf16 on bf16 GPUs and on CPUs where it
     measures faster, else float32; see ``needlework.runtime``), float32, bfloat16 or float16."""
@@ -87,6 +90,21 @@ class HF:
     def usage(self) -> dict[str, int]:
         return dict(self._state.get("usage", {}))
 
+    def provenance(self) -> dict[str, Any]:
+        """What was loaded, for run.json: the hub commit (transformers records it, also for a
+        cached hub model) or the sha256 of a local folder's weight files, and the adapter's."""
+        from needlework.models.base import folder_sha256
+
+        out: dict[str, Any] = {"path": self.path, "revision": self.revision}
+        src = Path(self.source())
+        if src.is_dir():
+            out["weights_sha256"] = folder_sha256(src)
+        elif "model" in self._state:
+            out["commit"] = getattr(self._state["model"].config, "_commit_hash", None)
+        if self.adapter:
+            out["adapter_sha256"] = folder_sha256(Path(self.adapter))
+        return out
+
     # -- loading ---------------------------------------------------------------------------
     def source(self) -> str:
         """What ``from_pretrained`` gets: a local folder (a .gguf file or bundled alias is
@@ -122,9 +140,12 @@ class HF:
         name = self.dtype_name()
         dtype: Any = name if name == "auto" else getattr(torch, name)
         try:
-            tok = AutoTokenizer.from_pretrained(src, trust_remote_code=self.trust_remote_code)
+            pin = {"revision": self.revision} if self.revision else {}
+            tok = AutoTokenizer.from_pretrained(
+                src, trust_remote_code=self.trust_remote_code, **pin
+            )
             model = AutoModelForCausalLM.from_pretrained(
-                src, dtype=dtype, trust_remote_code=self.trust_remote_code
+                src, dtype=dtype, trust_remote_code=self.trust_remote_code, **pin
             )
         except OSError as exc:
             raise UserError(f"hf: cannot load model '{self.path}': {_first_line(exc)}") from None

@@ -105,7 +105,7 @@ def check_groups(groups: dict[str, dict[str, Group]]) -> list[str]:
 
 
 def _stats():
-    from needlework.evaluation import stats
+    from needlework import stats
 
     return stats
 

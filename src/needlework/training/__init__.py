@@ -1,3 +1,3 @@
 """Stage 2: finetuning. Importing this package registers every training backend."""
 
-from needlework.training import hf_sft, openai_ft  # noqa: F401  (registers the units)
+from needlework.training import hf_sft, openai  # noqa: F401  (registers the units)

@@ -67,6 +67,9 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> Path:
             _after_failure(run_dir, new_folder, exc)
         raise
     if is_main_process():
+        from needlework.models import relative_to_run
+
+        out = relative_to_run(out, run_dir)
         update_run_info(run_dir, finished=now(), model=out)
         write_json(run_dir / MODEL_JSON, out)
     return run_dir

@@ -335,7 +335,8 @@ def run_sft(unit, cfg, run_dir: Path, rows: list[ChatRow], *, resume: bool) -> d
 
 
 def model_json(unit, model_path: str, run_dir: Path) -> dict[str, Any]:
-    """docs/formats.md §B: absolute local paths; a hub id stays a hub id."""
+    """docs/formats.md §B: absolute local paths (written as ``./`` inside the run folder by
+    the caller); a hub id stays a hub id."""
     model_dir = str((run_dir / MODEL_DIR).resolve())
     from needlework.models.gguf import is_gguf_spec
 

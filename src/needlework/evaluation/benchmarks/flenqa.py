@@ -77,6 +77,8 @@ class FLenQA:
     """Hub id (needs the network or the HF cache) or a local .jsonl/.jsonl.gz/.parquet/.zip."""
     split: str = "eval"
     """Hub split (local files have one table)."""
+    revision: str | None = None
+    """Hub revision (commit sha or tag) to pin the dataset to; None = the hub's current one."""
     cot: bool = False
     """Chain-of-thought prompts (label ``flenqa_cot``), scored with cot_coverage/early_response."""
     tasks: tuple[str, ...] = ()
@@ -164,15 +166,17 @@ class FLenQA:
         if path.exists() or path.suffix or "/" not in self.data_path:
             yield from read_rows(path)
             return
-        yield from _hub_rows(self.data_path, self.split)
+        yield from _hub_rows(self.data_path, self.split, self.revision)
 
 
-def _hub_rows(hub_id: str, split: str) -> Iterator[tuple[str, dict[str, Any]]]:
+def _hub_rows(
+    hub_id: str, split: str, revision: str | None = None
+) -> Iterator[tuple[str, dict[str, Any]]]:
     """Rows through ``datasets`` (imported here: only hub runs pay for it)."""
     try:
         import datasets
 
-        table = datasets.load_dataset(hub_id, split=split)
+        table = datasets.load_dataset(hub_id, split=split, revision=revision)
     except Exception as exc:  # offline, unknown id or split: many exception types
         raise DataError(
             f"{hub_id} (split {split}): cannot load from the Hugging Face hub "

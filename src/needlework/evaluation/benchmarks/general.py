@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,7 +89,8 @@ class General:
     tasks: tuple[str, ...] = ("mmlu", "hellaswag", "gsm8k", "triviaqa", "nq_open")
     """Which of mmlu, hellaswag, gsm8k, triviaqa, nq_open to run, in this order."""
     data_dir: str | None = None
-    """Folder in the ../shared/data layout (offline, local copies); None = lm-eval's hub tasks."""
+    """Folder in the ../shared/data layout (offline, local copies); None = ``$NEEDLEWORK_DATA``
+    when it is set, else lm-eval's hub tasks."""
     num_fewshot: dict[str, int] = field(default_factory=dict)
     """Per-task shot overrides, e.g. {mmlu: 5}; defaults: gsm8k 5, the rest 0 (docs/general.md)."""
     generative: bool | None = None
@@ -112,6 +114,8 @@ class General:
     max_new_tokens = 256
 
     def __post_init__(self) -> None:
+        if self.data_dir is None and os.environ.get("NEEDLEWORK_DATA"):
+            object.__setattr__(self, "data_dir", os.environ["NEEDLEWORK_DATA"])
         if not self.tasks:
             raise ValueError(f"tasks: give at least one of {', '.join(TASKS)}")
         bad = [t for t in self.tasks if t not in TASKS]

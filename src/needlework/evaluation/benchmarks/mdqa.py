@@ -62,8 +62,7 @@ class MDQA:
     data_path: str = "data/lost-in-the-middle"
     """The oracle file (``build``) or an official ``qa_data`` file, or a folder searched for the
     files by their upstream names (and downloaded into with ``download: true``). The default
-    also looks in ``$NEEDLEWORK_DATA``, ``data/`` and a ``shared/data`` checkout beside the
-    clone."""
+    is looked for in ``$NEEDLEWORK_DATA`` first, then ``data/``."""
     source: Literal["build", "files"] = "build"
     """``build`` contexts from the oracle file, or read the official ``files``."""
     download: bool = False
@@ -228,7 +227,7 @@ class MDQA:
                     return candidate
         default = self.data_path == type(self).data_path  # a folder the user chose is final
         found = find_local("lost-in-the-middle", name) if default else None
-        if found is not None:  # $NEEDLEWORK_DATA, data/, a shared/data checkout; then verified
+        if found is not None:  # $NEEDLEWORK_DATA, then data/; verified against the pins
             return found
         if self.download:
             return download_verified(upstream, root / upstream, litm_checksums())

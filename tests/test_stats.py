@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from needlework.evaluation.stats import (
+from needlework.stats import (
     Z95,
     mean_and_spread,
     mean_ci,
@@ -94,7 +94,7 @@ def test_mean_and_spread():
 
 
 def test_aggregate_predictions_groups_and_skips():
-    from needlework.evaluation.stats import aggregate_predictions
+    from needlework.stats import aggregate_predictions
 
     rows = [
         {"scores": {"em": 1.0, "f1": 0.5}, "meta": {"pos": 10, "kind": "a"}},
