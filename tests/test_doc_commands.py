@@ -81,6 +81,7 @@ def _argv(code: str) -> tuple[dict[str, str], list[str]]:
     return env, words[1:]
 
 
+@pytest.mark.real_model  # the bundled SmolLM2 runs in two of the commands
 @pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="needs the shared data checkout")
 def test_every_documented_command_runs_as_written(tmp_path):
     for sub in ("configs",):
