@@ -17,6 +17,20 @@ from typing import Any
 _CHOSEN: dict[str, Any] = {}
 
 
+def cache_table(name: str) -> tuple[Any, dict[str, Any]]:
+    """A small JSON table in ``$NEEDLEWORK_CACHE`` (~/.cache/needlework): its path and contents
+    ({} when missing or unreadable: a cache only saves work)."""
+    import json
+    from pathlib import Path
+
+    path = Path(os.environ.get("NEEDLEWORK_CACHE", Path.home() / ".cache" / "needlework")) / name
+    try:
+        known = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        known = {}
+    return path, known if isinstance(known, dict) else {}
+
+
 def usable_cpus() -> int:
     """Cores this process may run on (affinity masks and container limits included)."""
     try:
@@ -138,20 +152,11 @@ def cpu_bf16_faster() -> bool:
     is cached per CPU model and torch version in ``$NEEDLEWORK_CACHE`` (~/.cache/needlework)."""
     if not cpu_bf16_native():
         return False
-    import json
-    from pathlib import Path
 
     import torch
 
     key = f"{_cpu_name()} | torch {torch.__version__} | {torch.get_num_threads()} threads"
-    root = Path(os.environ.get("NEEDLEWORK_CACHE", Path.home() / ".cache" / "needlework"))
-    path = root / "cpu_bf16_probe.json"
-    try:
-        known = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        known = {}
-    if not isinstance(known, dict):
-        known = {}
+    path, known = cache_table("cpu_bf16_probe.json")
     if key not in known:
         known[key] = round(_probe_speedup(), 3)
         try:

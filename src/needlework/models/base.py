@@ -18,7 +18,7 @@ A prompt that does not fit the model's context is never truncated: the backend r
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -150,6 +150,24 @@ def warn_remote_code(path: str) -> None:
     )
 
 
+class Streaming:
+    """Mixin for backends whose answers arrive one by one (``generate_iter`` yields
+    ``(index, text)`` in any order): ``generate`` collects them in order."""
+
+    def generate_iter(
+        self, conversations: Sequence[Sequence[Message]], *, max_new_tokens: int
+    ) -> Iterable[tuple[int, str]]:
+        raise NotImplementedError
+
+    def generate(
+        self, conversations: Sequence[Sequence[Message]], *, max_new_tokens: int
+    ) -> list[str]:
+        outs = [""] * len(conversations)
+        for i, text in self.generate_iter(conversations, max_new_tokens=max_new_tokens):
+            outs[i] = text
+        return outs
+
+
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
 
 
@@ -158,20 +176,14 @@ def folder_sha256(folder: Path) -> str | None:
     size and mtime under ``$NEEDLEWORK_CACHE`` so a 15 GB checkpoint is hashed once. None when
     the folder holds no weight file."""
     import hashlib
-    import json
-    import os
 
     from needlework.io import sha256_file, write_json
+    from needlework.runtime import cache_table
 
     files = sorted(f for f in folder.rglob("*") if f.is_file() and f.name.endswith(WEIGHT_SUFFIXES))
     if not files:
         return None
-    cache = Path(os.environ.get("NEEDLEWORK_CACHE", Path.home() / ".cache" / "needlework"))
-    index = cache / "weight_hashes.json"
-    try:
-        known = json.loads(index.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        known = {}
+    index, known = cache_table("weight_hashes.json")
     total = hashlib.sha256()
     changed = False
     for f in files:

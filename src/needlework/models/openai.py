@@ -35,7 +35,7 @@ from typing import Any, ClassVar, Literal
 from urllib.parse import urlparse
 
 from needlework.errors import UserError
-from needlework.models.base import PromptTooLongError, validate_conversations
+from needlework.models.base import PromptTooLongError, Streaming, validate_conversations
 from needlework.records import Message
 from needlework.registry import backends
 
@@ -60,7 +60,7 @@ class BadResponse(Exception):
 
 @backends.register("openai")
 @dataclass(frozen=True)
-class OpenAIChat:
+class OpenAIChat(Streaming):
     """An OpenAI-compatible /v1/chat/completions endpoint, many requests in flight."""
 
     # The endpoint is here too: the same model name on another server or port may resume a run
@@ -165,14 +165,6 @@ class OpenAIChat:
         return client
 
     # -- generation ------------------------------------------------------------------------
-    def generate(
-        self, conversations: Sequence[Sequence[Message]], *, max_new_tokens: int
-    ) -> list[str]:
-        outs: list[str] = [""] * len(conversations)
-        for i, text in self.generate_iter(conversations, max_new_tokens=max_new_tokens):
-            outs[i] = text
-        return outs
-
     def generate_iter(
         self, conversations: Sequence[Sequence[Message]], *, max_new_tokens: int
     ) -> Iterator[tuple[int, str]]:

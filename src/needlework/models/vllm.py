@@ -19,7 +19,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from needlework.errors import UserError
-from needlework.models.base import check_prompt_lengths, validate_conversations, warn_remote_code
+from needlework.models.base import (
+    Streaming,
+    check_prompt_lengths,
+    validate_conversations,
+    warn_remote_code,
+)
 from needlework.models.hf import short_name
 from needlework.records import Message
 from needlework.registry import backends
@@ -29,7 +34,7 @@ LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # vLLM accepts these max_lora_
 
 @backends.register("vllm")
 @dataclass(frozen=True)
-class VLLM:
+class VLLM(Streaming):
     """vLLM offline engine (GPU): batched greedy decoding with tensor parallelism and LoRA."""
 
     speed_fields: ClassVar[frozenset[str]] = frozenset(
@@ -168,14 +173,6 @@ class VLLM:
             )
             for conv in conversations
         ]
-
-    def generate(
-        self, conversations: Sequence[Sequence[Message]], *, max_new_tokens: int
-    ) -> list[str]:
-        outs = [""] * len(conversations)
-        for i, text in self.generate_iter(conversations, max_new_tokens=max_new_tokens):
-            outs[i] = text
-        return outs
 
     def generate_iter(
         self, conversations: Sequence[Sequence[Message]], *, max_new_tokens: int
