@@ -293,3 +293,15 @@ def test_the_shipped_tiny_cpu_config_trains(tmp_path):
     run = train(cfg)
     assert json.loads((run / "run.json").read_text())["trainable_parameters"] > 500_000
     assert (run / "model.json").is_file()
+
+
+def test_a_pinned_hub_base_stays_pinned_in_training_and_in_model_json(tmp_path):
+    from needlework.training.sft_run import model_init_kwargs, model_json
+
+    cfg = train_config(
+        tmp_path, Path("t.jsonl"), method="lora", model_path="org/base", model_revision="abc123"
+    )
+    assert model_init_kwargs(cfg.trainer, cuda=False, bf16=False)["revision"] == "abc123"
+    assert model_json(cfg.trainer, "org/base", tmp_path)["revision"] == "abc123"  # eval loads it
+    unpinned = train_config(tmp_path, Path("t.jsonl"), method="lora", model_path="org/base")
+    assert "revision" not in model_init_kwargs(unpinned.trainer, cuda=False, bf16=False)

@@ -59,6 +59,9 @@ class HfSFT:
     model_path: str
     """Base model: a local folder, a hub id (GPU machines), or ``tiny:<arch>[-h<H>][-l<L>]
     [-a<A>][-i<I>]`` to build a tiny random model in-process (tests, CPU demo)."""
+    model_revision: str | None = None
+    """Hub revision (commit sha or tag) to pin a hub ``model_path`` to; None = the hub's
+    current version."""
     tokenizer_path: str | None = None
     """Tokenizer folder or hub id; default: the model's."""
     chat_template_path: str | None = None

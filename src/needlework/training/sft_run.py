@@ -182,6 +182,8 @@ def model_init_kwargs(unit, *, cuda: bool, bf16: bool) -> dict[str, Any]:
         # stay float32 under bf16 autocast.
         dtype = "bfloat16" if unit.method != "full" and bf16 else "float32"
     kwargs: dict[str, Any] = {"dtype": dtype, "device_map": None}
+    if unit.model_revision:
+        kwargs["revision"] = unit.model_revision
     if unit.attn_implementation:
         kwargs["attn_implementation"] = unit.attn_implementation
     if unit.method == "qlora":
@@ -270,10 +272,13 @@ def prepare(unit, cfg, run_dir: Path, rows: list[ChatRow]) -> Prepared:
             replace(r, messages=tuple(with_system_prompt(list(r.messages), unit.system_prompt)))
             for r in rows
         ]
-    tokenizer = AutoTokenizer.from_pretrained(unit.tokenizer_path or model_path)
+    rev = {"revision": unit.model_revision} if unit.model_revision else {}
+    tokenizer = AutoTokenizer.from_pretrained(
+        unit.tokenizer_path or model_path, **({} if unit.tokenizer_path else rev)
+    )
     chat.set_chat_template(tokenizer, unit.chat_template_path, field="trainer.chat_template_path")
     fmt = chat.resolve_format(tokenizer, unit.chat_format, field="trainer.chat_format")
-    text_config = AutoConfig.from_pretrained(model_path).get_text_config()
+    text_config = AutoConfig.from_pretrained(model_path, **rev).get_text_config()
     infos = chat.measure_all(tokenizer, rows, fmt, progress=is_main_process())
     max_length = chat.check_lengths(
         rows,
@@ -346,7 +351,8 @@ def model_json(unit, model_path: str, run_dir: Path) -> dict[str, Any]:
         return {"backend": "hf", "path": model_dir, "adapter": None}
     if unit.merge_lora:
         return {"backend": "hf", "path": str((run_dir / MERGED_DIR).resolve()), "adapter": None}
-    return {"backend": "hf", "path": model_path, "adapter": model_dir}
+    pinned = {"revision": unit.model_revision} if unit.model_revision else {}
+    return {"backend": "hf", "path": model_path, "adapter": model_dir, **pinned}
 
 
 def merge_adapter(adapter_dir: Path, out_dir: Path) -> None:
