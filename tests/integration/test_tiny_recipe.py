@@ -9,6 +9,7 @@ import pytest
 from tests.conftest import shared_file
 
 from needlework.experiment import run_recipe
+from needlework.models import read_model_json
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "configs" / "recipes" / "tiny_cpu.yaml"
@@ -30,8 +31,8 @@ def test_tiny_recipe_end_to_end_and_resume(tmp_path, monkeypatch):
     run_recipe(RECIPE, overrides, echo=log.append)
     assert len(log) == 6 and not any("skipped" in line for line in log), log
 
-    trained = json.loads((out / "train/ft_template/seed0/model.json").read_text())
-    assert trained["backend"] == "hf" and Path(trained["path"]).is_dir()
+    trained = read_model_json(out / "train/ft_template/seed0/model.json")  # ./ paths resolved
+    assert trained["name"] == "hf" and Path(trained["path"]).is_dir()
     for folder, variant in (("eval/base", "base"), ("eval/ft_template/seed0", "ft_template")):
         for label in ("kv_retrieval", "niah", "mdqa_5docs"):
             run = out / folder / label
