@@ -10,7 +10,8 @@ from tests.conftest import SHARED_DATA, shared_file
 
 from needlework.config import build_unit, dump_yaml
 from needlework.errors import ConfigError, DataError, UserError
-from needlework.evaluation.benchmarks.general import TASKS, General, rows_from_samples
+from needlework.evaluation.benchmarks.general import TASKS, General
+from needlework.evaluation.lm_eval_run import rows_from_samples
 from needlework.evaluation.lm_eval_tasks import include_path
 from needlework.registry import benchmarks
 

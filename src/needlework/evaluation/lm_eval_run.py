@@ -10,14 +10,18 @@ never a silent reuse.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from needlework.errors import UserError
-from needlework.evaluation.benchmarks.general import General, metric_name, rows_from_samples
 from needlework.io import ensure_writable_dir, write_json, write_jsonl
+
+if TYPE_CHECKING:  # the unit calls this module, never the other way round at import time
+    from needlework.evaluation.benchmarks.general import General
 
 log = logging.getLogger(__name__)
 WORK = "lm_eval"
@@ -360,3 +364,64 @@ def summarize(
         "comparable_with_paper": not caveats,
         "caveats": caveats,
     }
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def metric_name(metric: str, filter_name: str) -> str:
+    """lm-eval's ``metric,filter`` key without the default ``,none``."""
+    return metric if filter_name == "none" else f"{metric},{filter_name}"
+
+
+def rows_from_samples(
+    key: str, lm_task: str, logged: list[Mapping[str, Any]], output_type: str
+) -> list[dict[str, Any]]:
+    """lm-eval's logged samples of one (sub)task -> predictions.jsonl rows (one per document).
+
+    Every filter's per-sample metric becomes a score ``<key>/<metric[,filter]>``, the same names
+    metrics.json aggregates, so the mean of a score over the rows is the metric.
+    """
+    by_doc: dict[int, dict[str, Any]] = {}
+    for s in logged:
+        doc_id = int(s["doc_id"])
+        doc = s.get("doc") or {}
+        row = by_doc.get(doc_id)
+        if row is None:
+            subject = doc.get("subject") if isinstance(doc, Mapping) else None
+            sid = f"{key}-{subject}-{doc_id}" if subject else f"{key}-{doc_id}"
+            context = s["arguments"][0][0]
+            if output_type == "multiple_choice":
+                lls = [float(r[0]) for r in s["filtered_resps"]]
+                best = max(range(len(lls)), key=lls.__getitem__)
+                output = chr(ord("A") + best)
+                detail: dict[str, Any] = {"loglikelihoods": lls}
+            else:
+                output = str(s["resps"][0][0])
+                detail = {"filtered": {}}
+            meta: dict[str, Any] = {"task": key, "lm_eval_task": lm_task, "doc_id": doc_id}
+            if subject:
+                meta["subject"] = subject
+            row = {
+                "id": sid,
+                "benchmark": "general",
+                "prompt_sha256": sha256(str(context)),
+                "output": output,
+                "scores": {},
+                "meta": meta,
+                "lm_eval": {"target": _plain(s.get("target")), **detail},
+            }
+            by_doc[doc_id] = row
+        if output_type != "multiple_choice":
+            row["lm_eval"]["filtered"][s["filter"]] = _plain(s["filtered_resps"][0])
+        for metric in s["metrics"]:
+            row["scores"][f"{key}/{metric_name(metric, s['filter'])}"] = float(s[metric])
+    return [by_doc[d] for d in sorted(by_doc)]
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe copy (numpy scalars, tuples) of an lm-eval value."""
+    return json.loads(
+        json.dumps(value, default=lambda o: o.item() if hasattr(o, "item") else str(o))
+    )

@@ -21,7 +21,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from needlework.errors import UserError
-from needlework.models.base import check_prompt_lengths, validate_conversations, warn_remote_code
+from needlework.models.base import (
+    check_prompt_lengths,
+    is_local_path,
+    validate_conversations,
+    warn_remote_code,
+)
 from needlework.models.gguf import cached_import, display_name, is_gguf_spec
 from needlework.models.hf_decode import greedy_decode, lean_ok, plain_layer
 from needlework.records import Message, with_system_prompt
@@ -113,7 +118,7 @@ class HF:
         if is_gguf_spec(path):
             path = str(cached_import(path))
         local = Path(path).expanduser()
-        if not local.exists() and (path.startswith((".", "/", "~")) or path.count("/") > 1):
+        if not local.exists() and is_local_path(path):
             raise UserError(f"hf: model folder not found: {self.path}")
         return str(local) if local.exists() else path
 

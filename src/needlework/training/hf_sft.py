@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from needlework.errors import ConfigError, UserError
+from needlework.models.base import is_local_path
 from needlework.registry import trainers
 from needlework.training.chat import ChatFormat
 
@@ -226,21 +227,6 @@ def _require_qlora_support() -> None:
         raise UserError(
             "trainer.method: qlora needs the bitsandbytes package (pip install bitsandbytes)"
         )
-
-
-def is_local_path(spec: str) -> bool:
-    """A path, not a hub id: it exists, or it is written like a path (``/``, ``.``, ``~``).
-
-    A ``.gguf`` file or bundled GGUF alias is local too (nothing is looked up on the hub).
-    """
-    from needlework.models.gguf import is_gguf_spec
-
-    return (
-        Path(spec).expanduser().exists()
-        or spec.startswith(("/", ".", "~"))
-        or spec.count("/") > 1
-        or is_gguf_spec(spec)
-    )
 
 
 def check_model_source(spec: str, field_name: str, *, need_config: bool = True) -> None:

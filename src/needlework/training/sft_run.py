@@ -70,7 +70,7 @@ def resolve_model_path(unit, cfg, run_dir: Path) -> str:
         target = (run_dir / BASE_DIR).resolve()
         build_once(target, lambda out: build_tiny_checkpoint(out, seed=cfg.seed, **kwargs))
         return str(target)
-    from needlework.training.hf_sft import is_local_path
+    from needlework.models.base import is_local_path
 
     return str(Path(spec).expanduser().resolve()) if is_local_path(spec) else spec
 
