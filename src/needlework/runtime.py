@@ -12,18 +12,24 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 _CHOSEN: dict[str, Any] = {}
 
 
-def cache_table(name: str) -> tuple[Any, dict[str, Any]]:
-    """A small JSON table in ``$NEEDLEWORK_CACHE`` (~/.cache/needlework): its path and contents
-    ({} when missing or unreadable: a cache only saves work)."""
-    import json
-    from pathlib import Path
+def cache_dir() -> Path:
+    """needlework's cache folder: ``$NEEDLEWORK_CACHE``, else ``~/.cache/needlework``."""
+    base = os.environ.get("NEEDLEWORK_CACHE")
+    return Path(base).expanduser() if base else Path("~/.cache/needlework").expanduser()
 
-    path = Path(os.environ.get("NEEDLEWORK_CACHE", Path.home() / ".cache" / "needlework")) / name
+
+def cache_table(name: str) -> tuple[Path, dict[str, Any]]:
+    """A small JSON table in :func:`cache_dir`: its path and contents ({} when missing or
+    unreadable: a cache only saves work)."""
+    import json
+
+    path = cache_dir() / name
     try:
         known = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -10,7 +10,6 @@ never a silent reuse.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 from collections.abc import Mapping
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from needlework.errors import UserError
-from needlework.io import ensure_writable_dir, write_json, write_jsonl
+from needlework.io import ensure_writable_dir, sha256_text, write_json, write_jsonl
 
 if TYPE_CHECKING:  # the unit calls this module, never the other way round at import time
     from needlework.evaluation.benchmarks.general import General
@@ -366,10 +365,6 @@ def summarize(
     }
 
 
-def sha256(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
 def metric_name(metric: str, filter_name: str) -> str:
     """lm-eval's ``metric,filter`` key without the default ``,none``."""
     return metric if filter_name == "none" else f"{metric},{filter_name}"
@@ -406,7 +401,7 @@ def rows_from_samples(
             row = {
                 "id": sid,
                 "benchmark": "general",
-                "prompt_sha256": sha256(str(context)),
+                "prompt_sha256": sha256_text(str(context)),
                 "output": output,
                 "scores": {},
                 "meta": meta,

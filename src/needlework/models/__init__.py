@@ -42,7 +42,7 @@ def parse_model_spec(spec: str | Mapping[str, Any]) -> dict[str, Any]:
     if path.is_dir() and (path / "model.json").is_file():
         path = path / "model.json"
     if path.is_file() and path.suffix == ".json":
-        return _read_model_json(path)
+        return read_model_json(path)
     backend, sep, value = text.partition(":")
     if not sep or not value or backend not in ("hf", "vllm", "openai", "scripted"):
         raise ConfigError(
@@ -89,10 +89,6 @@ def relative_to_run(spec: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
 
 def read_model_json(path: Path) -> dict[str, Any]:
     """A model.json as a backend spec, ``./`` paths resolved against its folder."""
-    return _read_model_json(path)
-
-
-def _read_model_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:

@@ -150,17 +150,18 @@ def warn_remote_code(path: str) -> None:
     )
 
 
-class Streaming:
-    """Mixin for backends whose answers arrive one by one (``generate_iter`` yields
-    ``(index, text)`` in any order): ``generate`` collects them in order."""
-
+class _Streams(Protocol):
     def generate_iter(
         self, conversations: Sequence[Sequence[Message]], *, max_new_tokens: int
-    ) -> Iterable[tuple[int, str]]:
-        raise NotImplementedError
+    ) -> Iterable[tuple[int, str]]: ...
+
+
+class Streaming:
+    """Mixin for backends whose answers arrive one by one (their ``generate_iter`` yields
+    ``(index, text)`` in any order): ``generate`` collects them in order."""
 
     def generate(
-        self, conversations: Sequence[Sequence[Message]], *, max_new_tokens: int
+        self: _Streams, conversations: Sequence[Sequence[Message]], *, max_new_tokens: int
     ) -> list[str]:
         outs = [""] * len(conversations)
         for i, text in self.generate_iter(conversations, max_new_tokens=max_new_tokens):

@@ -202,10 +202,10 @@ def cached_import(spec: str | Path, *, dtype: str = "float32") -> Path:
 
 
 def cache_root() -> Path:
-    """``$NEEDLEWORK_CACHE/models`` when that is set, else ``~/.cache/needlework/models``."""
-    base = os.environ.get("NEEDLEWORK_CACHE")
-    root = Path(base).expanduser() if base else Path("~/.cache/needlework").expanduser()
-    return root / "models"
+    """``models/`` of needlework's cache folder (``$NEEDLEWORK_CACHE``, ~/.cache/needlework)."""
+    from needlework.runtime import cache_dir
+
+    return cache_dir() / "models"
 
 
 def read_import(folder: Path) -> dict[str, Any] | None:
