@@ -125,3 +125,26 @@ def test_ls_name_shows_a_units_fields_with_their_docstrings(capsys):
     assert "Fetch missing files from github.com/nelson-liu/lost-in-the-middle" in out
     assert main(["ls", "mdq"]) == 2
     assert "no unit named 'mdq'; did you mean mdqa?" in capsys.readouterr().err
+
+
+def test_recipe_match_tokens_must_name_an_earlier_dataset(tmp_path, capsys, monkeypatch):
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)
+    recipe = (root / "configs/recipes/smollm2_baselines.yaml").read_text()
+    bad = tmp_path / "r.yaml"
+    bad.write_text(recipe.replace("match_tokens: kv_template", "match_tokens: kv_templat", 1))
+    assert main(["run", str(bad), "--dry-run", f"out_dir={tmp_path / 'exp'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "'multidoc_qa' matches the tokens of 'kv_templat', which is not a dataset listed " in err
+    assert err.count("\n") == 0 and not (tmp_path / "exp").exists()
+
+
+def test_recipe_match_tokens_reaches_the_generate_config(tmp_path, monkeypatch):
+    """The recipe's dataset key becomes the generate config's match_tokens section."""
+    from needlework.experiment import DatasetSpec, _matching
+
+    spec = DatasetSpec(config=Path("x.yaml"), match_tokens="kv", match_count="answer")
+    assert _matching(spec, tmp_path) == {
+        "match_tokens": {"dataset": str(tmp_path / "kv"), "count": "answer"}
+    }
+    assert _matching(DatasetSpec(config=Path("x.yaml")), tmp_path) == {}

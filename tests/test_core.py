@@ -156,7 +156,7 @@ def test_a_unit_missing_a_contract_member_fails_when_it_registers():
         benchmarks.register("nw_half")(Half)
     msg = str(info.value)
     assert "benchmark 'nw_half'" in msg
-    assert "label, group_by, primary_metric, max_new_tokens" in msg
+    assert "label, group_by, primary_metric, secondary_metrics, max_new_tokens" in msg
     assert "nw_half" not in benchmarks.names()
     with pytest.raises(TypeError, match=r"samples and score \(or run_suite\)"):
         Registry("b", "needlework", either=(("samples", "score"), ("run_suite",))).register("x")(
@@ -173,3 +173,37 @@ def test_a_packaged_unit_must_live_in_a_file_named_after_it():
         reg.register("mdqa_long")(unit)
     reg.register("mdqa_extra")(unit)  # name == file stem
     assert reg._units["mdqa_extra"] is unit
+
+
+def test_discover_imports_unit_modules_only(tmp_path, monkeypatch):
+    """A stage finds its units by the decorator line: adding a unit is adding its file."""
+    import sys
+
+    from needlework.registry import discover
+
+    pkg = tmp_path / "nwpkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "alpha.py").write_text(
+        "from needlework.registry import Registry\nR = Registry('t', 'x')\n"
+        "@R.register('alpha')\nclass A: pass\n"
+    )
+    (pkg / "helper.py").write_text("raise RuntimeError('helpers are not imported')\n")
+    (pkg / "doc.py").write_text(
+        '"""Mentions @benchmarks.register( only inside a docstring."""\n  @x.register(\n'
+    )
+    (pkg / "_private.py").write_text("@R.register('p')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert discover("nwpkg", [str(pkg)]) == ["alpha"]
+    assert "nwpkg.alpha" in sys.modules and "nwpkg.helper" not in sys.modules
+
+
+def test_every_stage_discovers_its_units():
+    from needlework import registry
+
+    assert {"multidoc_qa", "in2_style", "niah_train", "simple_dict_kv"} <= set(
+        registry.generators.names()
+    )
+    assert {"mdqa", "general", "niah"} <= set(registry.benchmarks.names())
+    assert {"hf", "openai", "scripted", "vllm"} == set(registry.backends.names())
+    assert {"hf_sft", "openai"} == set(registry.trainers.names())

@@ -14,7 +14,7 @@ import argparse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from needlework.config import load_config, read_yaml, to_dict
 from needlework.errors import ConfigError, UserError
@@ -30,6 +30,13 @@ class DatasetSpec:
     """A ``needlework generate`` config file."""
     overrides: list[str] = field(default_factory=list)
     """``key=value`` overrides applied to that config."""
+    match_tokens: str | None = None
+    """Another dataset of the recipe (listed before this one) whose training tokens this one
+    matches: its ``num_train`` becomes as many samples as reach that count (equal-token
+    baselines, as the paper compares them); the manifest records target and reached counts."""
+    match_count: Literal["answer", "total"] = "total"
+    """What is matched: ``total`` conversation tokens (the paper's "training tokens"), or
+    ``answer`` tokens (what answer-only loss sees)."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +93,14 @@ class RecipeConfig:
         names = [v.name for v in self.variants]
         if len(set(names)) != len(names):
             raise ValueError(f"variants: names must be unique, got {names}")
+        seen: list[str] = []
+        for name, spec in self.datasets.items():
+            if spec.match_tokens is not None and spec.match_tokens not in seen:
+                raise ValueError(
+                    f"datasets: '{name}' matches the tokens of '{spec.match_tokens}', which is "
+                    f"not a dataset listed before it (listed before: {', '.join(seen) or 'none'})"
+                )
+            seen.append(name)
         for v in self.variants:
             if v.dataset not in self.datasets:
                 raise ValueError(
@@ -151,7 +166,7 @@ def check_recipe(recipe: RecipeConfig, source: str | Path) -> None:
     for name, spec in recipe.datasets.items():
         _check_ref(
             src, f"datasets.{name}.config", spec.config, "generate",
-            [*spec.overrides, f"out_dir={scratch}"],
+            [*spec.overrides, f"out_dir={scratch}"], _matching(spec, Path(scratch)),
         )  # fmt: skip
     for i, variant in enumerate(recipe.variants):
         _check_ref(
@@ -180,7 +195,7 @@ def plan(recipe: RecipeConfig, source: str | Path = "<recipe>") -> list[Step]:
     if recipe.tiny_base:
         steps.append(_tiny_base_step(recipe.tiny_base, out / "base_model"))
     for name, spec in recipe.datasets.items():
-        steps.append(_generate_step(name, spec, out / "data" / name))
+        steps.append(_generate_step(name, spec, out / "data" / name, _matching(spec, out / "data")))
 
     eval_data = _expand(
         apply_overrides(read_yaml(recipe.eval_config), recipe.eval_overrides), subst
@@ -223,12 +238,22 @@ def _tiny_base_step(spec: str, target: Path) -> Step:
     return Step(f"build {spec} -> {target}", lambda: (target / "config.json").is_file(), run)
 
 
-def _generate_step(name: str, spec: DatasetSpec, out_dir: Path) -> Step:
+def _matching(spec: DatasetSpec, data_root: Path) -> dict[str, Any]:
+    """The generate-config ``match_tokens`` section a dataset spec asks for (or nothing)."""
+    if spec.match_tokens is None:
+        return {}
+    target = data_root / spec.match_tokens
+    return {"match_tokens": {"dataset": str(target), "count": spec.match_count}}
+
+
+def _generate_step(name: str, spec: DatasetSpec, out_dir: Path, extra: dict[str, Any]) -> Step:
     def run() -> None:
+        from needlework.config import apply_overrides
         from needlework.datagen.pipeline import GenerateConfig, generate
 
-        cfg = load_config(GenerateConfig, spec.config, [*spec.overrides, f"out_dir={out_dir}"])
-        generate(cfg)
+        data = {**apply_overrides(read_yaml(spec.config), spec.overrides), **extra}
+        data["out_dir"] = str(out_dir)
+        generate(load_config(GenerateConfig, spec.config, data=data))
 
     return Step(f"generate {name} -> {out_dir}", lambda: (out_dir / "manifest.json").is_file(), run)
 

@@ -10,11 +10,13 @@ Evaluation run folder (written by ``evaluation/runner.py``, read by ``reporting/
 predictions.jsonl line::
 
     {"id": "mdqa-0-17", "benchmark": "mdqa", "prompt_sha256": "…", "output": "…",
-     "scores": {"best_subspan_em": 1.0}, "meta": {"gold_position": 4, "num_docs": 20, …}}
+     "scores": {"best_subspan_em": 1.0, "abstained": 0.0, "unsupported": 0.0},
+     "meta": {"gold_position": 4, "num_docs": 20, …}}
 
 metrics.json::
 
     {"benchmark": "mdqa", "model": "hf:./m", "n": 1200, "primary_metric": "best_subspan_em",
+     "secondary_metrics": ["unsupported", "wrong_answer", "abstained"],
      "metrics": {"best_subspan_em": {"mean": 0.53, "ci_low": 0.50, "ci_high": 0.56, "n": 1200}},
      "by": {"gold_position": {"0": {"best_subspan_em": {"mean": …, "ci_low": …, …}}, …}}}
 

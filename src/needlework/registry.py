@@ -1,13 +1,15 @@
 """Name -> class registries for the pluggable units (generators, backends, benchmarks, trainers).
 
 A unit registers itself with a decorator under the snake_case name equal to its file stem;
-each stage's ``__init__`` imports its unit modules so that importing the stage fills the registry.
+each stage's ``__init__`` calls :func:`discover`, which imports every module of the stage that
+registers a unit, so importing the stage fills the registry and adding a unit is adding a file.
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Generic, TypeVar
 
 from needlework.errors import ConfigError
@@ -89,6 +91,27 @@ class Registry(Generic[T]):
         return sorted(self._units.items())
 
 
+def discover(package: str, paths: Iterable[str]) -> list[str]:
+    """Import, in name order, every module of ``package`` whose source registers a unit (a
+    line starting ``@<registry>.register(``); helper modules beside the units are not imported.
+    Returns the module names imported."""
+    import importlib
+    import pkgutil
+    import re
+
+    decorator = re.compile(r"^@\w+\.register\(", re.MULTILINE)
+
+    found = []
+    for info in sorted(pkgutil.iter_modules(list(paths)), key=lambda m: m.name):
+        if info.ispkg or info.name.startswith("_"):
+            continue
+        source = Path(info.module_finder.path) / f"{info.name}.py"  # type: ignore[union-attr]
+        if source.is_file() and decorator.search(source.read_text(encoding="utf-8")):
+            importlib.import_module(f"{package}.{info.name}")
+            found.append(info.name)
+    return found
+
+
 def _fields(cls: type) -> set[str]:
     """Dataclass fields without a class-level default are not attributes of the class."""
     return set(getattr(cls, "__dataclass_fields__", {}))
@@ -96,7 +119,7 @@ def _fields(cls: type) -> set[str]:
 
 # The members of each contract (base.py of each stage documents them).
 generators: Registry = Registry(
-    "generator", "needlework.datagen", ("build", "num_dicts", "answer_template")
+    "generator", "needlework.datagen", ("build", "unit", "num_units", "frac_0", "frac_top5")
 )
 trainers: Registry = Registry("training backend", "needlework.training", ("preflight", "train"))
 backends: Registry = Registry(
@@ -105,7 +128,7 @@ backends: Registry = Registry(
 benchmarks: Registry = Registry(
     "benchmark",
     "needlework.evaluation",
-    ("label", "group_by", "primary_metric", "max_new_tokens"),
+    ("label", "group_by", "primary_metric", "secondary_metrics", "max_new_tokens"),
     either=(("samples", "score"), ("run_suite",)),
 )
 

@@ -221,7 +221,7 @@ def tiny_yaml(tmp_path) -> Path:
 @pytest.mark.parametrize(
     "overrides, match",
     [
-        (["max_context_tokens=120", "reserve_tokens=0"], "too small for even two dictionaries"),
+        (["max_context_tokens=120", "reserve_tokens=0"], "too small for even num_dicts=2"),
         (["generator.dict_size_range=[4,3]"], "field 'generator.dict_size_range'"),
         (["generator.num_dicts=40"], "do not fit max_context_tokens=800"),
         (["tokenizer=bogus"], "field 'tokenizer'"),

@@ -33,6 +33,7 @@ class ArithBench:
 
     group_by = ("bucket",)
     primary_metric = "exact_match"
+    secondary_metrics = ()
     max_new_tokens = 5
 
     def label(self) -> str:
@@ -77,6 +78,7 @@ class SuiteBench:
 
     group_by = ()
     primary_metric = "acc"
+    secondary_metrics = ()
     max_new_tokens = 1
     seen: list = field(default_factory=list, compare=False, repr=False)
 

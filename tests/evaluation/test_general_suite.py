@@ -64,7 +64,16 @@ def check_run(run: Path, metrics: dict, counts: dict[str, int]) -> list[dict]:
         assert all(v in (0.0, 1.0) for v in values)
         assert 0.0 <= stat["ci_low"] <= stat["mean"] <= stat["ci_high"] <= 1.0
         assert stat["mean"] == pytest.approx(sum(values) / len(values))
-        assert stat["lm_eval"] == pytest.approx(stat["mean"])
+        if name.endswith(("/abstained", "/wrong_answer")):  # ours, beside lm-eval's score
+            assert name.split("/")[0] in ("triviaqa", "nq_open") and "lm_eval" not in stat
+        else:
+            assert stat["lm_eval"] == pytest.approx(stat["mean"])
+    for r in rows:  # closed book: every answer is right, wrong, or an abstention
+        key = r["meta"]["task"]
+        if key in ("triviaqa", "nq_open"):
+            right = r["scores"][f"{key}/exact_match,remove_whitespace"]
+            parts = right + r["scores"][f"{key}/abstained"] + r["scores"][f"{key}/wrong_answer"]
+            assert parts == 1.0 or (right and r["scores"][f"{key}/abstained"])
     return rows
 
 
@@ -82,6 +91,10 @@ def test_tiny_hf_model_on_every_task(tiny_checkpoint, data_dir, tmp_path, monkey
         "gsm8k/exact_match,flexible-extract",
         "triviaqa/exact_match,remove_whitespace",
         "nq_open/exact_match,remove_whitespace",
+        "triviaqa/abstained",
+        "triviaqa/wrong_answer",
+        "nq_open/abstained",
+        "nq_open/wrong_answer",
     }
     assert metrics["tasks"]["gsm8k"]["num_fewshot"] == 5
     assert metrics["comparable_with_paper"] is False
@@ -268,3 +281,24 @@ def test_runner_delegates_to_run_suite(data_dir, tmp_path):
     got = json.loads((run / "metrics.json").read_text())["metrics"]
     assert got["hellaswag_gen/exact_match,letter"]["mean"] == hs.count("A") / 3
     assert got["nq_open/exact_match,remove_whitespace"]["mean"] == 0.0
+
+
+def test_held_out_questions_never_reach_lm_eval(tiny_checkpoint, data_dir, tmp_path):
+    """A dataset's held-out list goes through lm-eval's metadata to the local loader."""
+    import json
+
+    from needlework.evaluation.lm_eval_tasks.utils import nq_open_dataset
+
+    full = nq_open_dataset(data_dir)["validation"]
+    ds = tmp_path / "ds"
+    ds.mkdir()
+    held = [full[i]["question"] for i in range(3)]
+    (ds / "manifest.json").write_text(json.dumps({"seeds": {}, "held_out": {"questions": held}}))
+    bench = General(tasks=("nq_open",), data_dir=data_dir, max_gen_toks=4, held_out=(str(ds),))
+    model = HF(path=str(tiny_checkpoint), device="cpu", dtype="float32")
+    metrics = bench.run_suite(model, tmp_path / "run", 2)
+    rows = [
+        json.loads(x) for x in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()
+    ]
+    assert [r["lm_eval"]["target"] for r in rows] == [full[3]["answer"], full[4]["answer"]]
+    assert metrics["settings"]["held_out"]["questions"] == 3

@@ -114,9 +114,29 @@ def test_question_subset_is_shared_across_positions():
 def test_score_uses_first_line_only():
     bench = built()
     sample = next(iter(bench.samples()))
-    assert bench.score(sample, sample.answers[0]) == {"best_subspan_em": 1.0}
-    assert bench.score(sample, f"Not sure.\n{sample.answers[0]}")["best_subspan_em"] == 0.0
-    assert bench.score(sample, "no idea")["best_subspan_em"] == 0.0
+    assert bench.score(sample, sample.answers[0]) == {
+        "best_subspan_em": 1.0,
+        "abstained": 0.0,
+        "unsupported": 0.0,
+    }
+    assert bench.score(sample, f"Not sure.\n{sample.answers[0]}") == {
+        "best_subspan_em": 0.0,
+        "abstained": 1.0,
+        "unsupported": 0.0,
+    }
+    invented = bench.score(sample, "Zyxwvut Qqqq")
+    assert invented == {"best_subspan_em": 0.0, "abstained": 0.0, "unsupported": 1.0}
+
+
+def test_closed_book_scores_wrong_answers_not_support():
+    bench = built(mode="closedbook")
+    sample = next(iter(bench.samples()))
+    assert bench.score(sample, "Zyxwvut") == {
+        "best_subspan_em": 0.0,
+        "abstained": 0.0,
+        "wrong_answer": 1.0,
+    }
+    assert bench.score(sample, "I don't know")["wrong_answer"] == 0.0
 
 
 def test_baselines():

@@ -217,3 +217,61 @@ def test_format_match_ignores_numbers_but_not_wording():
     assert format_match(ref + "\nextra line", ref) == 1.0
     assert format_match("The value of key 1 is 22 and it is in Dictionary 4.", ref) == 0.0
     assert format_match("7634", ref) == 0.0
+
+
+# ------------------------------------------------------------------- hallucination (metrics.py)
+
+from needlework.evaluation.metrics import (  # noqa: E402
+    is_abstention,
+    unsupported_answer,
+    wrong_answer,
+)
+
+DOCS = (
+    "Document [1](Title: Mill) The river bends twice before it reaches the old mill.\n"
+    "Document [2](Title: Paris) Paris is the capital and most populous city of France."
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", True),
+        ("  ", True),
+        ("I don't know.", True),
+        ("I do not know the answer", True),
+        ("Unknown", True),
+        ("None of the documents say.", True),
+        ("The answer is not mentioned in the documents", False),  # a lead-in, then a claim
+        ("Not mentioned.", True),
+        ("unanswerable", True),
+        ("Noneville", False),  # a word that merely starts like a phrase
+        ("Paris", False),
+        ("nonetheless, Paris", False),
+    ],
+)
+def test_is_abstention_golden(text, expected):
+    assert is_abstention(text) is expected
+
+
+@pytest.mark.parametrize(
+    ("prediction", "answers", "expected"),
+    [
+        ("Paris", ["Paris"], 0.0),  # correct is never unsupported
+        ("Lyon", ["Paris"], 1.0),  # wrong and in no document
+        ("the old mill", ["Paris"], 0.0),  # wrong but copied from a document
+        ("Answer: the river", ["Paris"], 0.0),  # lead-in stripped, then found
+        ("France capital city", ["Berlin"], 0.0),  # every content word is in the documents
+        ("France capital Berlin", ["Bonn"], 1.0),  # one content word is not
+        ("I don't know", ["Paris"], 0.0),  # an abstention is not a hallucination
+        ("", ["Paris"], 0.0),
+    ],
+)
+def test_unsupported_answer_golden(prediction, answers, expected):
+    assert unsupported_answer(prediction, answers, DOCS) == expected
+
+
+def test_wrong_answer_golden():
+    assert wrong_answer("Lyon", ["Paris"]) == 1.0
+    assert wrong_answer("paris.", ["Paris"]) == 0.0
+    assert wrong_answer("I'm not sure", ["Paris"]) == 0.0

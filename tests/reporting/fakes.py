@@ -58,6 +58,7 @@ def write_run(
             "model": model,
             "n": len(rows),
             "primary_metric": primary,
+            "secondary_metrics": ["format_match"] if benchmark == "kv_retrieval" else [],
             "metrics": {m: stat([r["scores"][m] for r in rows if m in r["scores"]]) for m in names},
             "by": {},
         }

@@ -636,3 +636,42 @@ def test_several_seeds_get_a_ci_band_in_breakdowns(full):
     assert min(band) == pytest.approx(
         min(float(r["ci_low"]) for r in rows if r["variant"] == "ft_template")
     )
+
+
+def test_comparison_table_rows_are_finetuning_data_columns_are_benchmarks(tmp_path):
+    """Table 2 layout: a row per variant, a column per benchmark score (secondary metrics
+    declared by the benchmark included), each cell the score and its paired delta."""
+    for variant, acc, rng in (
+        ("base", fakes.acc_base, 1),
+        ("a", fakes.acc_ft, 2),
+        ("b", fakes.acc_base, 3),
+    ):
+        rows = fakes.mdqa_rows(random.Random(rng), acc)
+        for r in rows:
+            r["scores"]["unsupported"] = 1.0 - r["scores"]["best_subspan_em"]
+        fakes.write_run(
+            tmp_path / variant / "mdqa", benchmark="mdqa", model=f"hf:{variant}", rows=rows,
+            primary="best_subspan_em", group_by=("gold_position",), variant=variant, seed=None,
+            extra={"secondary_metrics": ["unsupported", "abstained"]},
+        )  # fmt: skip
+        fakes.write_run(
+            tmp_path / variant / "kv", benchmark="kv_retrieval", model=f"hf:{variant}",
+            rows=fakes.kv_rows(random.Random(rng + 10), acc), primary="value_correct",
+            group_by=("gold_position",), variant=variant, seed=None,
+        )  # fmt: skip
+    result = build_report([tmp_path], tmp_path / "out")
+    text = result.path.read_text()
+    section = text.split("## Finetuning data × benchmark", 1)[1].split("\n## ", 1)[0]
+    header = next(line for line in section.splitlines() if line.startswith("| finetuning data"))
+    assert "mdqa: best_subspan_em" in header and "mdqa: unsupported" in header
+    assert "mdqa: abstained" not in header  # declared but never recorded
+    lines = [line for line in section.splitlines() if line.startswith("| ")][1:]
+    assert [line.split(" | ")[0] for line in lines] == ["| base", "| a", "| b"]
+    assert re.search(r"\| a \| \d\.\d{3} \(" + CI_DELTA + r"\)", section)
+    rows = read_csv(tmp_path / "out/tables/comparison.csv")
+    mine = {(r["variant"], r["metric"]): r for r in rows if r["benchmark"] == "mdqa"}
+    a = fakes.read_scores(tmp_path / "a" / "mdqa", "unsupported")
+    base = fakes.read_scores(tmp_path / "base" / "mdqa", "unsupported")
+    want = statistics.fmean(a[i] - base[i] for i in a)
+    assert float(mine[("a", "unsupported")]["delta"]) == pytest.approx(want)
+    assert mine[("base", "unsupported")]["delta"] == ""

@@ -1,3 +1,5 @@
 """Stage 1: synthetic finetuning data. Importing this package registers every generator."""
 
-from needlework.datagen import multi_subkey_dict_kv, simple_dict_kv  # noqa: F401  (registers)
+from needlework.registry import discover
+
+discover(__name__, __path__)

@@ -1,10 +1,11 @@
 """The generator contract: a registered frozen dataclass that turns an RNG into one task.
 
 A generator knows nothing about tokenizers, budgets, splits or files: the pipeline
-(:mod:`needlework.datagen.pipeline`) decides how many dictionaries fit the token budget
-(:mod:`needlework.datagen.budget`), where the gold dictionary goes
-(:func:`needlework.datagen.dicts.gold_positions`), and which RNG each sample gets, then asks the
-generator for the text. That keeps every generator one small pure function of its RNG.
+(:mod:`needlework.datagen.pipeline`) decides how many units (dictionaries, passages) fit the
+token budget (:mod:`needlework.datagen.budget`), where the gold unit goes
+(:func:`needlework.datagen.dicts.gold_positions`), and which RNG and :class:`Slot` each sample
+gets, then asks the generator for the text. That keeps every generator one small pure function
+of its RNG (and, for generators built on real questions, of its slot).
 """
 
 from __future__ import annotations
@@ -13,37 +14,59 @@ import functools
 import random
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
 class Task:
     """One generated sample: the user prompt, the target answer and what to record about it.
 
-    ``meta`` holds at least ``gold_position`` (0-based dictionary index), ``num_dicts``,
-    ``gold_dict_name``, ``gold_key`` and ``gold_value``; generators may add more.
+    ``meta`` is the generator's own record of the sample (the pipeline adds seed, split, index,
+    token counts, ``num_<unit>``, ``gold_position`` and ``gold_depth``). ``questions`` are the
+    real benchmark questions the sample uses: the pipeline lists them in ``manifest.json`` so
+    evaluation can hold them out (:mod:`needlework.heldout`).
     """
 
     prompt: str
     answer: str
     meta: dict[str, Any] = field(default_factory=dict)
+    questions: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Where a sample sits in its dataset. ``ordinal`` numbers the samples of one seed across
+    splits (train first), so a generator drawing real questions can give each its own."""
+
+    seed: int
+    split: str
+    index: int
+    ordinal: int
 
 
 @runtime_checkable
 class Generator(Protocol):
-    """A dictionary-retrieval task family (registered in ``needlework.registry.generators``)."""
+    """A task family (registered in ``needlework.registry.generators``): a prompt made of
+    ``num_units`` units (dictionaries, passages, records), one of them gold."""
 
-    num_dicts: int | None
-    """Dictionaries per prompt; ``None`` = as many as fit the token budget (chosen by search)."""
+    unit: ClassVar[str]
+    """What a prompt is made of, plural (``dicts``, ``docs``): the meta and manifest say
+    ``num_<unit>``."""
     frac_0: float
-    """Fraction of each split whose gold dictionary is forced to position 0."""
+    """Fraction of each split whose gold unit is forced to position 0."""
     frac_top5: float
-    """Further fraction whose gold dictionary is drawn from the first positions (spec §2.1.7)."""
-    answer_template: bool
-    """Whether the prompt spells out the answer template."""
+    """Further fraction whose gold unit is drawn from the first positions (spec §2.1.7)."""
 
-    def build(self, rng: random.Random, num_dicts: int, gold_position: int) -> Task:
-        """One task with ``num_dicts`` dictionaries and the gold one at ``gold_position``."""
+    @property
+    def num_units(self) -> int | None:
+        """Units per prompt; ``None`` = as many as fit the token budget (chosen by search)."""
+        ...
+
+    def build(
+        self, rng: random.Random, num_units: int, gold_position: int, slot: Slot | None = None
+    ) -> Task:
+        """One task with ``num_units`` units and the gold one at ``gold_position``. ``slot`` is
+        None for the budget search's probe prompts."""
         ...
 
 

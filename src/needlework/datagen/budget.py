@@ -1,11 +1,12 @@
-"""Fit prompts to a token budget: the acceptance rule and the search for ``num_dicts``.
+"""Fit prompts to a token budget: the acceptance rule and the search for ``num_<unit>``.
 
 Acceptance (spec §2.1.6, made tokenizer-agnostic): a sample is kept when its prompt has fewer
 than ``max_context_tokens - reserve_tokens`` tokens (the official rule with its 100-token
 reserve; the official count also included BOS) *and* the whole conversation, chat template
 included, fits in ``max_context_tokens``. A sample that fails is re-drawn from its own RNG.
 
-When ``num_dicts`` is not fixed it is chosen once per seed by search, not by blind retries:
+When the number of units (dictionaries, passages) is not fixed it is chosen once per seed by
+search, not by blind retries:
 probe prompts give a tokens-per-dictionary estimate, a short gallop brackets the answer around
 it and a bisection finds the largest count at which every probe prompt fits (RULER's
 binary search, as a function). Each probe step costs one encode per probe prompt.
@@ -87,15 +88,14 @@ class _Prober:
         return self.run(n)[0]
 
 
-def _too_small(counter: TokenCounter, budget: Budget, mean2: float) -> UserError:
+def _too_small(gen: Generator, counter: TokenCounter, budget: Budget, mean2: float) -> UserError:
     return UserError(
-        f"max_context_tokens: budget too small for even two dictionaries with tokenizer "
-        f"{counter.name}: two-dictionary prompts take ~{mean2:.0f} tokens but need "
-        f"{budget.describe()}"
+        f"max_context_tokens: budget too small for even num_{gen.unit}=2 with tokenizer "
+        f"{counter.name}: such prompts take ~{mean2:.0f} tokens but need {budget.describe()}"
     )
 
 
-def fit_num_dicts(
+def fit_num_units(
     gen: Generator,
     counter: TokenCounter,
     budget: Budget,
@@ -104,11 +104,11 @@ def fit_num_dicts(
     probes: int = PROBES,
     max_dicts: int = 1_000_000,
 ) -> int:
-    """Largest number of dictionaries at which all ``probes`` probe prompts fit ``budget``."""
+    """Largest number of units at which all ``probes`` probe prompts fit ``budget``."""
     prober = _Prober(gen, counter, budget, key, probes)
     ok, _, mean2 = prober.run(2)
     if not ok:
-        raise _too_small(counter, budget, mean2)
+        raise _too_small(gen, counter, budget, mean2)
     # Secant steps on the largest probe prompt vs the limit give a close first guess ...
     target = budget.prompt_limit - 1
     a, b = 2, 10
@@ -144,33 +144,34 @@ def check_fixed(
     gen: Generator,
     counter: TokenCounter,
     budget: Budget,
-    num_dicts: int,
+    num_units: int,
     *,
     key: str,
     probes: int = 8,
 ) -> None:
-    """Fail early (before any output) when a fixed ``num_dicts`` cannot fit the budget at all."""
+    """Fail early (before any output) when a fixed unit count cannot fit the budget at all."""
     prober = _Prober(gen, counter, budget, key, probes)
     ok2, _, mean2 = prober.run(2)
     if not ok2:
-        raise _too_small(counter, budget, mean2)
+        raise _too_small(gen, counter, budget, mean2)
     counts = []
     for j in range(probes):
-        task = gen.build(random.Random(f"{key}:probe:{j}"), num_dicts, 0)
+        task = gen.build(random.Random(f"{key}:probe:{j}"), num_units, 0)
         p, c = measure(counter, task)
         if budget.fits(p, c):
             return
         counts.append(p)
+    field = f"num_{gen.unit}"
     raise UserError(
-        f"generator.num_dicts: {num_dicts} dictionaries do not fit max_context_tokens="
+        f"generator.{field}: {num_units} {gen.unit} do not fit max_context_tokens="
         f"{budget.max_context_tokens} with tokenizer {counter.name} (probe prompts take "
-        f"{min(counts)}-{max(counts)} tokens; need {budget.describe()}); lower num_dicts or set "
+        f"{min(counts)}-{max(counts)} tokens; need {budget.describe()}); lower {field} or set "
         f"it to null to choose it by budget"
     )
 
 
 def accept(
-    build: Callable[[], Task], counter: TokenCounter, budget: Budget, max_tries: int
+    build: Callable[[], Task], counter: TokenCounter, budget: Budget, max_tries: int, field: str
 ) -> tuple[Task, int, int, int]:
     """Draw tasks until one fits: (task, prompt tokens, conversation tokens, draws used)."""
     for tries in range(1, max_tries + 1):
@@ -180,5 +181,5 @@ def accept(
             return task, p, c, tries
     raise UserError(
         f"max_tries: no sample fit the budget in {max_tries} draws "
-        f"({budget.describe()}); lower generator.num_dicts"
+        f"({budget.describe()}); lower generator.{field}"
     )

@@ -34,7 +34,15 @@ def generate_cmd(args: argparse.Namespace) -> int:
             else f"{split} 0"
             for split, s in info["splits"].items()
         )
-        print(f"seed {seed}: {info['num_dicts']} dictionaries; {parts}", file=sys.stderr)
+        unit = cfg.generator.unit
+        match = info.get("token_match")
+        matched = (
+            f" (training {match['count']} tokens {match['reached_tokens']} for a target of "
+            f"{match['target_tokens']})"
+            if match
+            else ""
+        )
+        print(f"seed {seed}: {info[f'num_{unit}']} {unit}; {parts}{matched}", file=sys.stderr)
     print(manifest["out_dir"])
     return 0
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import ClassVar
 
-from needlework.datagen.base import Task, load_prompt
+from needlework.datagen.base import Slot, Task, load_prompt
 from needlework.datagen.dicts import (
     NumberPool,
     check_dict_task,
@@ -123,7 +124,15 @@ class MultiSubkeyDictKV:
             if not gold.issubset(key):  # never all gold subkeys: no permutation, no superset
                 return tuple(key)
 
-    def build(self, rng: random.Random, num_dicts: int, gold_position: int) -> Task:
+    unit: ClassVar[str] = "dicts"
+
+    @property
+    def num_units(self) -> int | None:
+        return self.num_dicts
+
+    def build(
+        self, rng: random.Random, num_dicts: int, gold_position: int, slot: Slot | None = None
+    ) -> Task:
         values: NumberPool = self._values  # type: ignore[attr-defined]
         gold_list = self._fill(rng, [], self.gold_key_size)
         common = gold_list[: self.common_subkey_size]
@@ -138,9 +147,9 @@ class MultiSubkeyDictKV:
                 value = values.one(rng)
             return key, value
 
-        slot = rng.randrange(self.gold_dict_size)
-        gold_pairs = [pair() for _ in range(slot)] + [(gold_key, gold_value)]
-        gold_pairs += [pair() for _ in range(self.gold_dict_size - 1 - slot)]
+        at = rng.randrange(self.gold_dict_size)
+        gold_pairs = [pair() for _ in range(at)] + [(gold_key, gold_value)]
+        gold_pairs += [pair() for _ in range(self.gold_dict_size - 1 - at)]
         dicts = [dict(gold_pairs)]
         lo, hi = self.dict_size_range
         for _ in range(num_dicts - 1):
@@ -171,6 +180,7 @@ class MultiSubkeyDictKV:
                 "gold_dict_name": name,
                 "gold_key": [int(s) for s in gold_key],
                 "gold_value": int(gold_value),
+                "answer_template": self.answer_template,
                 "gold_key_text": _key_text(gold_key),
                 "gold_subkeys_shown": [int(s) for s in shown],
                 "distractors_sharing": sum(1 for o in overlaps if o),

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, cast
 
 from needlework.datagen import budget as budget_mod
-from needlework.datagen.base import Generator, Task
+from needlework.datagen.base import Generator, Slot, Task
 from needlework.datagen.dicts import gold_positions
 from needlework.datagen.formatting import SYSTEM_MESSAGE, canonical_row
 from needlework.datagen.writer import (
@@ -53,6 +53,18 @@ from needlework.tokenization import TokenCounter, load_counter
 
 FORMATS: tuple[Literal["openai", "trl", "hf", "parquet"], ...] = ("openai", "trl", "hf", "parquet")
 SPLITS = ("train", "eval")
+
+
+@dataclass(frozen=True)
+class MatchTokens:
+    """Size the training split to another dataset's token count (equal-token baselines, as the
+    paper compares its baselines "at roughly the same number of training tokens")."""
+
+    dataset: Path
+    """The generated dataset to match: its ``seed<S>/train.jsonl`` for each of our seeds."""
+    count: Literal["answer", "total"] = "answer"
+    """``answer``: assistant-turn tokens (what answer-only loss trains on); ``total``: whole
+    conversations, chat template included."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +93,9 @@ class GenerateConfig:
     """System turn of the OpenAI rows (the official get_openai_entry text)."""
     max_tries: int = 1000
     """Draws per sample before giving up on the budget (official: 1000)."""
+    match_tokens: MatchTokens | None = None
+    """Replace ``num_train`` by as many samples as reach another dataset's training tokens;
+    the manifest records the target and the count reached."""
 
     def __post_init__(self) -> None:
         if self.max_context_tokens < 16:
@@ -136,14 +151,16 @@ def shard_range(n: int, shard: tuple[int, int] | None) -> range:
     return range(i * n // k, (i + 1) * n // k)
 
 
-def plan_num_dicts(cfg: GenerateConfig, counter: TokenCounter, seed: int) -> int:
-    """The number of dictionaries for ``seed``: fixed and checked, or found by search."""
+def plan_num_units(cfg: GenerateConfig, counter: TokenCounter, seed: int) -> int:
+    """The number of units (dictionaries, passages) for ``seed``: fixed and checked, or found
+    by search."""
     budget = budget_mod.Budget(cfg.max_context_tokens, cfg.reserve_tokens)
     key = f"{cfg.generator_name}:{seed}"
-    if cfg.generator.num_dicts is None:
-        return budget_mod.fit_num_dicts(cfg.generator, counter, budget, key=key)
-    budget_mod.check_fixed(cfg.generator, counter, budget, cfg.generator.num_dicts, key=key)
-    return cfg.generator.num_dicts
+    fixed = cfg.generator.num_units
+    if fixed is None:
+        return budget_mod.fit_num_units(cfg.generator, counter, budget, key=key)
+    budget_mod.check_fixed(cfg.generator, counter, budget, fixed, key=key)
+    return fixed
 
 
 def iter_rows(
@@ -151,48 +168,61 @@ def iter_rows(
     counter: TokenCounter,
     seed: int,
     split: str,
-    num_dicts: int,
+    num_units: int,
     indices: range,
+    sizes: dict[str, int] | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Canonical rows of ``split`` for the sample ``indices`` (any slice gives the same rows)."""
+    """Canonical rows of ``split`` for the sample ``indices`` (any slice gives the same rows).
+    ``sizes`` are the split sizes (the config's unless the training split is token-matched)."""
     gen, name = cfg.generator, cfg.generator_name
-    total = cfg.num_train if split == "train" else cfg.num_eval
+    sizes = sizes or split_sizes(cfg)
+    total = sizes[split]
+    offset = 0 if split == "train" else sizes["train"]
     positions = gold_positions(
         random.Random(f"{name}:{seed}:{split}:positions"),
         total,
-        num_dicts,
+        num_units,
         gen.frac_0,
         gen.frac_top5,
     )
     budget = budget_mod.Budget(cfg.max_context_tokens, cfg.reserve_tokens)
+    size_key = f"num_{gen.unit}"
     for index in indices:
         rng = sample_rng(name, seed, split, index)
         pos = positions[index]
+        slot = Slot(seed, split, index, offset + index)
 
-        def build(rng: random.Random = rng, pos: int = pos) -> Task:
-            return gen.build(rng, num_dicts, pos)
+        def build(rng: random.Random = rng, pos: int = pos, slot: Slot = slot) -> Task:
+            return gen.build(rng, num_units, pos, slot)
 
-        task, p, c, draws = budget_mod.accept(build, counter, budget, cfg.max_tries)
-        meta = {
+        task, p, c, draws = budget_mod.accept(build, counter, budget, cfg.max_tries, size_key)
+        meta: dict[str, Any] = {
             "generator": name,
             "seed": seed,
             "split": split,
             "index": index,
             "prompt_tokens": p,
             "conversation_tokens": c,
-            "num_dicts": num_dicts,
+            "answer_tokens": counter.count(task.answer),
+            size_key: num_units,
             "gold_position": pos,
-            "gold_depth": round(pos / (num_dicts - 1), 6),
-            "gold_dict_name": task.meta["gold_dict_name"],
-            "gold_key": task.meta["gold_key"],
-            "gold_value": task.meta["gold_value"],
-            "answer_template": gen.answer_template,
-            "tokenizer": counter.name,
-            "max_context_tokens": cfg.max_context_tokens,
-            "draws": draws,
+            "gold_depth": round(pos / (num_units - 1), 6) if num_units > 1 else 0.0,
         }
         meta.update({k: v for k, v in task.meta.items() if k not in meta})
+        meta.update(
+            {
+                "tokenizer": counter.name,
+                "max_context_tokens": cfg.max_context_tokens,
+                "draws": draws,
+            }
+        )
+        if task.questions:
+            meta["questions"] = list(task.questions)
         yield canonical_row(f"{name}-{seed}-{split}-{index}", budget_mod.messages(task), meta)
+
+
+def split_sizes(cfg: GenerateConfig) -> dict[str, int]:
+    return {"train": cfg.num_train, "eval": cfg.num_eval}
 
 
 def _needs_datasets(cfg: GenerateConfig, shard: tuple[int, int] | None) -> bool:
@@ -206,6 +236,57 @@ def _needs_datasets(cfg: GenerateConfig, shard: tuple[int, int] | None) -> bool:
             "'needlework[train]') or drop them from formats"
         ) from None
     return True
+
+
+def token_target(cfg: GenerateConfig, counter: TokenCounter, seed: int) -> int:
+    """Tokens of the reference dataset's training split for ``seed`` (``match_tokens``),
+    counted with this dataset's tokenizer so both sides are measured alike."""
+    match = cfg.match_tokens
+    assert match is not None
+    path = Path(match.dataset) / f"seed{seed}" / "train.jsonl"
+    if not path.is_file():
+        raise UserError(
+            f"match_tokens.dataset: {path} not found (expected a generated dataset with seed "
+            f"{seed}; generate it first)"
+        )
+    total = 0
+    for lineno, row in enumerate(read_jsonl(path), 1):
+        msgs = row.get("messages") if isinstance(row, dict) else None
+        if not isinstance(msgs, list) or not msgs or not isinstance(msgs[-1], dict):
+            raise UserError(f"match_tokens.dataset: {path}:{lineno}: expected a 'messages' list")
+        total += (
+            counter.count(str(msgs[-1].get("content", "")))
+            if match.count == "answer"
+            else counter.count_chat(msgs)
+        )
+    if total == 0:
+        raise UserError(f"match_tokens.dataset: {path} has no training tokens")
+    return total
+
+
+def row_tokens(row: dict[str, Any], count: str) -> int:
+    meta = row["meta"]
+    return int(meta["answer_tokens"] if count == "answer" else meta["conversation_tokens"])
+
+
+def matched_train_size(
+    cfg: GenerateConfig, counter: TokenCounter, seed: int, num_units: int, target: int
+) -> int:
+    """Training samples whose tokens first reach ``target``, measured on a trial draw (the
+    written split is redrawn at that size, so its count lands within a sample of the target)."""
+    assert cfg.match_tokens is not None
+    count = cfg.match_tokens.count
+    guess = max(8, cfg.num_train)
+    while True:
+        sizes = {"train": guess, "eval": 0}
+        total = 0
+        for n, row in enumerate(
+            iter_rows(cfg, counter, seed, "train", num_units, range(guess), sizes), 1
+        ):
+            total += row_tokens(row, count)
+            if total >= target:
+                return n
+        guess *= 2
 
 
 def generate(
@@ -222,45 +303,79 @@ def generate(
     )
     check_target(target)
     with_hf = _needs_datasets(cfg, shard)
-    plan = {seed: plan_num_dicts(cfg, counter, seed) for seed in cfg.seeds}
-    counts = {"train": cfg.num_train, "eval": cfg.num_eval}
-    total = sum(len(shard_range(counts[s], shard)) for s in SPLITS) * len(cfg.seeds)
+    unit = cfg.generator.unit
+    plan = {seed: plan_num_units(cfg, counter, seed) for seed in cfg.seeds}
+    sizes = {seed: split_sizes(cfg) for seed in cfg.seeds}
+    matched: dict[str, Any] = {}
+    if cfg.match_tokens is not None:
+        for seed in cfg.seeds:
+            goal = token_target(cfg, counter, seed)
+            n = matched_train_size(cfg, counter, seed, plan[seed], goal)
+            sizes[seed] = {"train": n, "eval": cfg.num_eval}
+            matched[str(seed)] = {
+                "reference": str(cfg.match_tokens.dataset),
+                "count": cfg.match_tokens.count,
+                "target_tokens": goal,
+                "num_train": n,
+            }
+    total = sum(len(shard_range(sizes[seed][s], shard)) for s in SPLITS for seed in cfg.seeds)
     seeds: dict[str, Any] = {}
+    questions: set[str] = set()
     with staged_dir(target) as stage, progress_bar(total, progress, cfg.generator_name) as bar:
         write_run_info(
             stage,
             cfg,
             shard=list(shard) if shard else None,
-            num_dicts={str(s): n for s, n in plan.items()},
+            **{f"num_{unit}": {str(s): n for s, n in plan.items()}},
         )
-        for seed, num_dicts in plan.items():
+        for seed, num_units in plan.items():
             folder = stage / f"seed{seed}"
             folder.mkdir()
             with contextlib.ExitStack() as stack:
                 writers = {}
                 for split in SPLITS:
-                    if counts[split] == 0:
+                    if sizes[seed][split] == 0:
                         continue
                     w = writers[split] = SplitWriter(
                         folder, split, cfg, counter, stack, keep_rows=with_hf
                     )
-                    bar.set_postfix(seed=seed, split=split, num_dicts=num_dicts)
-                    for row in iter_rows(
-                        cfg, counter, seed, split, num_dicts, shard_range(counts[split], shard)
-                    ):
+                    bar.set_postfix({"seed": seed, "split": split, f"num_{unit}": num_units})
+                    rows = iter_rows(
+                        cfg,
+                        counter,
+                        seed,
+                        split,
+                        num_units,
+                        shard_range(sizes[seed][split], shard),
+                        sizes[seed],
+                    )
+                    for row in rows:
                         w.add(row)
                         bar.update()
             check_disjoint(writers, seed)
-            seeds[str(seed)] = {
-                "num_dicts": num_dicts,
-                "splits": {s: w.summary() for s, w in writers.items()},
-            }
+            seeds[str(seed)] = seed_summary(unit, num_units, writers, matched.get(str(seed)))
+            questions.update(q for w in writers.values() for q in w.questions)
             if with_hf:
                 # keep_rows=with_hf: every writer kept its rows
-                rows = {s: cast("list[dict[str, Any]]", w.rows) for s, w in writers.items()}
-                write_hf(folder, rows, cfg.formats)
-        manifest = finish(stage, cfg, seeds, shard)
+                kept = {s: cast("list[dict[str, Any]]", w.rows) for s, w in writers.items()}
+                write_hf(folder, kept, cfg.formats)
+        manifest = finish(stage, cfg, seeds, shard, questions)
     return {**manifest, "out_dir": str(target)}
+
+
+def seed_summary(
+    unit: str, num_units: int, writers: dict[str, SplitWriter], matched: dict[str, Any] | None
+) -> dict[str, Any]:
+    """One seed's manifest entry; with token matching, the target and the count reached."""
+    out: dict[str, Any] = {
+        f"num_{unit}": num_units,
+        "splits": {s: w.summary() for s, w in writers.items()},
+    }
+    if matched is not None and "train" in writers:
+        train = out["splits"]["train"]
+        key = "total_answer_tokens" if matched["count"] == "answer" else "total_conversation_tokens"
+        out["token_match"] = {**matched, "reached_tokens": train[key]}
+    return out
 
 
 def merge_shards(cfg: GenerateConfig, num_shards: int, *, progress: bool = True) -> dict[str, Any]:
@@ -276,6 +391,7 @@ def merge_shards(cfg: GenerateConfig, num_shards: int, *, progress: bool = True)
     check_target(cfg.out_dir)
     with_hf = _needs_datasets(cfg, None)
     seeds: dict[str, Any] = {}
+    questions: set[str] = set()
     with staged_dir(cfg.out_dir) as stage, progress_bar(None, progress, "merge") as bar:
         write_run_info(stage, cfg, merged_from=[str(p) for p in parts])
         for seed in cfg.seeds:
@@ -295,16 +411,15 @@ def merge_shards(cfg: GenerateConfig, num_shards: int, *, progress: bool = True)
                             w.add(row)
                             bar.update()
             check_disjoint(writers, seed)
-            num_dicts = writers["train" if "train" in writers else "eval"].metas[0]["num_dicts"]
-            seeds[str(seed)] = {
-                "num_dicts": num_dicts,
-                "splits": {s: w.summary() for s, w in writers.items()},
-            }
+            unit = cfg.generator.unit
+            first = writers["train" if "train" in writers else "eval"].metas[0]
+            seeds[str(seed)] = seed_summary(unit, first[f"num_{unit}"], writers, None)
+            questions.update(q for w in writers.values() for q in w.questions)
             if with_hf:
                 # keep_rows=with_hf: every writer kept its rows
                 rows = {s: cast("list[dict[str, Any]]", w.rows) for s, w in writers.items()}
                 write_hf(folder, rows, cfg.formats)
-        manifest = finish(stage, cfg, seeds, None)
+        manifest = finish(stage, cfg, seeds, None, questions)
     return {**manifest, "out_dir": str(cfg.out_dir)}
 
 

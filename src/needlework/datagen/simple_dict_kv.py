@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import ClassVar
 
-from needlework.datagen.base import Task, load_prompt
+from needlework.datagen.base import Slot, Task, load_prompt
 from needlework.datagen.dicts import (
     NumberPool,
     check_dict_task,
@@ -65,7 +66,15 @@ class SimpleDictKV:
     def prompt_name(self) -> str:
         return "simple_dict_kv_wtemplate" if self.answer_template else "simple_dict_kv"
 
-    def build(self, rng: random.Random, num_dicts: int, gold_position: int) -> Task:
+    unit: ClassVar[str] = "dicts"
+
+    @property
+    def num_units(self) -> int | None:
+        return self.num_dicts
+
+    def build(
+        self, rng: random.Random, num_dicts: int, gold_position: int, slot: Slot | None = None
+    ) -> Task:
         keys: NumberPool = self._keys  # type: ignore[attr-defined]
         vals: NumberPool = self._values  # type: ignore[attr-defined]
         gold_key, gold_value = keys.one(rng), vals.one(rng)
@@ -80,11 +89,11 @@ class SimpleDictKV:
             for i in range(n):
                 while ks[i] == gold_key or vs[i] == gold_value:
                     ks[i], vs[i] = keys.one(rng), vals.one(rng)
-        slot = rng.randrange(self.gold_dict_size)
+        at = rng.randrange(self.gold_dict_size)
         g = self.gold_dict_size - 1
         # The gold dictionary is built first (official: at index 0), then moved into place.
-        gold_ks = [*ks[:slot], gold_key, *ks[slot:g]]
-        gold_vs = [*vs[:slot], gold_value, *vs[slot:g]]
+        gold_ks = [*ks[:at], gold_key, *ks[at:g]]
+        gold_vs = [*vs[:at], gold_value, *vs[at:g]]
         bodies = render_bodies(gold_ks + ks[g:], gold_vs + vs[g:], [g + 1, *sizes])
         bodies.insert(gold_position, bodies.pop(0))
         gold_dict = dict(zip(gold_ks, gold_vs))
@@ -104,6 +113,7 @@ class SimpleDictKV:
                 "gold_dict_name": name,
                 "gold_key": int(gold_key),
                 "gold_value": int(gold_value),
+                "answer_template": self.answer_template,
                 "gold_dict_size": len(gold_dict),
                 "gold_key_slot": list(gold_dict).index(gold_key),
             },

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from needlework.datagen.formatting import openai_report, openai_row, stats, trl_row
 from needlework.errors import DataError, UserError
+from needlework.heldout import held_out_entry
 from needlework.io import dumps, exclusive_lock, sha256_file, write_json
 from needlework.tokenization import TokenCounter
 
@@ -135,6 +136,7 @@ class SplitWriter:
         self.openai: list[dict[str, Any]] = []
         self.rows: list[dict[str, Any]] | None = [] if keep_rows else None
         self.digests: set[bytes] = set()
+        self.questions: set[str] = set()
 
     def add(self, row: dict[str, Any]) -> None:
         self.files["canonical"].write(dumps(row) + "\n")
@@ -145,6 +147,7 @@ class SplitWriter:
         if "trl" in self.files:
             self.files["trl"].write(dumps(trl_row(row)) + "\n")
         self.metas.append(row["meta"])
+        self.questions.update(row["meta"].get("questions", ()))
         self.digests.add(
             hashlib.blake2b(row["messages"][0]["content"].encode(), digest_size=16).digest()
         )
@@ -163,9 +166,11 @@ class SplitWriter:
                 {
                     "first_index": m[0]["index"],
                     "last_index": m[-1]["index"],
-                    "num_dicts": stats([x["num_dicts"] for x in m]),
                     "prompt_tokens": stats([x["prompt_tokens"] for x in m]),
                     "conversation_tokens": stats([x["conversation_tokens"] for x in m]),
+                    "answer_tokens": stats([x["answer_tokens"] for x in m]),
+                    "total_conversation_tokens": sum(x["conversation_tokens"] for x in m),
+                    "total_answer_tokens": sum(x["answer_tokens"] for x in m),
                     "gold_position_0": positions.count(0),
                     "gold_depth_deciles": deciles,
                     "redraws": sum(x["draws"] - 1 for x in m),
@@ -195,7 +200,11 @@ def write_hf(folder: Path, rows: dict[str, list[dict[str, Any]]], formats) -> No
 
 
 def finish(
-    stage: Path, cfg: GenerateConfig, seeds: dict[str, Any], shard: tuple[int, int] | None
+    stage: Path,
+    cfg: GenerateConfig,
+    seeds: dict[str, Any],
+    shard: tuple[int, int] | None,
+    questions: set[str],
 ) -> dict[str, Any]:
     files = {}
     for path in sorted(p for p in stage.rglob("*") if p.is_file() and p.name != STAGE_LOCK):
@@ -212,6 +221,8 @@ def finish(
         "seeds": seeds,
         "files": files,
     }
+    if questions:  # real benchmark questions used (any split, any seed): evaluation holds them out
+        manifest["held_out"] = held_out_entry(questions)
     write_json(stage / "manifest.json", manifest)
     return manifest
 

@@ -1,3 +1,6 @@
 """Stage 3: evaluation. Importing this package registers every benchmark."""
 
-from needlework.evaluation.benchmarks import flenqa, general, kv_retrieval, mdqa, niah  # noqa: F401
+from needlework.evaluation import benchmarks
+from needlework.registry import discover
+
+discover(benchmarks.__name__, benchmarks.__path__)

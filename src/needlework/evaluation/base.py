@@ -12,12 +12,15 @@ class Benchmark(Protocol):
     """A registered frozen dataclass (``@benchmarks.register("mdqa")``) with these members.
 
     ``group_by`` names ``Sample.meta`` fields the runner breaks metrics down by (a field, never a
-    metric name); ``primary_metric`` is the score reports plot. ``max_new_tokens`` None asks the
-    runner to size the answer budget from the longest gold answer (``answer_budget``).
+    metric name); ``primary_metric`` is the score reports plot; ``secondary_metrics`` are scores
+    reports show beside it (tables, a figure panel per breakdown), recorded in metrics.json so
+    reporting needs no list of its own. ``max_new_tokens`` None asks the runner to size the answer
+    budget from the longest gold answer (``answer_budget``).
     """
 
     group_by: tuple[str, ...]
     primary_metric: str
+    secondary_metrics: tuple[str, ...]
     max_new_tokens: int | None
 
     def label(self) -> str:

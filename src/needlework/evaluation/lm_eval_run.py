@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from needlework.errors import UserError
+from needlework.heldout import load_held_out
 from needlework.io import ensure_writable_dir, sha256_text, write_json, write_jsonl
 
 if TYPE_CHECKING:  # the unit calls this module, never the other way round at import time
@@ -133,7 +134,7 @@ def run_general(
     work = ensure_writable_dir(run_dir / WORK)
     identity = model_identity(unit)
     count = limit if limit is not None else bench.fraction
-    settings = {
+    settings: dict[str, Any] = {
         "backend": backend,
         "data_dir": str(root) if root else None,
         "apply_chat_template": bench.apply_chat_template,
@@ -144,6 +145,14 @@ def run_general(
         "generative": any(p["generative_variant"] for p in plan),
         "lm_eval_version": _version("lm_eval"),
     }
+    held = [str(Path(p).expanduser().resolve()) for p in bench.held_out]
+    if held:
+        keys = sorted(load_held_out(held))
+        settings["held_out"] = {
+            "paths": held,
+            "questions": len(keys),
+            "sha256": sha256_text("\n".join(keys)),
+        }
     _check_owner(work / "model.json", identity)
 
     lm = manager = None
@@ -161,7 +170,7 @@ def run_general(
         if done is None:
             if lm is None:
                 lm = build_lm(backend, unit, bench.batch_size)
-                manager = _task_manager(plan, root)
+                manager = _task_manager(plan, root, held)
             log.info("general: %s (%s, %d-shot)", item["key"], item["task"], item["shots"])
             try:
                 res = _simple_evaluate(lm_eval, item, lm, manager, bench, count, work)
@@ -251,7 +260,7 @@ def _load_done(path: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None
     return done
 
 
-def _task_manager(plan: list[dict[str, Any]], root: Path | None) -> Any:
+def _task_manager(plan: list[dict[str, Any]], root: Path | None, held_out: list[str]) -> Any:
     """Our include path always; lm-eval's built-in index (slow) only when a hub task is used."""
     from lm_eval.tasks import TaskManager
 
@@ -261,7 +270,7 @@ def _task_manager(plan: list[dict[str, Any]], root: Path | None) -> Any:
     return TaskManager(
         include_path=str(include_path()),
         include_defaults=builtin,
-        metadata={"data_dir": str(root) if root else None},
+        metadata={"data_dir": str(root) if root else None, "held_out": held_out},
     )
 
 
@@ -272,6 +281,8 @@ def _convert(item: dict[str, Any], res: Mapping[str, Any]) -> dict[str, Any]:
     for sub in sorted(res["samples"]):
         output_type = configs.get(sub, {}).get("output_type", "generate_until")
         rows.extend(rows_from_samples(item["key"], sub, res["samples"][sub], output_type))
+    if item.get("closed_book"):
+        add_closed_book_outcomes(item["key"], item["primary"], rows)
     shots = {k: int(v) for k, v in res.get("n-shot", {}).items()}
     wrong = {k: v for k, v in shots.items() if v != item["shots"]}
     if wrong:
@@ -413,6 +424,21 @@ def rows_from_samples(
         for metric in s["metrics"]:
             row["scores"][f"{key}/{metric_name(metric, s['filter'])}"] = float(s[metric])
     return [by_doc[d] for d in sorted(by_doc)]
+
+
+def add_closed_book_outcomes(key: str, primary: str, rows: list[dict[str, Any]]) -> None:
+    """``<key>/abstained`` and ``<key>/wrong_answer`` per row, from the answer lm-eval scored
+    (its primary filter's output) and its exact-match score: the hallucination view of a
+    knowledge benchmark (a wrong answer given instead of an abstention)."""
+    from needlework.evaluation.metrics import is_abstention
+
+    flt = primary.partition(",")[2]
+    for row in rows:
+        answer = row["lm_eval"].get("filtered", {}).get(flt, row["output"])
+        abstained = is_abstention(str(answer))
+        correct = row["scores"].get(f"{key}/{primary}", 0.0) > 0
+        row["scores"][f"{key}/abstained"] = float(abstained)
+        row["scores"][f"{key}/wrong_answer"] = float(not correct and not abstained)
 
 
 def _plain(value: Any) -> Any:

@@ -96,6 +96,115 @@ def contains_answer(text: str, answers: Iterable[str]) -> bool:
     return any(normalize_answer(a) in norm for a in answers if normalize_answer(a))
 
 
+# ----------------------------------------------------------------------------- hallucination
+# Not in the paper, which argues from knowledge-benchmark drops (spec §4.5); these measure it on
+# the outputs. Rules (golden tests in tests/evaluation/test_metrics.py):
+#   abstained   the normalised answer is empty or starts with a refusal phrase below;
+#   unsupported wrong, not an abstention, and not found in the documents: neither the whole
+#               normalised answer (after an "answer is" lead-in) is a substring of the
+#               normalised documents nor is every one of its content words one of their words;
+#   wrong_answer (closed book) wrong and not an abstention.
+
+ABSTENTION_PHRASES = (
+    "i dont know",
+    "i do not know",
+    "dont know",
+    "unknown",
+    "no answer",
+    "not sure",
+    "im not sure",
+    "i am not sure",
+    "cannot answer",
+    "cant answer",
+    "i cannot",
+    "i cant",
+    "cannot be determined",
+    "not mentioned",
+    "not provided",
+    "no information",
+    "not enough information",
+    "unanswerable",
+    "none",
+    "there is no information",
+)
+_STOPWORDS = frozenset(
+    [
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "of",
+        "in",
+        "on",
+        "at",
+        "to",
+        "for",
+        "by",
+        "with",
+        "from",
+        "and",
+        "or",
+        "as",
+        "it",
+        "its",
+        "this",
+        "that",
+        "these",
+        "those",
+        "he",
+        "she",
+        "they",
+        "his",
+        "her",
+        "their",
+        "there",
+        "which",
+        "who",
+        "whom",
+        "what",
+        "when",
+        "where",
+        "how",
+        "answer",
+    ]
+)
+
+
+def is_abstention(prediction: str) -> bool:
+    """The answer declines (empty, "I don't know", "unknown", "not mentioned", ...)."""
+    norm = normalize_answer(prediction)
+    return not norm or any(norm == p or norm.startswith(p + " ") for p in ABSTENTION_PHRASES)
+
+
+def _strip_lead_in(norm: str) -> str:
+    for lead in ("answer is ", "answer "):
+        if norm.startswith(lead):
+            return norm[len(lead) :]
+    return norm
+
+
+def unsupported_answer(prediction: str, ground_truths: Sequence[str], context: str) -> float:
+    """1.0 for a wrong, non-abstaining answer that the documents do not contain (see above)."""
+    if best_subspan_em(prediction, ground_truths) or is_abstention(prediction):
+        return 0.0
+    pred = _strip_lead_in(normalize_answer(prediction))
+    ctx = normalize_answer(context)
+    if pred and pred in ctx:
+        return 0.0
+    words = [w for w in pred.split() if w not in _STOPWORDS]
+    vocabulary = set(ctx.split())
+    return 0.0 if words and all(w in vocabulary for w in words) else 1.0
+
+
+def wrong_answer(prediction: str, ground_truths: Sequence[str]) -> float:
+    """Closed book: 1.0 for an answer that is neither correct nor an abstention."""
+    if best_subspan_em(prediction, ground_truths) or is_abstention(prediction):
+        return 0.0
+    return 1.0
+
+
 # --------------------------------------------------------------------------------------- FLenQA
 
 

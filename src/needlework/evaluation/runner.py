@@ -604,6 +604,7 @@ def aggregate(rows: Iterable[Mapping[str, Any]], bench: Benchmark, model: str) -
         "benchmark_name": getattr(type(bench), "registry_name", type(bench).__name__),
         "model": model,
         **aggregate_predictions(rows, group_by=bench.group_by, primary_metric=bench.primary_metric),
+        "secondary_metrics": list(bench.secondary_metrics),
     }
 
 

@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from needlework.errors import ConfigError
-from needlework.models import hf, openai, scripted, vllm  # noqa: F401  (registration)
 from needlework.models.base import ChatModel, PromptTooLongError
+from needlework.registry import discover
+
+discover(__name__, __path__)
 
 __all__ = ["ChatModel", "PromptTooLongError", "load_backend", "parse_model_spec"]
 

@@ -217,7 +217,12 @@ class ReportBuilder:
     # -- sections --------------------------------------------------------------------------------
     def build(self) -> ReportResult:
         parts = (
-            [self.overall_section(), self.all_metrics_section(), sections.pairwise_section(self)]
+            [
+                self.overall_section(),
+                sections.comparison_section(self),
+                self.all_metrics_section(),
+                sections.pairwise_section(self),
+            ]
             if self.found.runs
             else []
         )

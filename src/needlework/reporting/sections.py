@@ -23,12 +23,14 @@ from needlework.reporting.compare import (
     seed_scores,
 )
 from needlework.reporting.tables import (
+    DASH,
     DELTA_CSV,
     Extra,
     Notes,
     Table,
     breakdown_table,
     delta_csv,
+    fmt,
     fmt_delta,
     general_table,
     heatmap_table,
@@ -53,19 +55,14 @@ NIAH_DEPTH_FIELDS = ("depth_percent", "needle_depth", "depth", "gold_depth")
 DEPTH_BIN_FIELD = "gold_depth_bin"
 SIZE_FIELDS = ("num_dicts", "num_keys", "num_docs", "num_records")
 
-# Scores shown beside the primary metric (table rows/columns, figure panels), by benchmark
-# registry name, where metrics.json has them: whether the answer followed the expected format
-# tells "finetuning taught the template" apart from "finetuning taught retrieval".
-SECONDARY_METRICS: dict[str, tuple[str, ...]] = {"kv_retrieval": ("format_match",)}
-
 
 def secondary_metrics(groups: list[Group]) -> list[str]:
-    """The declared secondary metrics of these groups' benchmark that some run recorded (and
-    that are not its primary metric)."""
+    """The secondary metrics the benchmark declared (metrics.json ``secondary_metrics``, written
+    by the runner from the unit) that some run recorded and that are not its primary metric."""
     if not groups:
         return []
     runs = [r for g in groups for r in g.runs]
-    declared = SECONDARY_METRICS.get(groups[0].benchmark, ())
+    declared = dict.fromkeys(m for r in runs for m in r.metrics.get("secondary_metrics") or ())
     return [
         m
         for m in declared
@@ -507,5 +504,79 @@ def pairwise_section(b: ReportBuilder) -> str:
     link = b.csv("pairwise", out)
     return (
         "## Pairwise deltas between variants (primary metric)\n\n"
+        f"{md.to_markdown()}\n{b.notes_block(start)}\nCSV: [{link}]({link})\n"
+    )
+
+
+def comparison_columns(b: ReportBuilder) -> list[tuple[str, str]]:
+    """(benchmark label, metric) columns of the comparison table: each benchmark's primary and
+    declared secondary metrics; for a general suite each task's score and, for closed-book
+    tasks, its wrong-answer and abstention rates."""
+    cols: list[tuple[str, str]] = []
+    for label, variants in b.groups.items():
+        groups = list(variants.values())
+        runs = [r for g in groups for r in g.runs]
+        recorded = set.intersection(*(set(r.metrics["metrics"]) for r in runs))
+        if groups[0].benchmark == "general":
+            tasks = runs[0].metrics.get("tasks") or {}
+            for key, task in tasks.items():
+                for name in (task.get("primary_metric"), f"{key}/wrong_answer", f"{key}/abstained"):
+                    if name in recorded:
+                        cols.append((label, name))
+            continue
+        for name in (groups[0].metric, *secondary_metrics(groups)):
+            if name in recorded:
+                cols.append((label, name))
+    return cols
+
+
+def comparison_section(b: ReportBuilder) -> str:
+    """The paper's Table 2 layout: one row per finetuning variant, one column per benchmark
+    score, each cell the score and its paired delta vs the baseline (95% CI)."""
+    if not b.baseline:
+        return ""
+    variants = list(dict.fromkeys(v for vs in b.groups.values() for v in vs))
+    if len(variants) < 3 or len(b.groups) < 2:
+        return ""  # one finetuned model: the overall table says it all
+    cols = comparison_columns(b)
+    if not cols:
+        return ""
+    start = len(b.notes.texts)
+    md = Table(["finetuning data", *(f"{label}: {metric}" for label, metric in cols)])
+    out = Table(["variant", "benchmark", "metric", "mean", "ci_low", "ci_high", "delta",
+                 "delta_ci_low", "delta_ci_high"])  # fmt: skip
+    ordered = [b.baseline, *(v for v in variants if v != b.baseline)]
+    for variant in ordered:
+        cells = []
+        for label, metric in cols:
+            group = b.groups[label].get(variant)
+            if group is None or not all(metric in r.metrics["metrics"] for r in group.runs):
+                cells.append(DASH)
+                continue
+            stat = overall(group, metric)
+            base = b.base_of(label)
+            delta = None
+            if base is not None and group is not base:
+                delta = (
+                    general_delta(group, base, metric, {})
+                    if group.benchmark == "general" and not seed_scores(group, metric)[0]
+                    else paired_delta(group, base, metric)
+                )
+            text = fmt(stat.mean)
+            if delta is not None:
+                text += f" ({fmt_delta(delta, b.notes)})"
+            cells.append(text)
+            out.rows.append(
+                [variant, label, metric, stat.mean, stat.ci_low, stat.ci_high,
+                 *((delta.delta, delta.ci_low, delta.ci_high) if delta else (None,) * 3)]
+            )  # fmt: skip
+        md.rows.append([variant, *cells])
+    b.html_tables.append(("Finetuning data x benchmark", md))
+    link = b.csv("comparison", out)
+    return (
+        "## Finetuning data × benchmark (the paper's Table 2 layout)\n\n"
+        f"Each cell: the score, then in parentheses the paired difference from "
+        f"**{b.baseline}** with its 95% CI. Wrong-answer, unsupported-answer and abstention "
+        "rates measure hallucination directly (lower wrong/unsupported is better).\n\n"
         f"{md.to_markdown()}\n{b.notes_block(start)}\nCSV: [{link}]({link})\n"
     )

@@ -1,3 +1,5 @@
 """Stage 2: finetuning. Importing this package registers every training backend."""
 
-from needlework.training import hf_sft, openai  # noqa: F401  (registers the units)
+from needlework.registry import discover
+
+discover(__name__, __path__)

@@ -110,6 +110,7 @@ class FLenQA:
 
     group_by = ("task", "ctx_size", "dispersion", "padding_type")
     primary_metric = "correct"
+    secondary_metrics = ()
 
     def label(self) -> str:
         return "flenqa_cot" if self.cot else "flenqa"

@@ -43,6 +43,8 @@ class TaskSpec:
     """Letter-answer variant for endpoints without log-probabilities (None: already generative)."""
     local_caveat: str | None = None
     """Why local-data scores are not directly comparable with the paper (None: they are)."""
+    closed_book: bool = False
+    """A short-answer knowledge task: wrong answers and abstentions are scored too."""
 
 
 GEN_PRIMARY = "exact_match,letter"
@@ -72,8 +74,11 @@ TASKS: dict[str, TaskSpec] = {
         "exact_match,remove_whitespace",
         local_caveat="llm-foundry's 3,000-question subset with answers clipped to 10 tokens, not "
         "the 17,944-question rc.nocontext validation set",
+        closed_book=True,
     ),
-    "nq_open": TaskSpec("nq_open", "needlework_nq_open", 0, "exact_match,remove_whitespace"),
+    "nq_open": TaskSpec(
+        "nq_open", "needlework_nq_open", 0, "exact_match,remove_whitespace", closed_book=True
+    ),
 }
 LOGPROB_BACKENDS = ("hf", "vllm")
 
@@ -105,10 +110,14 @@ class General:
     task's own limit (lm-eval's 256 unless the task sets one). Changes scores: recorded."""
     request_cache: bool = True
     """Keep every model answer in <run>/lm_eval/ so an interrupted run resumes mid-task."""
+    held_out: tuple[str, ...] = ()
+    """Finetuning datasets (folders or manifest.json) whose recorded questions TriviaQA and
+    NQ-Open drop (local data only: the hub tasks cannot be filtered)."""
 
     # The Benchmark protocol's fields; lm-eval task configs set the real generation limits.
     group_by = ("subject",)
     max_new_tokens = 256
+    secondary_metrics = ()  # every task's scores have their own table
 
     def __post_init__(self) -> None:
         if self.data_dir is None and os.environ.get("NEEDLEWORK_DATA"):
@@ -131,6 +140,11 @@ class General:
             raise ValueError(f"max_gen_toks: expected >= 1, got {self.max_gen_toks}")
         if self.fraction is not None and not 0 < self.fraction < 1:
             raise ValueError(f"fraction: expected a number between 0 and 1, got {self.fraction}")
+        if self.held_out and not self.data_dir and {"triviaqa", "nq_open"} & set(self.tasks):
+            raise ValueError(
+                "held_out: filtering questions needs the local tasks; set data_dir (or "
+                "NEEDLEWORK_DATA) to a folder in the ../shared/data layout"
+            )
 
     @property
     def primary_metric(self) -> str:
@@ -180,6 +194,7 @@ class General:
                     "source": "local" if self.data_dir else "hub",
                     "caveat": spec.local_caveat if self.data_dir else None,
                     "generative_variant": variant,
+                    "closed_book": spec.closed_book,
                 }
             )
         return out

@@ -135,6 +135,8 @@ class KVRetrieval:
             object.__setattr__(self, "max_new_tokens", 100)  # the reference scripts' limit
 
     group_by = ("gold_position", "gold_depth_bin")
+    # did the answer follow the template: tells "learnt the format" from "learnt retrieval"
+    secondary_metrics = ("format_match",)
 
     @property
     def primary_metric(self) -> str:

@@ -34,7 +34,14 @@ from needlework.evaluation.data import (
     litm_checksums,
     verify_file,
 )
-from needlework.evaluation.metrics import best_subspan_em, first_line
+from needlework.evaluation.metrics import (
+    best_subspan_em,
+    first_line,
+    is_abstention,
+    unsupported_answer,
+    wrong_answer,
+)
+from needlework.heldout import load_held_out, question_key
 from needlework.records import Sample
 from needlework.registry import benchmarks
 
@@ -86,6 +93,9 @@ class MDQA:
     """Chooses the questions and the random distractors."""
     tokenizer: str | None = None
     """``load_counter`` spec (e.g. ``hf:<model dir>``) to record ``context_tokens`` per sample."""
+    held_out: tuple[str, ...] = ()
+    """Finetuning datasets (folders or manifest.json) whose recorded questions are never asked:
+    questions are chosen among the rest, so every model given the same list gets the same."""
     max_new_tokens: int = 100
     """As Lost in the Middle; only the first line is scored."""
 
@@ -111,6 +121,8 @@ class MDQA:
         return ("gold_position", "num_docs") if self.mode == "documents" else ()
 
     primary_metric = "best_subspan_em"
+    # how wrong answers fail: invented (not in any document) or declined; closed book, wrong
+    secondary_metrics = ("unsupported", "wrong_answer", "abstained")
 
     def label(self) -> str:
         if self.mode != "documents":
@@ -121,7 +133,20 @@ class MDQA:
         return f"mdqa_{self.num_docs}docs{kind}{PROMPT_SUFFIX[self.prompt]}"
 
     def score(self, sample: Sample, output: str) -> dict[str, float]:
-        return {"best_subspan_em": best_subspan_em(first_line(output), sample.answers)}
+        """Accuracy, plus how wrong answers fail: abstaining, or (with documents) an answer the
+        documents do not contain; closed book, answering wrongly instead of abstaining."""
+        line = first_line(output)
+        scores = {
+            "best_subspan_em": best_subspan_em(line, sample.answers),
+            "abstained": float(is_abstention(line)),
+        }
+        if self.mode == "closedbook":
+            scores["wrong_answer"] = wrong_answer(line, sample.answers)
+        else:
+            prompt = sample.messages[-1]["content"]
+            documents = "\n".join(x for x in prompt.splitlines() if x.startswith("Document ["))
+            scores["unsupported"] = unsupported_answer(line, sample.answers, documents)
+        return scores
 
     # ------------------------------------------------------------------------------ samples
 
@@ -144,9 +169,18 @@ class MDQA:
     def _sample(self, sid: str, rec: QARecord, prompt: str, **meta: object) -> Sample:
         return Sample(sid, user_turn(prompt), rec.answers, {"question": rec.question, **meta})
 
+    def _questions(self, records: list[QARecord]) -> list[int]:
+        """The seeded subset of questions, taken among those no held-out dataset used."""
+        if not self.held_out:
+            return seeded_subset(len(records), self.num_questions, self.seed, "mdqa")
+        held = load_held_out(self.held_out)
+        allowed = [i for i, r in enumerate(records) if question_key(r.question) not in held]
+        picked = seeded_subset(len(allowed), self.num_questions, self.seed, "mdqa")
+        return [allowed[j] for j in picked]
+
     def _baseline(self) -> Iterator[Sample]:
         records = mb_records(self._path(ORACLE), self.verify)
-        for q in seeded_subset(len(records), self.num_questions, self.seed, "mdqa"):
+        for q in self._questions(records):
             rec = records[q]
             if self.mode == "closedbook":
                 prompt = mb.closedbook_prompt(rec.question)
@@ -161,7 +195,7 @@ class MDQA:
     def _built(self) -> Iterator[Sample]:
         records = mb_records(self._path(ORACLE), self.verify)
         pool = mb.DistractorPool(records)
-        chosen = seeded_subset(len(records), self.num_questions, self.seed, "mdqa")
+        chosen = self._questions(records)
         k = self.num_docs - 1
         if self.distractors == "bm25":
             picks = mb.bm25_distractors(pool, records, chosen, k)
@@ -195,7 +229,7 @@ class MDQA:
             for g in self.gold_positions
         }
         total = min(len(r) for r in files.values())
-        for q in seeded_subset(total, self.num_questions, self.seed, "mdqa"):
+        for q in self._questions(next(iter(files.values()))[:total]):
             for g, records in files.items():
                 rec = records[q]
                 if len(rec.documents) != self.num_docs or rec.gold_index != g:

@@ -65,6 +65,7 @@ class NIAH:
 
     group_by = ("context_length", "depth_percent")
     primary_metric = "best_subspan_em"
+    secondary_metrics = ()
 
     def label(self) -> str:
         return "niah" + (f"_{self.tag}" if self.tag else "")

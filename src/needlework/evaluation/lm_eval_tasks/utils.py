@@ -208,9 +208,21 @@ def gsm8k_dataset(data_dir: Any = None, **_: Any):
     return _datasets({"test": docs})
 
 
-def triviaqa_dataset(data_dir: Any = None, **_: Any):
-    """llm-foundry's 3K TriviaQA subset as ``question`` + ``answer.aliases`` (rc.nocontext)."""
+def _keep(held_out: Any) -> Any:
+    """A predicate on question text dropping those of the held-out datasets' manifests."""
+    if not held_out:
+        return lambda question: True
+    from needlework.heldout import load_held_out, question_key
+
+    held = load_held_out([str(p) for p in held_out])
+    return lambda question: question_key(question) not in held
+
+
+def triviaqa_dataset(data_dir: Any = None, held_out: Any = (), **_: Any):
+    """llm-foundry's 3K TriviaQA subset as ``question`` + ``answer.aliases`` (rc.nocontext),
+    without the questions of ``held_out`` datasets."""
     path = _need_local(data_dir, "triviaqa") / LOCAL_FILES["triviaqa"][0]
+    keep = _keep(held_out)
     docs = []
     for i, r in enumerate(_rows(path), 1):
         where = f"{path}:{i}"
@@ -218,6 +230,8 @@ def triviaqa_dataset(data_dir: Any = None, **_: Any):
         if not (ctx.startswith("Question: ") and ctx.endswith("\nAnswer:")):
             raise DataError(f"{where}: context should look like 'Question: ...\\nAnswer:'")
         aliases = [str(a) for a in require(r, "aliases", list, where)]
+        if not keep(ctx[len("Question: ") : -len("\nAnswer:")]):
+            continue
         docs.append(
             {
                 "question": ctx[len("Question: ") : -len("\nAnswer:")],
@@ -227,15 +241,18 @@ def triviaqa_dataset(data_dir: Any = None, **_: Any):
     return _datasets({"validation": docs})
 
 
-def nq_open_dataset(data_dir: Any = None, **_: Any):
-    """NQ-open dev (3,610 questions), the same rows as the hub's nq_open validation split."""
+def nq_open_dataset(data_dir: Any = None, held_out: Any = (), **_: Any):
+    """NQ-open dev (3,610 questions), the same rows as the hub's nq_open validation split,
+    without the questions of ``held_out`` datasets."""
     path = _need_local(data_dir, "nq_open") / LOCAL_FILES["nq_open"][0]
+    keep = _keep(held_out)
     docs = [
         {
             "question": require(r, "question", str, f"{path}:{i}"),
             "answer": [str(a) for a in require(r, "answer", list, f"{path}:{i}")],
         }
         for i, r in enumerate(_rows(path), 1)
+        if keep(require(r, "question", str, f"{path}:{i}"))
     ]
     return _datasets({"validation": docs})
 

@@ -1,0 +1,85 @@
+"""IN2-style finetuning data ("Make Your LLM Fully Utilize the Context", An et al., 2024,
+arXiv:2404.16811): one short passage that answers the question, placed at a random depth
+inside a long context of other passages; one of the paper's factual baselines (spec §4.4).
+
+Run:  needlework generate --config configs/datagen/in2_style_smollm2.yaml
+
+Unlike ``multidoc_qa`` the context is plain running text (no document numbers or titles) and
+the question does not say where to look, so the model must find the fine-grained fact itself;
+the target is the short NQ answer (loss on the answer only, as training always is here).
+Questions and context passages come from the training half of the fixed passage partition and
+are listed in the manifest's ``held_out`` (:mod:`needlework.datagen.passages`).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import ClassVar
+
+from needlework.datagen.base import Slot, Task, load_prompt
+from needlework.datagen.passages import (
+    DEFAULT_DATA_PATH,
+    check_common,
+    distractor_indices,
+    load_partition,
+)
+from needlework.registry import generators
+
+
+@generators.register("in2_style")
+@dataclass(frozen=True)
+class In2Style:
+    """One answering passage at a random depth of a long plain-text context; short answer."""
+
+    data_path: str = DEFAULT_DATA_PATH
+    """The Lost-in-the-Middle oracle file or a folder holding it (default looked for in
+    ``$NEEDLEWORK_DATA``, then ``data/``)."""
+    num_passages: int | None = None
+    """Passages per context, the answering one included; null = as many as fit the budget."""
+    train_share: float = 0.5
+    """Share of the oracle's passages reserved for training data (the rest stays unseen)."""
+    partition_seed: int = 0
+    """Seeds the train/held-out passage partition (the same for every baseline generator)."""
+    max_passage_words: int = 100
+    """Passages longer than this are never used (the oracle chunks passages to ~100 words; a
+    few longer ones, tables mostly, would make prompts swing in length)."""
+    frac_0: float = 0.0
+    """Fraction of samples with the answering passage forced first (0: depth uniform)."""
+    frac_top5: float = 0.0
+    """Further fraction with it among the first positions (0)."""
+
+    unit: ClassVar[str] = "passages"
+
+    def __post_init__(self) -> None:
+        check_common(self.data_path, self.train_share, self.max_passage_words)
+        if self.num_passages is not None and self.num_passages < 2:
+            raise ValueError(f"num_passages: need at least 2 passages, got {self.num_passages}")
+
+    @property
+    def num_units(self) -> int | None:
+        return self.num_passages
+
+    def build(
+        self, rng: random.Random, num_units: int, gold_position: int, slot: Slot | None = None
+    ) -> Task:
+        part = load_partition(
+            self.data_path, self.train_share, self.partition_seed, self.max_passage_words
+        )
+        asked = part.question(rng, slot, "in2_style")
+        rec = part.records[asked]
+        others = distractor_indices(part, asked, num_units - 1, rng)
+        order = [*others[:gold_position], asked, *others[gold_position:]]
+        context = "\n\n".join(part.passage(i).text for i in order)
+        prompt = load_prompt("in2_style").format(context=context, question=rec.question)
+        return Task(
+            prompt,
+            rec.answers[0],
+            {
+                "num_passages": num_units,
+                "question": rec.question,
+                "answers": list(rec.answers),
+                "gold_title": part.passage(asked).title,
+            },
+            part.owners(order),
+        )

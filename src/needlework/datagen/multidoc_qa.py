@@ -1,0 +1,107 @@
+"""MultidocQA-style finetuning data: an NQ-Open question with its gold passage among distractor
+passages, in the Lost-in-the-Middle prompt; one of the paper's factual baselines (spec §4.4,
+Table 2), built offline from the oracle file MDQA reads.
+
+Run:  needlework generate --config configs/datagen/multidoc_qa_smollm2.yaml
+
+The answer is the short NQ answer, or (``answer_style: restate``) the supporting sentence of
+the gold passage first, then the answer, as MultidocQA-style data restates the evidence.
+Questions and distractors come from the training half of a fixed passage partition, and every
+question whose passage a prompt shows is listed in the manifest's ``held_out``
+(:mod:`needlework.datagen.passages`).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+from needlework.datagen.base import Slot, Task, load_prompt
+from needlework.datagen.passages import (
+    DEFAULT_DATA_PATH,
+    check_common,
+    distractor_indices,
+    load_partition,
+    supporting_sentence,
+)
+from needlework.evaluation.data import Document
+from needlework.evaluation.mdqa_build import insert_gold, qa_prompt
+from needlework.registry import generators
+
+
+@generators.register("multidoc_qa")
+@dataclass(frozen=True)
+class MultidocQA:
+    """NQ-Open question, gold passage among distractors, Lost-in-the-Middle prompt."""
+
+    data_path: str = DEFAULT_DATA_PATH
+    """The Lost-in-the-Middle oracle file or a folder holding it (default looked for in
+    ``$NEEDLEWORK_DATA``, then ``data/``)."""
+    num_docs: int | None = 20
+    """Passages per prompt, gold included (MDQA's 20); null = as many as fit the budget."""
+    distractors: Literal["random", "bm25"] = "random"
+    """Random passages, or the BM25-best passages for the question (hard negatives)."""
+    answer_style: Literal["short", "restate"] = "short"
+    """``short``: the NQ answer; ``restate``: the supporting sentence, then the answer."""
+    train_share: float = 0.5
+    """Share of the oracle's passages reserved for training data (the rest stays unseen)."""
+    partition_seed: int = 0
+    """Seeds the train/held-out passage partition (the same for every baseline generator)."""
+    max_passage_words: int = 100
+    """Passages longer than this are never used (the oracle chunks passages to ~100 words; a
+    few longer ones, tables mostly, would make prompts swing in length)."""
+    frac_0: float = 0.0
+    """Fraction of samples with the gold passage forced first (0: depth uniform)."""
+    frac_top5: float = 0.0
+    """Further fraction with the gold passage among the first positions (0)."""
+
+    unit: ClassVar[str] = "docs"
+
+    def __post_init__(self) -> None:
+        check_common(self.data_path, self.train_share, self.max_passage_words)
+        if self.num_docs is not None and self.num_docs < 2:
+            raise ValueError(f"num_docs: need at least 2 passages, got {self.num_docs}")
+
+    @property
+    def num_units(self) -> int | None:
+        return self.num_docs
+
+    def build(
+        self, rng: random.Random, num_units: int, gold_position: int, slot: Slot | None = None
+    ) -> Task:
+        part = load_partition(
+            self.data_path, self.train_share, self.partition_seed, self.max_passage_words
+        )
+        asked = part.question(rng, slot, "multidoc_qa")
+        rec = part.records[asked]
+        if self.distractors == "bm25":
+            from needlework.datagen.passages import bm25_indices
+
+            picks = bm25_indices(part, asked, num_units - 1)
+        else:
+            picks = distractor_indices(part, asked, num_units - 1, rng)
+        gold = part.passage(asked)
+        docs = insert_gold(
+            [part.passage(j) for j in picks], Document(gold.title, gold.text), gold_position
+        )
+        answer = rec.answers[0]
+        sentence = supporting_sentence(gold.text, rec.answers)
+        if self.answer_style == "restate":
+            answer = load_prompt("multidoc_qa.restate").format(
+                doc_number=gold_position + 1, sentence=sentence or gold.text, answer=answer
+            )
+        return Task(
+            qa_prompt(rec.question, docs),
+            answer,
+            {
+                "num_docs": num_units,
+                "question": rec.question,
+                "answers": list(rec.answers),
+                "gold_title": gold.title,
+                "supporting_sentence": sentence,
+                "distractors": self.distractors,
+                "answer_style": self.answer_style,
+            },
+            part.owners([asked, *picks]),
+        )

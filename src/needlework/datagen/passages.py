@@ -1,0 +1,220 @@
+"""Real passages and questions for the factual baseline generators (not a unit).
+
+The paper compares its synthetic data with factual long-context data (MultidocQA, IN2,
+needle-in-a-haystack; spec §4.4). needlework builds such data offline from the file MDQA
+already reads: the Lost-in-the-Middle oracle file (2,655 NQ-Open questions, each with its gold
+passage). To keep evaluation honest the questions are split once, by a fixed seeded partition,
+into a *training* part and an *evaluation* part: a baseline generator takes its questions, and
+its distractor or filler passages, from the training part only, and records that whole part as
+``held_out`` in the dataset manifest, so MDQA and NQ-Open given the dataset evaluate only on
+questions whose passages no training prompt ever showed. Reading, verification and answer
+normalisation are MDQA's own (:mod:`needlework.evaluation.data`,
+:func:`needlework.evaluation.metrics.contains_answer`), so "the passage supports the answer"
+means what the benchmark's metric means.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from needlework.datagen.base import Slot
+from needlework.errors import DataError, UserError
+from needlework.evaluation.data import (
+    Document,
+    QARecord,
+    find_local,
+    litm_checksums,
+    read_qa_records,
+    verify_file,
+)
+from needlework.evaluation.metrics import contains_answer, normalize_answer
+
+ORACLE_NAME = "nq-open-oracle.jsonl.gz"
+ORACLE_UPSTREAM = f"qa_data/{ORACLE_NAME}"
+DEFAULT_DATA_PATH = "data/lost-in-the-middle"
+
+
+def check_common(data_path: str, train_share: float, max_passage_words: int) -> None:
+    """Checks the passage generators share (errors name the field)."""
+    if not data_path:
+        raise ValueError("data_path: give the oracle file or a folder holding it")
+    if not 0.0 < train_share < 1.0:
+        raise ValueError(f"train_share: expected a share in (0, 1), got {train_share}")
+    if max_passage_words < 10:
+        raise ValueError(f"max_passage_words: expected >= 10, got {max_passage_words}")
+
+
+def oracle_path(data_path: str) -> Path:
+    """The oracle file under ``data_path`` (a file or folder); the default folder is looked for
+    in ``$NEEDLEWORK_DATA`` and ``data/`` as MDQA does."""
+    root = Path(data_path)
+    if root.is_file():
+        return root
+    if root.is_dir():
+        for candidate in (
+            root / ORACLE_UPSTREAM,
+            root / ORACLE_NAME,
+            *sorted(root.rglob(ORACLE_NAME)),
+        ):
+            if candidate.is_file():
+                return candidate
+    if data_path == DEFAULT_DATA_PATH:
+        found = find_local("lost-in-the-middle", ORACLE_NAME)
+        if found is not None:
+            return found
+    raise UserError(
+        f"generator.data_path: {ORACLE_NAME} not found at {data_path} (give the file, a folder "
+        "holding it, or set NEEDLEWORK_DATA to a folder holding lost-in-the-middle/)"
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class Partition:
+    """The oracle records and the training part of the fixed question partition."""
+
+    records: tuple[QARecord, ...]
+    train: tuple[int, ...]
+    """Record indices reserved for training (ascending)."""
+    short: tuple[int, ...]
+    """Training indices whose passage has at most ``max_passage_words`` words: the passages
+    prompts are made of (the oracle's passages are chunked to ~100 words; a few are tables
+    several times longer, which would make the unit count swing)."""
+    eligible: tuple[int, ...]
+    """Short training indices whose passage contains an answer (the only ones ever asked)."""
+
+    def question(self, rng: random.Random, slot: Slot | None, salt: str) -> int:
+        """The record asked by ``slot``: one distinct question per sample of a seed (a seeded
+        order of the eligible questions); probes (no slot) draw one from ``rng``."""
+        if slot is None:
+            return self.eligible[int(rng.random() * len(self.eligible))]
+        order = _order(self.eligible, f"{salt}:{slot.seed}")
+        if slot.ordinal >= len(order):
+            raise UserError(
+                f"num_train: the training partition has {len(order)} usable questions; "
+                f"sample {slot.ordinal + 1} of seed {slot.seed} needs one more (lower num_train "
+                "+ num_eval or raise generator.train_share)"
+            )
+        return order[slot.ordinal]
+
+    def passage(self, index: int) -> Document:
+        return _gold(self.records[index])
+
+    def owners(self, indices: list[int]) -> tuple[str, ...]:
+        """Every question whose gold passage is one of ``indices``' passages (several questions
+        can share a passage): what a prompt showing those passages must hold out."""
+        texts = {self.passage(i).text for i in indices}
+        return tuple(sorted({q for t in texts for q in self.by_text[t]}))
+
+    @functools.cached_property
+    def by_text(self) -> dict[str, tuple[str, ...]]:
+        out: dict[str, list[str]] = {}
+        for i in self.train:
+            out.setdefault(self.passage(i).text, []).append(self.records[i].question)
+        return {t: tuple(qs) for t, qs in out.items()}
+
+
+@functools.lru_cache(maxsize=8)
+def _order(indices: tuple[int, ...], key: str) -> tuple[int, ...]:
+    return tuple(random.Random(key).sample(indices, len(indices)))
+
+
+@functools.lru_cache(maxsize=4)
+def load_partition(
+    data_path: str, train_share: float, partition_seed: int, max_passage_words: int = 100
+) -> Partition:
+    """Read and verify the oracle file, split its questions, keep the answer-bearing ones."""
+    path = oracle_path(data_path)
+    pinned = {Path(k).name: v for k, v in litm_checksums().items()}
+    if path.name in pinned:
+        verify_file(path, pinned[path.name])
+    records = tuple(read_qa_records(path))
+    # Split by passage, not by question: questions sharing a gold passage fall on one side, so
+    # no evaluation question's passage can appear in a training prompt.
+    passages = sorted({_gold(r).text for r in records})
+    rng = random.Random(f"needlework-partition:{partition_seed}")
+    taken = set(rng.sample(passages, int(len(passages) * train_share)))
+    train = tuple(i for i, r in enumerate(records) if _gold(r).text in taken)
+    short = tuple(i for i in train if len(_gold(records[i]).text.split()) <= max_passage_words)
+    eligible = tuple(i for i in short if _askable(records[i]))
+    if len(eligible) < 2:
+        raise DataError(f"{path}: fewer than 2 training questions with an answer in their passage")
+    return Partition(records, train, short, eligible)
+
+
+def _askable(rec: QARecord) -> bool:
+    """The gold passage supports an answer, and no answer is a single character (the metric
+    would credit almost any text for it, and almost no passage could be a distractor)."""
+    if any(len(normalize_answer(a)) < 2 for a in rec.answers):
+        return False
+    return contains_answer(_gold(rec).text, rec.answers)
+
+
+def _gold(rec: QARecord) -> Document:
+    return rec.documents[rec.gold_index or 0]
+
+
+def distractor_indices(part: Partition, asked: int, k: int, rng: random.Random) -> list[int]:
+    """``k`` distinct training-part records whose passages hold none of ``asked``'s answers."""
+    answers = part.records[asked].answers
+    gold_text = part.passage(asked).text
+    chosen: list[int] = []
+    seen = {asked}
+    texts = {gold_text}
+    pool = part.short
+    while len(chosen) < k:
+        if len(seen) >= len(pool):
+            raise UserError(
+                f"num_docs: only {len(chosen)} passages of the training partition lack the "
+                f"answer to '{part.records[asked].question}'; {k} distractors needed"
+            )
+        j = pool[int(rng.random() * len(pool))]
+        if j in seen:
+            continue
+        seen.add(j)
+        doc = part.passage(j)
+        if doc.text not in texts and not contains_answer(f"{doc.title} {doc.text}", answers):
+            chosen.append(j)
+            texts.add(doc.text)
+    return chosen
+
+
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
+
+
+def sentences(text: str) -> list[str]:
+    """Sentence split on end punctuation followed by a capital or digit (good enough for
+    Wikipedia passages; a passage without one is one sentence)."""
+    return [s.strip() for s in _SENTENCE.split(text.strip()) if s.strip()]
+
+
+def supporting_sentence(text: str, answers: tuple[str, ...]) -> str | None:
+    """The first sentence of ``text`` that contains an answer (metric normalisation)."""
+    for sentence in sentences(text):
+        if contains_answer(sentence, answers):
+            return sentence
+    return None
+
+
+def bm25_indices(part: Partition, asked: int, k: int) -> list[int]:
+    """The ``k`` BM25-best training-part passages for ``asked``'s question that hold none of
+    its answers, in rank order (MDQA's own BM25 distractors, over the training part only)."""
+    return list(_bm25_all(part, k)[asked])
+
+
+@functools.lru_cache(maxsize=4)
+def _bm25_all(part: Partition, k: int) -> dict[int, tuple[int, ...]]:
+    """BM25 distractors for every eligible question at once (one index, one batched query)."""
+    from needlework.evaluation.mdqa_build import DistractorPool, bm25_distractors
+
+    records = [part.records[i] for i in part.short]
+    pool = DistractorPool(records)
+    owner: dict[int, int] = {}  # pool passage -> first training record showing it
+    for local, passage in enumerate(pool.passage_of):
+        owner.setdefault(passage, part.short[local])
+    local_of = {g: j for j, g in enumerate(part.short)}
+    picks = bm25_distractors(pool, records, [local_of[i] for i in part.eligible], k)
+    return {part.short[j]: tuple(owner[p] for p in ps) for j, ps in picks.items()}
