@@ -7,10 +7,9 @@ import random
 import re
 
 import pytest
+from tests.datagen.generate_twice import generate_twice
 
-from needlework.config import load_config
 from needlework.datagen.multi_value_kv import MultiValueKV
-from needlework.datagen.pipeline import GenerateConfig, generate
 from needlework.io import read_jsonl
 
 HEAD = "Do a task using the list of dictionaries below.\n\n"
@@ -135,23 +134,7 @@ def test_bad_fields_name_themselves(kwargs, field):
 
 
 def test_generate_end_to_end(tmp_path):
-    out = tmp_path / "ds"
-    data = {
-        "generator": {"name": "multi_value_kv", "num_dicts": None},
-        "tokenizer": "char",
-        "max_context_tokens": 1000,
-        "reserve_tokens": 20,
-        "seeds": [0],
-        "num_train": 4,
-        "num_eval": 2,
-        "formats": ["openai", "trl"],
-        "out_dir": str(out),
-    }
-    cfg = load_config(GenerateConfig, data=data)
-    generate(cfg, progress=False)
-    first = {p.name: p.read_bytes() for p in sorted((out / "seed0").iterdir())}
-    generate(cfg, progress=False)
-    assert {p.name: p.read_bytes() for p in sorted((out / "seed0").iterdir())} == first
+    out = generate_twice(tmp_path, {"name": "multi_value_kv", "num_dicts": None}, 1000)
     for split, n in (("train", 4), ("eval", 2)):
         rows = list(read_jsonl(out / "seed0" / f"{split}.jsonl"))
         assert len(rows) == n

@@ -8,9 +8,8 @@ import random
 import re
 
 import pytest
+from tests.datagen.generate_twice import generate_twice
 
-from needlework.config import load_config
-from needlework.datagen.pipeline import GenerateConfig, generate
 from needlework.datagen.structured_records import StructuredRecords
 from needlework.io import read_jsonl
 
@@ -142,23 +141,9 @@ def test_bad_fields_name_themselves(kwargs, field):
 
 @pytest.mark.parametrize("fmt", ["json", "table"])
 def test_generate_end_to_end(tmp_path, fmt):
-    out = tmp_path / "ds"
-    data = {
-        "generator": {"name": "structured_records", "num_records": None, "format": fmt},
-        "tokenizer": "char",
-        "max_context_tokens": 900,
-        "reserve_tokens": 20,
-        "seeds": [0],
-        "num_train": 4,
-        "num_eval": 2,
-        "formats": ["openai", "trl"],
-        "out_dir": str(out),
-    }
-    cfg = load_config(GenerateConfig, data=data)
-    generate(cfg, progress=False)
-    first = {p.name: p.read_bytes() for p in sorted((out / "seed0").iterdir())}
-    generate(cfg, progress=False)
-    assert {p.name: p.read_bytes() for p in sorted((out / "seed0").iterdir())} == first
+    out = generate_twice(
+        tmp_path, {"name": "structured_records", "num_records": None, "format": fmt}, 900
+    )
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["seeds"]["0"]["num_records"] >= 2
     for split, n in (("train", 4), ("eval", 2)):

@@ -20,12 +20,12 @@ from typing import ClassVar, Literal
 from needlework.datagen.base import Slot, Task, load_prompt
 from needlework.datagen.passages import (
     DEFAULT_DATA_PATH,
+    bm25_indices,
     check_common,
     distractor_indices,
     load_partition,
     supporting_sentence,
 )
-from needlework.evaluation.data import Document
 from needlework.evaluation.mdqa_build import insert_gold, qa_prompt
 from needlework.registry import generators
 
@@ -76,15 +76,11 @@ class MultidocQA:
         asked = part.question(rng, slot, "multidoc_qa")
         rec = part.records[asked]
         if self.distractors == "bm25":
-            from needlework.datagen.passages import bm25_indices
-
             picks = bm25_indices(part, asked, num_units - 1)
         else:
             picks = distractor_indices(part, asked, num_units - 1, rng)
         gold = part.passage(asked)
-        docs = insert_gold(
-            [part.passage(j) for j in picks], Document(gold.title, gold.text), gold_position
-        )
+        docs = insert_gold([part.passage(j) for j in picks], gold, gold_position)
         answer = rec.answers[0]
         sentence = supporting_sentence(gold.text, rec.answers)
         if self.answer_style == "restate":
