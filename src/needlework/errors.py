@@ -22,5 +22,10 @@ class ConfigError(UserError):
         super().__init__(f"{where}: {message}" if where else message)
 
 
+class ContractError(UserError, TypeError):
+    """A unit breaks its stage's contract (a member missing, a file named otherwise): raised
+    when it registers, so a contributor sees the list in one line, not a later AttributeError."""
+
+
 class DataError(UserError):
     """A data file is malformed (bad JSON, missing field, wrong type)."""

@@ -266,7 +266,13 @@ def _train_step(variant: VariantSpec, seed: int, data: Path, run_dir: Path) -> S
         cfg = load_config(
             TrainConfig,
             variant.train_config,
-            [*variant.overrides, f"train_path={data}", f"out_dir={run_dir}", f"seed={seed}"],
+            [
+                *variant.overrides,
+                f"train_path={data}",
+                f"out_dir={run_dir}",
+                f"seed={seed}",
+                f"variant={variant.name}",
+            ],
         )
         train(cfg, resume=True)
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Generic, TypeVar
 
-from needlework.errors import ConfigError
+from needlework.errors import ConfigError, ContractError
 
 T = TypeVar("T")
 
@@ -47,7 +47,7 @@ class Registry(Generic[T]):
         return decorator
 
     def check(self, name: str, cls: type) -> None:
-        """TypeError naming every required member ``cls`` lacks."""
+        """ContractError (a TypeError) naming every required member ``cls`` lacks."""
         missing = [m for m in self.required if not hasattr(cls, m) and m not in _fields(cls)]
         if self.either and not any(
             all(hasattr(cls, m) or m in _fields(cls) for m in group) for group in self.either
@@ -55,14 +55,14 @@ class Registry(Generic[T]):
             missing.append(" and ".join(self.either[0]) + " (or " + " and ".join(
                 " and ".join(g) for g in self.either[1:]) + ")")  # fmt: skip
         if missing:
-            raise TypeError(
+            raise ContractError(
                 f"{self.kind} '{name}' ({cls.__module__}.{cls.__name__}) lacks required "
                 f"member(s): {', '.join(missing)}"
             )
         stem = cls.__module__.rpartition(".")[2]
         if cls.__module__.startswith("needlework.") and stem != name:
             # one unit, one file, found by its name: needlework/<stage>/.../<name>.py
-            raise TypeError(
+            raise ContractError(
                 f"{self.kind} '{name}' is defined in {cls.__module__}: a unit's file must be "
                 f"named after it ({name}.py)"
             )
@@ -123,12 +123,23 @@ generators: Registry = Registry(
 )
 trainers: Registry = Registry("training backend", "needlework.training", ("preflight", "train"))
 backends: Registry = Registry(
-    "inference backend", "needlework.models", ("generate", "describe", "speed_fields")
+    "inference backend",
+    "needlework.models",
+    ("generate", "describe", "speed_fields", "token_counter"),
 )
 benchmarks: Registry = Registry(
     "benchmark",
     "needlework.evaluation",
-    ("label", "group_by", "primary_metric", "secondary_metrics", "max_new_tokens"),
+    (
+        "label",
+        "group_by",
+        "primary_metric",
+        "secondary_metrics",
+        "max_new_tokens",
+        "figures",
+        "report_rank",
+        "needs_token_counter",
+    ),
     either=(("samples", "score"), ("run_suite",)),
 )
 

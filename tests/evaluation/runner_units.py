@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from needlework.models.base import check_prompt_lengths
-from needlework.records import Sample
+from needlework.records import Figure, Sample
 from needlework.registry import backends, benchmarks
 
 CRASH: dict[str, Any] = {"after": None}  # set by a test: raise after this many answers
@@ -35,6 +35,11 @@ class ArithBench:
     primary_metric = "exact_match"
     secondary_metrics = ()
     max_new_tokens = 5
+    needs_token_counter = False
+    report_rank = 100
+
+    def figures(self) -> tuple[Figure, ...]:
+        return (Figure("line", heading="{label} by bucket", name="by_bucket", x="bucket"),)
 
     def label(self) -> str:
         return "nw_test_arith" + (f"_{self.variant}" if self.variant else "")
@@ -80,6 +85,12 @@ class SuiteBench:
     primary_metric = "acc"
     secondary_metrics = ()
     max_new_tokens = 1
+    needs_token_counter = False
+    report_rank = 100
+
+    def figures(self) -> tuple[Figure, ...]:
+        return ()
+
     seen: list = field(default_factory=list, compare=False, repr=False)
 
     def label(self) -> str:
@@ -104,6 +115,9 @@ class Calculator:
 
     def describe(self) -> str:
         return "calculator"
+
+    def token_counter(self) -> str | None:
+        return None
 
     def generate(self, conversations: Sequence[Sequence[dict]], *, max_new_tokens: int):
         out = [""] * len(conversations)

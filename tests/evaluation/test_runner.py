@@ -55,7 +55,10 @@ def test_gold_run_writes_the_run_folder_format(tmp_path):
     samples = list(ArithBench().samples())
     assert [r["id"] for r in rows] == [s.id for s in samples]
     first = rows[0]
-    assert set(first) == {"id", "benchmark", "prompt_sha256", "output", "scores", "answers", "meta"}
+    assert set(first) == {
+        "id", "benchmark", "prompt_sha256", "output", "scores", "answers", "meta", "messages"
+    }  # fmt: skip
+    assert first["messages"] == list(samples[0].messages)  # what the model saw
     assert first["prompt_sha256"] == prompt_sha256(samples[0]) and first["output"] == "0"
     assert first["meta"] == {"bucket": 0, "index": 0} and first["benchmark"] == "nw_test_arith"
 
@@ -252,3 +255,25 @@ def test_cli_short_form_niah_uses_the_local_models_tokenizer(tiny_checkpoint, tm
     args.model = "scripted:gold"  # no tokenizer to borrow: the benchmark's own rule applies
     (bench,) = build_eval_config(args).benchmarks
     assert bench.tokenizer is None
+
+
+def test_benchmarks_sized_in_model_tokens_get_the_backends_tokenizer(tiny_checkpoint):
+    """The runner hands a benchmark declaring ``needs_token_counter`` the backend's own
+    tokenizer (any config form); one set explicitly, and other benchmarks, are left alone."""
+    from needlework.config import load_config
+    from needlework.evaluation.runner import EvalConfig
+
+    data = {
+        "model": {"name": "hf", "path": str(tiny_checkpoint)},
+        "benchmarks": [
+            {"name": "niah"},
+            {"name": "niah", "tag": "own", "tokenizer": "chars"},
+            {"name": "kv_retrieval"},
+        ],
+    }
+    cfg = load_config(EvalConfig, None, (), data=data)
+    assert [getattr(b, "tokenizer", None) for b in cfg.benchmarks] == [
+        f"hf:{tiny_checkpoint}",
+        "chars",
+        None,
+    ]

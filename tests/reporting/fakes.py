@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from needlework.evaluation.base import report_declaration
+from needlework.registry import benchmarks
 from needlework.stats import mean_ci
 
 Row = dict[str, Any]
@@ -37,8 +39,13 @@ def write_run(
     metrics: bool = True,
     predictions: bool = True,
     extra: dict[str, Any] | None = None,
+    unit: dict[str, Any] | None = None,
 ) -> Path:
-    """Write config.yaml, run.json, predictions.jsonl and metrics.json like the runner does."""
+    """Write config.yaml, run.json, predictions.jsonl and metrics.json like the runner does.
+
+    The report declaration (``figures``, ``report_rank``, ``secondary_metrics``) comes from the
+    registered benchmark built with ``unit`` as its config, as the runner records it.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.yaml").write_text(f"model: {model}\nbenchmarks:\n- name: {benchmark}\n")
     info: dict[str, Any] = {"needlework_version": "0.1.0", "model": model, "benchmark": benchmark}
@@ -58,7 +65,7 @@ def write_run(
             "model": model,
             "n": len(rows),
             "primary_metric": primary,
-            "secondary_metrics": ["format_match"] if benchmark == "kv_retrieval" else [],
+            "label": folder.name if folder.name.startswith(benchmark) else benchmark,
             "metrics": {m: stat([r["scores"][m] for r in rows if m in r["scores"]]) for m in names},
             "by": {},
         }
@@ -74,6 +81,9 @@ def write_run(
                 }
                 for k, g in groups.items()
             }
+        declared = benchmarks.get(benchmark)(**(unit or {}))
+        out["secondary_metrics"] = list(declared.secondary_metrics)
+        out.update(report_declaration(declared))
         out.update(extra or {})
         (folder / "metrics.json").write_text(json.dumps(out, indent=1))
     return folder
@@ -213,6 +223,7 @@ def experiment(root: Path, *, seeds: tuple[int, ...] = (0, 1)) -> dict[str, dict
                 rows=flenqa_rows(rng, lambda d, acc=acc: acc(d) + 0.1),
                 primary="correct",
                 group_by=("ctx_size", "dataset"),
+                unit={"cot": True},
                 **common,
             ),
             "kv_retrieval": write_run(

@@ -346,6 +346,7 @@ def test_training_runs_are_listed_with_loss_curve(tmp_path):
     train = tmp_path / "train" / "ft_template" / "seed0"
     (train / "checkpoint-4").mkdir(parents=True)
     (train / "model.json").write_text(json.dumps({"backend": "hf", "path": "/m", "adapter": None}))
+    (train / "config.yaml").write_text("variant: ft_template\nseed: 0\n")  # as `run` records
     log = [{"step": s, "loss": 3.0 / s} for s in (1, 2, 3, 4)]
     (train / "checkpoint-4" / "trainer_state.json").write_text(json.dumps({"log_history": log}))
     result = build_report([tmp_path], tmp_path / "out")

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import Protocol
+from typing import Any, Protocol
 
-from needlework.records import Sample
+from needlework.records import Figure, Sample
 
 
 class Benchmark(Protocol):
@@ -15,13 +15,25 @@ class Benchmark(Protocol):
     metric name); ``primary_metric`` is the score reports plot; ``secondary_metrics`` are scores
     reports show beside it (tables, a figure panel per breakdown), recorded in metrics.json so
     reporting needs no list of its own. ``max_new_tokens`` None asks the runner to size the answer
-    budget from the longest gold answer (``answer_budget``).
+    budget from the longest gold answer (``answer_budget``). ``figures()`` and ``report_rank``
+    tell reports how to draw the breakdowns and where the sections go; the runner records both
+    in metrics.json.
     """
 
     group_by: tuple[str, ...]
     primary_metric: str
     secondary_metrics: tuple[str, ...]
     max_new_tokens: int | None
+    needs_token_counter: bool
+    """Prompts are sized in the model's tokens: a ``tokenizer`` field left None is set to the
+    backend's ``token_counter()`` when the eval config is built (e.g. NIAH's haystack)."""
+    report_rank: int
+    """Where this benchmark's sections go in a report, lowest first (the paper's order: MDQA
+    10, FLenQA 20, KV retrieval 30, NIAH 40, general 50; a new benchmark, e.g. 100)."""
+
+    def figures(self) -> tuple[Figure, ...]:
+        """How reports draw this benchmark's breakdowns (empty: tables only)."""
+        ...
 
     def label(self) -> str:
         """Run-folder label: the registry name plus the variant, e.g. ``flenqa_cot``."""
@@ -34,6 +46,44 @@ class Benchmark(Protocol):
     def score(self, sample: Sample, output: str) -> dict[str, float]:
         """Per-sample scores from pure metric functions in ``evaluation/metrics.py``."""
         ...
+
+
+class Suite(Protocol):
+    """A benchmark that runs and scores itself as a whole (the lm-eval ``general`` suite):
+    registered like a benchmark, with ``run_suite`` instead of ``samples()``/``score()``. The
+    runner hands it the model config and the run folder and records what it returns."""
+
+    group_by: tuple[str, ...]
+    primary_metric: str
+    secondary_metrics: tuple[str, ...]
+    max_new_tokens: int | None
+    needs_token_counter: bool
+    report_rank: int
+
+    def label(self) -> str: ...
+
+    def figures(self) -> tuple[Figure, ...]: ...
+
+    def run_suite(self, model_config: Any, run_dir: Any, limit: int | None) -> dict[str, Any]:
+        """Run every task, write predictions.jsonl and metrics.json; return the metrics."""
+        ...
+
+
+class Declares(Protocol):
+    """What reports need of a benchmark or suite (read-only, so properties qualify)."""
+
+    @property
+    def report_rank(self) -> int: ...
+
+    def figures(self) -> tuple[Figure, ...]: ...
+
+
+def report_declaration(bench: Declares) -> dict[str, Any]:
+    """What metrics.json records of how reports draw ``bench`` (see records.Figure)."""
+    return {
+        "report_rank": bench.report_rank,
+        "figures": [f.to_json() for f in bench.figures()],
+    }
 
 
 def answer_budget(

@@ -30,7 +30,7 @@ def build_eval_config(args: argparse.Namespace) -> Any:
     if getattr(args, "suite", None):
         names.append(args.suite)
     if names:
-        data["benchmarks"] = [_short_benchmark(n, data.get("model")) for n in names]
+        data["benchmarks"] = names
     if getattr(args, "limit", None) is not None:
         data["limit"] = args.limit
     if getattr(args, "out", None):
@@ -46,18 +46,6 @@ def build_eval_config(args: argparse.Namespace) -> Any:
             "general, or a --config with a 'benchmarks:' list"
         )
     return load_config(EvalConfig, args.config, args.overrides or (), data=data)
-
-
-# Benchmarks that size their prompts with the model's tokenizer (``tokenizer:`` field).
-_SIZED_BY_TOKENIZER = {"niah"}
-
-
-def _short_benchmark(name: str, model: Any) -> Any:
-    """``--benchmark niah`` with a local model: size the haystack with that model's tokenizer."""
-    local = isinstance(model, dict) and model.get("name") in ("hf", "vllm") and model.get("path")
-    if name in _SIZED_BY_TOKENIZER and local:
-        return {"name": name, "tokenizer": f"hf:{model['path']}"}
-    return name
 
 
 def eval_cmd(args: argparse.Namespace) -> int:

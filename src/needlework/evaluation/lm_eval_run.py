@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from needlework.errors import UserError
+from needlework.evaluation.base import report_declaration
 from needlework.heldout import load_held_out
 from needlework.io import ensure_writable_dir, sha256_text, write_json, write_jsonl
+from needlework.records import Prediction
 
 if TYPE_CHECKING:  # the unit calls this module, never the other way round at import time
     from needlework.evaluation.benchmarks.general import General
@@ -373,6 +375,7 @@ def summarize(
         "settings": settings,
         "comparable_with_paper": not caveats,
         "caveats": caveats,
+        **report_declaration(bench),
     }
 
 
@@ -409,15 +412,15 @@ def rows_from_samples(
             meta: dict[str, Any] = {"task": key, "lm_eval_task": lm_task, "doc_id": doc_id}
             if subject:
                 meta["subject"] = subject
-            row = {
-                "id": sid,
-                "benchmark": "general",
-                "prompt_sha256": sha256_text(str(context)),
-                "output": output,
-                "scores": {},
-                "meta": meta,
-                "lm_eval": {"target": _plain(s.get("target")), **detail},
-            }
+            row = Prediction(
+                id=sid,
+                benchmark="general",
+                prompt_sha256=sha256_text(str(context)),
+                output=output,
+                scores={},
+                meta=meta,
+                lm_eval={"target": _plain(s.get("target")), **detail},
+            ).to_json()  # scores and filtered answers are filled in below, per metric
             by_doc[doc_id] = row
         if output_type != "multiple_choice":
             row["lm_eval"]["filtered"][s["filter"]] = _plain(s["filtered_resps"][0])

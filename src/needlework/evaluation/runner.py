@@ -30,12 +30,12 @@ import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from needlework import registry
 from needlework.errors import DataError, UserError
 from needlework.evaluation import parallel
-from needlework.evaluation.base import Benchmark, answer_budget
+from needlework.evaluation.base import Benchmark, Suite, answer_budget, report_declaration
 from needlework.io import (
     dumps,
     ensure_writable_dir,
@@ -45,7 +45,7 @@ from needlework.io import (
     write_jsonl,
 )
 from needlework.models.base import ChatModel, PromptTooLongError, answer_fields
-from needlework.records import Sample
+from needlework.records import Prediction, Sample
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,9 @@ class EvalConfig:
     """Label that reports compare by (e.g. ``base``, ``ft_template``); None: the model id."""
     seed: int | None = None
     """Training seed of this model, so reports average a variant's seeds with their spread."""
+    store_prompts: bool = True
+    """Keep each sample's prompt turns in predictions.jsonl (the HTML report shows what the
+    model saw); false keeps only their sha256 (smaller files for long prompts)."""
 
     def __post_init__(self) -> None:
         if not self.benchmarks:
@@ -81,6 +84,18 @@ class EvalConfig:
             raise ValueError(f"limit: expected >= 1, got {self.limit}")
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens: expected >= 1, got {self.max_new_tokens}")
+        own = self.model.token_counter()
+        if own is not None:  # benchmarks sized in the model's tokens get its tokenizer
+            object.__setattr__(
+                self,
+                "benchmarks",
+                tuple(
+                    dataclasses.replace(b, tokenizer=own)  # type: ignore[type-var]
+                    if b.needs_token_counter and getattr(b, "tokenizer", "") is None
+                    else b
+                    for b in self.benchmarks
+                ),
+            )
         labels = [b.label() for b in self.benchmarks]
         dupes = sorted({x for x in labels if labels.count(x) > 1})
         if dupes:
@@ -97,8 +112,8 @@ def evaluate(cfg: EvalConfig, *, progress: bool = True) -> list[Path]:
     for bench in cfg.benchmarks:
         run_cfg = dataclasses.replace(cfg, benchmarks=(bench,), out_dir=root)
         run_dir = root / bench.label()
-        if callable(getattr(bench, "run_suite", None)):
-            _run_suite(run_cfg, bench, run_dir)
+        if callable(getattr(bench, "run_suite", None)):  # a Suite (registered beside them)
+            _run_suite(run_cfg, cast("Suite", bench), run_dir)
         else:
             run_benchmark(run_cfg, bench, run_dir, progress=progress)
         paths.append(run_dir)
@@ -254,7 +269,7 @@ def _run_benchmark(
     start = time.monotonic()
     try:
         with (
-            _Writer(own_path, bench.label(), hashes) as writer,
+            _Writer(own_path, bench.label(), hashes, cfg.store_prompts) as writer,
             tqdm(
                 total=len(mine),
                 initial=len(mine) - len(pending),
@@ -461,8 +476,11 @@ def _scores(bench: Benchmark, sample: Sample, output: str) -> dict[str, float]:
 class _Writer:
     """Appends prediction lines, flushed at once and fsynced at least every second."""
 
-    def __init__(self, path: Path, label: str, hashes: Mapping[str, str]):
+    def __init__(
+        self, path: Path, label: str, hashes: Mapping[str, str], store_prompts: bool = True
+    ):
         self.path, self.label, self.hashes = path, label, hashes
+        self.store_prompts = store_prompts
         self.written: set[str] = set()
         self._last_sync = time.monotonic()
 
@@ -476,33 +494,28 @@ class _Writer:
         self.fh.close()
 
     def write(self, sample: Sample, output: str, scores: dict[str, float]) -> None:
-        self._line(
-            {
-                "id": sample.id,
-                "benchmark": self.label,
-                "prompt_sha256": self.hashes[sample.id],
-                "output": output,
-                "scores": scores,
-                "answers": list(sample.answers),
-                "meta": dict(sample.meta),
-            }
-        )
+        self._line(self._record(sample, output, scores))
 
     def skip(self, sample: Sample, reason: str) -> None:
-        self._line(
-            {
-                "id": sample.id,
-                "benchmark": self.label,
-                "prompt_sha256": self.hashes[sample.id],
-                "output": None,
-                "scores": {},
-                "answers": list(sample.answers),
-                "meta": dict(sample.meta),
-                "skipped": reason,
-            }
+        self._line(self._record(sample, None, {}, skipped=reason))
+
+    def _record(
+        self, sample: Sample, output: str | None, scores: dict[str, float], **extra: Any
+    ) -> Prediction:
+        return Prediction(
+            id=sample.id,
+            benchmark=self.label,
+            prompt_sha256=self.hashes[sample.id],
+            output=output,
+            scores=scores,
+            answers=tuple(sample.answers),
+            meta=sample.meta,
+            messages=sample.messages if self.store_prompts else (),
+            **extra,
         )
 
-    def _line(self, row: dict[str, Any]) -> None:
+    def _line(self, record: Prediction) -> None:
+        row = record.to_json()
         self.fh.write(dumps(row) + "\n")
         self.fh.flush()
         self.written.add(row["id"])
@@ -545,12 +558,7 @@ def _parse_predictions(path: Path, data: bytes) -> dict[str, dict[str, Any]]:
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not UTF-8 JSON lines ({exc.reason})") from None
     for n, row in parse_jsonl_lines(text.splitlines(), str(path)):
-        where = f"{path}: record {n}"
-        for key, kind in (("id", str), ("prompt_sha256", str), ("scores", dict)):
-            if not isinstance(row.get(key), kind):
-                raise DataError(f"{where}: field '{key}' missing or not a {kind.__name__}")
-        if not row.get("skipped") and not isinstance(row.get("output"), str):
-            raise DataError(f"{where}: field 'output' missing or not a str")
+        Prediction.check(row, f"{path}: record {n}")
         rows[row["id"]] = row
     return rows
 
@@ -605,6 +613,7 @@ def aggregate(rows: Iterable[Mapping[str, Any]], bench: Benchmark, model: str) -
         "model": model,
         **aggregate_predictions(rows, group_by=bench.group_by, primary_metric=bench.primary_metric),
         "secondary_metrics": list(bench.secondary_metrics),
+        **report_declaration(bench),
     }
 
 
@@ -639,7 +648,7 @@ def _update_run_json(run_dir: Path, **fields: Any) -> None:
     write_json(path, info)
 
 
-def _run_suite(cfg: EvalConfig, bench: Any, run_dir: Path) -> dict[str, Any]:
+def _run_suite(cfg: EvalConfig, bench: Suite, run_dir: Path) -> dict[str, Any]:
     """Delegate a whole suite (lm-eval ``general``) that runs and scores itself."""
     from needlework.runinfo import now, write_run_info
 

@@ -47,6 +47,11 @@ class ChatModel(Protocol):
         """A short id for run folders and reports, e.g. ``hf:mistral-7b-instruct-v0.1``."""
         ...
 
+    def token_counter(self) -> str | None:
+        """This model's own tokenizer as a ``load_counter`` spec (``hf:<path>``), handed to
+        benchmarks sized in the model's tokens; None when it is not known here (an API)."""
+        ...
+
 
 class PromptTooLongError(UserError):
     """One or more prompts (plus the tokens to generate) exceed the model's context.

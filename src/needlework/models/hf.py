@@ -92,6 +92,9 @@ class HF:
         name = f"hf:{base}"
         return name + (f"+{short_name(self.adapter)}" if self.adapter else "")
 
+    def token_counter(self) -> str | None:
+        return "hf:" + self.path
+
     def usage(self) -> dict[str, int]:
         return dict(self._state.get("usage", {}))
 

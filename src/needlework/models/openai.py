@@ -123,6 +123,9 @@ class OpenAIChat(Streaming):
         host = urlparse(self.base_url).netloc if self.base_url else ""
         return f"openai:{self.model}" + (f"@{host}" if host else "")
 
+    def token_counter(self) -> str | None:
+        return None  # the server's tokenizer is not known here
+
     def usage(self) -> dict[str, int]:
         with self._lock():
             return dict(self._state.get("usage", {}))

@@ -40,6 +40,9 @@ class Scripted:
     def describe(self) -> str:
         return f"scripted:{self.mode}"
 
+    def token_counter(self) -> str | None:
+        return None  # no model: benchmarks sized in tokens need their own tokenizer
+
     def usage(self) -> dict[str, int]:
         return {"requests": sum(self._calls)}
 

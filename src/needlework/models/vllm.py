@@ -82,6 +82,9 @@ class VLLM(Streaming):
         name = f"vllm:{short_name(self.path)}"
         return name + (f"+{short_name(self.adapter)}" if self.adapter else "")
 
+    def token_counter(self) -> str | None:
+        return "hf:" + self.path
+
     def usage(self) -> dict[str, int]:
         return dict(self._state.get("usage", {}))
 

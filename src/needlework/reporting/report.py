@@ -4,9 +4,10 @@ Run:  needlework report runs/base runs/ft --out report/ [--baseline base] [--htm
 
 Layout of ``<out>/``: ``report.md`` (the report), ``tables/*.csv`` (every number in it, long
 format), ``figures/*.png`` and, with ``--html``, ``report.html`` (self-contained, with samples).
-The figures follow the paper (Xiong et al., ICLR 2025, arXiv 2406.19292): MDQA accuracy by gold
-position, FLenQA accuracy by context length with and without CoT, KV retrieval by gold position,
-the NIAH length × depth grid, and general-benchmark scores with deltas vs the base model.
+Each benchmark declares its figures and where its sections go (``figures()``/``report_rank``,
+recorded in metrics.json), which gives the paper's figures (Xiong et al., ICLR 2025, arXiv
+2406.19292): MDQA and KV retrieval by gold position, FLenQA by context length with and without
+CoT, the NIAH length × depth grid, and general-benchmark scores with deltas vs the base model.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 from needlework.errors import UserError
 from needlework.io import ensure_writable_dir, write_text
+from needlework.records import Figure
 from needlework.reporting import plots, sections
 from needlework.reporting.compare import (
     Delta,
@@ -45,8 +47,6 @@ from needlework.reporting.tables import (
     overall_table,
     runs_table,
 )
-
-KIND_ORDER = ("mdqa", "flenqa", "kv_retrieval", "niah", "general")  # the paper's order
 
 READING_GUIDE = """\
 ## How to read this report
@@ -165,14 +165,8 @@ class ReportBuilder:
     def __init__(self, out: Path, found: Discovery, baseline: str | None) -> None:
         self.out, self.found, self.baseline = out, found, baseline
         groups = group_runs(found.runs)
-        kind = {lb: next(iter(vs.values())).benchmark for lb, vs in groups.items()}
-        order = sorted(
-            groups,
-            key=lambda lb: (
-                KIND_ORDER.index(kind[lb]) if kind[lb] in KIND_ORDER else len(KIND_ORDER)
-            ),
-        )
-        self.groups = {lb: groups[lb] for lb in order}
+        rank = {lb: min(r.rank for g in vs.values() for r in g.runs) for lb, vs in groups.items()}
+        self.groups = {lb: groups[lb] for lb in sorted(groups, key=rank.__getitem__)}
         self.problems = list(found.problems) + check_groups(self.groups)
         for label, variants in self.groups.items():
             base = self.base_of(label)
@@ -211,8 +205,25 @@ class ReportBuilder:
     def base_of(self, label: str) -> Group | None:
         return self.groups[label].get(self.baseline) if self.baseline else None
 
-    def labels(self, kind: str) -> list[str]:
-        return [lb for lb, vs in self.groups.items() if next(iter(vs.values())).benchmark == kind]
+    def declared(self, label: str) -> tuple[Figure, ...]:
+        """The figures the label's benchmark declared (its first run that declares any)."""
+        runs = (r for g in self.groups[label].values() for r in g.runs)
+        return next((r.figures for r in runs if r.figures), ())
+
+    def figure_sections(self) -> list[str]:
+        """Each declared figure's section, in rank order; figures sharing a ``shared`` name
+        are drawn once, where the first label declaring it comes."""
+        planned: dict[tuple[str, ...], list[tuple[str, Figure]]] = {}
+        for label in self.groups:
+            for i, fig in enumerate(self.declared(label)):
+                where = (fig.kind, fig.shared) if fig.shared else (label, str(i))
+                planned.setdefault(where, []).append((label, fig))
+        draw = {
+            "line": sections.line_section,
+            "heatmap": sections.heatmap_section,
+            "scores": sections.scores_section,
+        }
+        return [draw[items[0][1].kind](self, items) for items in planned.values()]
 
     # -- sections --------------------------------------------------------------------------------
     def build(self) -> ReportResult:
@@ -226,14 +237,7 @@ class ReportBuilder:
             if self.found.runs
             else []
         )
-        for label in self.labels("mdqa"):
-            parts.append(sections.position_section(self, label, "MDQA", "gold document"))
-        parts.append(sections.flenqa_section(self))
-        for label in self.labels("kv_retrieval"):
-            parts.append(sections.position_section(self, label, "KV retrieval", "gold key"))
-        for label in self.labels("niah"):
-            parts.append(sections.niah_section(self, label))
-        parts.append(sections.general_section(self))
+        parts += self.figure_sections()
         parts.append(sections.other_breakdowns(self))
         parts.append(sections.training_section(self))
         runs_md, runs_csv = runs_table(self.found.runs)
@@ -299,7 +303,7 @@ class ReportBuilder:
     def all_metrics_section(self) -> str:
         """Every score a benchmark records (e.g. KV ``format_match`` next to ``both_correct``).
 
-        The general suite has its own section; benchmarks with a single score are left out.
+        Benchmarks with a scores table of their own (a suite) or a single score are left out.
         """
         start = len(self.notes.texts)
         base_name = self.baseline or "baseline"
@@ -307,7 +311,7 @@ class ReportBuilder:
         for label, variants in self.groups.items():
             first = next(iter(variants.values()))
             names = list(dict.fromkeys(m for r in first.runs for m in r.metrics["metrics"]))
-            if first.benchmark == "general" or len(names) < 2:
+            if any(f.kind == "scores" for f in self.declared(label)) or len(names) < 2:
                 continue
             base = self.base_of(label)
             for metric in names:

@@ -31,12 +31,15 @@ import yaml
 
 from needlework.errors import DataError, UserError
 from needlework.io import read_jsonl
+from needlework.records import Figure, Prediction
 
 METRICS = "metrics.json"
 PREDICTIONS = "predictions.jsonl"
 RUN_INFO = "run.json"
 CONFIG = "config.yaml"
 MODEL_JSON = "model.json"
+DEFAULT_RANK = 100
+"""Report rank of a benchmark that declares none."""
 PATH_FIELDS = ("path", "adapter", "model", "base_url")
 """Backend fields holding paths/ids, shown by their last components in model labels."""
 TRAIN_LOGS = ("train_log.jsonl", "training_log.jsonl", "log_history.jsonl", "loss.jsonl")
@@ -65,6 +68,10 @@ class EvalRun:
     """config.yaml ``model`` (the backend unit as run), None when there is no config.yaml."""
     variant_from_model: bool = False
     """No variant recorded: ``variant`` is the model label (and follows it when lengthened)."""
+    figures: tuple[Figure, ...] = ()
+    """How the benchmark asked to be drawn (metrics.json ``figures``)."""
+    rank: int = DEFAULT_RANK
+    """Where its sections go (metrics.json ``report_rank``), lowest first."""
 
     @property
     def name(self) -> str:
@@ -198,8 +205,33 @@ def _load_eval(folder: Path, info: dict[str, Any], problems: list[str]) -> EvalR
         model_spec=config.get("model"),
         variant_from_model=variant is None,
     )
+    run.figures, run.rank = _declaration(folder / METRICS, metrics, problems)
     run.predictions = _load_predictions(folder, run, problems)
     return run
+
+
+def _declaration(
+    path: Path, metrics: dict[str, Any], problems: list[str]
+) -> tuple[tuple[Figure, ...], int]:
+    """The benchmark's figures and report rank from metrics.json; a problem line (and tables
+    only) when they are missing or malformed."""
+    raw, rank = metrics.get("figures"), metrics.get("report_rank", DEFAULT_RANK)
+    if raw is None:
+        problems.append(
+            f"{path}: records no 'figures' (written by an older needlework?); "
+            "its runs get tables but no figures"
+        )
+        return (), DEFAULT_RANK
+    figures = []
+    for i, item in enumerate(raw if isinstance(raw, list) else [raw]):
+        try:
+            figures.append(Figure.from_json(item))
+        except ValueError as exc:
+            problems.append(f"{path}: figures[{i}]: {exc}; that figure is left out")
+    if not isinstance(rank, int) or isinstance(rank, bool):
+        problems.append(f"{path}: 'report_rank' should be an integer, got {rank!r}")
+        rank = DEFAULT_RANK
+    return tuple(figures), rank
 
 
 def _read_config(folder: Path) -> dict[str, Any]:
@@ -342,8 +374,7 @@ def _load_predictions(
     duplicates = 0
     try:
         for lineno, row in enumerate(read_jsonl(path), 1):
-            if not isinstance(row.get("id"), str) or not isinstance(row.get("scores"), dict):
-                raise DataError(f"{path}:{lineno}: expected fields 'id' (str) and 'scores' (dict)")
+            Prediction.check(row, f"{path}:{lineno}", need_hash=False)
             if row["id"] in seen:
                 duplicates += 1
                 continue
@@ -355,7 +386,8 @@ def _load_predictions(
     if duplicates:
         problems.append(f"{path}: {duplicates} repeated sample ids (kept the first of each)")
     n = run.metrics.get("n", run.metrics["metrics"][run.primary_metric].get("n"))
-    if isinstance(n, int) and n != len(rows) and run.benchmark != "general":
+    # a suite (metrics.json ``tasks``) counts requests, not predictions.jsonl rows
+    if isinstance(n, int) and n != len(rows) and "tasks" not in run.metrics:
         problems.append(
             f"{folder}: {METRICS} says n={n} but {PREDICTIONS} has {len(rows)} samples "
             "(metrics written before the run finished?)"
@@ -385,19 +417,13 @@ def _load_train(folder: Path, info: dict[str, Any], problems: list[str]) -> Trai
     if not isinstance(model, dict):
         model = {}
     config = _read_config(folder)
+    # config.yaml ``variant``/``seed`` (``needlework run`` records them); a run without a
+    # variant is labelled by the model it wrote, as plain eval runs are
     variant, seed = _variant_and_seed(info, config)
-    match = re.fullmatch(r"seed(\d+)", folder.name)
-    if variant is None and match:
-        # Folder-name fallback: a training run's run.json records no variant, so the experiment
-        # layout train/<variant>/seed<S>/ is the only record of it; the seed is TrainConfig's
-        # own (config.yaml) when recorded, the folder name only for runs without one.
-        recorded = config.get("seed")
-        variant, seed = folder.parent.name, recorded if recorded is not None else match.group(1)
     run = TrainRun(
         path=folder,
         model=model,
-        # Folder-name fallback as above: nothing in a training run records a variant.
-        variant=str(variant) if variant is not None else folder.name,
+        variant=str(variant) if variant is not None else model_id(model or None),
         seed=str(seed) if seed is not None else None,
     )
     run.loss = _loss_log(folder)

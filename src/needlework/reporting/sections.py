@@ -1,5 +1,6 @@
-"""Benchmark-specific report sections: MDQA/KV by position, FLenQA by length (CoT and not),
-the NIAH length × depth grid, general-benchmark scores, other breakdowns and training runs.
+"""Report sections drawn from what each benchmark declares (records.Figure in metrics.json):
+a line over a breakdown, a heatmap over two, a table of scores; then other breakdowns and
+training runs. Nothing here names a benchmark.
 
 Each section function takes the :class:`~needlework.reporting.report.ReportBuilder` (which owns
 the output folder, the footnotes and the baseline) and returns its markdown ('' when there is
@@ -8,10 +9,11 @@ nothing to show, with the reason added to the report's problems).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
+from needlework.records import Figure
 from needlework.reporting import plots
 from needlework.reporting.compare import (
     Delta,
@@ -39,21 +41,7 @@ from needlework.reporting.tables import (
 if TYPE_CHECKING:
     from needlework.reporting.report import ReportBuilder
 
-MAX_POSITIONS = 20  # above this many gold positions, KV results are shown in 10 depth bins
-
-# Breakdown fields by benchmark kind, in order of preference (the first one a run has is used).
-POSITION_FIELDS = ("gold_position",)
-LENGTH_FIELDS = ("ctx_size", "context_size", "context_length")
-NIAH_LENGTH_FIELDS = (
-    "context_length",
-    "target_context_tokens",
-    "max_context_tokens",
-    "length",
-    "context_tokens",
-)
-NIAH_DEPTH_FIELDS = ("depth_percent", "needle_depth", "depth", "gold_depth")
-DEPTH_BIN_FIELD = "gold_depth_bin"
-SIZE_FIELDS = ("num_dicts", "num_keys", "num_docs", "num_records")
+MAX_POSITIONS = 20  # above this many gold positions, results are shown in 10 depth bins
 
 
 def secondary_metrics(groups: list[Group]) -> list[str]:
@@ -97,167 +85,156 @@ def meta_key(field_name: str) -> KeyFn:
     return key
 
 
-def pick_field(groups: list[Group], candidates: tuple[str, ...]) -> str | None:
-    """The first candidate any run breaks down by (metrics.json ``by``, else prediction meta)."""
-    runs = [r for g in groups for r in g.runs]
-    for name in candidates:
-        if any(name in r.metrics.get("by", {}) for r in runs):
-            return name
-    for name in candidates:
-        if any(name in (row.get("meta") or {}) for r in runs for row in (r.predictions or [])[:1]):
-            return name
-    return None
-
-
-def distinct_keys(groups: list[Group], field_name: str) -> set[str]:
-    """Values of one breakdown field over all runs (metrics.json ``by``, else predictions)."""
+def distinct_keys(groups: list[Group], field_name: str, key: KeyFn | None = None) -> set[str]:
+    """Values of one breakdown over all runs (metrics.json ``by``, else predictions; ``key``
+    computes them from predictions)."""
     keys: set[str] = set()
     for run in (r for g in groups for r in g.runs):
-        by = run.metrics.get("by", {}).get(field_name)
+        by = None if key else run.metrics.get("by", {}).get(field_name)
         if isinstance(by, dict):
             keys.update(map(str, by))
         else:
-            keys.update(k for k in map(meta_key(field_name), run.predictions or []) if k)
+            keys.update(k for k in map(key or meta_key(field_name), run.predictions or []) if k)
     return keys
 
 
-def depth_bin(row: dict[str, Any]) -> str | None:
-    """Gold depth in 10 bins ("0.0".."0.9"), from meta ``gold_depth`` or position / size."""
-    meta = row.get("meta") or {}
-    depth = meta.get("gold_depth")
-    if not isinstance(depth, (int, float)):
-        pos = meta.get("gold_position")
-        size = next((meta[k] for k in SIZE_FIELDS if isinstance(meta.get(k), int)), None)
-        if not isinstance(pos, int) or not size or size < 2:
+def depth_bin(x: str, size: str) -> KeyFn:
+    """Gold depth in 10 bins ("0.0".."0.9") from meta ``gold_depth``, else position ``x`` over
+    the number of positions ``size``; the lower edge, as a benchmark's gold_depth_bin has it."""
+
+    def key(row: dict[str, Any]) -> str | None:
+        meta = row.get("meta") or {}
+        depth = meta.get("gold_depth")
+        if not isinstance(depth, (int, float)):
+            pos, n = meta.get(x), meta.get(size) if size else None
+            if not isinstance(pos, int) or not isinstance(n, int) or n < 2:
+                return None
+            depth = pos / (n - 1)
+        if not 0 <= depth <= 1:
             return None
-        depth = pos / (size - 1)
-    if not 0 <= depth <= 1:
-        return None
-    return str(round(min(int(depth * 10), 9) / 10, 6))  # lower edge, as gold_depth_bin has it
+        return str(round(min(int(depth * 10), 9) / 10, 6))
+
+    return key
 
 
-def position_section(b: ReportBuilder, label: str, title: str, what: str) -> str:
-    groups = list(b.groups[label].values())
-    if not any(r.metrics.get("by") for g in groups for r in g.runs):
-        return ""  # no breakdown declared (e.g. MDQA closed-book/oracle): overall table only
-    field_name = pick_field(groups, POSITION_FIELDS)
-    if field_name is None:
-        b.problems.append(f"{label}: no gold_position breakdown; no position plot")
-        return ""
-    # Many distinct positions (e.g. 85 dictionaries) give noisy points: show depth bins instead,
-    # the benchmark's own gold_depth_bin breakdown if it has one, else bins of meta gold_depth.
-    many = len(distinct_keys(groups, field_name)) > MAX_POSITIONS
-    binned = many and pick_field(groups, (DEPTH_BIN_FIELD,)) is not None
-    key: KeyFn | None = None
+def has_breakdown(groups: list[Group], field_name: str) -> bool:
+    """Some run breaks down by ``field_name`` (metrics.json ``by``, else prediction meta)."""
+    runs = [r for g in groups for r in g.runs]
+    return any(field_name in r.metrics.get("by", {}) for r in runs) or any(
+        field_name in (row.get("meta") or {}) for r in runs for row in (r.predictions or [])[:1]
+    )
+
+
+@dataclass
+class Axis:
+    """A line figure's x axis for one label: the breakdown shown and how its keys read."""
+
+    field: str
+    key: KeyFn | None
+    x_of: Callable[[str], float]
+    show: Callable[[str], str]
+    xlabel: str
+    column: str
+    integer_x: bool
+
+
+def line_axis(fig: Figure, groups: list[Group]) -> Axis:
+    """The x axis of a line figure; a ``position`` axis with more than 20 positions turns into
+    10 depth bins (the benchmark's ``bins`` breakdown, else computed from meta)."""
+    if fig.x_axis != "position":
+        xlabel = fig.xlabel or fig.x
+        show = tokens_label if fig.x_axis == "tokens" else str
+        return Axis(fig.x, None, float, show, xlabel, xlabel, True)
+    many = len(distinct_keys(groups, fig.x)) > MAX_POSITIONS
+    field_name, key = fig.x, None
+    binned = many and bool(fig.bins) and has_breakdown(groups, fig.bins)
     if binned:
-        field_name = DEPTH_BIN_FIELD
-    elif (
-        many
-        and all(g.has_predictions for g in groups)
-        and any(depth_bin(row) is not None for g in groups for row in g.runs[0].predictions or [])
-    ):
-        binned = True
-        field_name, key = "gold depth (10 bins)", depth_bin
-    series, deltas, keys = b.breakdown(label, field_name, key=key)
-    if binned:
-        edges = sorted(float(k) for k in keys)
-        gaps = [hi - lo for lo, hi in zip(edges, edges[1:]) if hi > lo]
-        width = min(gaps) if gaps else 1.0 - edges[0] if edges else 0.1
-        x_of: Callable[[str], float] = lambda k: round(100 * (float(k) + width / 2), 6)  # noqa: E731
-        show = lambda k: f"{100 * float(k):g}–{100 * (float(k) + width):g}%"  # noqa: E731
-        xlabel = f"depth of the {what} in the context (%)"
-    else:
-        x_of = lambda k: float(k) + 1  # noqa: E731
-        show = lambda k: str(int(float(k)) + 1)  # noqa: E731
-        xlabel = f"position of the {what} (1 = first)"
-    if not series:
-        return ""
-    extra = extra_breakdowns(b, label, field_name, key)
-    start = len(b.notes.texts)
-    metric = groups[0].metric
-    panels = [b.plot_panel(label, f"{label}: {metric}" if extra else label, series, x_of)]
-    panels += [b.plot_panel(label, f"{label}: {e.metric}", e.series, x_of) for e in extra]
-    metrics = ", ".join([metric, *(e.metric for e in extra)])
-    fig = plots.line_figure(
-        panels,
-        title=f"{title}: {metrics} by {what} position",
-        xlabel=xlabel,
-        ylabel=metric if not extra else "score",
-        integer_x=not binned,
-    )
-    img = b.figure(f"{label}_by_position", fig, f"{title} ({label}) by {what} position")
-    md, out = breakdown_table(
-        label,
-        "depth" if binned else "position (1-based)",
-        keys,
-        series,
-        deltas,
-        b.baseline,
-        b.notes,
-        show,
-        metric=metric,
-        extra=extra,
-    )
-    b.html_tables.append((f"{label} by position", md))
-    link = b.csv(f"{label}_by_position", out)
-    return (
-        f"## {title} ({label}): accuracy by {what} position\n\n{img}\n{md.to_markdown()}"
-        f"\n{b.notes_block(start)}\nCSV: [{link}]({link})\n"
+        field_name = fig.bins
+    elif many and all(g.has_predictions for g in groups):
+        computed = depth_bin(fig.x, fig.size)
+        if any(computed(row) is not None for g in groups for row in g.runs[0].predictions or []):
+            binned, field_name, key = True, "gold depth (10 bins)", computed
+    if not binned:
+        return Axis(
+            field_name,
+            None,
+            lambda k: float(k) + 1,
+            lambda k: str(int(float(k)) + 1),
+            fig.xlabel or f"position of the {fig.what} (1 = first)",
+            "position (1-based)",
+            True,
+        )
+    edges = sorted(float(k) for k in distinct_keys(groups, field_name, key))
+    gaps = [hi - lo for lo, hi in zip(edges, edges[1:]) if hi > lo]
+    width = min(gaps) if gaps else 1.0 - edges[0] if edges else 0.1
+    return Axis(
+        field_name,
+        key,
+        lambda k: round(100 * (float(k) + width / 2), 6),
+        lambda k: f"{100 * float(k):g}–{100 * (float(k) + width):g}%",
+        f"depth of the {fig.what} in the context (%)",
+        "depth",
+        False,
     )
 
 
-def flenqa_section(b: ReportBuilder) -> str:
-    labels = b.labels("flenqa")
-    if not labels:
-        return ""
-    # Without CoT first, then CoT: the paper shows both.
-    labels.sort(key=lambda lb: ("cot" in re.split(r"[_\-.]", lb), lb))
-    panels, blocks, start = [], [], len(b.notes.texts)
-    metric = next(iter(b.groups[labels[0]].values())).metric
-    for label in labels:
-        field_name = pick_field(list(b.groups[label].values()), LENGTH_FIELDS)
-        if field_name is None:
-            b.problems.append(f"{label}: no ctx_size breakdown; no FLenQA length plot")
+def line_section(b: ReportBuilder, items: list[tuple[str, Figure]]) -> str:
+    """One figure (a panel per label and secondary metric), a table and CSV per label; the
+    first label's declaration gives the section's texts, each label's its panel title."""
+    fig = items[0][1]
+    panels, blocks, start, extras = [], [], len(b.notes.texts), False
+    metric, axis = "", None
+    for label, own in items:
+        groups = list(b.groups[label].values())
+        if not has_breakdown(groups, fig.x):
+            if any(r.metrics.get("by") for g in groups for r in g.runs):
+                b.problems.append(f"{label}: no {fig.x} breakdown; no {fig.name} plot")
             continue
-        series, deltas, keys = b.breakdown(label, field_name)
+        axis = line_axis(fig, groups)
+        series, deltas, keys = b.breakdown(label, axis.field, key=axis.key)
         if not series:
             continue
-        cot = "cot" in re.split(r"[_\-.]", label)
-        title = f"{label} ({'CoT' if cot else 'no CoT'})"
-        extra = extra_breakdowns(b, label, field_name)
-        panels.append(b.plot_panel(label, title, series, float))
-        panels += [b.plot_panel(label, f"{title}: {e.metric}", e.series, float) for e in extra]
+        metric = groups[0].metric
+        extra = extra_breakdowns(b, label, axis.field, axis.key)
+        extras = extras or bool(extra)
+        base = f"{label} ({own.panel})" if own.panel else label
+        first = base if own.panel or not extra else f"{base}: {metric}"
+        panels.append(b.plot_panel(label, first, series, axis.x_of))
+        panels += [b.plot_panel(label, f"{base}: {e.metric}", e.series, axis.x_of) for e in extra]
         md, out = breakdown_table(
             label,
-            "context length (tokens)",
+            axis.column,
             keys,
             series,
             deltas,
             b.baseline,
             b.notes,
-            metric=next(iter(b.groups[label].values())).metric,
+            axis.show,
+            metric=metric,
             extra=extra,
         )
-        b.html_tables.append((f"{label} by length", md))
-        link = b.csv(f"{label}_by_length", out)
-        blocks.append(f"### {label}\n\n{md.to_markdown()}\nCSV: [{link}]({link})\n")
-    if not panels:
+        b.html_tables.append((f"{label} {fig.name.replace('_', ' ')}", md))
+        link = b.csv(f"{label}_{fig.name}", out)
+        if fig.shared:
+            blocks.append(f"### {label}\n\n{md.to_markdown()}\nCSV: [{link}]({link})\n")
+        else:  # one label: its footnotes right under its table
+            blocks.append(f"{md.to_markdown()}\n{b.notes_block(start)}\nCSV: [{link}]({link})\n")
+        metrics = ", ".join([metric, *(e.metric for e in extra)])
+    if not panels or axis is None:
         return ""
-    fig = plots.line_figure(
+    values = {"label": items[0][0], "metric": metric, "metrics": metrics}
+    plotted = plots.line_figure(
         panels,
-        title=f"FLenQA: {metric} by context length",
-        xlabel="context length (tokens)",
-        ylabel=metric if len(panels) == len(blocks) else "score",  # "score": secondary panels
+        title=fig.text(fig.title or fig.heading, **values),
+        xlabel=axis.xlabel,
+        ylabel="score" if extras else metric,
+        integer_x=axis.integer_x,
     )
-    img = b.figure("flenqa_by_length", fig, "FLenQA accuracy by context length")
-    return (
-        "## FLenQA: accuracy by context length, with and without CoT\n\n"
-        + img
-        + "\n"
-        + "\n".join(blocks)
-        + "\n"
-        + b.notes_block(start)
+    img = b.figure(
+        fig.shared or f"{items[0][0]}_{fig.name}", plotted, fig.text(fig.caption, **values)
     )
+    notes = "\n" + b.notes_block(start) if fig.shared else ""
+    return f"## {fig.text(fig.heading, **values)}\n\n{img}\n" + "\n".join(blocks) + notes
 
 
 def tokens_label(key: str) -> str:
@@ -291,17 +268,34 @@ def depth_label(field_name: str, keys: list[str]) -> Callable[[str], str]:
     return lambda k: f"{round(float(k) * scale, 6):g}%"
 
 
-def niah_section(b: ReportBuilder, label: str) -> str:
+def heatmap_section(b: ReportBuilder, items: list[tuple[str, Figure]]) -> str:
+    """A ``y`` × ``x`` grid per variant (one figure each) with per-cell paired deltas in a CSV."""
+    return "\n".join(filter(None, (one_heatmap(b, fig, label) for label, fig in items)))
+
+
+def axis_label(axis: str, field_name: str, keys: list[str]) -> Callable[[str], str]:
+    if axis == "tokens":
+        return tokens_label
+    if axis == "depth":
+        return depth_label(field_name, keys)
+    if axis == "position":
+        return lambda k: str(int(float(k)) + 1)
+    return str
+
+
+def one_heatmap(b: ReportBuilder, fig: Figure, label: str) -> str:
     groups = list(b.groups[label].values())
-    length = pick_field(groups, NIAH_LENGTH_FIELDS)
-    depth = pick_field(groups, NIAH_DEPTH_FIELDS)
-    if length is None or depth is None or not all(g.has_predictions for g in groups):
+    length, depth = fig.x, fig.y
+    if not all(g.has_predictions for g in groups) or not all(
+        has_breakdown(groups, f) for f in (length, depth)
+    ):
         b.problems.append(
-            f"{label}: the NIAH heatmap needs predictions.jsonl with a "
-            "context length and a depth in each sample's meta; none drawn"
+            f"{label}: the {depth} × {length} heatmap needs predictions.jsonl with "
+            f"'{length}' and '{depth}' in each sample's meta; none drawn"
         )
         return ""
-    parts = [f"## NIAH ({label}): {groups[0].metric} by context length × needle depth\n"]
+    values = {"label": label, "metric": groups[0].metric}
+    parts = [f"## {fig.text(fig.heading, **values)}\n"]
     long = Table(["label", "variant", "length", "depth", "mean", "n_per_seed", "seeds", *DELTA_CSV])
     by_len, by_depth = meta_key(length), meta_key(depth)
     base = b.base_of(label)
@@ -330,22 +324,24 @@ def niah_section(b: ReportBuilder, label: str) -> str:
         rows = sorted({k[0] for k in means}, key=num_key)
         cols = sorted({k[1] for k in means}, key=num_key)
         grid = [[means.get((r, c)) for c in cols] for r in rows]
-        show_depth = depth_label(depth, rows)
-        fig = plots.heatmap_figure(
+        show_depth = axis_label(fig.y_axis, depth, rows)
+        show_len = axis_label(fig.x_axis, length, cols)
+        named = {**values, "variant": group.variant}
+        plotted = plots.heatmap_figure(
             grid,
             rows=[show_depth(r) for r in rows],
-            cols=[tokens_label(c) for c in cols],
-            title=f"NIAH {label}: {group.variant}",
-            xlabel="Context length (tokens)",
-            ylabel="Needle depth (% of context)",
+            cols=[show_len(c) for c in cols],
+            title=fig.text(fig.title or fig.heading, **named),
+            xlabel=fig.xlabel or length,
+            ylabel=fig.ylabel or depth,
             value_label=group.metric,
         )
         parts.append(
-            b.figure(f"{label}_{group.variant}_heatmap", fig, f"NIAH {label} {group.variant}")
+            b.figure(f"{label}_{group.variant}_{fig.name}", plotted, fig.text(fig.caption, **named))
         )
         parts.append(
             f"**{group.variant}** ({seeds} seed{'s' * (seeds > 1)}):\n\n"
-            + heatmap_table(rows, cols, means, show_depth, tokens_label).to_markdown()
+            + heatmap_table(rows, cols, means, show_depth, show_len).to_markdown()
         )
         for (r, c), m in sorted(means.items()):
             delta = None
@@ -354,13 +350,14 @@ def niah_section(b: ReportBuilder, label: str) -> str:
             long.rows.append(
                 [label, group.variant, c, r, m, sizes[(r, c)], seeds, *delta_csv(delta)]
             )
-    link = b.csv(f"{label}_heatmap", long)
+    link = b.csv(f"{label}_{fig.name}", long)
     parts.append(f"CSV (with paired deltas per cell vs {b.baseline}): [{link}]({link})\n")
     return "\n".join(parts)
 
 
-def general_section(b: ReportBuilder) -> str:
-    labels = b.labels("general")
+def scores_section(b: ReportBuilder, items: list[tuple[str, Figure]]) -> str:
+    """Every recorded score per variant (a suite's tasks), with deltas and caveats."""
+    fig, labels = items[0][1], [label for label, _ in items]
     blocks, start = [], len(b.notes.texts)
     for label in labels:
         variants = b.groups[label]
@@ -381,8 +378,8 @@ def general_section(b: ReportBuilder) -> str:
             if base is not None and group is not base:
                 deltas[variant] = {m: general_delta(group, base, m, cells) for m in cells[variant]}
         md, out = general_table(names, cells, deltas, b.baseline, b.notes)
-        b.html_tables.append((f"{label}: general benchmarks", md))
-        link = b.csv(f"{label}_scores", out)
+        b.html_tables.append((f"{label}: every score", md))
+        link = b.csv(f"{label}_{fig.name}", out)
         caveats: dict[str, str] = {}
         for run in (r for g in variants.values() for r in g.runs):
             found = run.metrics.get("caveats")
@@ -394,7 +391,7 @@ def general_section(b: ReportBuilder) -> str:
     if not blocks:
         return ""
     return (
-        "## General benchmarks (lm-evaluation-harness)\n\n"
+        f"## {fig.text(fig.heading, label=labels[0])}\n\n"
         + "\n".join(blocks)
         + "\n"
         + b.notes_block(start)
@@ -424,16 +421,10 @@ def general_delta(
 
 
 def other_breakdowns(b: ReportBuilder) -> str:
-    """Every other metrics.json breakdown as CSV (e.g. FLenQA by task or dispersion)."""
-    shown = {
-        *POSITION_FIELDS,
-        *LENGTH_FIELDS,
-        *NIAH_LENGTH_FIELDS,
-        *NIAH_DEPTH_FIELDS,
-        DEPTH_BIN_FIELD,
-    }
+    """Every breakdown no figure showed, as CSV (e.g. FLenQA by task or dispersion)."""
     links = []
     for label, variants in b.groups.items():
+        shown = {f for fig in b.declared(label) for f in (fig.x, fig.y, fig.bins)}
         fields = list(
             dict.fromkeys(
                 f
@@ -517,8 +508,8 @@ def comparison_columns(b: ReportBuilder) -> list[tuple[str, str]]:
         groups = list(variants.values())
         runs = [r for g in groups for r in g.runs]
         recorded = set.intersection(*(set(r.metrics["metrics"]) for r in runs))
-        if groups[0].benchmark == "general":
-            tasks = runs[0].metrics.get("tasks") or {}
+        tasks = runs[0].metrics.get("tasks")
+        if isinstance(tasks, dict):  # a suite: each task's score and its closed-book rates
             for key, task in tasks.items():
                 for name in (task.get("primary_metric"), f"{key}/wrong_answer", f"{key}/abstained"):
                     if name in recorded:
@@ -559,7 +550,7 @@ def comparison_section(b: ReportBuilder) -> str:
             if base is not None and group is not base:
                 delta = (
                     general_delta(group, base, metric, {})
-                    if group.benchmark == "general" and not seed_scores(group, metric)[0]
+                    if "tasks" in group.runs[0].metrics and not seed_scores(group, metric)[0]
                     else paired_delta(group, base, metric)
                 )
             text = fmt(stat.mean)

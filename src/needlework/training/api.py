@@ -92,6 +92,9 @@ def check_same_config(cfg: TrainConfig, saved: Path) -> None:
     """Resuming under a different config would mix two runs under one config.yaml."""
     old = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
     new = yaml.safe_load(dump_yaml(cfg))
+    for config in (old, new):  # a label, not a setting: runs from before it was recorded resume
+        if isinstance(config, dict):
+            config.pop("variant", None)
     diff = _diff(old, new)
     if diff:
         raise UserError(

@@ -37,6 +37,9 @@ class TrainConfig:
     """Run folder: config.yaml, run.json, train_log.jsonl, model/, model.json."""
     seed: int = 0
     """Seeds the data mix/shuffle, model init (tiny models) and the trainer."""
+    variant: str | None = None
+    """Label reports group this run under (``needlework run`` sets the recipe's variant name);
+    None: the trained model's id."""
     mix_path: Path | None = None
     """Another chat JSONL mixed into the synthetic data (e.g. a general instruction set)."""
     mix_ratio: float = 0.0

@@ -32,7 +32,7 @@ from needlework.evaluation.metrics import (
     flenqa_normalize,
 )
 from needlework.evaluation.prompts import fill, load_prompt
-from needlework.records import Sample
+from needlework.records import Figure, Sample
 from needlework.registry import benchmarks
 
 HUB_ID = "alonj/FLenQA"
@@ -111,6 +111,27 @@ class FLenQA:
     group_by = ("task", "ctx_size", "dispersion", "padding_type")
     primary_metric = "correct"
     secondary_metrics = ()
+
+    needs_token_counter = False
+
+    @property
+    def report_rank(self) -> int:
+        return 21 if self.cot else 20  # without CoT first, as the paper shows them
+
+    def figures(self) -> tuple[Figure, ...]:
+        return (
+            Figure(
+                "line",
+                heading="FLenQA: accuracy by context length, with and without CoT",
+                name="by_length",
+                x="ctx_size",
+                title="FLenQA: {metric} by context length",
+                caption="FLenQA accuracy by context length",
+                xlabel="context length (tokens)",
+                shared="flenqa_by_length",
+                panel="CoT" if self.cot else "no CoT",
+            ),
+        )
 
     def label(self) -> str:
         return "flenqa_cot" if self.cot else "flenqa"

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from needlework.errors import UserError
-from needlework.records import Sample
+from needlework.records import Figure
 from needlework.registry import benchmarks
 
 
@@ -154,20 +154,24 @@ class General:
             return f"{key}_gen/{GEN_PRIMARY}"
         return f"{key}/{TASKS[key].primary}"
 
+    needs_token_counter = False
+    report_rank = 50
+
+    def figures(self) -> tuple[Figure, ...]:
+        return (
+            Figure(
+                "scores",
+                heading="General benchmarks (lm-evaluation-harness)",
+                name="scores",
+                shared="general",
+            ),
+        )
+
     def label(self) -> str:
         """``general`` (+ ``_gen`` for letter-answer variants, + the tasks when not all five),
         so two suites in one eval config land in different run folders."""
         name = "general_gen" if self.generative else "general"
         return name if self.tasks == tuple(TASKS) else f"{name}_{'_'.join(self.tasks)}"
-
-    def samples(self):
-        raise UserError(
-            "general: lm-eval runs whole tasks; evaluate it through the runner "
-            "(which calls run_suite), not sample by sample"
-        )
-
-    def score(self, sample: Sample, output: str) -> dict[str, float]:
-        raise UserError("general: scores come from lm-eval (run_suite), not from score()")
 
     def plan(self, backend: str) -> list[dict[str, Any]]:
         """Per task: result key, lm-eval task name, shots, primary metric, data caveat."""

@@ -43,7 +43,7 @@ from needlework.evaluation.metrics import (
 )
 from needlework.evaluation.prompts import load_prompt
 from needlework.io import require
-from needlework.records import Sample
+from needlework.records import Figure, Sample
 from needlework.registry import benchmarks
 
 # meta fields every needlework eval row must carry, with their JSON types
@@ -141,6 +141,25 @@ class KVRetrieval:
     @property
     def primary_metric(self) -> str:
         return "both_correct" if self.source == "needlework" else "substring_match"
+
+    needs_token_counter = False
+    report_rank = 30
+
+    def figures(self) -> tuple[Figure, ...]:
+        return (
+            Figure(
+                "line",
+                heading="KV retrieval ({label}): accuracy by gold key position",
+                name="by_position",
+                x="gold_position",
+                x_axis="position",
+                what="gold key",
+                bins="gold_depth_bin",
+                size="num_dicts",
+                title="KV retrieval: {metrics} by gold key position",
+                caption="KV retrieval ({label}) by gold key position",
+            ),
+        )
 
     def label(self) -> str:
         base = "kv_retrieval"

@@ -42,7 +42,7 @@ from needlework.evaluation.metrics import (
     wrong_answer,
 )
 from needlework.heldout import load_held_out, question_key
-from needlework.records import Sample
+from needlework.records import Figure, Sample
 from needlework.registry import benchmarks
 
 ORACLE = "qa_data/nq-open-oracle.jsonl.gz"
@@ -123,6 +123,26 @@ class MDQA:
     primary_metric = "best_subspan_em"
     # how wrong answers fail: invented (not in any document) or declined; closed book, wrong
     secondary_metrics = ("unsupported", "wrong_answer", "abstained")
+
+    needs_token_counter = False
+    report_rank = 10
+
+    def figures(self) -> tuple[Figure, ...]:
+        if self.mode != "documents":
+            return ()  # closed-book and oracle: one score, overall tables only
+        return (
+            Figure(
+                "line",
+                heading="MDQA ({label}): accuracy by gold document position",
+                name="by_position",
+                x="gold_position",
+                x_axis="position",
+                what="gold document",
+                size="num_docs",
+                title="MDQA: {metrics} by gold document position",
+                caption="MDQA ({label}) by gold document position",
+            ),
+        )
 
     def label(self) -> str:
         if self.mode != "documents":

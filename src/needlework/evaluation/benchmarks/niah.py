@@ -3,7 +3,7 @@
 filled to a given number of tokens of the model's own tokenizer.
 
 Run:  needlework eval --config configs/eval/niah.yaml model.path=<model dir>
-(set the benchmark's ``tokenizer`` to the model's, e.g. ``hf:<model dir>``)
+(the haystack is sized with the evaluated model's tokenizer; an API model needs ``tokenizer``)
 
 The haystack is any local text file (split into sentences, cycled as needed) or a generated
 filler; no download. Each (context length, depth) cell is fitted by search on the number of
@@ -23,7 +23,7 @@ from needlework.errors import ConfigError, DataError
 from needlework.evaluation.benchmarks.common import token_counter, user_turn
 from needlework.evaluation.haystack import FILLER, build_needle_item, split_sentences
 from needlework.evaluation.metrics import best_subspan_em, exact_match, first_line
-from needlework.records import Sample
+from needlework.records import Figure, Sample
 from needlework.registry import benchmarks
 
 
@@ -33,7 +33,8 @@ class NIAH:
     """Needle in a haystack: accuracy over context length x needle depth."""
 
     tokenizer: str | None = None
-    """The model's tokenizer as a ``load_counter`` spec (e.g. ``hf:<model dir>``); required."""
+    """The model's tokenizer as a ``load_counter`` spec (e.g. ``hf:<model dir>``); None: the
+    evaluated model's own (its backend's ``token_counter()``; an API model needs one set)."""
     context_lengths: tuple[int, ...] = (1024, 2048, 4096)
     """Target prompt sizes in tokens (prompt as the model sees it; the answer comes on top)."""
     depth_percents: tuple[float, ...] = (0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100)
@@ -67,6 +68,26 @@ class NIAH:
     primary_metric = "best_subspan_em"
     secondary_metrics = ()
 
+    needs_token_counter = True  # the haystack is filled to lengths in the model's tokens
+    report_rank = 40
+
+    def figures(self) -> tuple[Figure, ...]:
+        return (
+            Figure(
+                "heatmap",
+                heading="NIAH ({label}): {metric} by context length × needle depth",
+                name="heatmap",
+                x="context_length",
+                y="depth_percent",
+                x_axis="tokens",
+                y_axis="depth",
+                title="NIAH {label}: {variant}",
+                caption="NIAH {label} {variant}",
+                xlabel="Context length (tokens)",
+                ylabel="Needle depth (% of context)",
+            ),
+        )
+
     def label(self) -> str:
         return "niah" + (f"_{self.tag}" if self.tag else "")
 
@@ -95,7 +116,8 @@ class NIAH:
     def samples(self) -> Iterator[Sample]:
         if self.tokenizer is None:
             raise ConfigError(
-                "set the model's tokenizer, e.g. hf:<model dir> (it sizes the haystack)",
+                "set the model's tokenizer, e.g. hf:<model dir> (it sizes the haystack; "
+                "hf and vllm models hand theirs over, API models cannot)",
                 field="tokenizer",
             )
         counter = token_counter(self.tokenizer)
