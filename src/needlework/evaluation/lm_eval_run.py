@@ -52,38 +52,10 @@ def model_identity(unit: Any) -> dict[str, Any]:
 
 
 def build_lm(backend: str, unit: Any, batch_size: int | None) -> Any:
-    """lm-eval's HFLM / vLLM for local weights (log-likelihoods work); the adapter otherwise."""
-    if backend == "hf":
-        import torch
-        from lm_eval.models.huggingface import HFLM
-
-        device = unit.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        return HFLM(
-            pretrained=unit.source(),
-            revision=unit.revision or "main",
-            peft=unit.adapter,
-            dtype=unit.dtype_name(),
-            device=device,
-            batch_size=batch_size or unit.batch_size,
-            max_length=unit.max_context_tokens,
-            trust_remote_code=unit.trust_remote_code,
-        )
-    if backend == "vllm":
-        from lm_eval.models.vllm_causallms import VLLM
-
-        return VLLM(
-            pretrained=unit.path,
-            lora_local_path=unit.adapter,
-            tensor_parallel_size=unit.tensor_parallel_size,
-            dtype=unit.dtype,
-            gpu_memory_utilization=unit.gpu_memory_utilization,
-            max_model_len=unit.max_model_len,
-            enable_prefix_caching=unit.enable_prefix_caching,
-            trust_remote_code=unit.trust_remote_code,
-            batch_size=batch_size or "auto",
-        )
+    """The backend's own lm-eval model where it has one (``lm_eval_model``: local weights,
+    log-likelihoods work, e.g. HFLM / vLLM); lm-eval over its chat interface otherwise."""
+    if callable(getattr(unit, "lm_eval_model", None)):
+        return unit.lm_eval_model(batch_size)
     from needlework.evaluation.lm_eval_adapter import ChatModelLM
 
     return ChatModelLM(unit, batch_size=batch_size or 64)

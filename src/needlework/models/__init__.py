@@ -1,12 +1,12 @@
 """Inference backends shared by evaluation and anything else that needs a model.
 
-Importing this package registers every backend (``hf``, ``vllm``, ``openai``, ``scripted``);
-heavy libraries load inside each backend on first use.
+Importing this package registers every backend module in it; heavy libraries load inside each
+backend on first use.
 
 ``load_backend(spec)`` accepts:
 
-* a short form ``hf:PATH``, ``vllm:PATH``, ``openai:MODEL`` or ``openai:MODEL@BASE_URL``,
-  ``scripted:MODE`` (``gold``, ``constant``, ``echo``, ``last_line``);
+* a short form ``<backend>:<value>`` for backends that declare one (``short_form`` and
+  ``from_short``): ``hf:PATH``, ``vllm:PATH``, ``openai:MODEL[@BASE_URL]``, ``scripted:MODE``;
 * a training run folder (or its ``model.json``) written by ``needlework train``;
 * a mapping ``{"name": "hf", "path": ...}`` or, as in ``model.json``,
   ``{"backend": "hf", "path": ..., "adapter": ...}``.
@@ -27,7 +27,14 @@ discover(__name__, __path__)
 
 __all__ = ["ChatModel", "PromptTooLongError", "load_backend", "parse_model_spec"]
 
-SHORT_FORMS = "hf:PATH, vllm:PATH, openai:MODEL[@BASE_URL], scripted:MODE"
+
+def short_forms() -> str:
+    """``hf:PATH, ...``: the short forms the backends declare (``short_form``/``from_short``)."""
+    from needlework.registry import backends
+
+    return ", ".join(
+        f"{name}:{cls.short_form}" for name, cls in backends.items() if hasattr(cls, "from_short")
+    )
 
 
 def parse_model_spec(spec: str | Mapping[str, Any]) -> dict[str, Any]:
@@ -36,7 +43,7 @@ def parse_model_spec(spec: str | Mapping[str, Any]) -> dict[str, Any]:
         return _from_mapping(spec, "model spec")
     if not isinstance(spec, str) or not spec.strip():
         raise ConfigError(
-            f"model spec {spec!r}: expected {SHORT_FORMS}, or a training run "
+            f"model spec {spec!r}: expected {short_forms()}, or a training run "
             f"folder holding model.json"
         )
     text = spec.strip()
@@ -45,21 +52,16 @@ def parse_model_spec(spec: str | Mapping[str, Any]) -> dict[str, Any]:
         path = path / "model.json"
     if path.is_file() and path.suffix == ".json":
         return read_model_json(path)
+    from needlework.registry import backends
+
     backend, sep, value = text.partition(":")
-    if not sep or not value or backend not in ("hf", "vllm", "openai", "scripted"):
+    unit = dict(backends.items()).get(backend)
+    if not sep or not value or not hasattr(unit, "from_short"):
         raise ConfigError(
-            f"model spec '{text}': expected {SHORT_FORMS}, or a training run "
+            f"model spec '{text}': expected {short_forms()}, or a training run "
             f"folder holding model.json"
         )
-    if backend in ("hf", "vllm"):
-        return {"name": backend, "path": value}
-    if backend == "scripted":
-        return {"name": "scripted", "mode": value}
-    model, at, base_url = value.rpartition("@") if "@" in value else (value, "", "")
-    out: dict[str, Any] = {"name": "openai", "model": model}
-    if at:
-        out["base_url"] = base_url
-    return out
+    return {"name": backend, **unit.from_short(value)}  # type: ignore[union-attr]
 
 
 def load_backend(spec: str | Mapping[str, Any]) -> ChatModel:

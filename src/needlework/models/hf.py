@@ -92,8 +92,34 @@ class HF:
         name = f"hf:{base}"
         return name + (f"+{short_name(self.adapter)}" if self.adapter else "")
 
+    short_form: ClassVar[str] = "PATH"
+    """``hf:PATH``: a model folder, .gguf file, bundled alias or hub id."""
+
+    @classmethod
+    def from_short(cls, value: str) -> dict[str, Any]:
+        return {"path": value}
+
     def token_counter(self) -> str | None:
         return "hf:" + self.path
+
+    def lm_eval_model(self, batch_size: int | None) -> Any:
+        """lm-eval's own HF model on these weights and settings (log-likelihoods work)."""
+        import torch
+        from lm_eval.models.huggingface import HFLM
+
+        device = self.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        return HFLM(
+            pretrained=self.source(),
+            revision=self.revision or "main",
+            peft=self.adapter,
+            dtype=self.dtype_name(),
+            device=device,
+            batch_size=batch_size or self.batch_size,
+            max_length=self.max_context_tokens,
+            trust_remote_code=self.trust_remote_code,
+        )
 
     def usage(self) -> dict[str, int]:
         return dict(self._state.get("usage", {}))

@@ -119,6 +119,14 @@ class OpenAIChat(Streaming):
     def url(self) -> str:
         return (self.base_url or OPENAI_URL).rstrip("/")
 
+    short_form: ClassVar[str] = "MODEL[@BASE_URL]"
+    """``openai:gpt-4o-mini`` or ``openai:MODEL@http://127.0.0.1:8000/v1``."""
+
+    @classmethod
+    def from_short(cls, value: str) -> dict[str, Any]:
+        model, at, base_url = value.rpartition("@") if "@" in value else (value, "", "")
+        return {"model": model, **({"base_url": base_url} if at else {})}
+
     def describe(self) -> str:
         host = urlparse(self.base_url).netloc if self.base_url else ""
         return f"openai:{self.model}" + (f"@{host}" if host else "")
@@ -171,8 +179,8 @@ class OpenAIChat(Streaming):
     def generate_iter(
         self, conversations: Sequence[Sequence[Message]], *, max_new_tokens: int
     ) -> Iterator[tuple[int, str]]:
-        """Yield ``(index, text)`` as requests finish; on an error, finished ones still come
-        out (nothing done is lost), requests not yet sent are cancelled, then it raises."""
+        """Yield ``(index, text)`` as requests finish; on an error, requests not yet sent are
+        cancelled, those in flight still come out (nothing paid for is lost), then it raises."""
         validate_conversations(conversations)
         if not conversations:
             return
@@ -197,8 +205,9 @@ class OpenAIChat(Streaming):
                         yield futures[fut], fut.result()
                     elif error is None:
                         error = exc
-                        for other in pending:
-                            other.cancel()
+                        # requests not sent yet are dropped; those in flight are awaited, so
+                        # an answer already paid for is still delivered before the error
+                        pending = {other for other in pending if not other.cancel()}
         finally:  # normally everything is done here; on Ctrl-C do not wait for stragglers
             pool.shutdown(wait=False, cancel_futures=True)
         if error is not None:

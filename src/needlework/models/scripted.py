@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from needlework.errors import UserError
 from needlework.models.base import validate_conversations
@@ -36,6 +36,13 @@ class Scripted:
     def uses_answers(self) -> bool:
         """Only ``gold`` reads the answers; the runner passes them when this is true."""
         return self.mode == "gold"
+
+    short_form: ClassVar[str] = "MODE"
+    """``scripted:gold`` and the other modes."""
+
+    @classmethod
+    def from_short(cls, value: str) -> dict[str, Any]:
+        return {"mode": value}
 
     def describe(self) -> str:
         return f"scripted:{self.mode}"

@@ -82,8 +82,31 @@ class VLLM(Streaming):
         name = f"vllm:{short_name(self.path)}"
         return name + (f"+{short_name(self.adapter)}" if self.adapter else "")
 
+    short_form: ClassVar[str] = "PATH"
+    """``vllm:PATH``: a model folder, .gguf file, bundled alias or hub id."""
+
+    @classmethod
+    def from_short(cls, value: str) -> dict[str, Any]:
+        return {"path": value}
+
     def token_counter(self) -> str | None:
         return "hf:" + self.path
+
+    def lm_eval_model(self, batch_size: int | None) -> Any:
+        """lm-eval's own vLLM model on these weights and settings (log-likelihoods work)."""
+        from lm_eval.models.vllm_causallms import VLLM
+
+        return VLLM(
+            pretrained=self.path,
+            lora_local_path=self.adapter,
+            tensor_parallel_size=self.tensor_parallel_size,
+            dtype=self.dtype,
+            gpu_memory_utilization=self.gpu_memory_utilization,
+            max_model_len=self.max_model_len,
+            enable_prefix_caching=self.enable_prefix_caching,
+            trust_remote_code=self.trust_remote_code,
+            batch_size=batch_size or "auto",
+        )
 
     def usage(self) -> dict[str, int]:
         return dict(self._state.get("usage", {}))

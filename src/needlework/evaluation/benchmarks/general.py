@@ -80,7 +80,6 @@ TASKS: dict[str, TaskSpec] = {
         "nq_open", "needlework_nq_open", 0, "exact_match,remove_whitespace", closed_book=True
     ),
 }
-LOGPROB_BACKENDS = ("hf", "vllm")
 
 
 @benchmarks.register("general")
@@ -175,7 +174,10 @@ class General:
 
     def plan(self, backend: str) -> list[dict[str, Any]]:
         """Per task: result key, lm-eval task name, shots, primary metric, data caveat."""
-        logprobs = backend in LOGPROB_BACKENDS
+        from needlework.registry import backends
+
+        # backends with their own lm-eval model (local weights) give log-probabilities
+        logprobs = hasattr(dict(backends.items()).get(backend), "lm_eval_model")
         gen = (not logprobs) if self.generative is None else self.generative
         if gen is False and not logprobs:
             raise UserError(
