@@ -25,7 +25,7 @@ import functools
 import hashlib
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, cast, runtime_checkable
 
@@ -462,3 +462,28 @@ def load_counter(spec: str) -> TokenCounter:
     if kind == "hf" and arg:
         return HFCounter(arg)
     raise ConfigError(f"unknown tokenizer '{spec}' (expected {SPECS})", field="tokenizer")
+
+
+def largest_fitting(fits: Callable[[int], bool], hint: int = 0) -> int:
+    """The largest ``n >= 0`` with ``fits(n)``, for ``fits`` true up to a point and false after.
+
+    Galloping search from ``hint`` then bisection, so a good hint costs two calls and a bad one
+    ``O(log n)``. Raises ValueError if even ``n = 0`` does not fit.
+    """
+    if not fits(0):
+        raise ValueError("nothing fits, not even n = 0")
+    hint, step = max(0, hint), 1
+    if fits(hint):
+        lo = hint
+        while fits(lo + step):
+            lo, step = lo + step, step * 2
+        hi = lo + step
+    else:
+        hi = hint
+        while not fits(max(0, hi - step)):
+            hi, step = max(0, hi - step), step * 2
+        lo = max(0, hi - step)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo

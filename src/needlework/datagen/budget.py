@@ -22,7 +22,7 @@ from typing import cast
 from needlework.datagen.base import Generator, Task
 from needlework.errors import UserError
 from needlework.records import Message
-from needlework.tokenization import TokenCounter
+from needlework.tokenization import TokenCounter, largest_fitting
 
 PROBES = 16
 
@@ -121,23 +121,8 @@ def fit_num_units(
         if nxt == b:
             break
         a, fa, b, fb = b, fb, nxt, prober.run(nxt)[1]
-    guess = b
-    # ... then gallop to a bracket lo (fits) < hi (does not fit) and bisect.
-    step = max(1, guess // 200)
-    if prober.fits(guess):
-        lo, hi = guess, guess + step
-        while hi <= max_dicts and prober.fits(hi):
-            lo, hi, step = hi, hi + 2 * step, 2 * step
-        if hi > max_dicts:
-            return max_dicts
-    else:
-        hi, lo = guess, max(2, guess - step)
-        while lo > 2 and not prober.fits(lo):
-            hi, lo, step = lo, max(2, lo - 2 * step), 2 * step
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if prober.fits(mid) else (lo, mid)
-    return lo
+    # ... then gallop from it to a bracket and bisect (counts up to 2 are known to fit).
+    return max(2, largest_fitting(lambda n: n <= 2 or (n <= max_dicts and prober.fits(n)), b))
 
 
 def check_fixed(

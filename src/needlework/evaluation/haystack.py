@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from needlework.errors import ConfigError
 from needlework.evaluation.benchmarks.common import context_tokens, user_turn
 from needlework.evaluation.prompts import load_prompt
-from needlework.tokenization import TokenCounter
+from needlework.tokenization import TokenCounter, largest_fitting
 
 # Bland, number-free sentences (written for needlework) for the generated haystack.
 FILLER = (
@@ -91,31 +91,6 @@ def haystack_with_needle(units: Sequence[str], n: int, needle: str, depth_percen
     take = [units[i % len(units)] for i in range(n)]
     take.insert(round(depth_percent / 100 * n), needle)
     return " ".join(take)
-
-
-def largest_fitting(fits: Callable[[int], bool], hint: int = 0) -> int:
-    """The largest ``n >= 0`` with ``fits(n)``, for ``fits`` true up to a point and false after.
-
-    Galloping search from ``hint`` then bisection, so a good hint costs two calls and a bad one
-    ``O(log n)``. Raises ValueError if even ``n = 0`` does not fit.
-    """
-    if not fits(0):
-        raise ValueError("even an empty haystack does not fit")
-    hint, step = max(0, hint), 1
-    if fits(hint):
-        lo = hint
-        while fits(lo + step):
-            lo, step = lo + step, step * 2
-        hi = lo + step
-    else:
-        hi = hint
-        while not fits(max(0, hi - step)):
-            hi, step = max(0, hi - step), step * 2
-        lo = max(0, hi - step)
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
-    return lo
 
 
 @dataclass(frozen=True)
