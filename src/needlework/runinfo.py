@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import platform
 import subprocess
 import sys
@@ -80,3 +81,13 @@ def write_run_info(out_dir: str | Path, config: Any, **extra: Any) -> dict[str, 
     }
     write_json(out / "run.json", info)
     return info
+
+
+def update_run_info(run_dir: str | Path, **fields: Any) -> None:
+    """Merge ``fields`` into ``run.json`` (atomically; an unreadable one is started afresh)."""
+    path = Path(run_dir) / "run.json"
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        info = {}
+    write_json(path, {**(info if isinstance(info, dict) else {}), **fields})

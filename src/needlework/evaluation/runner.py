@@ -46,6 +46,7 @@ from needlework.io import (
 )
 from needlework.models.base import ChatModel, PromptTooLongError, answer_fields
 from needlework.records import Prediction, Sample
+from needlework.runinfo import update_run_info
 
 log = logging.getLogger(__name__)
 
@@ -283,7 +284,7 @@ def _run_benchmark(
             _predict(model, bench, pending, max_new, cfg.on_too_long, writer, bar)
     except BaseException as exc:
         if worker.is_main:
-            _update_run_json(
+            update_run_info(
                 run_dir,
                 status="interrupted",
                 error=f"{type(exc).__name__}: {exc}"[:500],
@@ -316,7 +317,7 @@ def _run_benchmark(
     _remove_shards(run_dir)
     metrics = aggregate(ordered, bench, model.describe())
     write_json(run_dir / "metrics.json", metrics)
-    _update_run_json(
+    update_run_info(
         run_dir,
         status="complete",
         finished=now(),
@@ -638,16 +639,6 @@ def _usage_delta(before: Mapping[str, int], after: Mapping[str, int]) -> dict[st
     return {k: v - before.get(k, 0) for k, v in after.items() if isinstance(v, (int, float))}
 
 
-def _update_run_json(run_dir: Path, **fields: Any) -> None:
-    path = run_dir / "run.json"
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        info = {}
-    info.update(fields)
-    write_json(path, info)
-
-
 def _run_suite(cfg: EvalConfig, bench: Suite, run_dir: Path) -> dict[str, Any]:
     """Delegate a whole suite (lm-eval ``general``) that runs and scores itself."""
     from needlework.runinfo import now, write_run_info
@@ -666,7 +657,7 @@ def _run_suite(cfg: EvalConfig, bench: Suite, run_dir: Path) -> dict[str, Any]:
     if not isinstance(metrics, dict):
         raise TypeError(f"{bench.label()}: run_suite() must return the metrics dict")
     write_json(run_dir / "metrics.json", metrics)
-    _update_run_json(
+    update_run_info(
         run_dir, status="complete", finished=now(), elapsed_s=round(time.monotonic() - start, 3)
     )
     return metrics

@@ -13,12 +13,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
-from needlework.io import write_json
+from needlework import runinfo
 
 MODEL_JSON = "model.json"
 RUN_JSON = "run.json"
@@ -35,9 +34,5 @@ def is_main_process() -> bool:
 
 def update_run_info(run_dir: Path, **extra: Any) -> None:
     """Merge ``extra`` into ``run.json`` (main process only)."""
-    if not is_main_process():
-        return
-    path = run_dir / RUN_JSON
-    info = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    info.update(extra)
-    write_json(path, info)
+    if is_main_process():
+        runinfo.update_run_info(run_dir, **extra)
