@@ -208,6 +208,47 @@ class _Keep(dict):
         return "{" + key + "}"
 
 
+ROLES = ("system", "user", "assistant")
+
+
+def validate_messages(messages: Any, where: str) -> tuple[dict[str, str], ...]:
+    """A training conversation (optional system turn, then user/assistant alternating, ending
+    with a non-empty assistant answer) with only role/content kept; else a one-line DataError
+    naming ``where`` and the turn. Training data and the KV eval files are checked alike."""
+    from needlework.errors import DataError
+
+    def bad(detail: str) -> DataError:
+        return DataError(f"{where}: field 'messages' should be chat turns: {detail}")
+
+    if not isinstance(messages, list) or not messages:
+        raise bad("a non-empty list of {role, content}")
+    out = []
+    for i, msg in enumerate(messages):
+        if not isinstance(msg, dict):
+            raise bad(f"messages[{i}] should be an object, got {type(msg).__name__}")
+        role, content = msg.get("role"), msg.get("content")
+        if role not in ROLES:
+            raise bad(f"messages[{i}].role should be one of {', '.join(ROLES)}, got {role!r}")
+        if not isinstance(content, str):
+            raise bad(f"messages[{i}].content should be a string, got {type(content).__name__}")
+        out.append({"role": role, "content": content})
+    turns = out[1:] if out[0]["role"] == "system" else out
+    for i, msg in enumerate(turns):
+        expected = "user" if i % 2 == 0 else "assistant"
+        if msg["role"] != expected:
+            index = i + len(out) - len(turns)
+            raise bad(
+                f"messages[{index}].role is {msg['role']!r} but "
+                f"{expected!r} was expected (optional system first, then user/"
+                f"assistant alternating)"
+            )
+    if not turns or turns[-1]["role"] != "assistant":
+        raise bad("the conversation must end with an assistant turn (the answer to train on)")
+    if not turns[-1]["content"].strip():
+        raise bad("the final assistant turn is empty (nothing to train on)")
+    return tuple(out)
+
+
 def with_system_prompt(messages: list[dict[str, str]], system_prompt: str | None) -> list[dict]:
     """The conversation with its system turn set to ``system_prompt`` (None: left as it is).
 

@@ -22,8 +22,9 @@ from typing import Any
 
 from needlework.errors import DataError
 from needlework.io import iter_jsonl
+from needlework.records import validate_messages
 
-ROLES = ("system", "user", "assistant")
+__all__ = ["ChatRow", "mix_rows", "read_chat_rows", "validate_messages"]
 
 
 @dataclass(frozen=True)
@@ -48,43 +49,6 @@ class ChatRow:
 def iter_jsonl_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """``(line_number, object)`` for every non-blank line; errors name ``file:line``."""
     return iter_jsonl(path, expected="chat JSONL rows with 'messages'")
-
-
-def validate_messages(messages: Any, where: str) -> tuple[dict[str, str], ...]:
-    """Check role order and contents; return the conversation with only role/content kept."""
-    if not isinstance(messages, list) or not messages:
-        raise DataError(f"{where}: 'messages' should be a non-empty list of {{role, content}}")
-    out = []
-    for i, msg in enumerate(messages):
-        if not isinstance(msg, dict):
-            raise DataError(f"{where}: messages[{i}] should be an object, got {type(msg).__name__}")
-        role, content = msg.get("role"), msg.get("content")
-        if role not in ROLES:
-            raise DataError(
-                f"{where}: messages[{i}].role should be one of {', '.join(ROLES)}, got {role!r}"
-            )
-        if not isinstance(content, str):
-            raise DataError(
-                f"{where}: messages[{i}].content should be a string, got {type(content).__name__}"
-            )
-        out.append({"role": role, "content": content})
-    turns = out[1:] if out[0]["role"] == "system" else out
-    for i, msg in enumerate(turns):
-        expected = "user" if i % 2 == 0 else "assistant"
-        if msg["role"] != expected:
-            index = i + len(out) - len(turns)
-            raise DataError(
-                f"{where}: messages[{index}].role is {msg['role']!r} but "
-                f"{expected!r} was expected (optional system first, then user/"
-                f"assistant alternating)"
-            )
-    if not turns or turns[-1]["role"] != "assistant":
-        raise DataError(
-            f"{where}: the conversation must end with an assistant turn (the answer to train on)"
-        )
-    if not turns[-1]["content"].strip():
-        raise DataError(f"{where}: the final assistant turn is empty (nothing to train on)")
-    return tuple(out)
 
 
 def row_messages(row: dict[str, Any], where: str) -> tuple[dict[str, str], ...]:

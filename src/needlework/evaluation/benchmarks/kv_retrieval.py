@@ -43,7 +43,7 @@ from needlework.evaluation.metrics import (
 )
 from needlework.evaluation.prompts import load_prompt
 from needlework.io import require
-from needlework.records import Figure, Sample
+from needlework.records import Figure, Sample, validate_messages
 from needlework.registry import benchmarks
 
 # meta fields every needlework eval row must carry, with their JSON types
@@ -272,14 +272,5 @@ class KVRetrieval:
 
 def split_conversation(row: dict[str, Any], where: str) -> tuple[tuple[Any, ...], str]:
     """(prompt turns, gold answer): every turn before the final assistant turn, and its text."""
-    messages = require(row, "messages", list, where)
-    ok = all(
-        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-        for m in messages
-    )
-    if not ok or len(messages) < 2 or messages[-1]["role"] != "assistant":
-        raise DataError(
-            f"{where}: field 'messages' should be chat turns ending with the assistant's answer"
-        )
-    prompt = tuple({"role": m["role"], "content": m["content"]} for m in messages[:-1])
-    return prompt, messages[-1]["content"]
+    turns = validate_messages(require(row, "messages", list, where), where)
+    return turns[:-1], turns[-1]["content"]
