@@ -160,3 +160,22 @@ def test_every_registered_benchmark_declares_valid_figures():
         for fig in bench.figures():
             assert Figure.from_json(fig.to_json()) == fig
             assert fig.x in bench.group_by or fig.kind == "scores", (name, fig.x)
+
+
+def test_a_broken_declaration_is_a_contract_error_naming_the_unit():
+    """figures() not a tuple of Figure: one line naming the unit (the runner checks this
+    before building samples or sending a request)."""
+    from dataclasses import dataclass
+
+    from needlework.errors import ContractError
+    from needlework.evaluation.base import report_declaration
+
+    @dataclass(frozen=True)
+    class Bad:
+        report_rank = 3
+
+        def figures(self):
+            return [{"kind": "line"}]
+
+    with pytest.raises(ContractError, match=r"Bad.figures\(\): expected a tuple"):
+        report_declaration(Bad())

@@ -79,11 +79,20 @@ class Declares(Protocol):
 
 
 def report_declaration(bench: Declares) -> dict[str, Any]:
-    """What metrics.json records of how reports draw ``bench`` (see records.Figure)."""
-    return {
-        "report_rank": bench.report_rank,
-        "figures": [f.to_json() for f in bench.figures()],
-    }
+    """What metrics.json records of how reports draw ``bench`` (see records.Figure); a
+    ContractError naming the unit when ``figures()``/``report_rank`` are not what reports read."""
+    from needlework.errors import ContractError
+
+    figures = bench.figures()
+    rank = bench.report_rank
+    if not isinstance(figures, tuple) or not all(isinstance(f, Figure) for f in figures):
+        raise ContractError(
+            f"{type(bench).__name__}.figures(): expected a tuple of needlework.records.Figure, "
+            f"got {figures!r:.80}"
+        )
+    if not isinstance(rank, int) or isinstance(rank, bool):
+        raise ContractError(f"{type(bench).__name__}.report_rank: expected an int, got {rank!r}")
+    return {"report_rank": rank, "figures": [f.to_json() for f in figures]}
 
 
 def answer_budget(

@@ -151,6 +151,7 @@ def run_benchmark(
     and a folder this call created is removed again when it fails before any prediction (a
     missing key or model leaves no empty run behind)."""
     worker = parallel.current()
+    report_declaration(bench)  # a broken figure declaration fails here, before any request
     samples = select_samples(bench, cfg.limit)
     lock = run_dir / (".lock" if worker.rank == 0 else f".lock-r{worker.rank}")
     busy = (
