@@ -179,3 +179,19 @@ def test_a_broken_declaration_is_a_contract_error_naming_the_unit():
 
     with pytest.raises(ContractError, match=r"Bad.figures\(\): expected a tuple"):
         report_declaration(Bad())
+
+
+def test_a_line_over_named_categories_is_drawn_with_their_names(tmp_path, monkeypatch):
+    """A breakdown whose values are words (a task name): one point per category, named."""
+    figures = _capture(monkeypatch)
+    by_colour = Figure("line", heading="{label} by colour", name="by_colour", x="colour")
+    folder = _unknown_benchmark(tmp_path / "a" / "widgets", "hf:a", 0.5, [by_colour.to_json()])
+    rows = [json.loads(x) for x in (folder / "predictions.jsonl").read_text().splitlines()]
+    for i, row in enumerate(rows):
+        row["meta"]["colour"] = ("red", "blue", "green")[i % 3]
+    (folder / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = build_report([tmp_path / "a"], tmp_path / "out")
+    assert result.problems == []
+    (ax,) = figures["widgets_by_colour.png"].axes
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["blue", "green", "red"]
+    assert list(ax.get_lines()[0].get_xdata()) == [1, 2, 3]

@@ -12,6 +12,7 @@ display-space offset, so the data, the ticks and ``get_xdata()`` keep the true x
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -81,9 +82,11 @@ def line_figure(
     ylabel: str,
     integer_x: bool = True,
     log_x: bool = False,
+    xticks: Mapping[float, str] | None = None,
 ) -> Figure:
     """One subplot per panel, one line per series (own marker, dodged), shaded band where
-    lo/hi are known (cells without them are left unshaded)."""
+    lo/hi are known (cells without them are left unshaded); ``xticks`` names the x positions
+    (categories drawn at 1, 2, ...)."""
     from matplotlib.figure import Figure
 
     if not panels:
@@ -110,7 +113,9 @@ def line_figure(
         if log_x:
             ax.set_xscale("log")
         xs = sorted({x for s in panel.series for x in s.x})
-        if integer_x and 0 < len(xs) <= 25:
+        if xticks:
+            ax.set_xticks(list(xticks), list(xticks.values()))
+        elif integer_x and 0 < len(xs) <= 25:
             ax.set_xticks(xs, [f"{x:g}" for x in xs])
         ax.set_title(panel.title)
         ax.set_xlabel(xlabel)

@@ -136,6 +136,8 @@ class Axis:
     xlabel: str
     column: str
     integer_x: bool
+    ticks: dict[float, str] | None = None
+    """Category names by x position, for breakdowns whose values are not numbers."""
 
 
 def line_axis(fig: Figure, groups: list[Group]) -> Axis:
@@ -144,7 +146,12 @@ def line_axis(fig: Figure, groups: list[Group]) -> Axis:
     if fig.x_axis != "position":
         xlabel = fig.xlabel or fig.x
         show = tokens_label if fig.x_axis == "tokens" else str
-        return Axis(fig.x, None, float, show, xlabel, xlabel, True)
+        keys = sorted(distinct_keys(groups, fig.x), key=num_key)
+        if all(num_key(k)[0] == 0 for k in keys):
+            return Axis(fig.x, None, float, show, xlabel, xlabel, True)
+        at = {k: float(i) for i, k in enumerate(keys, 1)}  # categories: 1, 2, ... in name order
+        ticks = {x: show(k) for k, x in at.items()}
+        return Axis(fig.x, None, at.__getitem__, show, xlabel, xlabel, True, ticks)
     many = len(distinct_keys(groups, fig.x)) > MAX_POSITIONS
     field_name, key = fig.x, None
     binned = many and bool(fig.bins) and has_breakdown(groups, fig.bins)
@@ -229,6 +236,7 @@ def line_section(b: ReportBuilder, items: list[tuple[str, Figure]]) -> str:
         xlabel=axis.xlabel,
         ylabel="score" if extras else metric,
         integer_x=axis.integer_x,
+        xticks=axis.ticks,
     )
     img = b.figure(
         fig.shared or f"{items[0][0]}_{fig.name}", plotted, fig.text(fig.caption, **values)
