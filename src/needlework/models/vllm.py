@@ -83,7 +83,7 @@ class VLLM(Streaming):
         return name + (f"+{short_name(self.adapter)}" if self.adapter else "")
 
     short_form: ClassVar[str] = "PATH"
-    """``vllm:PATH``: a model folder, .gguf file, bundled alias or hub id."""
+    """``vllm:PATH``: a model folder or hub id."""
 
     @classmethod
     def from_short(cls, value: str) -> dict[str, Any]:
