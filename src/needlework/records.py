@@ -100,8 +100,9 @@ class Prediction:
         """DataError naming ``where`` and the field when ``row`` is not a prediction line."""
         from needlework.errors import DataError
 
-        fields = [("id", str), ("prompt_sha256", str), ("scores", dict)]
-        for key, kind in fields if need_hash else [fields[0], fields[2]]:
+        for key, kind in (("id", str), ("prompt_sha256", str), ("scores", dict)):
+            if key == "prompt_sha256" and not need_hash:
+                continue
             if not isinstance(row.get(key), kind):
                 raise DataError(f"{where}: field '{key}' missing or not a {kind.__name__}")
         if not row.get("skipped") and not isinstance(row.get("output"), str):

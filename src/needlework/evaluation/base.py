@@ -8,8 +8,9 @@ from typing import Any, Protocol
 from needlework.records import Figure, Sample
 
 
-class Benchmark(Protocol):
-    """A registered frozen dataclass (``@benchmarks.register("mdqa")``) with these members.
+class Evaluated(Protocol):
+    """What every registered benchmark unit has, whether it is scored sample by sample
+    (:class:`Benchmark`) or runs as a whole (:class:`Suite`).
 
     ``group_by`` names ``Sample.meta`` fields the runner breaks metrics down by (a field, never a
     metric name); ``primary_metric`` is the score reports plot; ``secondary_metrics`` are scores
@@ -39,6 +40,11 @@ class Benchmark(Protocol):
         """Run-folder label: the registry name plus the variant, e.g. ``flenqa_cot``."""
         ...
 
+
+class Benchmark(Evaluated, Protocol):
+    """A registered frozen dataclass (``@benchmarks.register("mdqa")``): samples in, per-sample
+    scores out."""
+
     def samples(self) -> Iterator[Sample]:
         """Deterministic samples (same config, same order, same text)."""
         ...
@@ -48,21 +54,10 @@ class Benchmark(Protocol):
         ...
 
 
-class Suite(Protocol):
+class Suite(Evaluated, Protocol):
     """A benchmark that runs and scores itself as a whole (the lm-eval ``general`` suite):
     registered like a benchmark, with ``run_suite`` instead of ``samples()``/``score()``. The
     runner hands it the model config and the run folder and records what it returns."""
-
-    group_by: tuple[str, ...]
-    primary_metric: str
-    secondary_metrics: tuple[str, ...]
-    max_new_tokens: int | None
-    needs_token_counter: bool
-    report_rank: int
-
-    def label(self) -> str: ...
-
-    def figures(self) -> tuple[Figure, ...]: ...
 
     def run_suite(self, model_config: Any, run_dir: Any, limit: int | None) -> dict[str, Any]:
         """Run every task, write predictions.jsonl and metrics.json; return the metrics."""

@@ -174,6 +174,21 @@ class Streaming:
         return outs
 
 
+class Weights:
+    """Mixin for backends that run weights named by their ``path`` field (``hf``, ``vllm``):
+    the ``name:PATH`` short form, and the weights' own tokenizer as the token counter."""
+
+    short_form: ClassVar[str] = "PATH"
+    path: str
+
+    @classmethod
+    def from_short(cls, value: str) -> dict[str, Any]:
+        return {"path": value}
+
+    def token_counter(self) -> str | None:
+        return "hf:" + self.path
+
+
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
 
 

@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 
 from needlework.errors import UserError
 from needlework.models.base import (
+    Weights,
     check_prompt_lengths,
     is_local_path,
     validate_conversations,
@@ -46,7 +47,7 @@ def short_name(path: str) -> str:
 
 @backends.register("hf")
 @dataclass(frozen=True)
-class HF:
+class HF(Weights):
     """A local or hub transformers causal LM (+ LoRA), greedy, length-sorted batches."""
 
     speed_fields: ClassVar[frozenset[str]] = frozenset({"batch_size", "device", "fast_prefill"})
@@ -92,16 +93,6 @@ class HF:
         base = display_name(self.path) if is_gguf_spec(self.path) else short_name(self.path)
         name = f"hf:{base}"
         return name + (f"+{short_name(self.adapter)}" if self.adapter else "")
-
-    short_form: ClassVar[str] = "PATH"
-    """``hf:PATH``: a model folder, .gguf file, bundled alias or hub id."""
-
-    @classmethod
-    def from_short(cls, value: str) -> dict[str, Any]:
-        return {"path": value}
-
-    def token_counter(self) -> str | None:
-        return "hf:" + self.path
 
     def lm_eval_model(self, batch_size: int | None) -> Any:
         """lm-eval's own HF model on these weights and settings (log-likelihoods work)."""

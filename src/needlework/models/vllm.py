@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 from needlework.errors import UserError
 from needlework.models.base import (
     Streaming,
+    Weights,
     check_prompt_lengths,
     validate_conversations,
     warn_remote_code,
@@ -34,7 +35,7 @@ LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # vLLM accepts these max_lora_
 
 @backends.register("vllm")
 @dataclass(frozen=True)
-class VLLM(Streaming):
+class VLLM(Weights, Streaming):
     """vLLM offline engine (GPU): batched greedy decoding with tensor parallelism and LoRA."""
 
     speed_fields: ClassVar[frozenset[str]] = frozenset(
@@ -81,16 +82,6 @@ class VLLM(Streaming):
     def describe(self) -> str:
         name = f"vllm:{short_name(self.path)}"
         return name + (f"+{short_name(self.adapter)}" if self.adapter else "")
-
-    short_form: ClassVar[str] = "PATH"
-    """``vllm:PATH``: a model folder or hub id."""
-
-    @classmethod
-    def from_short(cls, value: str) -> dict[str, Any]:
-        return {"path": value}
-
-    def token_counter(self) -> str | None:
-        return "hf:" + self.path
 
     def lm_eval_model(self, batch_size: int | None) -> Any:
         """lm-eval's own vLLM model on these weights and settings (log-likelihoods work)."""

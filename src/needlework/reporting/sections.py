@@ -145,8 +145,8 @@ def line_axis(fig: Figure, groups: list[Group]) -> Axis:
     10 depth bins (the benchmark's ``bins`` breakdown, else computed from meta)."""
     if fig.x_axis != "position":
         xlabel = fig.xlabel or fig.x
-        show = tokens_label if fig.x_axis == "tokens" else str
         keys = sorted(distinct_keys(groups, fig.x), key=num_key)
+        show = axis_label(fig.x_axis, fig.x, keys)
         if all(num_key(k)[0] == 0 for k in keys):
             return Axis(fig.x, None, float, show, xlabel, xlabel, True)
         at = {k: float(i) for i, k in enumerate(keys, 1)}  # categories: 1, 2, ... in name order
@@ -166,7 +166,7 @@ def line_axis(fig: Figure, groups: list[Group]) -> Axis:
             field_name,
             None,
             lambda k: float(k) + 1,
-            lambda k: str(int(float(k)) + 1),
+            axis_label("position", fig.x, []),
             fig.xlabel or f"position of the {fig.what} (1 = first)",
             "position (1-based)",
             True,
