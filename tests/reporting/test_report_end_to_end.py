@@ -676,3 +676,64 @@ def test_comparison_table_rows_are_finetuning_data_columns_are_benchmarks(tmp_pa
     want = statistics.fmean(a[i] - base[i] for i in a)
     assert float(mine[("a", "unsupported")]["delta"]) == pytest.approx(want)
     assert mine[("base", "unsupported")]["delta"] == ""
+
+
+def _sweep(root: Path, ratios: dict[str, float], lr: dict[str, float] | None = None) -> None:
+    """base + one variant per ratio on KV and a general suite, each variant with a training
+    folder whose resolved config differs in ``mix_ratio`` (and ``learning_rate`` if given)."""
+    for i, variant in enumerate(["base", *ratios]):
+        acc = 0.2 + 0.15 * i
+        fakes.write_run(
+            root / "eval" / variant / "kv", benchmark="kv_retrieval", model=f"hf:{variant}",
+            rows=fakes.kv_rows(random.Random(i), lambda d, a=acc: a), primary="value_correct",
+            variant=variant,
+        )  # fmt: skip
+        fakes.write_run(
+            root / "eval" / variant / "general", benchmark="general", model=f"hf:{variant}",
+            rows=fakes.general_rows(random.Random(i + 9), 0.5), primary="mmlu/acc",
+            variant=variant, extra={"label": "general"},
+        )  # fmt: skip
+        if variant == "base":
+            continue
+        train = root / "train" / variant / "seed0"
+        train.mkdir(parents=True)
+        (train / "model.json").write_text(json.dumps({"backend": "hf", "path": f"/{variant}"}))
+        rate = (lr or {}).get(variant, 5e-4)
+        (train / "config.yaml").write_text(
+            f"trainer:\n  name: hf_sft\n  learning_rate: {rate}\n  max_steps: 24\n"
+            f"train_path: data/kv/train.jsonl\nmix_path: data/chat/train.jsonl\n"
+            f"mix_ratio: {ratios[variant]}\nout_dir: {train}\nseed: 0\nvariant: {variant}\n"
+        )
+
+
+def test_scores_are_drawn_against_the_one_swept_training_setting(tmp_path):
+    ratios = {"mix_b": 0.5, "mix_a": 0.0, "mix_c": 0.75}
+    _sweep(tmp_path, ratios)
+    result = build_report([tmp_path], tmp_path / "out")
+    text = result.path.read_text()
+    section = text.split("## Scores against mix_ratio", 1)[1].split("\n## ", 1)[0]
+    lines = [ln for ln in section.splitlines() if ln.startswith("| ")]
+    assert "kv_retrieval: value_correct" in lines[0] and "general: mmlu/acc" in lines[0]
+    assert [ln.split(" | ")[:2] for ln in lines[1:]] == [["| 0", "mix_a"], ["| 0.5", "mix_b"],
+                                                         ["| 0.75", "mix_c"]]  # fmt: skip
+    rows = read_csv(tmp_path / "out/tables/scores_vs_mix_ratio.csv")
+    kv = {r["variant"]: r for r in rows if r["metric"] == "value_correct"}
+    mine = fakes.read_scores(tmp_path / "eval/mix_c/kv", "value_correct")
+    base = fakes.read_scores(tmp_path / "eval/base/kv", "value_correct")
+    assert float(kv["mix_c"]["mean"]) == pytest.approx(statistics.fmean(mine.values()))
+    assert float(kv["mix_c"]["delta"]) == pytest.approx(
+        statistics.fmean(mine[k] - base[k] for k in mine)
+    )
+    assert float(kv["mix_c"]["value"]) == 0.75
+    png = tmp_path / "out/figures/scores_vs_mix_ratio.png"
+    assert png.is_file() and "scores_vs_mix_ratio.png" in section
+
+
+def test_no_sweep_section_when_variants_differ_in_more_than_one_setting(tmp_path):
+    ratios = {"mix_a": 0.0, "mix_b": 0.5, "mix_c": 0.75}
+    _sweep(tmp_path, ratios, lr={"mix_a": 1e-4, "mix_b": 2e-4, "mix_c": 3e-4})
+    text = build_report([tmp_path], tmp_path / "out").path.read_text()
+    assert "## Scores against" not in text
+    shutil.rmtree(tmp_path)
+    _sweep(tmp_path, {"mix_a": 0.0, "mix_b": 0.5})  # two points are not a sweep
+    assert "## Scores against" not in build_report([tmp_path], tmp_path / "o").path.read_text()

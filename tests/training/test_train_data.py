@@ -114,6 +114,16 @@ def _cfg(**over):
     return load_config(TrainConfig, data=data)
 
 
+def test_ratio_zero_keeps_the_mix_path_and_mixes_nothing(tmp_path):
+    """A ratio sweep's first point: same config as the others but for ``mix_ratio``."""
+    from needlework.training.data import load_training_rows
+
+    train = write_rows(tmp_path / "t.jsonl", kv_rows(5))
+    cfg = _cfg(train_path=str(train), mix_path=str(tmp_path / "never-read.jsonl"), mix_ratio=0.0)
+    rows, stats = load_training_rows(cfg)
+    assert len(rows) == 5 and stats["mix_rows"] == 0 and stats["mix_ratio"] == 0.0
+
+
 def test_config_builds_the_registered_unit():
     cfg = _cfg()
     assert isinstance(cfg.trainer, HfSFT) and cfg.trainer.method == "full"
@@ -124,7 +134,6 @@ def test_config_builds_the_registered_unit():
     ("over", "field"),
     [
         ({"mix_ratio": 0.2}, "mix_ratio"),
-        ({"mix_path": "o.jsonl"}, "mix_path"),
         ({"mix_ratio": 1.0, "mix_path": "o.jsonl"}, "mix_ratio"),
         (
             {"trainer": {"name": "hf_sft", "model_path": "m", "trl_overrides": {"max_length": 9}}},

@@ -233,6 +233,7 @@ class ReportBuilder:
                 sections.comparison_section(self),
                 self.all_metrics_section(),
                 sections.pairwise_section(self),
+                sections.setting_section(self),
             ]
             if self.found.runs
             else []

@@ -89,6 +89,8 @@ class TrainRun:
     seed: str | None
     loss: list[tuple[float, float]] = field(default_factory=list)
     """(step, loss) pairs; empty when no log was found."""
+    config: dict[str, Any] = field(default_factory=dict)
+    """The resolved training config (config.yaml; {} when missing or unreadable)."""
 
 
 @dataclass
@@ -425,6 +427,7 @@ def _load_train(folder: Path, info: dict[str, Any], problems: list[str]) -> Trai
         model=model,
         variant=str(variant) if variant is not None else model_id(model or None),
         seed=str(seed) if seed is not None else None,
+        config=config,
     )
     run.loss = _loss_log(folder)
     return run

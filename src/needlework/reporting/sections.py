@@ -34,6 +34,7 @@ from needlework.reporting.tables import (
     delta_csv,
     fmt,
     fmt_delta,
+    fmt_stat,
     general_table,
     heatmap_table,
 )
@@ -484,6 +485,110 @@ def training_section(b: ReportBuilder) -> str:
     return f"## Training runs\n\n{table.to_markdown()}\n{img}"
 
 
+PER_RUN_FIELDS = ("out_dir", "variant", "seed")
+"""Training-config fields that differ between any two runs and say nothing about the setup."""
+
+
+def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def swept_setting(b: ReportBuilder) -> tuple[str, dict[str, float]] | None:
+    """The one numeric training setting the finetuned variants differ in (a learning-rate,
+    step or mix-ratio sweep): its dotted config key and each variant's value, when at least
+    three evaluated variants have resolved training configs that differ in exactly that key
+    (seeds, run folders and labels aside). Anything else is not a sweep: None."""
+    evaluated = {v for vs in b.groups.values() for v in vs if v != b.baseline}
+    configs: dict[str, dict[str, Any]] = {}
+    for run in b.found.training:
+        if run.variant in evaluated and run.config and run.variant not in configs:
+            flat = _flat(run.config)
+            configs[run.variant] = {k: v for k, v in flat.items() if k not in PER_RUN_FIELDS}
+    if len(configs) < 3:
+        return None
+    keys = sorted(set().union(*configs.values()))
+    differ = [k for k in keys if len({repr(c.get(k)) for c in configs.values()}) > 1]
+    if len(differ) != 1:
+        return None
+    values = {v: c.get(differ[0]) for v, c in configs.items()}
+    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in values.values()):
+        return None
+    return differ[0], {v: float(x) for v, x in values.items()}  # type: ignore[arg-type]
+
+
+def setting_section(b: ReportBuilder) -> str:
+    """Every benchmark score against the swept training setting (:func:`swept_setting`), with
+    the baseline as a flat reference line: the figure a ratio or learning-rate sweep is run for."""
+    swept = swept_setting(b)
+    if swept is None:
+        return ""
+    key, values = swept
+    order = sorted(values, key=lambda v: (values[v], v))
+    cols = comparison_columns(b)
+    start = len(b.notes.texts)
+    md = Table([key, "variant", *(f"{label}: {metric}" for label, metric in cols)])
+    out = Table(["setting", "value", "variant", "benchmark", "metric", "mean", "ci_low",
+                 "ci_high", *DELTA_CSV])  # fmt: skip
+    stats: dict[tuple[str, str], dict[str, Stat]] = {}
+    for variant in order:
+        cells = []
+        for (label, metric), found in zip(cols, column_stats(b, variant, cols)):
+            if found is None:
+                cells.append(DASH)
+                continue
+            stat, delta = found
+            stats.setdefault((label, metric), {})[variant] = stat
+            text = fmt_stat(stat) + (f" ({fmt_delta(delta, b.notes)})" if delta else "")
+            cells.append(text)
+            out.rows.append(
+                [key, values[variant], variant, label, metric, stat.mean, stat.ci_low,
+                 stat.ci_high, *delta_csv(delta)]
+            )  # fmt: skip
+        md.rows.append([f"{values[variant]:g}", variant, *cells])
+    if not stats:
+        return ""
+    panels = []
+    for label in dict.fromkeys(label for label, _ in cols):
+        lines = []
+        for (lb, metric), by_variant in stats.items():
+            if lb != label:
+                continue
+            vs = [v for v in order if v in by_variant]
+            xs = tuple(values[v] for v in vs)
+            st = [by_variant[v] for v in vs]
+            lo, hi = tuple(s.ci_low for s in st), tuple(s.ci_high for s in st)
+            lines.append(plots.Series(metric, xs, tuple(s.mean for s in st), lo, hi))
+            base = b.base_of(label)
+            if base is not None and all(metric in r.metrics["metrics"] for r in base.runs):
+                flat = overall(base, metric).mean
+                ys = (flat, flat) if len(xs) == 1 else tuple(flat for _ in xs)
+                lines.append(plots.Series(f"{metric} ({b.baseline})", xs or (0.0,), ys))
+        if lines:
+            panels.append(plots.Panel(label, tuple(lines)))
+    link = b.csv(f"scores_vs_{key}", out)
+    caption = f"Scores against {key}"
+    fig = plots.line_figure(
+        panels, title=caption, xlabel=key, ylabel="score", integer_x=len(values) <= 25
+    )
+    img = b.figure(f"scores_vs_{key}", fig, caption)
+    b.html_tables.append((caption, md))
+    base_txt = f"; flat lines: **{b.baseline}**" if b.baseline else ""
+    return (
+        f"## {caption}\n\n"
+        f"The finetuned variants' training configs differ only in `{key}` (seeds and run "
+        f"folders aside), so each score is drawn against it (bands: 95% CIs{base_txt}). "
+        "Cells: score [95% CI] (paired Δ vs the baseline).\n\n"
+        f"{md.to_markdown()}\n{b.notes_block(start)}\n{img}\nCSV: [{link}]({link})\n"
+    )
+
+
 def pairwise_section(b: ReportBuilder) -> str:
     """Paired deltas between non-baseline variants (e.g. template vs no template)."""
     start = len(b.notes.texts)
@@ -529,6 +634,32 @@ def comparison_columns(b: ReportBuilder) -> list[tuple[str, str]]:
     return cols
 
 
+def column_stats(
+    b: ReportBuilder, variant: str, cols: list[tuple[str, str]]
+) -> list[tuple[Stat, Delta | None] | None]:
+    """``variant``'s score and delta vs the baseline in each (label, metric) column; None where
+    it recorded no such score."""
+    out: list[tuple[Stat, Delta | None] | None] = []
+    for label, metric in cols:
+        group = b.groups[label].get(variant)
+        if group is None or not all(metric in r.metrics["metrics"] for r in group.runs):
+            out.append(None)
+            continue
+        out.append((overall(group, metric), column_delta(b, label, group, metric)))
+    return out
+
+
+def column_delta(b: ReportBuilder, label: str, group: Group, metric: str) -> Delta | None:
+    """``group`` vs the baseline on one (label, metric) column: paired where per-sample scores
+    exist, else (a suite's aggregate-only task) the labelled unpaired difference."""
+    base = b.base_of(label)
+    if base is None or group is base:
+        return None
+    if "tasks" in group.runs[0].metrics and not seed_scores(group, metric)[0]:
+        return general_delta(group, base, metric, {})
+    return paired_delta(group, base, metric)
+
+
 def comparison_section(b: ReportBuilder) -> str:
     """The paper's Table 2 layout: one row per finetuning variant, one column per benchmark
     score, each cell the score and its paired delta vs the baseline (95% CI)."""
@@ -547,20 +678,11 @@ def comparison_section(b: ReportBuilder) -> str:
     ordered = [b.baseline, *(v for v in variants if v != b.baseline)]
     for variant in ordered:
         cells = []
-        for label, metric in cols:
-            group = b.groups[label].get(variant)
-            if group is None or not all(metric in r.metrics["metrics"] for r in group.runs):
+        for (label, metric), found in zip(cols, column_stats(b, variant, cols)):
+            if found is None:
                 cells.append(DASH)
                 continue
-            stat = overall(group, metric)
-            base = b.base_of(label)
-            delta = None
-            if base is not None and group is not base:
-                delta = (
-                    general_delta(group, base, metric, {})
-                    if "tasks" in group.runs[0].metrics and not seed_scores(group, metric)[0]
-                    else paired_delta(group, base, metric)
-                )
+            stat, delta = found
             text = fmt(stat.mean)
             if delta is not None:
                 text += f" ({fmt_delta(delta, b.notes)})"

@@ -43,7 +43,8 @@ class TrainConfig:
     mix_path: Path | None = None
     """Another chat JSONL mixed into the synthetic data (e.g. a general instruction set)."""
     mix_ratio: float = 0.0
-    """Share of the final training rows drawn from ``mix_path``, in [0, 1); 0 turns mixing off."""
+    """Share of the final training rows drawn from ``mix_path``, in [0, 1); 0 mixes nothing in (a
+    ratio sweep's first point may keep ``mix_path`` so its configs differ in the ratio only)."""
     limit: int | None = None
     """Use only the first N rows of ``train_path`` (quick dry runs)."""
 
@@ -52,7 +53,5 @@ class TrainConfig:
             raise ValueError(f"mix_ratio: expected a share in [0, 1), got {self.mix_ratio}")
         if self.mix_ratio > 0 and self.mix_path is None:
             raise ValueError("mix_ratio: > 0 needs mix_path (the dataset to mix in)")
-        if self.mix_path is not None and self.mix_ratio == 0:
-            raise ValueError("mix_path: set mix_ratio > 0 to mix it in, or remove mix_path")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit: expected a positive row count, got {self.limit}")

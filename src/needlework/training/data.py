@@ -114,9 +114,11 @@ def load_training_rows(cfg) -> tuple[list[ChatRow], dict[str, Any]]:
     """Rows for ``cfg`` (a TrainConfig): train_path, limited and mixed as configured."""
     rows = read_chat_rows(cfg.train_path, cfg.limit)
     stats: dict[str, Any] = {"train_path": str(cfg.train_path), "primary_rows": len(rows)}
-    if cfg.mix_path is not None:
+    if cfg.mix_path is not None and cfg.mix_ratio > 0:
         other = read_chat_rows(cfg.mix_path)
         rows, mix = mix_rows(rows, other, cfg.mix_ratio, cfg.seed)
         stats.update(mix, mix_path=str(cfg.mix_path), mix_ratio=cfg.mix_ratio)
+    elif cfg.mix_path is not None:
+        stats.update(mix_rows=0, mix_path=str(cfg.mix_path), mix_ratio=0.0)
     stats["rows"] = len(rows)
     return rows, stats

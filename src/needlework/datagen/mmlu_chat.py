@@ -1,0 +1,127 @@
+"""General-knowledge chat rows from MMLU's ``dev`` and ``val`` splits: the local instruction
+data that mixing experiments blend into the synthetic retrieval data (the paper's future work,
+§6: "mixing with instruction data").
+
+Run:  needlework generate --config configs/datagen/mmlu_chat_smollm2.yaml
+
+A row is one question with its four choices; the answer is the correct letter and its text.
+Only ``dev`` and ``val`` are read, never ``test``, which the general suite evaluates; the prompt
+is not the suite's (``Answer:`` scored by log-likelihood), so the rows teach answering, not the
+evaluation format. Questions come in a seeded order, one per sample of a seed, so ``num_train``
++ ``num_eval`` distinct questions are used (1,816 in the two splits, fewer after the length cap).
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from needlework.datagen.base import Slot, Task, load_prompt
+from needlework.errors import UserError
+from needlework.registry import generators
+
+TARBALL = "mmlu_data_csv.tar.gz"
+DEFAULT_DATA_PATH = "data/mmlu"
+SPLITS = ("dev", "val")
+LETTERS = "ABCD"
+
+
+@generators.register("mmlu_chat")
+@dataclass(frozen=True)
+class MmluChat:
+    """One MMLU dev/val question and its choices -> the correct letter and choice text."""
+
+    data_path: str = DEFAULT_DATA_PATH
+    """The MMLU release tarball (``mmlu_data_csv.tar.gz``) or a folder holding it (default looked
+    for in ``$NEEDLEWORK_DATA/mmlu``, then ``data/mmlu``)."""
+    splits: tuple[str, ...] = SPLITS
+    """Which of the release's non-test splits to draw from."""
+    max_question_words: int = 120
+    """Questions (choices included) longer than this are never used, so rows stay short."""
+    frac_0: float = 0.0
+    """Unused (one question per prompt): kept 0 so the gold position is always 0."""
+    frac_top5: float = 0.0
+    """Unused, as ``frac_0``."""
+
+    unit: ClassVar[str] = "questions"
+
+    def __post_init__(self) -> None:
+        if not self.data_path:
+            raise ValueError("data_path: give the MMLU tarball or a folder holding it")
+        bad = [s for s in self.splits if s not in SPLITS]
+        if bad or not self.splits:
+            raise ValueError(f"splits: expected some of {list(SPLITS)} (never test), got {bad}")
+        if self.max_question_words < 5:
+            raise ValueError(f"max_question_words: expected >= 5, got {self.max_question_words}")
+
+    @property
+    def num_units(self) -> int:
+        return 1
+
+    def build(
+        self, rng: random.Random, num_units: int, gold_position: int, slot: Slot | None = None
+    ) -> Task:
+        docs = _questions(str(_tarball(self.data_path)), self.splits, self.max_question_words)
+        if slot is None:
+            doc = docs[int(rng.random() * len(docs))]
+        else:
+            order = _order(len(docs), slot.seed)
+            if slot.ordinal >= len(order):
+                raise UserError(
+                    f"num_train: {len(order)} MMLU {'+'.join(self.splits)} questions are short "
+                    f"enough; sample {slot.ordinal + 1} of seed {slot.seed} needs one more "
+                    "(lower num_train + num_eval or raise generator.max_question_words)"
+                )
+            doc = docs[order[slot.ordinal]]
+        a, b, c, d = (str(x).strip() for x in doc["choices"])
+        question = doc["question"].strip()
+        prompt = load_prompt("mmlu_chat").format(question=question, a=a, b=b, c=c, d=d)
+        letter = LETTERS[doc["answer"]]
+        return Task(
+            prompt,
+            f"{letter}. {(a, b, c, d)[doc['answer']]}",
+            {"subject": doc["subject"], "mmlu_split": doc["split"], "answer_letter": letter},
+        )
+
+
+def _tarball(data_path: str) -> Path:
+    root = Path(data_path)
+    if root.is_file():
+        return root
+    if (root / TARBALL).is_file():
+        return root / TARBALL
+    if data_path == DEFAULT_DATA_PATH:
+        from needlework.evaluation.data import find_local
+
+        found = find_local("mmlu", TARBALL)
+        if found is not None:
+            return found
+    raise UserError(
+        f"generator.data_path: {TARBALL} not found at {data_path} (give the file, a folder "
+        "holding it, or set NEEDLEWORK_DATA to a folder holding mmlu/)"
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _questions(
+    tar_path: str, splits: tuple[str, ...], max_words: int
+) -> tuple[dict[str, Any], ...]:
+    from needlework.evaluation.lm_eval_tasks.utils import mmlu_csv_split
+
+    out = []
+    for split in splits:
+        for doc in mmlu_csv_split(Path(tar_path), split):
+            words = len(" ".join([doc["question"], *doc["choices"]]).split())
+            if words <= max_words:
+                out.append({**doc, "split": split})
+    if not out:
+        raise UserError(f"{tar_path}: no {'+'.join(splits)} question within max_question_words")
+    return tuple(out)
+
+
+@functools.lru_cache(maxsize=8)
+def _order(n: int, seed: int) -> tuple[int, ...]:
+    return tuple(random.Random(f"mmlu_chat:{seed}").sample(range(n), n))
