@@ -125,7 +125,19 @@ trainers: Registry = Registry("training backend", "needlework.training", ("prefl
 backends: Registry = Registry(
     "inference backend",
     "needlework.models",
-    ("generate", "describe", "speed_fields", "token_counter"),
+    (
+        "generate",
+        "describe",
+        "speed_fields",
+        "token_counter",
+        "generate_iter",
+        "uses_answers",
+        "log_likelihoods",
+        "usage",
+        "provenance",
+        "count_tokens",
+        "lm_eval_model",
+    ),
 )
 benchmarks: Registry = Registry(
     "benchmark",

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from needlework.models.base import check_prompt_lengths
+from needlework.models.base import Backend, check_prompt_lengths
 from needlework.records import Figure, Sample
 from needlework.registry import backends, benchmarks
 
@@ -105,7 +105,7 @@ class SuiteBench:
 
 
 @dataclass(frozen=True)
-class Calculator:
+class Calculator(Backend):
     """Answers "What is a + b?" correctly; streams; optional context limit in characters."""
 
     speed_fields: ClassVar[frozenset[str]] = frozenset({"batch_size"})

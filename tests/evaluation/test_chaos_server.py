@@ -33,8 +33,6 @@ def _eval(base_url: str, data: Path, out: Path) -> int:
             f"model.api_key_env={KEY_ENV}",
             "model.max_retries=3",
             "model.timeout_s=0.3",
-            "model.backoff_base_s=0.01",
-            "model.backoff_max_s=0.02",
             "model.concurrency=4",
         ]
     )

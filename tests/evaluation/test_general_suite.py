@@ -13,6 +13,7 @@ from tests.conftest import SHARED_DATA, shared_file
 from needlework.errors import UserError
 from needlework.evaluation.benchmarks.general import TASKS, General
 from needlework.evaluation.lm_eval_tasks import include_path, utils
+from needlework.models.base import Backend
 from needlework.models.hf import HF
 from needlework.models.scripted import Scripted
 
@@ -158,7 +159,7 @@ def test_chat_backend_gets_letter_variants_with_exact_scores(data_dir, tmp_path,
         assert 0 < got["mmlu_gen/exact_match,letter"]["mean"] < 1
 
 
-class LetterOracle:
+class LetterOracle(Backend):
     """Answers each MMLU/HellaSwag question with its gold letter, found from the prompt text;
     records what it was sent."""
 

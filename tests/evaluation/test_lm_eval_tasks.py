@@ -14,6 +14,7 @@ from needlework.errors import UserError
 from needlework.evaluation.benchmarks.general import General
 from needlework.evaluation.lm_eval_tasks import _split_turns, export, include_path
 from needlework.evaluation.lm_eval_tasks.__main__ import export_config, main
+from needlework.models.base import Backend
 from needlework.records import Sample
 from needlework.registry import benchmarks
 
@@ -49,7 +50,7 @@ def bench(name: str):
     return build_unit(benchmarks, CONFIGS[name], source=name)
 
 
-class Mixed:
+class Mixed(Backend):
     """Deterministic outputs, a function of the conversation only: the gold answer in several
     wrappings, a wrong answer or a refusal, so every score takes both values."""
 

@@ -105,13 +105,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
+from needlework.models.base import Backend
 from needlework.records import Message
 from needlework.registry import backends
 
 
 @backends.register("answer_reader")
 @dataclass(frozen=True)
-class AnswerReader:
+class AnswerReader(Backend):
     """Reads the answer out of the prompt, or says ``none`` (``miss_every``-th prompt)."""
 
     speed_fields: ClassVar[frozenset[str]] = frozenset()

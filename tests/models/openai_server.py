@@ -1,7 +1,8 @@
 """A tiny OpenAI-compatible /v1/chat/completions server on 127.0.0.1 for tests.
 
 The last user message picks the behaviour, so concurrent requests stay independent:
-``RATE_LIMIT_ONCE`` (429 with Retry-After: 0, then OK), ``ERROR_500_ONCE``, ``SLOW_ONCE`` (first
+``RATE_LIMIT_ONCE`` (429 with retry-after-ms: 20, then OK), ``RATE_LIMIT_WAIT`` (the same with
+1200 ms), ``ERROR_500_ONCE``, ``SLOW_ONCE`` (first
 answer after ``slow_s``, longer than the client's timeout), ``ALWAYS_500``, ``TOO_LONG`` (400
 context_length_exceeded), ``BAD_REQUEST`` (400), ``QUOTA`` (429 insufficient_quota); hostile
 200s: ``HTML_PAGE`` (a login page), ``TRUNCATED_JSON`` / ``TRUNCATED_ONCE``, ``NO_CHOICES``,
@@ -123,7 +124,17 @@ class FakeOpenAI:
                     self.chaos_seen[kind] += 1
                 trigger, n = (f"{kind}_ONCE" if kind != "HTML_PAGE" else kind), 1
         if trigger.startswith("RATE_LIMIT_ONCE") and n == 1:
-            return 429, _error("Rate limit reached", "rate_limit_exceeded"), {"Retry-After": "0"}
+            return (
+                429,
+                _error("Rate limit reached", "rate_limit_exceeded"),
+                {"retry-after-ms": "20"},
+            )
+        if trigger.startswith("RATE_LIMIT_WAIT") and n == 1:
+            return (
+                429,
+                _error("Rate limit reached", "rate_limit_exceeded"),
+                {"retry-after-ms": "1200"},
+            )
         if trigger.startswith("ERROR_500_ONCE") and n == 1:
             return 500, _error("The server had an error", None), {}
         if trigger.startswith("ALWAYS_500"):

@@ -1,9 +1,9 @@
-"""The ``openai`` backend against a local OpenAI-compatible server on 127.0.0.1: retries on
-429/5xx/timeouts, one-line errors for a wrong key, an unreachable port or a bad request."""
+"""The ``openai`` backend against a local OpenAI-compatible server on 127.0.0.1: the SDK's
+retries on 429/5xx/timeouts, ours on unusable 200s, one-line errors for a wrong key, an
+unreachable port or a bad request."""
 
 from __future__ import annotations
 
-import random
 import socket
 import time
 
@@ -18,7 +18,7 @@ from needlework.models import PromptTooLongError, load_backend  # noqa: E402
 from needlework.models.openai import OpenAIChat  # noqa: E402
 
 KEY_ENV = "NW_TEST_OPENAI_KEY"
-FAST = {"backoff_base_s": 0.01, "backoff_max_s": 0.05, "api_key_env": KEY_ENV}
+KEY = {"api_key_env": KEY_ENV}
 
 
 def conv(text: str) -> list[dict[str, str]]:
@@ -33,7 +33,7 @@ def server(monkeypatch):
 
 
 def test_answers_in_order_with_usage_and_greedy_requests(server):
-    model = OpenAIChat(model="gpt-test", base_url=server.base_url, concurrency=4, **FAST)
+    model = OpenAIChat(model="gpt-test", base_url=server.base_url, concurrency=4, **KEY)
     texts = [f"question {i} " + "w " * i for i in range(20)]
     outs = model.generate([conv(t) for t in texts], max_new_tokens=7)
     assert outs == [f"echo: {t}" for t in texts]
@@ -50,7 +50,7 @@ def test_answers_in_order_with_usage_and_greedy_requests(server):
 def test_requests_run_concurrently_up_to_the_limit(monkeypatch):
     monkeypatch.setenv(KEY_ENV, "sk-test")
     with FakeOpenAI(delay_s=0.1) as srv:
-        model = OpenAIChat(model="m", base_url=srv.base_url, concurrency=3, **FAST)
+        model = OpenAIChat(model="m", base_url=srv.base_url, concurrency=3, **KEY)
         start = time.monotonic()
         model.generate([conv(f"q{i}") for i in range(9)], max_new_tokens=4)
         elapsed = time.monotonic() - start
@@ -60,7 +60,7 @@ def test_requests_run_concurrently_up_to_the_limit(monkeypatch):
 
 @pytest.mark.parametrize("trigger", ["RATE_LIMIT_ONCE", "ERROR_500_ONCE"])
 def test_retryable_status_then_success(server, trigger):
-    model = OpenAIChat(model="m", base_url=server.base_url, **FAST)
+    model = OpenAIChat(model="m", base_url=server.base_url, **KEY)
     assert model.generate([conv(f"{trigger} x"), conv("fine")], max_new_tokens=4) == [
         f"echo: {trigger} x",
         "echo: fine",
@@ -71,16 +71,16 @@ def test_retryable_status_then_success(server, trigger):
 
 def test_timeout_then_success(monkeypatch):
     monkeypatch.setenv(KEY_ENV, "sk-test")
-    with FakeOpenAI(slow_s=1.5) as srv:
-        model = OpenAIChat(model="m", base_url=srv.base_url, timeout_s=0.3, **FAST)
+    with FakeOpenAI(slow_s=4.0) as srv:
+        model = OpenAIChat(model="m", base_url=srv.base_url, timeout_s=0.3, **KEY)
         start = time.monotonic()
         assert model.generate([conv("SLOW_ONCE z")], max_new_tokens=4) == ["echo: SLOW_ONCE z"]
-        assert time.monotonic() - start < 1.4  # did not wait for the slow answer
+        assert time.monotonic() - start < 3.5  # did not wait for the slow answer
         assert srv.attempts["SLOW_ONCE z"] == 2 and model.usage()["retries"] == 1
 
 
 def test_gives_up_after_bounded_retries(server):
-    model = OpenAIChat(model="m", base_url=server.base_url, max_retries=2, **FAST)
+    model = OpenAIChat(model="m", base_url=server.base_url, max_retries=2, **KEY)
     with pytest.raises(UserError) as info:
         model.generate([conv("ALWAYS_500")], max_new_tokens=4)
     assert server.attempts["ALWAYS_500"] == 3
@@ -90,7 +90,7 @@ def test_gives_up_after_bounded_retries(server):
 
 def test_wrong_key_fails_at_once(monkeypatch, server):
     monkeypatch.setenv(KEY_ENV, "sk-wrong")
-    model = OpenAIChat(model="m", base_url=server.base_url, **FAST)
+    model = OpenAIChat(model="m", base_url=server.base_url, **KEY)
     with pytest.raises(UserError) as info:
         model.generate([conv("hello")], max_new_tokens=4)
     msg = str(info.value)
@@ -102,13 +102,13 @@ def test_wrong_key_fails_at_once(monkeypatch, server):
 def test_missing_key(monkeypatch, server):
     monkeypatch.delenv(KEY_ENV, raising=False)
     with pytest.raises(UserError, match=f"environment variable {KEY_ENV} is not set"):
-        OpenAIChat(model="m", **FAST).generate([conv("x")], max_new_tokens=4)
+        OpenAIChat(model="m", **KEY).generate([conv("x")], max_new_tokens=4)
     # another server: no key is fine unless the server asks for one, then the error says so
-    model = OpenAIChat(model="m", base_url=server.base_url, **FAST)
+    model = OpenAIChat(model="m", base_url=server.base_url, **KEY)
     with pytest.raises(UserError, match=r"\(401; it is not set\)"):
         model.generate([conv("x")], max_new_tokens=4)
     with FakeOpenAI(api_key=None) as open_server:
-        model = OpenAIChat(model="m", base_url=open_server.base_url, **FAST)
+        model = OpenAIChat(model="m", base_url=open_server.base_url, **KEY)
         assert model.generate([conv("x")], max_new_tokens=4) == ["echo: x"]
 
 
@@ -117,7 +117,7 @@ def test_unreachable_endpoint_is_a_clear_error_after_bounded_retries(monkeypatch
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    model = OpenAIChat(model="m", base_url=f"http://127.0.0.1:{port}/v1", max_retries=2, **FAST)
+    model = OpenAIChat(model="m", base_url=f"http://127.0.0.1:{port}/v1", max_retries=2, **KEY)
     start = time.monotonic()
     with pytest.raises(UserError) as info:
         model.generate([conv("x")], max_new_tokens=4)
@@ -129,7 +129,7 @@ def test_unreachable_endpoint_is_a_clear_error_after_bounded_retries(monkeypatch
 
 
 def test_context_length_error_is_a_too_long_prompt(server):
-    model = OpenAIChat(model="m", base_url=server.base_url, **FAST)
+    model = OpenAIChat(model="m", base_url=server.base_url, **KEY)
     with pytest.raises(PromptTooLongError) as info:
         model.generate([conv("ok"), conv("TOO_LONG please")], max_new_tokens=4)
     assert info.value.items == [(1, None)]
@@ -137,17 +137,18 @@ def test_context_length_error_is_a_too_long_prompt(server):
     assert server.attempts["TOO_LONG please"] == 1
 
 
-def test_quota_and_bad_request_are_not_retried(server):
-    model = OpenAIChat(model="m", base_url=server.base_url, **FAST)
+def test_quota_is_named_and_a_bad_request_is_not_retried(server):
+    model = OpenAIChat(model="m", base_url=server.base_url, max_retries=1, **KEY)
     with pytest.raises(UserError, match="quota exhausted"):
         model.generate([conv("QUOTA")], max_new_tokens=4)
     with pytest.raises(UserError, match=r"rejected the request \(400\): Invalid value"):
         model.generate([conv("BAD_REQUEST")], max_new_tokens=4)
-    assert server.attempts["QUOTA"] == 1 and server.attempts["BAD_REQUEST"] == 1
+    # a 429 is the SDK's to retry (quota or rate limit alike); a 400 never is
+    assert server.attempts["QUOTA"] == 2 and server.attempts["BAD_REQUEST"] == 1
 
 
 def test_finished_requests_come_out_before_an_error(server):
-    model = OpenAIChat(model="m", base_url=server.base_url, concurrency=4, **FAST)
+    model = OpenAIChat(model="m", base_url=server.base_url, concurrency=4, **KEY)
     got = []
     with pytest.raises(UserError, match="400"):
         for i, _text in model.generate_iter(
@@ -158,7 +159,7 @@ def test_finished_requests_come_out_before_an_error(server):
 
 
 def test_an_html_page_stops_at_once_naming_the_endpoint(server):
-    model = OpenAIChat(model="m", base_url=server.base_url, **FAST)
+    model = OpenAIChat(model="m", base_url=server.base_url, **KEY)
     with pytest.raises(UserError) as info:
         model.generate([conv("HTML_PAGE")], max_new_tokens=4)
     msg = str(info.value)
@@ -176,7 +177,7 @@ def test_an_html_page_stops_at_once_naming_the_endpoint(server):
     ],
 )
 def test_unusable_200s_are_retried_then_stop_with_one_line(server, trigger, what):
-    model = OpenAIChat(model="m", base_url=server.base_url, max_retries=2, **FAST)
+    model = OpenAIChat(model="m", base_url=server.base_url, max_retries=2, **KEY)
     with pytest.raises(UserError) as info:
         model.generate([conv(trigger), conv("fine")], max_new_tokens=4)
     msg = str(info.value)
@@ -187,13 +188,13 @@ def test_unusable_200s_are_retried_then_stop_with_one_line(server, trigger, what
 
 @pytest.mark.parametrize("trigger", ["TRUNCATED_ONCE", "RESET_ONCE"])
 def test_a_transient_broken_body_is_retried(server, trigger):
-    model = OpenAIChat(model="m", base_url=server.base_url, **FAST)
+    model = OpenAIChat(model="m", base_url=server.base_url, **KEY)
     assert model.generate([conv(f"{trigger} q")], max_new_tokens=4) == [f"echo: {trigger} q"]
     assert server.attempts[f"{trigger} q"] == 2 and model.usage()["retries"] == 1
 
 
 def test_a_finished_empty_completion_is_an_answer(server):
-    model = OpenAIChat(model="m", base_url=server.base_url, **FAST)
+    model = OpenAIChat(model="m", base_url=server.base_url, **KEY)
     assert model.generate([conv("EMPTY_CONTENT")], max_new_tokens=4) == [""]
     assert model.usage()["empty"] == 1 and server.attempts["EMPTY_CONTENT"] == 1
 
@@ -220,7 +221,6 @@ def test_eval_against_a_garbage_server_exits_2_and_records_nothing(server, tmp_p
             f"benchmarks.0.data_path={data}",
             f"out_dir={tmp_path / 'runs'}",
             "model.max_retries=1",
-            "model.backoff_base_s=0.01",
             f"model.api_key_env={KEY_ENV}",
             "model.concurrency=1",
         ]
@@ -233,23 +233,21 @@ def test_eval_against_a_garbage_server_exits_2_and_records_nothing(server, tmp_p
     assert all("NO_CHOICES" not in ln for ln in recorded)
 
 
-def test_backoff_is_capped_jittered_and_seeded():
-    model = OpenAIChat(model="m", backoff_base_s=1.0, backoff_max_s=8.0)
-    delays = [model._backoff(a, random.Random("0:1"), None) for a in range(6)]
-    for attempt, d in enumerate(delays):
-        cap = min(8.0, 2.0**attempt)
-        assert cap / 2 <= d <= cap
-    assert delays == [model._backoff(a, random.Random("0:1"), None) for a in range(6)]
+def test_the_sdk_client_gets_the_bounds(server):
+    """Retries and timeouts are the SDK's: the configured bounds reach its client."""
+    model = OpenAIChat(model="m", base_url=server.base_url, max_retries=3, timeout_s=2.5, **KEY)
+    client = model._client()
+    assert client.max_retries == 3 and client.timeout == 2.5
 
-    class Resp:
-        headers = {"retry-after": "5"}
 
-    class Exc:
-        response = Resp()
-
-    assert model._backoff(0, random.Random(0), Exc()) == 5.0  # the server's hint is a floor
-    Resp.headers = {"retry-after": "999"}
-    assert model._backoff(0, random.Random(0), Exc()) == 8.0  # ... capped
+def test_a_servers_retry_after_is_honoured(server):
+    """``retry-after-ms: 1200`` on the 429: the SDK waits that, not its own first 0.4-0.5 s."""
+    model = OpenAIChat(model="m", base_url=server.base_url, **KEY)
+    start = time.monotonic()
+    assert model.generate([conv("RATE_LIMIT_WAIT r")], max_new_tokens=4) == [
+        "echo: RATE_LIMIT_WAIT r"
+    ]
+    assert time.monotonic() - start >= 1.2 and server.attempts["RATE_LIMIT_WAIT r"] == 2
 
 
 def test_spec_forms():

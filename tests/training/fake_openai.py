@@ -48,7 +48,7 @@ class FakeOpenAI:
             return self.always_fail[key], {"error": {"message": "server exploded"}}, {}
         if self.fail.get(key):
             status = self.fail[key].pop(0)
-            return status, {"error": {"message": "slow down"}}, {"retry-after-ms": "0"}
+            return status, {"error": {"message": "slow down"}}, {"retry-after-ms": "1"}
         if key == "POST /files":
             self.uploads.append(_file_part(body))
             return (

@@ -38,28 +38,21 @@ def trl_row(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def validate_openai_row(row: Any, where: str) -> None:
-    """The checks OpenAI runs on a chat fine-tuning line; raises DataError naming ``where``."""
+    """The checks OpenAI runs on a chat fine-tuning line (the shared turn rules, then its own:
+    nothing but ``messages`` on the line, known message keys, no empty content); raises
+    DataError naming ``where``."""
+    from needlework.records import validate_messages
+
     if not isinstance(row, dict) or set(row) != {"messages"}:
         keys = sorted(row) if isinstance(row, dict) else type(row).__name__
         raise DataError(f"{where}: expected exactly one key 'messages', got {keys}")
-    msgs = row["messages"]
-    if not isinstance(msgs, list) or not msgs:
-        raise DataError(f"{where}: 'messages' must be a non-empty list")
-    for i, m in enumerate(msgs):
-        if not isinstance(m, dict) or "role" not in m or "content" not in m:
-            raise DataError(f"{where}: message {i} needs 'role' and 'content'")
+    validate_messages(row["messages"], where)
+    for i, m in enumerate(row["messages"]):
         if set(m) - _MESSAGE_KEYS:
             extra = sorted(set(m) - _MESSAGE_KEYS)
             raise DataError(f"{where}: message {i} has unknown keys {extra}")
-        if not isinstance(m["content"], str) or not m["content"]:
+        if not m["content"]:
             raise DataError(f"{where}: message {i} content must be a non-empty string")
-    roles = [m["role"] for m in msgs]
-    body = roles[1:] if roles[0] == "system" else roles
-    expected = ["user", "assistant"] * (len(body) // 2 + 1)
-    if not body or body != expected[: len(body)]:
-        raise DataError(f"{where}: roles {roles} are not [system], user, assistant, user, ...")
-    if body[-1] != "assistant":
-        raise DataError(f"{where}: the last message must be the assistant's (the training target)")
 
 
 def openai_report(

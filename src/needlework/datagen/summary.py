@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from needlework.errors import DataError
-from needlework.io import read_jsonl, require
+from needlework.io import read_jsonl
 
 BINS = 10
 
@@ -32,15 +32,15 @@ def _files(path: Path) -> list[Path]:
 
 
 def _messages(row: dict[str, Any], where: str) -> list[dict[str, Any]]:
+    from needlework.records import validate_messages
+
     if "messages" in row:
-        msgs = require(row, "messages", list, where)
-    elif "prompt" in row and "completion" in row:
-        msgs = list(row["prompt"]) + list(row["completion"])
+        msgs = row["messages"]
+    elif isinstance(row.get("prompt"), list) and isinstance(row.get("completion"), list):
+        msgs = [*row["prompt"], *row["completion"]]
     else:
-        raise DataError(f"{where}: expected a 'messages' list (or TRL prompt/completion)")
-    if not msgs or not all(isinstance(m, dict) and "content" in m for m in msgs):
-        raise DataError(f"{where}: 'messages' must be a non-empty list of {{role, content}}")
-    return msgs
+        raise DataError(f"{where}: expected a 'messages' list (or TRL prompt/completion lists)")
+    return list(validate_messages(msgs, where))
 
 
 def inspect_data(path: str | Path) -> dict[str, Any]:

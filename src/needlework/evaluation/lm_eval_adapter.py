@@ -19,13 +19,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lm_eval.api.model import LM
 from tqdm import tqdm
 
 from needlework.errors import UserError
 from needlework.records import Message
+
+if TYPE_CHECKING:
+    from needlework.models.base import ChatModel
 
 GENERATIVE_HINT = (
     "use the generative variants (general benchmark: generative: true; lm-eval "
@@ -71,17 +74,21 @@ class ChatModelLM(LM):
 
     def __init__(self, model: Any, *, batch_size: int = 64, progress: bool = True) -> None:
         super().__init__()
-        if not callable(getattr(model, "generate", None)):
-            raise UserError(f"{type(model).__name__}: not a chat model (no generate method)")
+        from needlework.models.base import Backend
+
+        self.model: ChatModel = model  # checked below: a Backend with generate
+        if not isinstance(model, Backend) or not callable(getattr(model, "generate", None)):
+            raise UserError(
+                f"{type(model).__name__}: not a needlework chat model (expected a "
+                "needlework.models.base.Backend with a generate method)"
+            )
         if batch_size < 1:
             raise UserError(f"batch_size: expected >= 1, got {batch_size}")
-        self.model = model
         self.batch_size = batch_size
         self.progress = progress
 
     def describe(self) -> str:
-        describe = getattr(self.model, "describe", None)
-        return describe() if callable(describe) else type(self.model).__name__
+        return self.model.describe()
 
     # -- what lm-eval calls ---------------------------------------------------------------
 
@@ -111,7 +118,7 @@ class ChatModelLM(LM):
                 convs = [to_messages(requests[i].args[0]) for i in chunk]
                 extra = (
                     {"answers": [answers_of(requests[i]) for i in chunk]}
-                    if getattr(self.model, "uses_answers", False)
+                    if self.model.uses_answers
                     else {}
                 )
                 texts = self.model.generate(convs, max_new_tokens=max_new_tokens, **extra)

@@ -54,8 +54,9 @@ def model_identity(unit: Any) -> dict[str, Any]:
 def build_lm(backend: str, unit: Any, batch_size: int | None) -> Any:
     """The backend's own lm-eval model where it has one (``lm_eval_model``: local weights,
     log-likelihoods work, e.g. HFLM / vLLM); lm-eval over its chat interface otherwise."""
-    if callable(getattr(unit, "lm_eval_model", None)):
-        return unit.lm_eval_model(batch_size)
+    own = unit.lm_eval_model(batch_size)
+    if own is not None:
+        return own
     from needlework.evaluation.lm_eval_adapter import ChatModelLM
 
     return ChatModelLM(unit, batch_size=batch_size or 64)
@@ -158,7 +159,7 @@ def run_general(
         rows.extend(done["rows"])
         tasks[item["key"]] = done["summary"]
         write_jsonl(run_dir / "predictions.jsonl", rows)
-    metrics = summarize(bench, plan, rows, tasks, describe(unit), settings)
+    metrics = summarize(bench, plan, rows, tasks, unit.describe(), settings)
     write_json(run_dir / "metrics.json", metrics)
     return metrics
 
@@ -189,11 +190,6 @@ def _simple_evaluate(
         gen_kwargs={"max_gen_toks": bench.max_gen_toks} if bench.max_gen_toks else None,
         use_cache=str(work / "requests") if bench.request_cache else None,
     )
-
-
-def describe(unit: Any) -> str:
-    fn = getattr(unit, "describe", None)
-    return fn() if callable(fn) else type(unit).__name__
 
 
 def _version(dist: str) -> str | None:

@@ -247,9 +247,7 @@ def _run_benchmark(
     pending = [s for s in mine if s.id not in done]
     model = cfg.model
     max_new = (
-        cfg.max_new_tokens
-        or bench.max_new_tokens
-        or answer_budget(samples, getattr(model, "count_tokens", None))
+        cfg.max_new_tokens or bench.max_new_tokens or answer_budget(samples, model.count_tokens)
     )
     usage_before = _usage(model)
     info = {
@@ -325,7 +323,7 @@ def _run_benchmark(
         elapsed_s=round(time.monotonic() - start, 3),
         usage=_usage_delta(usage_before, _usage(model)),
         n_skipped=metrics["n_skipped"],
-        model_provenance=_provenance(model),
+        model_provenance=model.provenance(),
     )
     return metrics
 
@@ -431,30 +429,12 @@ def _predict(
 
 
 def _stream(model: ChatModel, samples: list[Sample], max_new: int) -> Iterator[tuple[Sample, str]]:
-    """``(sample, output)`` as the backend finishes them (streaming backends) or per chunk."""
+    """``(sample, output)`` as the backend finishes them."""
     convs = [list(s.messages) for s in samples]
-    kwargs: dict[str, Any] = {}
-    if getattr(model, "uses_answers", False):
-        kwargs["answers"] = [list(s.answers) for s in samples]
-    stream = getattr(model, "generate_iter", None)
-    if callable(stream) and not kwargs:
-        for i, text in stream(convs, max_new_tokens=max_new):
-            yield samples[i], _check_output(model, text)
-        return
-    chunk = 64
-    for start in range(0, len(samples), chunk):
-        part = {k: v[start : start + chunk] for k, v in kwargs.items()}
-        try:
-            outs = model.generate(convs[start : start + chunk], max_new_tokens=max_new, **part)
-        except PromptTooLongError as exc:
-            raise exc.shifted(start) from None
-        if len(outs) != len(convs[start : start + chunk]):
-            raise RuntimeError(
-                f"{model.describe()} returned {len(outs)} outputs for "
-                f"{len(convs[start : start + chunk])} conversations"
-            )
-        for sample, text in zip(samples[start : start + chunk], outs):
-            yield sample, _check_output(model, text)
+    # answers reach only a backend that asks for them (scripted:gold), never a real model
+    answers = {"answers": [list(s.answers) for s in samples]} if model.uses_answers else {}
+    for i, text in model.generate_iter(convs, max_new_tokens=max_new, **answers):
+        yield samples[i], _check_output(model, text)
 
 
 def _check_output(model: ChatModel, text: Any) -> str:
@@ -625,15 +605,8 @@ def _tags(cfg: EvalConfig) -> dict[str, Any]:
     return {k: v for k, v in (("variant", cfg.variant), ("seed", cfg.seed)) if v is not None}
 
 
-def _provenance(model: ChatModel) -> dict[str, Any] | None:
-    """What exactly was loaded (hub commit, weight hashes), for backends that can say."""
-    fn = getattr(model, "provenance", None)
-    return fn() if callable(fn) else None
-
-
 def _usage(model: ChatModel) -> dict[str, int]:
-    fn = getattr(model, "usage", None)
-    return dict(fn()) if callable(fn) else {}
+    return dict(model.usage())
 
 
 def _usage_delta(before: Mapping[str, int], after: Mapping[str, int]) -> dict[str, int]:

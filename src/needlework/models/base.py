@@ -1,16 +1,22 @@
 """The inference-backend contract shared by every stage that needs a model.
 
-Required: ``generate`` and ``describe``. Optional members the runner looks for (duck-typed, so a
-backend only grows what it needs):
+Every backend subclasses :class:`Backend` and defines ``generate``, ``describe``,
+``speed_fields`` and ``token_counter``; :class:`Backend` gives the other members of the contract
+defaults that a backend overrides where it can do better, so no stage probes a backend for what
+it has:
 
 * ``generate_iter(conversations, *, max_new_tokens)`` yields ``(index, text)`` as results finish
-  (any order). The runner then saves each finished batch/request at once instead of waiting for a
-  whole call, so a crash loses nothing that was finished (``hf``, ``vllm``, ``openai``).
+  (any order); the runner saves each at once, so a crash loses nothing that was finished. Default:
+  ``generate`` over chunks of 64 conversations (``hf``, ``vllm``, ``openai`` stream finer).
 * ``uses_answers`` (bool): when true the runner passes ``answers=`` (each sample's accepted answers,
   aligned with ``conversations``) to ``generate``. Only the ``scripted`` backend's ``gold`` mode
   sets it; real models never see answers.
-* ``usage()`` returns cumulative counters (``requests``, ``prompt_tokens``, ``completion_tokens``,
-  ``retries``...) that the runner records in ``run.json``.
+* ``usage()``: cumulative counters (``requests``, ``prompt_tokens``, ``completion_tokens``,
+  ``retries``...) recorded in ``run.json``; ``provenance()``: what exactly was loaded (hub commit,
+  weight hashes) or None; ``count_tokens(text)``: the model's token count of a text (default: its
+  characters, never fewer than tokens); ``lm_eval_model(batch_size)``: lm-eval's own model over
+  the same weights or None (lm-eval then runs over ``generate``), declared by the class
+  attribute ``log_likelihoods`` so a suite can plan before any model is built.
 
 A prompt that does not fit the model's context is never truncated: the backend raises
 :class:`PromptTooLongError` before generating anything for the call.
@@ -18,7 +24,7 @@ A prompt that does not fit the model's context is never truncated: the backend r
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -51,6 +57,28 @@ class ChatModel(Protocol):
         """This model's own tokenizer as a ``load_counter`` spec (``hf:<path>``), handed to
         benchmarks sized in the model's tokens; None when it is not known here (an API)."""
         ...
+
+    uses_answers: bool
+    log_likelihoods: ClassVar[bool]
+
+    def generate_iter(
+        self,
+        conversations: Sequence[Sequence[Message]],
+        *,
+        max_new_tokens: int,
+        answers: Sequence[Sequence[str]] | None = None,
+    ) -> Iterable[tuple[int, str]]:
+        """``(index, text)`` as results finish; ``answers`` reach only a backend whose
+        ``uses_answers`` is true (the others never read them)."""
+        ...
+
+    def usage(self) -> dict[str, int]: ...
+
+    def provenance(self) -> dict[str, Any] | None: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def lm_eval_model(self, batch_size: int | None) -> Any: ...
 
 
 class PromptTooLongError(UserError):
@@ -155,14 +183,72 @@ def warn_remote_code(path: str) -> None:
     )
 
 
+class _Generates(Protocol):
+    CHUNK: ClassVar[int]
+    uses_answers: ClassVar[bool]
+
+    def generate(
+        self, conversations: Sequence[Sequence[Message]], *, max_new_tokens: int, **kwargs: Any
+    ) -> list[str]: ...
+
+    def describe(self) -> str: ...
+
+
+class Backend:
+    """Defaults for the contract's members a backend may not need (module docstring). It
+    defines neither ``generate`` nor ``describe``: registration still fails without them."""
+
+    uses_answers: ClassVar[bool] = False
+    log_likelihoods: ClassVar[bool] = False
+    """True where ``lm_eval_model`` returns lm-eval's own model (log-probabilities work)."""
+    CHUNK: ClassVar[int] = 64
+    """Conversations per ``generate`` call of the default ``generate_iter``."""
+
+    def generate_iter(
+        self: _Generates,
+        conversations: Sequence[Sequence[Message]],
+        *,
+        max_new_tokens: int,
+        answers: Sequence[Sequence[str]] | None = None,
+    ) -> Iterator[tuple[int, str]]:
+        """``generate`` over chunks of :attr:`CHUNK` conversations (with their ``answers`` for
+        a backend that ``uses_answers``), yielding each chunk's answers when it is done."""
+        for start in range(0, len(conversations), self.CHUNK):
+            part = list(conversations[start : start + self.CHUNK])
+            extra = {}
+            if self.uses_answers and answers is not None:
+                extra["answers"] = answers[start : start + self.CHUNK]
+            try:
+                outs = self.generate(part, max_new_tokens=max_new_tokens, **extra)
+            except PromptTooLongError as exc:
+                raise exc.shifted(start) from None
+            if len(outs) != len(part):
+                raise RuntimeError(
+                    f"{self.describe()} returned {len(outs)} outputs for {len(part)} conversations"
+                )
+            yield from ((start + i, text) for i, text in enumerate(outs))
+
+    def usage(self) -> dict[str, int]:
+        return {}
+
+    def provenance(self) -> dict[str, Any] | None:
+        return None
+
+    def count_tokens(self, text: str) -> int:
+        return len(text)
+
+    def lm_eval_model(self, batch_size: int | None) -> Any:
+        return None
+
+
 class _Streams(Protocol):
     def generate_iter(
         self, conversations: Sequence[Sequence[Message]], *, max_new_tokens: int
     ) -> Iterable[tuple[int, str]]: ...
 
 
-class Streaming:
-    """Mixin for backends whose answers arrive one by one (their ``generate_iter`` yields
+class Streaming(Backend):
+    """Base for backends whose answers arrive one by one (their ``generate_iter`` yields
     ``(index, text)`` in any order): ``generate`` collects them in order."""
 
     def generate(
@@ -174,8 +260,8 @@ class Streaming:
         return outs
 
 
-class Weights:
-    """Mixin for backends that run weights named by their ``path`` field (``hf``, ``vllm``):
+class Weights(Backend):
+    """Base for backends that run weights named by their ``path`` field (``hf``, ``vllm``):
     the ``name:PATH`` short form, and the weights' own tokenizer as the token counter."""
 
     short_form: ClassVar[str] = "PATH"

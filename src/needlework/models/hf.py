@@ -50,6 +50,7 @@ def short_name(path: str) -> str:
 class HF(Weights):
     """A local or hub transformers causal LM (+ LoRA), greedy, length-sorted batches."""
 
+    log_likelihoods: ClassVar[bool] = True
     speed_fields: ClassVar[frozenset[str]] = frozenset({"batch_size", "device", "fast_prefill"})
 
     path: str
@@ -273,7 +274,11 @@ class HF(Weights):
         return [o if o is not None else "" for o in outs]
 
     def generate_iter(
-        self, conversations: Sequence[Sequence[Message]], *, max_new_tokens: int
+        self,
+        conversations: Sequence[Sequence[Message]],
+        *,
+        max_new_tokens: int,
+        answers: Sequence[Sequence[str]] | None = None,
     ) -> Iterator[tuple[int, str]]:
         """Yield ``(index, text)`` batch by batch, longest prompts first."""
         validate_conversations(conversations)

@@ -3,15 +3,17 @@
 Run:  OPENAI_API_KEY=... needlework eval --model openai:gpt-3.5-turbo-1106 --benchmark flenqa
 
 Many requests are in flight at once (a thread pool of ``concurrency``); decoding is greedy
-(``temperature=0``). Retries are ours, not the SDK's (its client gets ``max_retries=0``): bounded
-(``max_retries``), capped exponential back-off with jitter from a seeded rng, honouring a server's
-``Retry-After``, on 429 / 408 / 409 / 5xx / timeouts / connection errors. A wrong key (401/403),
-an unknown model (404) or a bad request (400) fail at once with one line; a context-length 400 is
-reported as a too-long prompt. Token usage is counted for ``run.json``.
+(``temperature=0``). HTTP retries are the SDK's (``max_retries``, ``timeout_s``): 408 / 409 / 429 /
+5xx, timeouts and connection errors, with its capped exponential back-off and a server's
+``Retry-After``. A wrong key (401/403), an unknown model (404) or a bad request (400) fail at
+once with one line; a context-length 400 is reported as a too-long prompt; after the SDK gives
+up, one line names the endpoint and the last error. Token usage and retries (HTTP requests sent
+beyond one per prompt, counted on the SDK's HTTP client) go to ``run.json``.
 
-A 200 response is parsed here, not trusted: a body that is not JSON (an HTML gateway or login page:
-a wrong ``base_url``) stops the run at once; truncated JSON, no ``choices`` or a null answer is
-retried within the same bounds and then stops the run with one line. Such a response is never
+A 200 response is parsed here, not trusted (the SDK does not retry a 200): a body that is not JSON
+(an HTML gateway or login page: a wrong ``base_url``) stops the run at once; truncated JSON, no
+``choices`` or a null answer is asked again at once, at most ``max_retries`` times, and then
+stops the run with one line. Such a response is never
 recorded as an (empty) prediction. An empty string from a finished completion is an answer.
 
 API key: read from the environment variable ``api_key_env``, never from the config. It is
@@ -22,12 +24,9 @@ answers 401, which names the variable to set.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import random
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -40,7 +39,7 @@ from needlework.records import Message
 from needlework.registry import backends
 
 OPENAI_URL = "https://api.openai.com/v1"
-RETRY_STATUS = {408, 409, 429}
+RETRY_STATUS = {408, 409, 429}  # and >= 500: what the SDK retries
 _CONTEXT_MARKERS = (
     "context_length_exceeded",
     "maximum context length",
@@ -72,9 +71,6 @@ class OpenAIChat(Streaming):
             "concurrency",
             "max_retries",
             "timeout_s",
-            "backoff_base_s",
-            "backoff_max_s",
-            "seed",
         }
     )
 
@@ -87,15 +83,10 @@ class OpenAIChat(Streaming):
     concurrency: int = 16
     """Requests in flight at once."""
     max_retries: int = 5
-    """Retries per request after the first attempt (429/5xx/timeouts/connection errors)."""
+    """Retries per request after the first attempt: the SDK's for 408/409/429/5xx, timeouts and
+    connection errors, and as many again for a 200 without a usable answer."""
     timeout_s: float = 60.0
-    """Per-request timeout in seconds."""
-    backoff_base_s: float = 1.0
-    """First retry waits about this long; each next one twice as long (with jitter)."""
-    backoff_max_s: float = 30.0
-    """Cap on one back-off wait (also caps a server's Retry-After)."""
-    seed: int = 0
-    """Seed of the back-off jitter."""
+    """Per-request timeout in seconds (the SDK's)."""
     max_tokens_param: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
     """Request field for the answer budget (newer OpenAI models want max_completion_tokens)."""
     _state: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -109,11 +100,8 @@ class OpenAIChat(Streaming):
             raise ValueError(f"concurrency: expected >= 1, got {self.concurrency}")
         if self.max_retries < 0:
             raise ValueError(f"max_retries: expected >= 0, got {self.max_retries}")
-        for name in ("timeout_s", "backoff_max_s"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name}: expected > 0, got {getattr(self, name)}")
-        if self.backoff_base_s < 0:
-            raise ValueError(f"backoff_base_s: expected >= 0, got {self.backoff_base_s}")
+        if self.timeout_s <= 0:
+            raise ValueError(f"timeout_s: expected > 0, got {self.timeout_s}")
 
     @property
     def url(self) -> str:
@@ -136,7 +124,10 @@ class OpenAIChat(Streaming):
 
     def usage(self) -> dict[str, int]:
         with self._lock():
-            return dict(self._state.get("usage", {}))
+            out = dict(self._state.get("usage", {}))
+            if out:  # every HTTP request beyond the first of each prompt is a retry
+                out["retries"] = out.pop("http_requests") - out.pop("prompts")
+            return out
 
     def _lock(self) -> threading.Lock:
         return self._state.setdefault("lock", threading.Lock())
@@ -156,9 +147,12 @@ class OpenAIChat(Streaming):
             raise UserError(
                 "openai: the openai package is not installed (pip install 'needlework[openai]')"
             ) from None
-        # Our own bounded retries with jitter; the SDK's would stack on top of them.
         client = openai.OpenAI(
-            api_key=key or "no-key", base_url=self.url, max_retries=0, timeout=self.timeout_s
+            api_key=key or "no-key",
+            base_url=self.url,
+            max_retries=self.max_retries,
+            timeout=self.timeout_s,
+            http_client=openai.DefaultHttpxClient(event_hooks={"request": [self._sent]}),
         )
         self._state.update(
             client=client,
@@ -167,7 +161,8 @@ class OpenAIChat(Streaming):
                 "requests": 0,
                 "prompt_tokens": 0,
                 "completion_tokens": 0,
-                "retries": 0,
+                "prompts": 0,
+                "http_requests": 0,
                 "truncated": 0,
                 "empty": 0,
                 "bad_responses": 0,
@@ -177,7 +172,11 @@ class OpenAIChat(Streaming):
 
     # -- generation ------------------------------------------------------------------------
     def generate_iter(
-        self, conversations: Sequence[Sequence[Message]], *, max_new_tokens: int
+        self,
+        conversations: Sequence[Sequence[Message]],
+        *,
+        max_new_tokens: int,
+        answers: Sequence[Sequence[str]] | None = None,
     ) -> Iterator[tuple[int, str]]:
         """Yield ``(index, text)`` as requests finish; on an error, requests not yet sent are
         cancelled, those in flight still come out (nothing paid for is lost), then it raises."""
@@ -213,18 +212,20 @@ class OpenAIChat(Streaming):
         if error is not None:
             raise error
 
+    def _sent(self, request: Any) -> None:
+        """httpx hook: one more HTTP request on the wire (first attempts and retries alike)."""
+        with self._lock():
+            self._state["usage"]["http_requests"] += 1
+
     def _request(self, index: int, conv: Sequence[Message], max_new_tokens: int) -> str:
         import openai
 
         client = self._state["client"]
-        rng = random.Random(f"{self.seed}:{index}")
         messages = [{"role": m["role"], "content": m["content"]} for m in conv]
-        last: Exception | None = None
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                time.sleep(self._backoff(attempt - 1, rng, last))
-                with self._lock():
-                    self._state["usage"]["retries"] += 1
+        with self._lock():
+            self._state["usage"]["prompts"] += 1
+        last: BadResponse | None = None
+        for _ in range(self.max_retries + 1):
             try:
                 raw = client.chat.completions.with_raw_response.create(
                     model=self.model,
@@ -232,44 +233,34 @@ class OpenAIChat(Streaming):
                     temperature=0.0,
                     **{self.max_tokens_param: max_new_tokens},
                 )
+            except (openai.APITimeoutError, openai.APIConnectionError) as exc:
+                raise self._gave_up(exc) from None
+            except openai.APIStatusError as exc:
+                raise self._fatal(index, exc, max_new_tokens) from None
+            try:
                 return self._record(_parse(raw.status_code, raw.headers, raw.content))
             except BadResponse as exc:
                 with self._lock():
                     self._state["usage"]["bad_responses"] += 1
                 if not exc.retry:
                     raise UserError(f"openai: {self.url}: {exc}") from None
-                last = exc
-                continue
-            except (openai.APITimeoutError, openai.APIConnectionError) as exc:
-                last = exc
-                continue
-            except openai.APIStatusError as exc:
-                if exc.status_code in RETRY_STATUS or exc.status_code >= 500:
-                    if _error_code(exc) == "insufficient_quota":
-                        raise UserError(
-                            f"openai: {self.url}: quota exhausted (429 "
-                            f"insufficient_quota): {_message(exc)}"
-                        ) from None
-                    last = exc
-                    continue
-                raise self._fatal(index, exc, max_new_tokens) from None
-        raise UserError(
-            f"openai: {self.url}: giving up after {self.max_retries + 1} attempts "
-            f"({_describe(last)})"
-        )
+                last = exc  # the server is up, only this body was unusable: ask again now
+        raise self._gave_up(last)
 
-    def _backoff(self, attempt: int, rng: random.Random, exc: Exception | None) -> float:
-        """Capped exponential back-off with 'equal jitter'; a Retry-After header is a floor."""
-        delay = min(self.backoff_max_s, self.backoff_base_s * 2**attempt)
-        delay = delay / 2 + rng.uniform(0, delay / 2)
-        response = getattr(exc, "response", None)
-        retry_after: Any = response.headers.get("retry-after") if response is not None else None
-        with contextlib.suppress(TypeError, ValueError):  # absent or an HTTP date: ignored
-            delay = max(delay, min(self.backoff_max_s, float(retry_after)))
-        return delay
+    def _gave_up(self, exc: Exception | None) -> UserError:
+        return UserError(
+            f"openai: {self.url}: giving up after {self.max_retries + 1} attempts "
+            f"({_describe(exc)})"
+        )
 
     def _fatal(self, index: int, exc: Any, max_new_tokens: int) -> Exception:
         status, msg = exc.status_code, _message(exc)
+        if status in RETRY_STATUS or status >= 500:  # the SDK retried it max_retries times
+            if _error_code(exc) == "insufficient_quota":
+                return UserError(
+                    f"openai: {self.url}: quota exhausted (429 insufficient_quota): {msg}"
+                )
+            return self._gave_up(exc)
         if status in (401, 403):
             hint = "check the key" if self._state.get("key_set") else "it is not set"
             return UserError(

@@ -14,14 +14,14 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 from needlework.errors import UserError
-from needlework.models.base import validate_conversations
+from needlework.models.base import Backend, validate_conversations
 from needlework.records import Message
 from needlework.registry import backends
 
 
 @backends.register("scripted")
 @dataclass(frozen=True)
-class Scripted:
+class Scripted(Backend):
     """Deterministic answers (gold / constant / echo / last_line) for tests and dry runs."""
 
     speed_fields: ClassVar[frozenset[str]] = frozenset()
@@ -33,7 +33,7 @@ class Scripted:
     _calls: list[int] = field(default_factory=list, init=False, repr=False, compare=False)
 
     @property
-    def uses_answers(self) -> bool:
+    def uses_answers(self) -> bool:  # type: ignore[override]  # per instance: by mode
         """Only ``gold`` reads the answers; the runner passes them when this is true."""
         return self.mode == "gold"
 

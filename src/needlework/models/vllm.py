@@ -38,6 +38,7 @@ LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # vLLM accepts these max_lora_
 class VLLM(Weights, Streaming):
     """vLLM offline engine (GPU): batched greedy decoding with tensor parallelism and LoRA."""
 
+    log_likelihoods: ClassVar[bool] = True
     speed_fields: ClassVar[frozenset[str]] = frozenset(
         {"tensor_parallel_size", "gpu_memory_utilization", "enable_prefix_caching", "chunk_size"}
     )
@@ -192,7 +193,11 @@ class VLLM(Weights, Streaming):
         ]
 
     def generate_iter(
-        self, conversations: Sequence[Sequence[Message]], *, max_new_tokens: int
+        self,
+        conversations: Sequence[Sequence[Message]],
+        *,
+        max_new_tokens: int,
+        answers: Sequence[Sequence[str]] | None = None,
     ) -> Iterator[tuple[int, str]]:
         """Check every prompt's length first, then run ``chunk_size`` prompts per engine call."""
         validate_conversations(conversations)

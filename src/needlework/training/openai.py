@@ -8,8 +8,8 @@ Run:  OPENAI_API_KEY=... needlework train --config configs/train/openai_gpt35_mu
 Every step is recorded in ``<run>/openai_job.json`` as soon as it happens (file id, job id, status,
 events, fine-tuned model), so ``--resume`` after an interruption re-uses the uploaded file and
 polls the recorded job instead of paying for a second one. The API key is read from the
-environment only. HTTP retries are ours (the SDK's are turned off) so they are bounded, logged and
-testable with an injected ``sleep``.
+environment only. HTTP retries are the SDK's (``max_retries``, ``timeout_s``: 408/409/429/5xx and
+connection errors, honouring Retry-After); polling waits through an injectable ``sleep``.
 """
 
 from __future__ import annotations
@@ -197,7 +197,10 @@ class OpenAIJob:
             import openai
 
             self.client = openai.OpenAI(
-                api_key=api_key(unit), base_url=unit.base_url, max_retries=0, timeout=unit.timeout_s
+                api_key=api_key(unit),
+                base_url=unit.base_url,
+                max_retries=unit.max_retries,
+                timeout=unit.timeout_s,
             )
         if not self.state.get("file_id"):
             payload = openai_rows(unit, rows)
@@ -282,32 +285,21 @@ class OpenAIJob:
             self.save(events=self.state.get("events", []) + new)
 
     def call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """``fn(*args, **kwargs)`` with bounded retries on rate limits and server errors."""
+        """``fn(*args, **kwargs)``; an error the SDK's own retries did not cure is one line."""
         import openai
 
-        retryable = (openai.RateLimitError, openai.InternalServerError, openai.APIConnectionError)
-        for attempt in range(self.unit.max_retries + 1):
-            try:
-                return fn(*args, **kwargs)
-            except retryable as exc:
-                if attempt == self.unit.max_retries:
-                    raise UserError(
-                        f"openai: {what} failed after {attempt + 1} tries: {_short(exc)}"
-                    ) from None
-                delay = _retry_after(exc)
-                delay = min(60.0, 2.0**attempt) if delay is None else delay
-                self.log(
-                    f"openai: {what}: {_short(exc)}; retry {attempt + 1}/"
-                    f"{self.unit.max_retries} in {delay:.1f}s"
-                )
-                self.sleep(delay)
-            except openai.AuthenticationError:
-                raise UserError(
-                    f"openai: {what}: the API key in ${self.unit.api_key_env} was rejected"
-                ) from None
-            except openai.APIStatusError as exc:
-                raise UserError(f"openai: {what}: {_short(exc)}") from None
-        raise AssertionError("unreachable")
+        tries = f"after {self.unit.max_retries + 1} tries"
+        transient = (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError)
+        try:
+            return fn(*args, **kwargs)
+        except openai.AuthenticationError:
+            raise UserError(
+                f"openai: {what}: the API key in ${self.unit.api_key_env} was rejected"
+            ) from None
+        except transient as exc:
+            raise UserError(f"openai: {what} failed {tries}: {_short(exc)}") from None
+        except openai.APIStatusError as exc:
+            raise UserError(f"openai: {what}: {_short(exc)}") from None
 
 
 def _short(exc: Exception) -> str:
@@ -321,19 +313,6 @@ def _short(exc: Exception) -> str:
         lines = str(exc).strip().splitlines()
         message = lines[0] if lines else type(exc).__name__
     return f"HTTP {status}: {message}" if status else message
-
-
-def _retry_after(exc: Exception) -> float | None:
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None) or {}
-    for header, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
-        value = headers.get(header)
-        if value is not None:
-            try:
-                return min(60.0, max(0.0, float(value) / scale))
-            except ValueError:
-                continue
-    return None
 
 
 def _error_text(job: Any) -> str | None:

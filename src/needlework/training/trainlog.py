@@ -37,23 +37,13 @@ def write_logs(run_dir: Path, history: list[dict[str, Any]], *, plot: bool = Tru
 
 
 def plot_loss(rows: list[dict[str, Any]], path: Path, *, title: str = "") -> None:
-    """Training loss (answer tokens only, when masked) against optimizer step."""
-    import matplotlib
+    """Training loss (answer tokens only, when masked) against optimizer step: the report's
+    loss figure for this one run."""
+    from needlework.reporting import plots
 
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], marker=".", linewidth=1)
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("training loss")
-    ax.set_title(title or "training loss")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
+    series = plots.Series(title or "training loss", tuple(r["step"] for r in rows),
+                          tuple(r["loss"] for r in rows))  # fmt: skip
+    plots.save(plots.loss_figure([series], title=title or "training loss"), path)
 
 
 def make_callback(run_dir: Path):

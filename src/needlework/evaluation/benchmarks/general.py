@@ -176,8 +176,7 @@ class General:
         """Per task: result key, lm-eval task name, shots, primary metric, data caveat."""
         from needlework.registry import backends
 
-        # backends with their own lm-eval model (local weights) give log-probabilities
-        logprobs = hasattr(dict(backends.items()).get(backend), "lm_eval_model")
+        logprobs = bool(getattr(dict(backends.items()).get(backend), "log_likelihoods", False))
         gen = (not logprobs) if self.generative is None else self.generative
         if gen is False and not logprobs:
             raise UserError(
