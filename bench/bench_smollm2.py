@@ -123,7 +123,7 @@ def main() -> int:
             "kv_retrieval",
             "--out",
             str(out),
-            f"benchmarks.0.data_path={eval_file}",
+            f"benchmarks.kv_retrieval.data_path={eval_file}",
             f"model.dtype={dtype}",
             *extra,
         )

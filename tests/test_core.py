@@ -137,6 +137,25 @@ def test_overrides_index_lists():
         apply_overrides(data, ["benchmarks.7.limit=5"])
 
 
+def test_overrides_name_list_items_so_reordering_cannot_misdirect_them():
+    from needlework.config import apply_overrides
+
+    data = {"benchmarks": [{"name": "a"}, "b", {"name": "c", "limit": 1}]}
+    out = apply_overrides(data, ["benchmarks.c.limit=5", "benchmarks.b.limit=2"])
+    assert out["benchmarks"] == [
+        {"name": "a"},
+        {"name": "b", "limit": 2},
+        {"name": "c", "limit": 5},
+    ]
+    reordered = {"benchmarks": [data["benchmarks"][2], data["benchmarks"][0]]}
+    assert apply_overrides(reordered, ["benchmarks.c.limit=5"])["benchmarks"][0]["limit"] == 5
+    with pytest.raises(ConfigError, match=r"no item named 'z' in the list \(a, b, c\)"):
+        apply_overrides(data, ["benchmarks.z.limit=5"])
+    twice = {"benchmarks": [{"name": "mdqa"}, {"name": "mdqa"}]}
+    with pytest.raises(ConfigError, match=r"2 items are named 'mdqa'.*index \(0, 1\)"):
+        apply_overrides(twice, ["benchmarks.mdqa.limit=5"])
+
+
 def test_a_unit_missing_a_contract_member_fails_when_it_registers():
     from dataclasses import dataclass
 

@@ -74,12 +74,8 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
         k: str | int  # a list index is converted to int below
         for depth, k in enumerate(keys):
             last = depth == len(keys) - 1
-            if isinstance(node, list):  # `benchmarks.0.limit=5` indexes a list
-                if not k.isdigit() or int(k) >= len(node):
-                    raise ConfigError(
-                        f"override '{text}': '{k}' is not an index of a list of {len(node)} items"
-                    )
-                k = int(k)
+            if isinstance(node, list):  # `benchmarks.kv_retrieval.limit=5` or `benchmarks.0...`
+                k = _list_key(text, node, k)
                 child = node[k]
             else:
                 child = node.get(k)
@@ -94,6 +90,31 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
                 node[k] = child
             node = child
     return out
+
+
+def _list_key(text: str, items: list[Any], key: str) -> int:
+    """The index an override names in a list: the one item whose ``name`` is ``key`` (robust
+    to reordering), or a plain index."""
+    if key.isdigit():
+        if int(key) >= len(items):
+            raise ConfigError(
+                f"override '{text}': '{key}' is not an index of a list of {len(items)} items"
+            )
+        return int(key)
+
+    def name(item: Any) -> Any:
+        return item.get("name") if isinstance(item, dict) else item
+
+    hits = [i for i, item in enumerate(items) if name(item) == key]
+    if len(hits) == 1:
+        return hits[0]
+    names = ", ".join(str(name(item)) for item in items)
+    if not hits:
+        raise ConfigError(f"override '{text}': no item named '{key}' in the list ({names})")
+    raise ConfigError(
+        f"override '{text}': {len(hits)} items are named '{key}' ({names}); "
+        f"name one by its index ({', '.join(map(str, hits))})"
+    )
 
 
 def load_config(

@@ -38,7 +38,7 @@ def _overrides(out: Path) -> tuple[list[str], str | None]:
     """Recipe overrides, and the line to print when MDQA is left out."""
     folder = oracle_folder()
     if folder is not None:
-        return [f"out_dir={out}", f'eval_overrides=["benchmarks.1.data_path={folder}"]'], None
+        return [f"out_dir={out}", f'eval_overrides=["benchmarks.mdqa.data_path={folder}"]'], None
     from needlework.config import dump_yaml, read_yaml
 
     eval_cfg = read_yaml(ROOT / "configs" / "eval" / "smollm2_demo.yaml")
