@@ -88,21 +88,9 @@ class MmluChat:
 
 
 def _tarball(data_path: str) -> Path:
-    root = Path(data_path)
-    if root.is_file():
-        return root
-    if (root / TARBALL).is_file():
-        return root / TARBALL
-    if data_path == DEFAULT_DATA_PATH:
-        from needlework.evaluation.data import find_local
+    from needlework.evaluation.data import locate
 
-        found = find_local("mmlu", TARBALL)
-        if found is not None:
-            return found
-    raise UserError(
-        f"generator.data_path: {TARBALL} not found at {data_path} (give the file, a folder "
-        "holding it, or set NEEDLEWORK_DATA to a folder holding mmlu/)"
-    )
+    return locate(data_path, DEFAULT_DATA_PATH, "mmlu", (TARBALL,), field="generator.data_path")
 
 
 @functools.lru_cache(maxsize=4)

@@ -26,8 +26,8 @@ from needlework.errors import DataError, UserError
 from needlework.evaluation.data import (
     Document,
     QARecord,
-    find_local,
     litm_checksums,
+    locate,
     read_qa_records,
     verify_file,
 )
@@ -51,24 +51,13 @@ def check_common(data_path: str, train_share: float, max_passage_words: int) -> 
 def oracle_path(data_path: str) -> Path:
     """The oracle file under ``data_path`` (a file or folder); the default folder is looked for
     in ``$NEEDLEWORK_DATA`` and ``data/`` as MDQA does."""
-    root = Path(data_path)
-    if root.is_file():
-        return root
-    if root.is_dir():
-        for candidate in (
-            root / ORACLE_UPSTREAM,
-            root / ORACLE_NAME,
-            *sorted(root.rglob(ORACLE_NAME)),
-        ):
-            if candidate.is_file():
-                return candidate
-    if data_path == DEFAULT_DATA_PATH:
-        found = find_local("lost-in-the-middle", ORACLE_NAME)
-        if found is not None:
-            return found
-    raise UserError(
-        f"generator.data_path: {ORACLE_NAME} not found at {data_path} (give the file, a folder "
-        "holding it, or set NEEDLEWORK_DATA to a folder holding lost-in-the-middle/)"
+    return locate(
+        data_path,
+        DEFAULT_DATA_PATH,
+        "lost-in-the-middle",
+        (ORACLE_UPSTREAM, ORACLE_NAME),
+        field="generator.data_path",
+        search=True,
     )
 
 

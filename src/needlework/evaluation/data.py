@@ -14,7 +14,7 @@ import io
 import os
 import tempfile
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,6 +81,38 @@ def find_local(folder: str, name: str) -> Path | None:
         if (root / folder / name).is_file():
             return (root / folder / name).resolve()
     return None
+
+
+def locate(
+    data_path: str,
+    default: str,
+    folder: str,
+    names: Sequence[str],
+    *,
+    field: str,
+    search: bool = False,
+    hint: str = "",
+) -> Path:
+    """A data file named by a config's ``data_path``: the file itself, or the first of ``names``
+    (relative paths; the last is the file's name) in that folder, or with ``search`` that name
+    anywhere below it; the default path also looks in ``$NEEDLEWORK_DATA/<folder>`` and
+    ``data/<folder>``. Else a DataError, one line naming the field and what to do (+ ``hint``)."""
+    root = Path(data_path)
+    if root.is_file():
+        return root
+    if root.is_dir():
+        below = sorted(root.rglob(names[-1])) if search else []
+        for candidate in (*(root / n for n in names), *below):
+            if candidate.is_file():
+                return candidate
+    if data_path == default:
+        found = find_local(folder, names[-1])
+        if found is not None:
+            return found
+    raise DataError(
+        f"{field}: {names[-1]} not found at {data_path} (give the file, a folder holding it, "
+        f"or set NEEDLEWORK_DATA to a folder holding {folder}/{hint})"
+    )
 
 
 def parse_checksums(text: str, source: str = "<checksums>") -> dict[str, UpstreamFile]:

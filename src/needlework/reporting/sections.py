@@ -538,15 +538,9 @@ def setting_section(b: ReportBuilder) -> str:
                  "ci_high", *DELTA_CSV])  # fmt: skip
     stats: dict[tuple[str, str], dict[str, Stat]] = {}
     for variant in order:
-        cells = []
-        for (label, metric), found in zip(cols, column_stats(b, variant, cols)):
-            if found is None:
-                cells.append(DASH)
-                continue
-            stat, delta = found
+        cells, found = score_row(b, variant, cols, fmt_stat)
+        for label, metric, stat, delta in found:
             stats.setdefault((label, metric), {})[variant] = stat
-            text = fmt_stat(stat) + (f" ({fmt_delta(delta, b.notes)})" if delta else "")
-            cells.append(text)
             out.rows.append(
                 [key, values[variant], variant, label, metric, stat.mean, stat.ci_low,
                  stat.ci_high, *delta_csv(delta)]
@@ -660,6 +654,23 @@ def column_delta(b: ReportBuilder, label: str, group: Group, metric: str) -> Del
     return paired_delta(group, base, metric)
 
 
+def score_row(
+    b: ReportBuilder, variant: str, cols: list[tuple[str, str]], text: Callable[[Stat], str]
+) -> tuple[list[str], list[tuple[str, str, Stat, Delta | None]]]:
+    """A table row for ``variant``: per column ``text(score)`` and its paired Δ vs the baseline
+    (a dash where the score is missing), and the ``(label, metric, score, Δ)`` found."""
+    cells: list[str] = []
+    found: list[tuple[str, str, Stat, Delta | None]] = []
+    for (label, metric), hit in zip(cols, column_stats(b, variant, cols)):
+        if hit is None:
+            cells.append(DASH)
+            continue
+        stat, delta = hit
+        cells.append(text(stat) + (f" ({fmt_delta(delta, b.notes)})" if delta else ""))
+        found.append((label, metric, stat, delta))
+    return cells, found
+
+
 def comparison_section(b: ReportBuilder) -> str:
     """The paper's Table 2 layout: one row per finetuning variant, one column per benchmark
     score, each cell the score and its paired delta vs the baseline (95% CI)."""
@@ -677,16 +688,8 @@ def comparison_section(b: ReportBuilder) -> str:
                  "delta_ci_low", "delta_ci_high"])  # fmt: skip
     ordered = [b.baseline, *(v for v in variants if v != b.baseline)]
     for variant in ordered:
-        cells = []
-        for (label, metric), found in zip(cols, column_stats(b, variant, cols)):
-            if found is None:
-                cells.append(DASH)
-                continue
-            stat, delta = found
-            text = fmt(stat.mean)
-            if delta is not None:
-                text += f" ({fmt_delta(delta, b.notes)})"
-            cells.append(text)
+        cells, found = score_row(b, variant, cols, lambda stat: fmt(stat.mean))
+        for label, metric, stat, delta in found:
             out.rows.append(
                 [variant, label, metric, stat.mean, stat.ci_low, stat.ci_high,
                  *((delta.delta, delta.ci_low, delta.ci_high) if delta else (None,) * 3)]

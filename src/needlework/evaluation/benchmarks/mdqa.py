@@ -30,8 +30,8 @@ from needlework.evaluation.benchmarks.common import (
 from needlework.evaluation.data import (
     QARecord,
     download_verified,
-    find_local,
     litm_checksums,
+    locate,
     verify_file,
 )
 from needlework.evaluation.metrics import (
@@ -271,25 +271,21 @@ class MDQA:
 
     def _path(self, upstream: str) -> Path:
         """Locate ``upstream`` under data_path (or data_path itself), downloading if allowed."""
-        root = Path(self.data_path)
         name = Path(upstream).name
-        if root.is_file():
-            return root
-        if root.is_dir():
-            for candidate in (root / upstream, root / name, *sorted(root.rglob(name))):
-                if candidate.is_file():
-                    return candidate
-        default = self.data_path == type(self).data_path  # a folder the user chose is final
-        found = find_local("lost-in-the-middle", name) if default else None
-        if found is not None:  # $NEEDLEWORK_DATA, then data/; verified against the pins
-            return found
-        if self.download:
-            return download_verified(upstream, root / upstream, litm_checksums())
-        raise DataError(
-            f"{root}: {name} not found (data_path should be that file or a folder holding it, "
-            "or set NEEDLEWORK_DATA to a folder holding lost-in-the-middle/; download: true "
-            "fetches it from the pinned upstream)"
-        )
+        try:  # a folder the user chose is final; the default one is also looked for locally
+            return locate(
+                self.data_path,
+                type(self).data_path,
+                "lost-in-the-middle",
+                (upstream, name),
+                field="mdqa.data_path",
+                search=True,
+                hint="; download: true fetches it from the pinned upstream",
+            )
+        except DataError:
+            if not self.download:
+                raise
+        return download_verified(upstream, Path(self.data_path) / upstream, litm_checksums())
 
 
 def mb_records(path: Path, verify: bool) -> list[QARecord]:
