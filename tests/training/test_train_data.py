@@ -124,6 +124,54 @@ def test_ratio_zero_keeps_the_mix_path_and_mixes_nothing(tmp_path):
     assert len(rows) == 5 and stats["mix_rows"] == 0 and stats["mix_ratio"] == 0.0
 
 
+def test_a_datasets_folder_mixes_in_exactly_like_the_same_jsonl(tmp_path):
+    """``mix_dataset`` goes through ``datasets.load_dataset`` (a hub id online, here a local
+    folder offline): the same rows as ``mix_path`` on that file, so the same mix."""
+    from needlework.training.data import load_training_rows
+
+    train = write_rows(tmp_path / "t.jsonl", kv_rows(12))
+    chat = [{"messages": [{**U, "content": f"hi {i}"}, {**A, "content": f"yo {i}"}], "x": i}
+            for i in range(9)]  # fmt: skip
+    folder = tmp_path / "chat_ds"
+    folder.mkdir()
+    jsonl = write_rows(folder / "train.jsonl", chat)
+    by_path, s1 = load_training_rows(
+        _cfg(train_path=str(train), mix_path=str(jsonl), mix_ratio=0.25)
+    )
+    by_ds, s2 = load_training_rows(
+        _cfg(train_path=str(train), mix_dataset={"path": str(folder), "limit": 6}, mix_ratio=0.25)
+    )
+    whole, s3 = load_training_rows(
+        _cfg(
+            train_path=str(train), mix_dataset={"path": str(folder), "limit": None}, mix_ratio=0.25
+        )
+    )
+    assert [r.messages for r in whole] == [r.messages for r in by_path]
+    assert s1["mix_source_sha256"] == s3["mix_source_sha256"]
+    assert s2["mix_source_rows"] == 6 and s2["mix_rows"] == 4 and len(by_ds) == 16
+    assert s2["mix_dataset"] == str(folder) and s2["mix_split"] == "train"
+
+
+def test_a_mix_dataset_that_cannot_load_is_one_line(tmp_path, monkeypatch):
+    from needlework.training.data import load_training_rows
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    train = write_rows(tmp_path / "t.jsonl", kv_rows(4))
+    cfg = _cfg(train_path=str(train), mix_dataset={"path": "nobody/no-such-set"}, mix_ratio=0.5)
+    with pytest.raises(DataError) as info:
+        load_training_rows(cfg)
+    msg = str(info.value)
+    assert msg.startswith("mix_dataset.path: cannot load 'nobody/no-such-set' split 'train'")
+    assert "\n" not in msg
+    bad = tmp_path / "bad_ds"
+    bad.mkdir()
+    write_rows(bad / "train.jsonl", [{"messages": [U]}])
+    cfg = _cfg(train_path=str(train), mix_dataset={"path": str(bad)}, mix_ratio=0.5)
+    with pytest.raises(DataError, match=r"bad_ds\[train\]:0"):
+        load_training_rows(cfg)
+
+
 def test_config_builds_the_registered_unit():
     cfg = _cfg()
     assert isinstance(cfg.trainer, HfSFT) and cfg.trainer.method == "full"
@@ -135,6 +183,8 @@ def test_config_builds_the_registered_unit():
     [
         ({"mix_ratio": 0.2}, "mix_ratio"),
         ({"mix_ratio": 1.0, "mix_path": "o.jsonl"}, "mix_ratio"),
+        ({"mix_path": "o.jsonl", "mix_dataset": {"path": "a/b"}}, "mix_dataset"),
+        ({"mix_dataset": {"path": "a/b", "limit": 0}}, "mix_dataset.limit"),
         (
             {"trainer": {"name": "hf_sft", "model_path": "m", "trl_overrides": {"max_length": 9}}},
             "trainer.trl_overrides",

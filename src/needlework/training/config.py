@@ -25,6 +25,27 @@ from needlework.training.base import Trainer
 
 
 @dataclass(frozen=True)
+class MixDataset:
+    """A chat dataset read with ``datasets.load_dataset``: a hub id (online) or a local dataset
+    folder, whose rows have ``messages`` (or conversational ``prompt``/``completion``)."""
+
+    path: str
+    """Hub id (e.g. HuggingFaceH4/ultrachat_200k) or a local folder of JSONL/Parquet files."""
+    split: str = "train"
+    """Split to read (ultrachat_200k: train_sft)."""
+    revision: str | None = None
+    """Hub commit sha or tag to pin the dataset to; None = the hub's current one."""
+    limit: int | None = 20000
+    """Read only the first N rows of the split (a 200K-row set need not be read whole)."""
+
+    def __post_init__(self) -> None:
+        if not self.path.strip():
+            raise ValueError("path: expected a hub id or a local dataset folder")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit: expected a positive row count, got {self.limit}")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Everything ``needlework train`` needs; the resolved copy is saved as ``config.yaml``."""
 
@@ -42,16 +63,20 @@ class TrainConfig:
     None: the trained model's id."""
     mix_path: Path | None = None
     """Another chat JSONL mixed into the synthetic data (e.g. a general instruction set)."""
+    mix_dataset: MixDataset | None = None
+    """Instead of ``mix_path``: a hub or local ``datasets`` chat dataset to mix in."""
     mix_ratio: float = 0.0
-    """Share of the final training rows drawn from ``mix_path``, in [0, 1); 0 mixes nothing in (a
-    ratio sweep's first point may keep ``mix_path`` so its configs differ in the ratio only)."""
+    """Share of the final training rows drawn from the mix source, in [0, 1); 0 mixes nothing in
+    (a ratio sweep's first point may keep the source so its configs differ in the ratio only)."""
     limit: int | None = None
     """Use only the first N rows of ``train_path`` (quick dry runs)."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.mix_ratio < 1.0:
             raise ValueError(f"mix_ratio: expected a share in [0, 1), got {self.mix_ratio}")
-        if self.mix_ratio > 0 and self.mix_path is None:
-            raise ValueError("mix_ratio: > 0 needs mix_path (the dataset to mix in)")
+        if self.mix_path is not None and self.mix_dataset is not None:
+            raise ValueError("mix_dataset: give mix_path or mix_dataset, not both")
+        if self.mix_ratio > 0 and self.mix_path is None and self.mix_dataset is None:
+            raise ValueError("mix_ratio: > 0 needs mix_path or mix_dataset (the data to mix in)")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit: expected a positive row count, got {self.limit}")

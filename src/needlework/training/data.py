@@ -14,6 +14,8 @@ and ``content`` are kept from each message.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -110,15 +112,52 @@ def mix_rows(
     }
 
 
+def read_dataset_rows(spec: Any) -> list[ChatRow]:
+    """Rows of a ``MixDataset`` (hub id or local folder) through ``datasets.load_dataset``,
+    validated like JSONL rows; errors name the dataset, split and row index."""
+    import datasets
+
+    split = spec.split if spec.limit is None else f"{spec.split}[:{spec.limit}]"
+    pin = {"revision": spec.revision} if spec.revision else {}
+    try:
+        table = datasets.load_dataset(spec.path, split=split, **pin)
+    except Exception as exc:  # offline, unknown id or split, unreadable files: one line
+        detail = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise DataError(
+            f"mix_dataset.path: cannot load '{spec.path}' split '{spec.split}' "
+            f"({type(exc).__name__}: {detail})"
+        ) from None
+    rows = [
+        ChatRow(row_messages(dict(row), f"{spec.path}[{spec.split}]:{i}"), f"{spec.path}:{i}")
+        for i, row in enumerate(table)
+    ]
+    if not rows:
+        raise DataError(f"mix_dataset: '{spec.path}' split '{spec.split}' has no rows")
+    return rows
+
+
 def load_training_rows(cfg) -> tuple[list[ChatRow], dict[str, Any]]:
     """Rows for ``cfg`` (a TrainConfig): train_path, limited and mixed as configured."""
     rows = read_chat_rows(cfg.train_path, cfg.limit)
     stats: dict[str, Any] = {"train_path": str(cfg.train_path), "primary_rows": len(rows)}
-    if cfg.mix_path is not None and cfg.mix_ratio > 0:
-        other = read_chat_rows(cfg.mix_path)
-        rows, mix = mix_rows(rows, other, cfg.mix_ratio, cfg.seed)
-        stats.update(mix, mix_path=str(cfg.mix_path), mix_ratio=cfg.mix_ratio)
+    if cfg.mix_dataset is not None:
+        d = cfg.mix_dataset
+        source: dict[str, Any] = {"mix_dataset": d.path, "mix_split": d.split}
+        source.update(mix_revision=d.revision, mix_limit=d.limit)
     elif cfg.mix_path is not None:
-        stats.update(mix_rows=0, mix_path=str(cfg.mix_path), mix_ratio=0.0)
+        source = {"mix_path": str(cfg.mix_path)}
+    else:
+        source = {}
+    if source and cfg.mix_ratio > 0:
+        other = (
+            read_dataset_rows(cfg.mix_dataset)
+            if cfg.mix_dataset is not None
+            else read_chat_rows(cfg.mix_path)
+        )
+        rows, mix = mix_rows(rows, other, cfg.mix_ratio, cfg.seed)
+        digest = hashlib.sha256(json.dumps([r.messages for r in other]).encode()).hexdigest()
+        stats.update(mix, **source, mix_source_sha256=digest, mix_ratio=cfg.mix_ratio)
+    elif source:
+        stats.update(mix_rows=0, **source, mix_ratio=0.0)
     stats["rows"] = len(rows)
     return rows, stats
