@@ -185,7 +185,6 @@ def warn_remote_code(path: str) -> None:
 
 class _Generates(Protocol):
     CHUNK: ClassVar[int]
-    uses_answers: ClassVar[bool]
 
     def generate(
         self, conversations: Sequence[Sequence[Message]], *, max_new_tokens: int, **kwargs: Any
@@ -211,13 +210,11 @@ class Backend:
         max_new_tokens: int,
         answers: Sequence[Sequence[str]] | None = None,
     ) -> Iterator[tuple[int, str]]:
-        """``generate`` over chunks of :attr:`CHUNK` conversations (with their ``answers`` for
-        a backend that ``uses_answers``), yielding each chunk's answers when it is done."""
+        """``generate`` over chunks of :attr:`CHUNK` conversations (with their ``answers``, which
+        callers give only to a backend that ``uses_answers``), yielding each chunk when done."""
         for start in range(0, len(conversations), self.CHUNK):
             part = list(conversations[start : start + self.CHUNK])
-            extra = {}
-            if self.uses_answers and answers is not None:
-                extra["answers"] = answers[start : start + self.CHUNK]
+            extra = {} if answers is None else {"answers": answers[start : start + self.CHUNK]}
             try:
                 outs = self.generate(part, max_new_tokens=max_new_tokens, **extra)
             except PromptTooLongError as exc:

@@ -14,6 +14,7 @@ and ``content`` are kept from each message.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import random
@@ -140,24 +141,21 @@ def load_training_rows(cfg) -> tuple[list[ChatRow], dict[str, Any]]:
     """Rows for ``cfg`` (a TrainConfig): train_path, limited and mixed as configured."""
     rows = read_chat_rows(cfg.train_path, cfg.limit)
     stats: dict[str, Any] = {"train_path": str(cfg.train_path), "primary_rows": len(rows)}
+    read: Any = None  # the mix source's reader, run only when something is mixed in
     if cfg.mix_dataset is not None:
         d = cfg.mix_dataset
-        source: dict[str, Any] = {"mix_dataset": d.path, "mix_split": d.split}
-        source.update(mix_revision=d.revision, mix_limit=d.limit)
+        source = {"mix_dataset": d.path, "mix_split": d.split, "mix_revision": d.revision,
+                  "mix_limit": d.limit}  # fmt: skip
+        read = functools.partial(read_dataset_rows, d)
     elif cfg.mix_path is not None:
         source = {"mix_path": str(cfg.mix_path)}
-    else:
-        source = {}
-    if source and cfg.mix_ratio > 0:
-        other = (
-            read_dataset_rows(cfg.mix_dataset)
-            if cfg.mix_dataset is not None
-            else read_chat_rows(cfg.mix_path)
-        )
+        read = functools.partial(read_chat_rows, cfg.mix_path)
+    if read is not None and cfg.mix_ratio > 0:
+        other = read()
         rows, mix = mix_rows(rows, other, cfg.mix_ratio, cfg.seed)
         digest = hashlib.sha256(json.dumps([r.messages for r in other]).encode()).hexdigest()
         stats.update(mix, **source, mix_source_sha256=digest, mix_ratio=cfg.mix_ratio)
-    elif source:
+    elif read is not None:
         stats.update(mix_rows=0, **source, mix_ratio=0.0)
     stats["rows"] = len(rows)
     return rows, stats
