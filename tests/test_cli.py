@@ -98,14 +98,14 @@ def test_failed_evals_leave_no_run_folder(tmp_path, capsys, monkeypatch):
     garbage.write_bytes(b"\xff\xfe garbage")
     fixture = Path(__file__).parent / "fixtures" / "kv_eval_tiny.jsonl"
     cases = [
-        (["--model", "scripted:gold", "--benchmark", "kv_retrieval",
+        (["--gold-answers", "--benchmark", "kv_retrieval",
           f"benchmarks.0.data_path={tmp_path / 'nope.jsonl'}"],
          "nope.jsonl: not found; make an eval split"),
         (["--model", "openai:gpt-x", "--benchmark", "kv_retrieval",
           f"benchmarks.0.data_path={fixture}", "model.api_key_env=NW_NO_SUCH_KEY"],
          "environment variable NW_NO_SUCH_KEY is not set"),
         (["--model", str(garbage), "--benchmark", "kv_retrieval"], "not UTF-8 text"),
-        (["--model", "scripted:gold", "--suite", "general", "--limit", "1"],
+        (["--model", "scripted:echo", "--suite", "general", "--limit", "1"],
          "HF_DATASETS_OFFLINE is set"),
     ]  # fmt: skip
     for i, (argv, needle) in enumerate(cases):

@@ -11,7 +11,6 @@ import importlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from needlework import __version__
 from needlework.errors import UserError
@@ -88,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="short form; repeatable (mdqa, flenqa, kv_retrieval, niah)",
     )
     e.add_argument("--suite", choices=["general"], help="lm-evaluation-harness general suite")
+    e.add_argument(
+        "--gold-answers",
+        action="store_true",
+        help="the oracle run: answer with each sample's gold answer, no model (all scores 1.0)",
+    )
     e.add_argument("--limit", type=int, metavar="N", help="only the first N samples")
     e.add_argument("--out", metavar="DIR", help="run folder (default runs/<time>-<bench>-<model>)")
     e.add_argument(
@@ -128,7 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     ma.add_parser("ls", help="List the bundled models, whether installed, and the cache folder.")
 
     ls = sub.add_parser("ls", help="List registered units; `ls NAME` shows one unit's fields.")
-    ls.add_argument("name", nargs="?", metavar="NAME", help="a unit, e.g. mdqa or hf_sft")
+    ls.add_argument(
+        "name", nargs="?", metavar="NAME", help="a unit (mdqa, hf_sft) or a config kind (recipe)"
+    )
     v = sub.add_parser("validate", help="Load and check config files without running them.")
     v.add_argument("files", nargs="+", metavar="FILE")
     return p
@@ -152,11 +158,15 @@ def _ls_unit(name: str) -> int:
     import dataclasses
     import difflib
 
+    from needlework.config import CONFIG_KINDS, config_class
     from needlework.registry import ALL
 
+    files = [kind for kind, _ in CONFIG_KINDS.values()]  # a config file kind: its fields
     found = [(kind, reg.get(name)) for kind, reg in ALL.items() if name in reg.names()]
+    if name in files:
+        found = [("config files", config_class(name))]
     if not found:
-        every = [n for reg in ALL.values() for n in reg.names()]
+        every = [n for reg in ALL.values() for n in reg.names()] + files
         close = difflib.get_close_matches(name, every, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise UserError(f"no unit named '{name}'{hint} (needlework ls lists them)")
@@ -237,11 +247,12 @@ def validate_cmd(args: argparse.Namespace) -> int:
                 print(f"skip {path}  (an accelerate config: read by accelerate launch)")
                 continue
             cls = config_class(kind)
-            cfg: Any = load_config(cls, path, data=data)
-            if kind == "recipe":
-                from needlework.experiment import check_recipe
+            if kind == "recipe":  # loaded as `needlework run` loads it, then every file it names
+                from needlework.experiment import check_recipe, load_recipe
 
-                check_recipe(cfg, path)
+                check_recipe(load_recipe(path), path)
+            else:
+                load_config(cls, path, data=data)
         except UserError as exc:
             if len(files) == 1:
                 raise

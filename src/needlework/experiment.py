@@ -11,7 +11,8 @@ Run:  needlework run configs/recipes/tiny_cpu.yaml
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Sequence
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -19,7 +20,7 @@ from typing import Annotated, Any, Literal
 from needlework.config import load_config, read_yaml, to_dict
 from needlework.errors import ConfigError, UserError
 from needlework.models.base import ChatModel
-from needlework.registry import backends
+from needlework.registry import backends, benchmarks
 
 
 @dataclass(frozen=True)
@@ -56,8 +57,12 @@ class VariantSpec:
     train_file: str = "train.jsonl"
     """File of the dataset's ``seed<S>/`` folder to train on (``train.openai.jsonl`` for the
     OpenAI backend)."""
+    paths: dict[str, str] = field(default_factory=dict)
+    """Train-config fields set to paths inside the experiment folder, each given relative to
+    ``out_dir``: ``mix_path: data/chat/seed0/train.jsonl``."""
 
     def __post_init__(self) -> None:
+        _check_relative("paths", self.paths)
         if not self.seeds:
             raise ValueError("seeds: expected at least one seed")
         if self.name == "base" or "/" in self.name:
@@ -77,19 +82,29 @@ class RecipeConfig:
     eval_config: Path
     """A ``needlework eval`` config; its ``model`` and ``out_dir`` are set per model."""
     datasets: dict[str, DatasetSpec] = field(default_factory=dict)
-    """Datasets by name; ``{out_dir}`` in eval overrides expands to the experiment folder."""
+    """Datasets by name; each is generated into ``out_dir/data/<name>/``."""
+    eval_paths: dict[str, str | list[str]] = field(default_factory=dict)
+    """Eval-config fields set to paths inside the experiment folder, each given relative to
+    ``out_dir``: ``benchmarks.kv_retrieval.data_path: data/kv/seed0/eval.jsonl``; a list sets
+    a list of paths."""
+    held_out: list[str] = field(default_factory=list)
+    """Datasets of the recipe whose training questions no evaluation may ask: every benchmark
+    that can exclude questions (its ``held_out`` field: MDQA, the general suite's NQ-Open and
+    TriviaQA) gets their folders."""
     eval_overrides: list[str] = field(default_factory=list)
-    """``key=value`` overrides for the eval config (``{out_dir}`` is expanded)."""
+    """``key=value`` overrides for the eval config."""
     evaluate_base: bool = True
     """Also evaluate the untrained base model (the "before" of every comparison)."""
     report: bool = True
     """Write ``report/`` at the end."""
     tiny_base: str | None = None
     """CPU demos/tests: build this tiny random model (``tiny:llama-h128-l2-a4``) at
-    ``{out_dir}/base_model`` first, so the base evaluation and every variant start from the same
+    ``out_dir/base_model`` first; it becomes ``base_model.path`` and every variant's
+    ``trainer.model_path``, so the base evaluation and every variant start from the same
     weights."""
 
     def __post_init__(self) -> None:
+        _check_relative("eval_paths", self.eval_paths)
         names = [v.name for v in self.variants]
         if len(set(names)) != len(names):
             raise ValueError(f"variants: names must be unique, got {names}")
@@ -101,6 +116,12 @@ class RecipeConfig:
                     f"not a dataset listed before it (listed before: {', '.join(seen) or 'none'})"
                 )
             seen.append(name)
+        unknown = [d for d in self.held_out if d not in self.datasets]
+        if unknown:
+            raise ValueError(
+                f"held_out: {', '.join(unknown)} is not a dataset of the recipe "
+                f"(datasets: {', '.join(self.datasets) or 'none'})"
+            )
         for v in self.variants:
             if v.dataset not in self.datasets:
                 raise ValueError(
@@ -118,16 +139,50 @@ class Step:
     run: Callable[[], Any]
 
 
-def _expand(value: Any, mapping: dict[str, str]) -> Any:
-    if isinstance(value, str):
-        for key, sub in mapping.items():
-            value = value.replace("{" + key + "}", sub)
-        return value
-    if isinstance(value, list):
-        return [_expand(v, mapping) for v in value]
-    if isinstance(value, dict):
-        return {k: _expand(v, mapping) for k, v in value.items()}
-    return value
+def _check_relative(name: str, paths: Mapping[str, str | list[str]]) -> None:
+    for key, value in paths.items():
+        for p in value if isinstance(value, list) else [value]:
+            if Path(p).is_absolute():
+                raise ValueError(
+                    f"{name}: '{key}' is {p}, an absolute path; give a path inside the "
+                    "experiment folder, relative to out_dir"
+                )
+
+
+def path_overrides(paths: Mapping[str, str | list[str]], root: Path) -> list[str]:
+    """``key=value`` overrides setting each field to its path (or paths) under ``root``."""
+    import json
+
+    def under(value: str | list[str]) -> str | list[str]:
+        return [str(root / p) for p in value] if isinstance(value, list) else str(root / value)
+
+    return [f"{key}={json.dumps(under(value))}" for key, value in paths.items()]
+
+
+def _variant_overrides(recipe: RecipeConfig, variant: VariantSpec, root: Path) -> list[str]:
+    """A variant's own overrides, then the paths the recipe sets inside ``root``."""
+    base = [f"trainer.model_path={root / 'base_model'}"] if recipe.tiny_base else []
+    return [*variant.overrides, *path_overrides(variant.paths, root), *base]
+
+
+def _eval_data(recipe: RecipeConfig, data: dict[str, Any], root: Path) -> dict[str, Any]:
+    """The eval config as the recipe runs it: its overrides, its paths under ``root`` and the
+    held-out folders on every benchmark that takes them."""
+    from needlework.config import apply_overrides
+
+    data = apply_overrides(data, [*recipe.eval_overrides, *path_overrides(recipe.eval_paths, root)])
+    if not recipe.held_out or not isinstance(data.get("benchmarks"), list):
+        return data
+    folders = [str(root / "data" / name) for name in recipe.held_out]
+    items = []
+    for item in data["benchmarks"]:
+        unit = {"name": item} if isinstance(item, str) else item
+        name = unit.get("name") if isinstance(unit, dict) else None
+        cls = benchmarks.get(name) if isinstance(name, str) and name in benchmarks.names() else None
+        if cls is not None and "held_out" in {f.name for f in dataclasses.fields(cls)}:
+            unit = {**unit, "held_out": folders}
+        items.append(unit)
+    return {**data, "benchmarks": items}
 
 
 def _check_ref(
@@ -137,9 +192,11 @@ def _check_ref(
     kind: str,
     overrides: list[str],
     replace: dict[str, Any] | None = None,
+    adjust: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> Any:
-    """Load one config a recipe names, as the recipe will (overrides included, ``replace``
-    set over it); any error names the recipe, the field and the referenced file."""
+    """Load one config a recipe names, as the recipe will (overrides included, or ``adjust``
+    instead, then ``replace`` set over it); any error names the recipe, the field and the
+    referenced file."""
     from needlework.config import apply_overrides, config_class, config_kind
 
     try:
@@ -148,7 +205,8 @@ def _check_ref(
         if found != kind:
             what = _a(found) if found else "not a needlework"
             raise ConfigError(f"is {what} config; expected {_a(kind)} config", source=str(path))
-        data = {**apply_overrides(data, overrides), **(replace or {})}
+        data = adjust(data) if adjust is not None else apply_overrides(data, overrides)
+        data = {**data, **(replace or {})}
         return load_config(config_class(kind), path, data=data)
     except UserError as exc:
         raise ConfigError(str(exc), source=recipe_src, field=where) from None
@@ -162,11 +220,11 @@ def check_recipe(recipe: RecipeConfig, source: str | Path) -> None:
     """Every config the recipe names loads with its overrides, before any step runs (a typo
     in the last variant must not surface after an hour of training the first)."""
     src = str(source)
-    scratch = "{out_dir}/.check"  # placeholders for the paths a step sets itself
+    scratch = recipe.out_dir / ".check"  # for the paths a step sets itself (nothing is written)
     for name, spec in recipe.datasets.items():
         _check_ref(
             src, f"datasets.{name}.config", spec.config, "generate",
-            [*spec.overrides, f"out_dir={scratch}"], _matching(spec, Path(scratch)),
+            [*spec.overrides, f"out_dir={scratch}"], _matching(spec, scratch),
         )  # fmt: skip
     for i, variant in enumerate(recipe.variants):
         _check_ref(
@@ -174,22 +232,28 @@ def check_recipe(recipe: RecipeConfig, source: str | Path) -> None:
             f"variants.{i}.train_config",
             variant.train_config,
             "train",
-            [*variant.overrides, f"train_path={scratch}/train.jsonl", f"out_dir={scratch}"],
+            [
+                *_variant_overrides(recipe, variant, recipe.out_dir),
+                f"train_path={scratch}/train.jsonl",
+                f"out_dir={scratch}",
+            ],
         )
     # the model is set per step (base, then each trained one): checked apart, not here
-    probe = {"model": {"name": "scripted"}, "out_dir": scratch}
-    _check_ref(src, "eval_config", recipe.eval_config, "eval", recipe.eval_overrides, probe)
+    probe = {"model": {"name": "scripted"}, "out_dir": str(scratch)}
+
+    def adjust(data: dict[str, Any]) -> dict[str, Any]:
+        return _eval_data(recipe, data, recipe.out_dir)
+
+    _check_ref(src, "eval_config", recipe.eval_config, "eval", [], probe, adjust)
 
 
 def plan(recipe: RecipeConfig, source: str | Path = "<recipe>") -> list[Step]:
     """The ordered steps of an experiment; pure apart from reading config files, each of
     which is checked first (:func:`check_recipe`)."""
-    from needlework.config import apply_overrides
 
     check_recipe(recipe, source)
 
     out = recipe.out_dir
-    subst = {"out_dir": str(out)}
     steps: list[Step] = []
 
     if recipe.tiny_base:
@@ -197,9 +261,7 @@ def plan(recipe: RecipeConfig, source: str | Path = "<recipe>") -> list[Step]:
     for name, spec in recipe.datasets.items():
         steps.append(_generate_step(name, spec, out / "data" / name, _matching(spec, out / "data")))
 
-    eval_data = _expand(
-        apply_overrides(read_yaml(recipe.eval_config), recipe.eval_overrides), subst
-    )
+    eval_data = _eval_data(recipe, read_yaml(recipe.eval_config), out)
     base = to_dict(recipe.base_model)
     if recipe.evaluate_base:
         steps.append(_eval_step(eval_data, "base", None, lambda: base, out / "eval" / "base"))
@@ -207,7 +269,8 @@ def plan(recipe: RecipeConfig, source: str | Path = "<recipe>") -> list[Step]:
         for seed in variant.seeds:
             run_dir = out / "train" / variant.name / f"seed{seed}"
             data = out / "data" / variant.dataset / f"seed{seed}" / variant.train_file
-            steps.append(_train_step(variant, seed, data, run_dir))
+            overrides = _variant_overrides(recipe, variant, out)
+            steps.append(_train_step(variant, overrides, seed, data, run_dir))
             steps.append(
                 _eval_step(
                     eval_data,
@@ -258,7 +321,9 @@ def _generate_step(name: str, spec: DatasetSpec, out_dir: Path, extra: dict[str,
     return Step(f"generate {name} -> {out_dir}", lambda: (out_dir / "manifest.json").is_file(), run)
 
 
-def _train_step(variant: VariantSpec, seed: int, data: Path, run_dir: Path) -> Step:
+def _train_step(
+    variant: VariantSpec, overrides: list[str], seed: int, data: Path, run_dir: Path
+) -> Step:
     def run() -> None:
         from needlework.training.api import train
         from needlework.training.config import TrainConfig
@@ -267,7 +332,7 @@ def _train_step(variant: VariantSpec, seed: int, data: Path, run_dir: Path) -> S
             TrainConfig,
             variant.train_config,
             [
-                *variant.overrides,
+                *overrides,
                 f"train_path={data}",
                 f"out_dir={run_dir}",
                 f"seed={seed}",
@@ -341,14 +406,23 @@ def _report(paths: list[Path], out_dir: Path) -> None:
 
 
 def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> RecipeConfig:
-    """Load a recipe; ``{out_dir}`` anywhere in its strings becomes the experiment folder."""
+    """Load a recipe (with ``tiny_base``, the base model's path is the model it builds)."""
     from needlework.config import apply_overrides
 
     data = apply_overrides(read_yaml(path), list(overrides))
     out_dir = data.get("out_dir")
     if not isinstance(out_dir, str) or not out_dir:
         raise ConfigError("is required: the experiment folder", source=str(path), field="out_dir")
-    return load_config(RecipeConfig, path, data=_expand(data, {"out_dir": out_dir}))
+    base = data.get("base_model")
+    if data.get("tiny_base") and isinstance(base, dict):
+        if "path" in base:
+            raise ConfigError(
+                "is set by tiny_base (the model built at out_dir/base_model); remove it",
+                source=str(path),
+                field="base_model.path",
+            )
+        data["base_model"] = {**base, "path": str(Path(out_dir) / "base_model")}
+    return load_config(RecipeConfig, path, data=data)
 
 
 def run_recipe(

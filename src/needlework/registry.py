@@ -131,7 +131,6 @@ backends: Registry = Registry(
         "speed_fields",
         "token_counter",
         "generate_iter",
-        "uses_answers",
         "log_likelihoods",
         "usage",
         "provenance",

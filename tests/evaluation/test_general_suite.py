@@ -113,6 +113,10 @@ def test_tiny_hf_model_on_every_task(tiny_checkpoint, data_dir, tmp_path, monkey
 
     monkeypatch.setattr(lm_eval_run, "build_lm", no_model)
     assert bench.run_suite(model, run, HF_LIMIT) == metrics
+    import dataclasses
+
+    faster = dataclasses.replace(model, batch_size=model.batch_size + 3)  # a speed-only field
+    assert bench.run_suite(faster, run, HF_LIMIT) == metrics
     with pytest.raises(UserError, match="different settings"):
         bench.run_suite(model, run, HF_LIMIT + 1)
     other = HF(path=str(tiny_checkpoint), device="cpu", dtype="bfloat16")

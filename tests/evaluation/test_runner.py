@@ -24,12 +24,13 @@ def _units():
         yield
 
 
-def make_cfg(tmp_path: Path, model="scripted:gold", **extra) -> EvalConfig:
+def make_cfg(tmp_path: Path, model=None, **extra) -> EvalConfig:
+    """The oracle run (gold answers, no model) unless a model is given."""
     from needlework.models import parse_model_spec
 
     model = parse_model_spec(model) if isinstance(model, str) else model
     data = {
-        "model": model,
+        **({"model": model} if model is not None else {"gold_answers": True}),
         "benchmarks": ["nw_test_arith"],
         "out_dir": str(tmp_path / "out"),
         **extra,
@@ -63,7 +64,7 @@ def test_gold_run_writes_the_run_folder_format(tmp_path):
     assert first["meta"] == {"bucket": 0, "index": 0} and first["benchmark"] == "nw_test_arith"
 
     m = json.loads((run / "metrics.json").read_text())
-    assert m["n"] == 12 and m["n_skipped"] == 0 and m["model"] == "scripted:gold"
+    assert m["n"] == 12 and m["n_skipped"] == 0 and m["model"] == "gold-answers"
     assert m["primary_metric"] == "exact_match" and m["benchmark"] == "nw_test_arith"
     em = m["metrics"]["exact_match"]
     assert em["mean"] == 1.0 and em["n"] == 12
@@ -74,10 +75,10 @@ def test_gold_run_writes_the_run_folder_format(tmp_path):
     assert m["by"]["bucket"]["1"]["exact_match"]["n"] == 4
 
     info = json.loads((run / "run.json").read_text())
-    assert info["status"] == "complete" and info["usage"] == {"requests": 12}
+    assert info["status"] == "complete" and info["usage"] == {}  # no model was asked
     assert info["num_samples"] == 12 and info["resumed_with"] == 0 and "versions" in info
     resolved = yaml.safe_load((run / "config.yaml").read_text())
-    assert resolved["model"] == {"name": "scripted", "mode": "gold", "text": ""}
+    assert resolved["model"] is None and resolved["gold_answers"] is True
     assert resolved["benchmarks"][0]["name"] == "nw_test_arith"
     assert resolved["out_dir"] == str(tmp_path / "out")
 
@@ -141,7 +142,7 @@ def test_too_long_prompts_skipped_and_counted(tmp_path):
 
 
 def test_suite_benchmarks_are_delegated(tmp_path):
-    cfg = make_cfg(tmp_path, benchmarks=["nw_test_suite"], limit=4)
+    cfg = make_cfg(tmp_path, "scripted:echo", benchmarks=["nw_test_suite"], limit=4)
     (run,) = evaluate(cfg, progress=False)
     bench = cfg.benchmarks[0]
     ((model_config, run_dir, limit),) = bench.seen
@@ -150,16 +151,25 @@ def test_suite_benchmarks_are_delegated(tmp_path):
     assert json.loads((run / "run.json").read_text())["status"] == "complete"
 
 
+def test_gold_answers_is_refused_for_a_suite_and_with_a_model(tmp_path):
+    with pytest.raises(ConfigError, match="nw_test_suite is scored by lm-eval"):
+        make_cfg(tmp_path, benchmarks=["nw_test_arith", "nw_test_suite"])
+    with pytest.raises(ConfigError, match="asks no model"):
+        make_cfg(tmp_path, "scripted:echo", gold_answers=True)
+    with pytest.raises(ConfigError, match="field 'model': expected a model"):
+        load_config(EvalConfig, data={"benchmarks": ["nw_test_arith"]})
+
+
 def test_default_out_dir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cfg = load_config(
         EvalConfig,
-        data={"model": {"name": "scripted"}, "benchmarks": ["nw_test_arith"], "limit": 2},
+        data={"gold_answers": True, "benchmarks": ["nw_test_arith"], "limit": 2},
     )
     (run,) = evaluate(cfg, progress=False)
     parent = run.parent
     assert parent.parent == Path("runs") and run.name == "nw_test_arith"
-    assert parent.name.endswith("-nw_test_arith-scripted_gold") and parent.name[8] == "-"
+    assert parent.name.endswith("-nw_test_arith-gold-answers") and parent.name[8] == "-"
 
 
 def test_cli_short_form_and_config_file(tmp_path, capsys):
@@ -167,8 +177,7 @@ def test_cli_short_form_and_config_file(tmp_path, capsys):
     rc = main(
         [
             "eval",
-            "--model",
-            "scripted:gold",
+            "--gold-answers",
             "--benchmark",
             "nw_test_arith",
             "--limit",
@@ -182,8 +191,7 @@ def test_cli_short_form_and_config_file(tmp_path, capsys):
     assert line.startswith("nw_test_arith: exact_match 1.000 [") and "n=4" in line
     cfg_file = tmp_path / "eval.yaml"
     cfg_file.write_text(
-        f"model: {{name: scripted, mode: gold}}\nbenchmarks: [nw_test_arith]\n"
-        f"out_dir: {tmp_path / 'cfg'}\n"
+        f"gold_answers: true\nbenchmarks: [nw_test_arith]\nout_dir: {tmp_path / 'cfg'}\n"
     )
     assert main(["eval", "--config", str(cfg_file), "limit=2"]) == 0
     assert len(read_lines(tmp_path / "cfg" / "nw_test_arith" / "predictions.jsonl")) == 2
@@ -195,15 +203,19 @@ def test_cli_short_form_and_config_file(tmp_path, capsys):
     "argv, needle",
     [
         (["eval", "--benchmark", "nw_test_arith"], "no model"),
-        (["eval", "--model", "scripted:gold"], "no benchmark"),
-        (["eval", "--model", "bogus", "--benchmark", "nw_test_arith"], "expected hf:PATH"),
-        (["eval", "--model", "scripted:gold", "--benchmark", "nw_test_arithm"], "did you mean"),
+        (["eval", "--gold-answers"], "no benchmark"),
         (
-            ["eval", "--model", "scripted:gold", "--benchmark", "nw_test_arith", "--limit", "0"],
+            ["eval", "--gold-answers", "--model", "scripted:echo", "--benchmark", "nw_test_arith"],
+            "asks no model",
+        ),
+        (["eval", "--model", "bogus", "--benchmark", "nw_test_arith"], "expected hf:PATH"),
+        (["eval", "--gold-answers", "--benchmark", "nw_test_arithm"], "did you mean"),
+        (
+            ["eval", "--gold-answers", "--benchmark", "nw_test_arith", "--limit", "0"],
             "limit",
         ),
         (
-            ["eval", "--model", "scripted:gold", "--benchmark", "nw_test_arith", "bogus=1"],
+            ["eval", "--gold-answers", "--benchmark", "nw_test_arith", "bogus=1"],
             "unknown key(s) 'bogus'",
         ),
     ],
@@ -252,7 +264,7 @@ def test_cli_short_form_niah_uses_the_local_models_tokenizer(tiny_checkpoint, tm
     )
     (bench,) = build_eval_config(args).benchmarks
     assert bench.tokenizer == f"hf:{tiny_checkpoint}"
-    args.model = "scripted:gold"  # no tokenizer to borrow: the benchmark's own rule applies
+    args.model = "scripted:echo"  # no tokenizer to borrow: the benchmark's own rule applies
     (bench,) = build_eval_config(args).benchmarks
     assert bench.tokenizer is None
 

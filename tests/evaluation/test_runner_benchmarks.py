@@ -1,4 +1,4 @@
-"""Every registered long-context benchmark through the runner: the scripted gold model scores
+"""Every registered long-context benchmark through the runner: the oracle run (gold answers) scores
 1.0 on the primary metric (prompts, scorers and aggregation agree), a wrong constant 0.0; the
 tiny local HF model and the OpenAI backend (local server) run through the same runner."""
 
@@ -17,9 +17,9 @@ CONFIGS = contracts.CONFIGS  # the benchmarks owner's fixture configs, one per v
 
 
 def run(tmp_path, model, bench_cfg, **extra) -> dict:
+    who = {"model": model} if model is not None else {"gold_answers": True}
     cfg = load_config(
-        EvalConfig,
-        data={"model": model, "benchmarks": [bench_cfg], "out_dir": str(tmp_path), **extra},
+        EvalConfig, data={**who, "benchmarks": [bench_cfg], "out_dir": str(tmp_path), **extra}
     )
     (run_dir,) = evaluate(cfg, progress=False)
     return json.loads((run_dir / "metrics.json").read_text())
@@ -30,8 +30,8 @@ def test_configs_cover_every_registered_benchmark():
 
 
 @pytest.mark.parametrize("key", sorted(CONFIGS))
-def test_scripted_gold_and_wrong_through_each_benchmark(tmp_path, key):
-    gold = run(tmp_path / "gold", {"name": "scripted", "mode": "gold"}, CONFIGS[key], limit=6)
+def test_gold_answers_and_wrong_through_each_benchmark(tmp_path, key):
+    gold = run(tmp_path / "gold", None, CONFIGS[key], limit=6)
     primary = gold["primary_metric"]
     assert gold["n"] > 0 and gold["metrics"][primary]["mean"] == 1.0, gold["metrics"]
     bench = load_config(

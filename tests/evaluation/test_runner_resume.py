@@ -101,7 +101,7 @@ def test_other_model_is_refused_but_throughput_knobs_may_change(tmp_path):
     evaluate(cfg_for(tmp_path, limit=3), progress=False)
     with pytest.raises(UserError, match="different model"):
         evaluate(
-            cfg_for(tmp_path, model={"name": "scripted", "mode": "gold"}, limit=3), progress=False
+            cfg_for(tmp_path, model={"name": "scripted", "mode": "echo"}, limit=3), progress=False
         )
     evaluate(
         cfg_for(tmp_path, model={"name": "nw_test_calculator", "batch_size": 32}, limit=5),
@@ -189,7 +189,7 @@ def test_an_endpoint_may_change_on_resume_and_is_recorded(tmp_path):
     """Same model name and prompts on another server: resumes; another model name does not."""
     old = {"name": "openai", "model": "m", "base_url": "http://127.0.0.1:8000/v1"}
     new = {**old, "base_url": "http://127.0.0.1:9000/v1", "concurrency": 4}
-    cfg = cfg_for(tmp_path, model={"name": "scripted", "mode": "gold"}, limit=2)
+    cfg = cfg_for(tmp_path, model={"name": "scripted", "mode": "echo"}, limit=2)
     from needlework.evaluation.runner import check_resumable
 
     run = tmp_path / "r"

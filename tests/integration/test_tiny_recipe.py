@@ -23,7 +23,7 @@ def test_tiny_recipe_end_to_end_and_resume(tmp_path, monkeypatch):
     overrides = [
         f"out_dir={out}",
         "datasets.tiny_kv.overrides=[num_train=64,num_eval=16]",
-        'variants.0.overrides=["trainer.model_path={out_dir}/base_model", "trainer.max_steps=12"]',
+        'variants.ft_template.overrides=["trainer.max_steps=12"]',
         'eval_overrides=["limit=6", "benchmarks.niah.context_lengths=[512]", '
         f'"benchmarks.mdqa.data_path={oracle_dir}", "benchmarks.mdqa.download=false"]',
     ]

@@ -35,10 +35,12 @@ def build_eval_config(args: argparse.Namespace) -> Any:
         data["limit"] = args.limit
     if getattr(args, "out", None):
         data["out_dir"] = args.out
-    if "model" not in data:
+    if getattr(args, "gold_answers", False):
+        data["gold_answers"] = True
+    if "model" not in data and not data.get("gold_answers"):
         raise ConfigError(
-            "no model: pass --model (e.g. hf:./model, openai:gpt-4o-mini, "
-            "scripted:gold) or a --config with a 'model:' section"
+            "no model: pass --model (e.g. hf:./model, openai:gpt-4o-mini), --gold-answers "
+            "for the oracle run, or a --config with a 'model:' section"
         )
     if "benchmarks" not in data:
         raise ConfigError(

@@ -47,17 +47,6 @@ def to_messages(context: str) -> list[Message]:
     return [{"role": "user", "content": str(context)}]
 
 
-def answers_of(request: Any) -> list[str]:
-    """Accepted answers of an exported needlework task's doc (for the scripted ``gold`` mode)."""
-    doc = getattr(request, "doc", None) or {}
-    if "sample" not in doc:
-        raise UserError(
-            "scripted gold answers need the sample's answers, which only tasks "
-            "exported by needlework.evaluation.lm_eval_tasks.export carry"
-        )
-    return list(json.loads(doc["sample"])["answers"])
-
-
 def cut_at_stop(text: str, until: Sequence[str]) -> str:
     """The text before the earliest stop string (lm-eval's ``until``), as HF generation does."""
     cut = len(text)
@@ -116,12 +105,7 @@ class ChatModelLM(LM):
             for start in range(0, len(indices), self.batch_size):
                 chunk = indices[start : start + self.batch_size]
                 convs = [to_messages(requests[i].args[0]) for i in chunk]
-                extra = (
-                    {"answers": [answers_of(requests[i]) for i in chunk]}
-                    if self.model.uses_answers
-                    else {}
-                )
-                texts = self.model.generate(convs, max_new_tokens=max_new_tokens, **extra)
+                texts = self.model.generate(convs, max_new_tokens=max_new_tokens)
                 if len(texts) != len(chunk):
                     raise UserError(
                         f"{self.describe()}: returned {len(texts)} outputs for {len(chunk)} prompts"

@@ -46,9 +46,12 @@ def resolve_backend(model_config: Any) -> tuple[str, Any]:
 
 
 def model_identity(unit: Any) -> dict[str, Any]:
+    """What makes two models the same, by the runner's rule: every field but the backend's
+    speed-only ones, so a suite resumes with another batch size or endpoint like a benchmark."""
     from needlework.config import to_dict
+    from needlework.models.base import answer_fields
 
-    return to_dict(unit)
+    return answer_fields(to_dict(unit))
 
 
 def build_lm(backend: str, unit: Any, batch_size: int | None) -> Any:

@@ -58,10 +58,14 @@ BEYOND_LIMIT = "predictions.beyond_limit.jsonl"
 class EvalConfig:
     """``needlework eval``: one model on one or more benchmarks."""
 
-    model: Annotated[ChatModel, registry.backends]
-    """The model: a backend unit (``name: hf`` plus its fields; see ``needlework ls``)."""
-    benchmarks: tuple[Annotated[Benchmark, registry.benchmarks], ...]
+    model: Annotated[ChatModel, registry.backends] | None = None
+    """The model: a backend unit (``name: hf`` plus its fields; see ``needlework ls``); none
+    for a ``gold_answers`` run."""
+    benchmarks: tuple[Annotated[Benchmark, registry.benchmarks], ...] = ()
     """Benchmark units; each gets its own run folder named by its label."""
+    gold_answers: bool = False
+    """The oracle run: answer every sample with its first accepted answer, no model asked, so
+    each primary metric should read 1.0 (an end-to-end check of data, prompts and scorers)."""
     out_dir: Path | None = None
     """Folder holding one run folder per benchmark; None: runs/<time>-<benchmarks>-<model>."""
     limit: int | None = None
@@ -85,7 +89,20 @@ class EvalConfig:
             raise ValueError(f"limit: expected >= 1, got {self.limit}")
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens: expected >= 1, got {self.max_new_tokens}")
-        own = self.model.token_counter()
+        if (self.model is None) != self.gold_answers:
+            raise ValueError(
+                "model: expected a model (e.g. name: hf, path: ./model), or gold_answers: true "
+                "for the oracle run"
+                if self.model is None
+                else "model: a gold_answers run asks no model; remove one of the two"
+            )
+        suites = [b.label() for b in self.benchmarks if _is_suite(b)]
+        if self.gold_answers and suites:
+            raise ValueError(
+                f"gold_answers: {', '.join(suites)} is scored by lm-eval, which has no oracle "
+                "run; evaluate a model on it"
+            )
+        own = self.model.token_counter() if self.model is not None else None
         if own is not None:  # benchmarks sized in the model's tokens get its tokenizer
             object.__setattr__(
                 self,
@@ -113,7 +130,7 @@ def evaluate(cfg: EvalConfig, *, progress: bool = True) -> list[Path]:
     for bench in cfg.benchmarks:
         run_cfg = dataclasses.replace(cfg, benchmarks=(bench,), out_dir=root)
         run_dir = root / bench.label()
-        if callable(getattr(bench, "run_suite", None)):  # a Suite (registered beside them)
+        if _is_suite(bench):
             _run_suite(run_cfg, cast("Suite", bench), run_dir)
         else:
             run_benchmark(run_cfg, bench, run_dir, progress=progress)
@@ -121,11 +138,24 @@ def evaluate(cfg: EvalConfig, *, progress: bool = True) -> list[Path]:
     return paths
 
 
+def _is_suite(bench: Any) -> bool:
+    """A Suite (registered beside the benchmarks) runs and scores itself."""
+    return callable(getattr(bench, "run_suite", None))
+
+
 def default_out_dir(cfg: EvalConfig, now: dt.datetime | None = None) -> Path:
     """``runs/<YYYYmmdd-HHMMSS>-<labels>-<model>`` (filesystem-safe)."""
     stamp = (now or dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
     labels = "+".join(b.label() for b in cfg.benchmarks)
-    return Path("runs") / slug(f"{stamp}-{labels}-{cfg.model.describe()}")
+    return Path("runs") / slug(f"{stamp}-{labels}-{model_id(cfg)}")
+
+
+GOLD = "gold-answers"
+
+
+def model_id(cfg: EvalConfig) -> str:
+    """The model's id in records and reports (``gold-answers`` for the oracle run)."""
+    return cfg.model.describe() if cfg.model is not None else GOLD
 
 
 def slug(text: str) -> str:
@@ -246,12 +276,11 @@ def _run_benchmark(
     mine = [s for k, s in enumerate(samples) if worker.owns(k)]
     pending = [s for s in mine if s.id not in done]
     model = cfg.model
-    max_new = (
-        cfg.max_new_tokens or bench.max_new_tokens or answer_budget(samples, model.count_tokens)
-    )
+    count = model.count_tokens if model is not None else len
+    max_new = cfg.max_new_tokens or bench.max_new_tokens or answer_budget(samples, count)
     usage_before = _usage(model)
     info = {
-        "model": model.describe(),
+        "model": model_id(cfg),
         "benchmark": bench.label(),
         "benchmark_name": getattr(type(bench), "registry_name", type(bench).__name__),
         "num_samples": len(samples),
@@ -300,8 +329,7 @@ def _run_benchmark(
     missing = [s.id for s in samples if s.id not in rows]
     if missing:  # a backend that silently dropped samples: a bug, never a smaller benchmark
         raise RuntimeError(
-            f"{model.describe()} returned no output for {len(missing)} samples "
-            f"(first: {missing[0]!r})"
+            f"{model_id(cfg)} returned no output for {len(missing)} samples (first: {missing[0]!r})"
         )
     ordered = [rows[s.id] for s in samples]
     # Rows beyond a smaller --limit: kept aside for a later larger run, out of this run's record
@@ -314,7 +342,7 @@ def _run_benchmark(
     elif aside.exists():
         aside.unlink()
     _remove_shards(run_dir)
-    metrics = aggregate(ordered, bench, model.describe())
+    metrics = aggregate(ordered, bench, model_id(cfg))
     write_json(run_dir / "metrics.json", metrics)
     update_run_info(
         run_dir,
@@ -323,7 +351,7 @@ def _run_benchmark(
         elapsed_s=round(time.monotonic() - start, 3),
         usage=_usage_delta(usage_before, _usage(model)),
         n_skipped=metrics["n_skipped"],
-        model_provenance=model.provenance(),
+        model_provenance=model.provenance() if model is not None else None,
     )
     return metrics
 
@@ -399,7 +427,7 @@ def select_samples(bench: Benchmark, limit: int | None) -> list[Sample]:
 
 
 def _predict(
-    model: ChatModel,
+    model: ChatModel | None,
     bench: Benchmark,
     pending: list[Sample],
     max_new: int,
@@ -428,12 +456,16 @@ def _predict(
             pending = [s for s in pending if s.id not in writer.written]
 
 
-def _stream(model: ChatModel, samples: list[Sample], max_new: int) -> Iterator[tuple[Sample, str]]:
-    """``(sample, output)`` as the backend finishes them."""
+def _stream(
+    model: ChatModel | None, samples: list[Sample], max_new: int
+) -> Iterator[tuple[Sample, str]]:
+    """``(sample, output)`` as the backend finishes them; without a model (the oracle run)
+    each sample's first accepted answer. A model never sees the answers."""
+    if model is None:
+        yield from ((s, s.answers[0] if s.answers else "") for s in samples)
+        return
     convs = [list(s.messages) for s in samples]
-    # answers reach only a backend that asks for them (scripted:gold), never a real model
-    answers = {"answers": [list(s.answers) for s in samples]} if model.uses_answers else {}
-    for i, text in model.generate_iter(convs, max_new_tokens=max_new, **answers):
+    for i, text in model.generate_iter(convs, max_new_tokens=max_new):
         yield samples[i], _check_output(model, text)
 
 
@@ -562,7 +594,8 @@ def check_resumable(run_dir: Path, cfg: EvalConfig) -> dict[str, list[Any]]:
     new = to_dict(cfg)
     before: dict[str, Any] = old["model"] if isinstance(old.get("model"), dict) else {}
     pairs = [
-        ("model", answer_fields(before), answer_fields(new["model"])),
+        ("model", answer_fields(before), answer_fields(new["model"] or {})),
+        ("gold_answers", bool(old.get("gold_answers")), new["gold_answers"]),
         ("benchmarks", old.get("benchmarks"), new["benchmarks"]),
         ("max_new_tokens", old.get("max_new_tokens"), new["max_new_tokens"]),
     ]
@@ -575,7 +608,7 @@ def check_resumable(run_dir: Path, cfg: EvalConfig) -> dict[str, list[Any]]:
             )
     return {
         k: [before.get(k), v]
-        for k, v in new["model"].items()
+        for k, v in (new["model"] or {}).items()
         if k in before and before[k] != v and k != "name"
     }
 
@@ -605,8 +638,8 @@ def _tags(cfg: EvalConfig) -> dict[str, Any]:
     return {k: v for k, v in (("variant", cfg.variant), ("seed", cfg.seed)) if v is not None}
 
 
-def _usage(model: ChatModel) -> dict[str, int]:
-    return dict(model.usage())
+def _usage(model: ChatModel | None) -> dict[str, int]:
+    return dict(model.usage()) if model is not None else {}
 
 
 def _usage_delta(before: Mapping[str, int], after: Mapping[str, int]) -> dict[str, int]:
@@ -617,6 +650,7 @@ def _run_suite(cfg: EvalConfig, bench: Suite, run_dir: Path) -> dict[str, Any]:
     """Delegate a whole suite (lm-eval ``general``) that runs and scores itself."""
     from needlework.runinfo import now, write_run_info
 
+    assert cfg.model is not None  # EvalConfig refuses gold_answers with a suite
     with _new_run_folder(run_dir, True):
         write_run_info(
             run_dir,

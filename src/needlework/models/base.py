@@ -8,9 +8,6 @@ it has:
 * ``generate_iter(conversations, *, max_new_tokens)`` yields ``(index, text)`` as results finish
   (any order); the runner saves each at once, so a crash loses nothing that was finished. Default:
   ``generate`` over chunks of 64 conversations (``hf``, ``vllm``, ``openai`` stream finer).
-* ``uses_answers`` (bool): when true the runner passes ``answers=`` (each sample's accepted answers,
-  aligned with ``conversations``) to ``generate``. Only the ``scripted`` backend's ``gold`` mode
-  sets it; real models never see answers.
 * ``usage()``: cumulative counters (``requests``, ``prompt_tokens``, ``completion_tokens``,
   ``retries``...) recorded in ``run.json``; ``provenance()``: what exactly was loaded (hub commit,
   weight hashes) or None; ``count_tokens(text)``: the model's token count of a text (default: its
@@ -58,18 +55,12 @@ class ChatModel(Protocol):
         benchmarks sized in the model's tokens; None when it is not known here (an API)."""
         ...
 
-    uses_answers: bool
     log_likelihoods: ClassVar[bool]
 
     def generate_iter(
-        self,
-        conversations: Sequence[Sequence[Message]],
-        *,
-        max_new_tokens: int,
-        answers: Sequence[Sequence[str]] | None = None,
+        self, conversations: Sequence[Sequence[Message]], *, max_new_tokens: int
     ) -> Iterable[tuple[int, str]]:
-        """``(index, text)`` as results finish; ``answers`` reach only a backend whose
-        ``uses_answers`` is true (the others never read them)."""
+        """``(index, text)`` as results finish, in any order."""
         ...
 
     def usage(self) -> dict[str, int]: ...
@@ -187,7 +178,7 @@ class _Generates(Protocol):
     CHUNK: ClassVar[int]
 
     def generate(
-        self, conversations: Sequence[Sequence[Message]], *, max_new_tokens: int, **kwargs: Any
+        self, conversations: Sequence[Sequence[Message]], *, max_new_tokens: int
     ) -> list[str]: ...
 
     def describe(self) -> str: ...
@@ -197,26 +188,19 @@ class Backend:
     """Defaults for the contract's members a backend may not need (module docstring). It
     defines neither ``generate`` nor ``describe``: registration still fails without them."""
 
-    uses_answers: ClassVar[bool] = False
     log_likelihoods: ClassVar[bool] = False
     """True where ``lm_eval_model`` returns lm-eval's own model (log-probabilities work)."""
     CHUNK: ClassVar[int] = 64
     """Conversations per ``generate`` call of the default ``generate_iter``."""
 
     def generate_iter(
-        self: _Generates,
-        conversations: Sequence[Sequence[Message]],
-        *,
-        max_new_tokens: int,
-        answers: Sequence[Sequence[str]] | None = None,
+        self: _Generates, conversations: Sequence[Sequence[Message]], *, max_new_tokens: int
     ) -> Iterator[tuple[int, str]]:
-        """``generate`` over chunks of :attr:`CHUNK` conversations (with their ``answers``, which
-        callers give only to a backend that ``uses_answers``), yielding each chunk when done."""
+        """``generate`` over chunks of :attr:`CHUNK` conversations, yielding each when done."""
         for start in range(0, len(conversations), self.CHUNK):
             part = list(conversations[start : start + self.CHUNK])
-            extra = {} if answers is None else {"answers": answers[start : start + self.CHUNK]}
             try:
-                outs = self.generate(part, max_new_tokens=max_new_tokens, **extra)
+                outs = self.generate(part, max_new_tokens=max_new_tokens)
             except PromptTooLongError as exc:
                 raise exc.shifted(start) from None
             if len(outs) != len(part):

@@ -278,7 +278,6 @@ class HF(Weights):
         conversations: Sequence[Sequence[Message]],
         *,
         max_new_tokens: int,
-        answers: Sequence[Sequence[str]] | None = None,
     ) -> Iterator[tuple[int, str]]:
         """Yield ``(index, text)`` batch by batch, longest prompts first."""
         validate_conversations(conversations)

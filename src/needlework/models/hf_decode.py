@@ -175,9 +175,12 @@ def greedy_decode(
 
 
 def plain_layer(layer: Any) -> bool:
-    """A full-attention dynamic cache layer (not sliding, not quantized, not linear)."""
+    """A full-attention dynamic cache layer (not sliding, not quantized, not linear: those
+    subclass ``DynamicLayer`` or stand apart, so the exact type is checked)."""
+    from transformers.cache_utils import DynamicLayer
+
     return (
-        type(layer).__name__ == "DynamicLayer"
+        type(layer) is DynamicLayer
         and not getattr(layer, "is_sliding", False)
         and getattr(layer, "keys", None) is not None
     )

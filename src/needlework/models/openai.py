@@ -176,7 +176,6 @@ class OpenAIChat(Streaming):
         conversations: Sequence[Sequence[Message]],
         *,
         max_new_tokens: int,
-        answers: Sequence[Sequence[str]] | None = None,
     ) -> Iterator[tuple[int, str]]:
         """Yield ``(index, text)`` as requests finish; on an error, requests not yet sent are
         cancelled, those in flight still come out (nothing paid for is lost), then it raises."""

@@ -1,10 +1,10 @@
 """Deterministic fake model for tests and dry runs (in the spirit of lm-eval's ``dummy`` model).
 
-Run:  needlework eval --model scripted:gold --benchmark kv_retrieval --limit 5
+Run:  needlework eval --model scripted:last_line --benchmark kv_retrieval --limit 5
 
-Modes: ``gold`` answers each sample's first accepted answer (so every benchmark's primary metric
-should read 1.0: an end-to-end check of prompts, scorers and aggregation), ``constant`` answers
-``text``, ``echo`` repeats the last message, ``last_line`` its last non-empty line.
+Modes: ``constant`` answers ``text``, ``echo`` repeats the last message, ``last_line`` its last
+non-empty line. A scripted model never sees the answers: the oracle run, where every primary
+metric should read 1.0, is the runner's ``gold_answers`` option (``eval --gold-answers``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from needlework.errors import UserError
 from needlework.models.base import Backend, validate_conversations
 from needlework.records import Message
 from needlework.registry import backends
@@ -22,23 +21,18 @@ from needlework.registry import backends
 @backends.register("scripted")
 @dataclass(frozen=True)
 class Scripted(Backend):
-    """Deterministic answers (gold / constant / echo / last_line) for tests and dry runs."""
+    """Deterministic answers (constant / echo / last_line) for tests and dry runs."""
 
     speed_fields: ClassVar[frozenset[str]] = frozenset()
 
-    mode: Literal["gold", "constant", "echo", "last_line"] = "gold"
-    """What to answer; ``gold`` needs the runner (it passes each sample's answers)."""
+    mode: Literal["constant", "echo", "last_line"] = "echo"
+    """What to answer: ``text``, the last message, or its last non-empty line."""
     text: str = ""
     """The answer in ``constant`` mode."""
     _calls: list[int] = field(default_factory=list, init=False, repr=False, compare=False)
 
-    @property
-    def uses_answers(self) -> bool:  # type: ignore[override]  # per instance: by mode
-        """Only ``gold`` reads the answers; the runner passes them when this is true."""
-        return self.mode == "gold"
-
     short_form: ClassVar[str] = "MODE"
-    """``scripted:gold`` and the other modes."""
+    """``scripted:echo``, ``scripted:constant``, ``scripted:last_line``."""
 
     @classmethod
     def from_short(cls, value: str) -> dict[str, Any]:
@@ -58,17 +52,9 @@ class Scripted(Backend):
         conversations: Sequence[Sequence[Message]],
         *,
         max_new_tokens: int,
-        answers: Sequence[Sequence[str]] | None = None,
     ) -> list[str]:
         validate_conversations(conversations)
-        if self.mode == "gold" and (answers is None or len(answers) != len(conversations)):
-            raise UserError(
-                "scripted: mode 'gold' needs each sample's answers; use it "
-                "through the evaluation runner (or pass answers=)"
-            )
         self._calls.append(len(conversations))
-        if self.mode == "gold":
-            return [a[0] if a else "" for a in answers or []]
         if self.mode == "constant":
             return [self.text for _ in conversations]
         last = [conv[-1]["content"] for conv in conversations]

@@ -197,7 +197,6 @@ class VLLM(Weights, Streaming):
         conversations: Sequence[Sequence[Message]],
         *,
         max_new_tokens: int,
-        answers: Sequence[Sequence[str]] | None = None,
     ) -> Iterator[tuple[int, str]]:
         """Check every prompt's length first, then run ``chunk_size`` prompts per engine call."""
         validate_conversations(conversations)

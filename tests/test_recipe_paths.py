@@ -1,0 +1,73 @@
+"""Recipes pass the paths inside their experiment folder as fields, never as placeholders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from needlework.errors import ConfigError
+from needlework.experiment import load_recipe, plan
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = ROOT / "configs" / "recipes"
+
+
+def test_no_config_holds_a_placeholder():
+    for path in (ROOT / "configs").rglob("*.yaml"):
+        assert "{out_dir}" not in path.read_text(encoding="utf-8"), path
+
+
+def test_eval_paths_held_out_and_variant_paths_land_under_out_dir(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    from needlework import experiment
+
+    seen: dict = {}
+    monkeypatch.setattr(experiment, "_eval_step", lambda data, *a: seen.setdefault("e", data))
+    monkeypatch.setattr(experiment, "check_recipe", lambda *a: None)
+    out = tmp_path / "exp"
+    plan(load_recipe(RECIPES / "smollm2_baselines.yaml", [f"out_dir={out}"]))
+    by_name: dict = {}
+    for b in seen["e"]["benchmarks"]:
+        by_name.setdefault(b["name"], []).append(b)
+    assert by_name["kv_retrieval"][0]["data_path"] == str(out / "data/kv_template/seed0/eval.jsonl")
+    held = [str(out / "data" / d) for d in ("multidoc_qa", "in2_style", "niah_train")]
+    assert by_name["mdqa"][0]["held_out"] == held
+    assert [g["held_out"] for g in by_name["general"]] == [held, held]
+    assert "held_out" not in by_name["kv_retrieval"][0]  # it cannot exclude questions
+
+    trains: list = []
+    monkeypatch.setattr(experiment, "_train_step", lambda v, o, *a: trains.append(o))
+    plan(load_recipe(RECIPES / "smollm2_mix.yaml", [f"out_dir={out}"]))
+    assert all(f"mix_path={str(out / 'data/chat/seed0/train.jsonl')!r}".replace("'", '"') in o
+               for o in trains), trains  # fmt: skip
+
+
+def test_tiny_base_sets_the_base_model_and_every_start(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    from needlework import experiment
+
+    out = tmp_path / "exp"
+    recipe = load_recipe(RECIPES / "tiny_cpu.yaml", [f"out_dir={out}"])
+    assert recipe.base_model.path == str(out / "base_model")
+    trains: list = []
+    monkeypatch.setattr(experiment, "_train_step", lambda v, o, *a: trains.append(o))
+    plan(recipe)
+    assert trains and all(f"trainer.model_path={out / 'base_model'}" in o for o in trains)
+    with pytest.raises(ConfigError, match="base_model.path.*set by tiny_base"):
+        load_recipe(RECIPES / "tiny_cpu.yaml", [f"out_dir={out}", "base_model.path=x"])
+
+
+@pytest.mark.parametrize(
+    "override, needle",
+    [
+        ("eval_paths={benchmarks.kv_retrieval.data_path: /abs/eval.jsonl}", "absolute path"),
+        ("held_out=[nope]", "field 'held_out': nope is not a dataset of the recipe"),
+        ("variants.0.paths={mix_path: /abs/x.jsonl}", "absolute path"),
+    ],
+)
+def test_bad_recipe_paths_are_one_line_errors(override, needle, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(ConfigError) as info:
+        load_recipe(RECIPES / "smollm2_mix.yaml", [override])
+    assert needle in str(info.value) and "\n" not in str(info.value)
