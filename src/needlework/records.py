@@ -212,27 +212,48 @@ class _Keep(dict):
 ROLES = ("system", "user", "assistant")
 
 
+def _turns_error(where: str, detail: str) -> Exception:
+    from needlework.errors import DataError
+
+    return DataError(f"{where}: field 'messages' should be chat turns: {detail}")
+
+
+def validate_turns(messages: Any, where: str) -> tuple[dict[str, str], ...]:
+    """Chat turns as every stage takes them (a non-empty list of role/content objects, roles
+    from :data:`ROLES`), only role/content kept; else a one-line DataError naming ``where`` and
+    the turn. What a model is asked (inference) is checked by this alone."""
+    if isinstance(messages, (str, bytes)) or not isinstance(messages, (list, tuple)):
+        raise _turns_error(where, "a non-empty list of {role, content}")
+    if not messages:
+        raise _turns_error(where, "a non-empty list of {role, content}")
+    out = []
+    for i, msg in enumerate(messages):
+        if not isinstance(msg, dict):
+            raise _turns_error(
+                where, f"messages[{i}] should be an object, got {type(msg).__name__}"
+            )
+        role, content = msg.get("role"), msg.get("content")
+        if role not in ROLES:
+            raise _turns_error(
+                where, f"messages[{i}].role should be one of {', '.join(ROLES)}, got {role!r}"
+            )
+        if not isinstance(content, str):
+            raise _turns_error(
+                where, f"messages[{i}].content should be a string, got {type(content).__name__}"
+            )
+        out.append({"role": role, "content": content})
+    return tuple(out)
+
+
 def validate_messages(messages: Any, where: str) -> tuple[dict[str, str], ...]:
     """A training conversation (optional system turn, then user/assistant alternating, ending
     with a non-empty assistant answer) with only role/content kept; else a one-line DataError
     naming ``where`` and the turn. Training data and the KV eval files are checked alike."""
-    from needlework.errors import DataError
 
-    def bad(detail: str) -> DataError:
-        return DataError(f"{where}: field 'messages' should be chat turns: {detail}")
+    def bad(detail: str) -> Exception:
+        return _turns_error(where, detail)
 
-    if not isinstance(messages, list) or not messages:
-        raise bad("a non-empty list of {role, content}")
-    out = []
-    for i, msg in enumerate(messages):
-        if not isinstance(msg, dict):
-            raise bad(f"messages[{i}] should be an object, got {type(msg).__name__}")
-        role, content = msg.get("role"), msg.get("content")
-        if role not in ROLES:
-            raise bad(f"messages[{i}].role should be one of {', '.join(ROLES)}, got {role!r}")
-        if not isinstance(content, str):
-            raise bad(f"messages[{i}].content should be a string, got {type(content).__name__}")
-        out.append({"role": role, "content": content})
+    out = list(validate_turns(messages, where))
     turns = out[1:] if out[0]["role"] == "system" else out
     for i, msg in enumerate(turns):
         expected = "user" if i % 2 == 0 else "assistant"

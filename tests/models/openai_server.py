@@ -4,7 +4,8 @@ The last user message picks the behaviour, so concurrent requests stay independe
 ``RATE_LIMIT_ONCE`` (429 with retry-after-ms: 20, then OK), ``RATE_LIMIT_WAIT`` (the same with
 1200 ms), ``ERROR_500_ONCE``, ``SLOW_ONCE`` (first
 answer after ``slow_s``, longer than the client's timeout), ``ALWAYS_500``, ``TOO_LONG`` (400
-context_length_exceeded), ``BAD_REQUEST`` (400), ``QUOTA`` (429 insufficient_quota); hostile
+context_length_exceeded), ``BAD_REQUEST`` (400; ``BAD_REQUEST_LATE`` after 0.5 s), ``QUOTA``
+(429 insufficient_quota); hostile
 200s: ``HTML_PAGE`` (a login page), ``TRUNCATED_JSON`` / ``TRUNCATED_ONCE``, ``NO_CHOICES``,
 ``NULL_CONTENT``, ``EMPTY_CONTENT`` (a finished, empty completion), ``RESET_ONCE`` (connection
 closed mid-body); anything else is answered ``echo: <content>`` after ``delay_s``.
@@ -145,6 +146,8 @@ class FakeOpenAI:
             msg = "This model's maximum context length is 4097 tokens. However, you requested 5000"
             return 400, _error(msg, "context_length_exceeded"), {}
         if trigger.startswith("BAD_REQUEST"):
+            if trigger.startswith("BAD_REQUEST_LATE"):  # the others are surely in flight by then
+                time.sleep(0.5)
             return 400, _error("Invalid value for 'messages'", "invalid_value"), {}
         if trigger.startswith("HTML_PAGE"):
             page = b"<!DOCTYPE html><html><body><h1>Sign in</h1></body></html>"

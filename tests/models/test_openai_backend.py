@@ -152,7 +152,7 @@ def test_finished_requests_come_out_before_an_error(server):
     got = []
     with pytest.raises(UserError, match="400"):
         for i, _text in model.generate_iter(
-            [conv("a"), conv("b"), conv("BAD_REQUEST"), conv("c")], max_new_tokens=4
+            [conv("a"), conv("b"), conv("BAD_REQUEST_LATE"), conv("c")], max_new_tokens=4
         ):
             got.append(i)
     assert {0, 1, 3} <= set(got)  # all four were in flight: every success is delivered

@@ -133,23 +133,12 @@ def check_prompt_lengths(
 
 
 def validate_conversations(conversations: Sequence[Sequence[Message]]) -> None:
-    """Reject malformed chat input early with a one-line error (not a library traceback)."""
+    """Reject malformed chat input early with a one-line error (not a library traceback), by
+    the same turn check as training data (:func:`records.validate_turns`)."""
+    from needlework.records import validate_turns
+
     for i, conv in enumerate(conversations):
-        if isinstance(conv, (str, bytes)) or not isinstance(conv, Sequence) or not conv:
-            raise UserError(
-                f"conversation #{i}: expected a non-empty list of "
-                f"{{'role', 'content'}} messages, got {type(conv).__name__}"
-            )
-        for j, msg in enumerate(conv):
-            if (
-                not isinstance(msg, dict)
-                or not isinstance(msg.get("role"), str)
-                or not isinstance(msg.get("content"), str)
-            ):
-                raise UserError(
-                    f"conversation #{i} message #{j}: expected {{'role': str, "
-                    f"'content': str}}, got {msg!r:.80}"
-                )
+        validate_turns(conv, f"conversation #{i}")
 
 
 def answer_fields(spec: Mapping[str, Any]) -> dict[str, Any]:
