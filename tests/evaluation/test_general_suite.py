@@ -117,10 +117,10 @@ def test_tiny_hf_model_on_every_task(tiny_checkpoint, data_dir, tmp_path, monkey
 
     faster = dataclasses.replace(model, batch_size=model.batch_size + 3)  # a speed-only field
     assert bench.run_suite(faster, run, HF_LIMIT) == metrics
-    with pytest.raises(UserError, match="different settings"):
+    with pytest.raises(UserError, match="different limit"):
         bench.run_suite(model, run, HF_LIMIT + 1)
     other = HF(path=str(tiny_checkpoint), device="cpu", dtype="bfloat16")
-    with pytest.raises(UserError, match="another model"):
+    with pytest.raises(UserError, match="different model"):
         bench.run_suite(other, run, HF_LIMIT)
 
 

@@ -224,3 +224,16 @@ def test_a_smaller_limit_records_only_its_samples_and_keeps_the_rest_aside(tmp_p
     assert runner_units.CALLS == [["What is 6 + 6?"]]
     assert ids(run / "predictions.jsonl") == [f"arith-{i}" for i in range(7)]
     assert not (run / "predictions.beyond_limit.jsonl").exists()
+
+
+def test_a_suite_folder_refuses_another_model_but_not_a_speed_field(tmp_path):
+    """A suite (lm-eval's general) gets the same up-front resume rule as every benchmark."""
+    evaluate(cfg_for(tmp_path, bench="nw_test_suite"), progress=False)
+    with pytest.raises(UserError, match="different model"):
+        evaluate(
+            cfg_for(tmp_path, bench="nw_test_suite", model={"name": "scripted"}), progress=False
+        )
+    faster = {"name": "nw_test_calculator", "batch_size": 32}
+    evaluate(cfg_for(tmp_path, bench="nw_test_suite", model=faster), progress=False)
+    info = json.loads((tmp_path / "nw_test_suite" / "run.json").read_text())
+    assert info["model_changed_on_resume"] == {"batch_size": [4, 32]}

@@ -1,10 +1,12 @@
 """Running the ``general`` suite: needlework backend -> lm-eval model, tasks -> run folder.
 
 Resumable at two levels: each finished task is kept in ``<run>/lm_eval/<task>.json`` (skipped on
-the next run), and with ``request_cache`` every model answer goes into lm-eval's request cache
-``<run>/lm_eval/requests_rank0.db``, so a task interrupted half-way only asks the model for what
-is missing. Both are tied to a fingerprint of the model and settings; a mismatch is an error,
-never a silent reuse.
+the next run; it carries a fingerprint of the model and settings, and a mismatch is an error,
+never a silent reuse), and with ``request_cache`` every model answer goes into lm-eval's request
+cache ``<run>/lm_eval/requests-<model hash>_rank0.db``, so a task interrupted half-way only asks
+the model for what is missing. That cache answers by prompt alone, so its name carries the model's
+identity: another model never reads it. The runner's ``check_resumable`` refuses a run folder of
+another model before any of this.
 """
 
 from __future__ import annotations
@@ -131,7 +133,6 @@ def run_general(
             "questions": len(keys),
             "sha256": sha256_text("\n".join(keys)),
         }
-    _check_owner(work / "model.json", identity)
 
     lm = manager = None
     rows: list[dict[str, Any]] = []
@@ -150,8 +151,9 @@ def run_general(
                 lm = build_lm(backend, unit, bench.batch_size)
                 manager = _task_manager(plan, root, held)
             log.info("general: %s (%s, %d-shot)", item["key"], item["task"], item["shots"])
+            cache = work / f"requests-{sha256_text(json.dumps(identity, sort_keys=True))[:12]}"
             try:
-                res = _simple_evaluate(lm_eval, item, lm, manager, bench, count, work)
+                res = _simple_evaluate(lm_eval, item, lm, manager, bench, count, cache)
             except ConnectionError as exc:  # datasets' hub errors while a task loads its data
                 raise UserError(
                     f"general: {item['task']}: cannot load its data ({_first_line(exc)}); offline, "
@@ -179,7 +181,7 @@ def _simple_evaluate(
     manager: Any,
     bench: General,
     count: Any,
-    work: Path,
+    cache: Path,
 ) -> Any:
     return lm_eval.simple_evaluate(
         model=lm,
@@ -191,7 +193,7 @@ def _simple_evaluate(
         fewshot_as_multiturn=bench.apply_chat_template,
         task_manager=manager,
         gen_kwargs={"max_gen_toks": bench.max_gen_toks} if bench.max_gen_toks else None,
-        use_cache=str(work / "requests") if bench.request_cache else None,
+        use_cache=str(cache) if bench.request_cache else None,
     )
 
 
@@ -204,31 +206,18 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def _check_owner(path: Path, identity: dict[str, Any]) -> None:
-    """The request cache answers by prompt only: refuse to reuse a folder of another model."""
-    import json
-
-    if path.is_file():
-        held = json.loads(path.read_text(encoding="utf-8"))
-        if held != identity:
-            raise UserError(
-                f"{path.parent}: holds lm-eval results of another model ({held}); "
-                "use a new out_dir or delete that folder"
-            )
-    else:
-        write_json(path, identity)
-
-
 def _load_done(path: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
-    import json
-
     if not path.is_file():
         return None
     done = json.loads(path.read_text(encoding="utf-8"))
-    if done.get("fingerprint") != fingerprint:
+    held = done.get("fingerprint") or {}
+    changed = [k for k in fingerprint if k != "settings" and held.get(k) != fingerprint[k]]
+    old, now = held.get("settings") or {}, fingerprint["settings"]
+    changed += [k for k in now if old.get(k) != now[k]]
+    if changed:
         raise UserError(
-            f"{path}: results of different settings (limit, shots, chat template, "
-            "data or model changed); use a new out_dir or delete the file"
+            f"{path}: results made with a different {', '.join(changed)}; "
+            "use a new out_dir or delete the file"
         )
     return done
 

@@ -211,7 +211,7 @@ def _new_run_folder(run_dir: Path, owner: bool) -> Iterator[None]:
         raise
 
 
-_RECORD_ONLY = {"config.yaml", "run.json", ".lock", "model.json"}
+_RECORD_ONLY = {"config.yaml", "run.json", ".lock"}
 
 
 def _has_predictions(run_dir: Path) -> bool:
@@ -651,6 +651,7 @@ def _run_suite(cfg: EvalConfig, bench: Suite, run_dir: Path) -> dict[str, Any]:
     from needlework.runinfo import now, write_run_info
 
     assert cfg.model is not None  # EvalConfig refuses gold_answers with a suite
+    changed = check_resumable(run_dir, cfg)
     with _new_run_folder(run_dir, True):
         write_run_info(
             run_dir,
@@ -658,6 +659,7 @@ def _run_suite(cfg: EvalConfig, bench: Suite, run_dir: Path) -> dict[str, Any]:
             model=cfg.model.describe(),
             benchmark=bench.label(),
             status="running",
+            **({"model_changed_on_resume": changed} if changed else {}),
             **_tags(cfg),
         )
         start = time.monotonic()

@@ -11,6 +11,11 @@ Layout: row ``r`` holds its prompt in slots ``[0, n_r)`` (left-aligned, its firs
 from its own prefill), later tokens of every row go to the shared slots ``width, width + 1, ...``;
 each row sees its own prompt slots and the new slots, with its own positions, so it continues
 exactly as it would alone.
+
+Public surface only: ``Cache``, ``CacheLayerMixin`` and ``DynamicLayer`` are exported by
+``transformers`` and documented as the cache extension point ("Utilities for Generation" →
+Caches: a layer implements ``update``, ``lazy_initialization``, ``get_seq_length``,
+``get_mask_sizes``, ``get_max_length`` in 5.24). docs/evaluation.md measures what this loop pays.
 """
 
 from __future__ import annotations
@@ -62,7 +67,7 @@ def lean_ok(model: Any, gen: Any) -> bool:
 
 def _cache_classes() -> tuple[type, type]:
     """Defined lazily: ``transformers`` is a heavy import."""
-    from transformers.cache_utils import Cache, CacheLayerMixin
+    from transformers import Cache, CacheLayerMixin
 
     class FilledPrefixLayer(CacheLayerMixin):
         """Preallocated keys/values; ``update`` writes in place, returns the filled prefix."""
@@ -177,7 +182,7 @@ def greedy_decode(
 def plain_layer(layer: Any) -> bool:
     """A full-attention dynamic cache layer (not sliding, not quantized, not linear: those
     subclass ``DynamicLayer`` or stand apart, so the exact type is checked)."""
-    from transformers.cache_utils import DynamicLayer
+    from transformers import DynamicLayer
 
     return (
         type(layer) is DynamicLayer
