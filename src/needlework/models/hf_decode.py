@@ -13,7 +13,8 @@ each row sees its own prompt slots and the new slots, with its own positions, so
 exactly as it would alone.
 
 Public surface only: ``Cache``, ``CacheLayerMixin`` and ``DynamicLayer`` are exported by
-``transformers`` and documented as the cache extension point ("Utilities for Generation" →
+``transformers`` (imported here from ``transformers.cache_utils``, where its type stubs see them)
+and documented as the cache extension point ("Utilities for Generation" →
 Caches: a layer implements ``update``, ``lazy_initialization``, ``get_seq_length``,
 ``get_mask_sizes``, ``get_max_length`` in 5.24). docs/evaluation.md measures what this loop pays.
 """
@@ -67,7 +68,7 @@ def lean_ok(model: Any, gen: Any) -> bool:
 
 def _cache_classes() -> tuple[type, type]:
     """Defined lazily: ``transformers`` is a heavy import."""
-    from transformers import Cache, CacheLayerMixin
+    from transformers.cache_utils import Cache, CacheLayerMixin  # = transformers.CacheLayerMixin
 
     class FilledPrefixLayer(CacheLayerMixin):
         """Preallocated keys/values; ``update`` writes in place, returns the filled prefix."""
@@ -182,7 +183,7 @@ def greedy_decode(
 def plain_layer(layer: Any) -> bool:
     """A full-attention dynamic cache layer (not sliding, not quantized, not linear: those
     subclass ``DynamicLayer`` or stand apart, so the exact type is checked)."""
-    from transformers import DynamicLayer
+    from transformers.cache_utils import DynamicLayer
 
     return (
         type(layer) is DynamicLayer
