@@ -116,6 +116,15 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("recipe", metavar="RECIPE")
     x.add_argument("overrides", nargs="*", metavar="key=value")
     x.add_argument("--dry-run", action="store_true", help="print the steps, run nothing")
+    x.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run up to N training/evaluation steps at once, each in its own process with "
+        "cores/N threads (logs in OUT_DIR/logs/); 2 on a 2-core CPU",
+    )
+    x.add_argument("--step", type=int, metavar="K", help="run only step K (as --dry-run lists)")
 
     d = sub.add_parser("demo", help="Tiny end-to-end run on CPU (make demo).")
     d.add_argument("--out", default="demo_out", metavar="DIR")

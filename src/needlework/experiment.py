@@ -137,6 +137,10 @@ class Step:
     title: str
     done: Callable[[], bool]
     run: Callable[[], Any]
+    after: tuple[int, ...] = ()
+    """Indexes (in the plan) of the steps whose outputs this one reads."""
+    heavy: bool = False
+    """Trains or evaluates a model: under ``--jobs N`` it runs in a process of its own."""
 
 
 def _check_relative(name: str, paths: Mapping[str, str | list[str]]) -> None:
@@ -260,17 +264,21 @@ def plan(recipe: RecipeConfig, source: str | Path = "<recipe>") -> list[Step]:
         steps.append(_tiny_base_step(recipe.tiny_base, out / "base_model"))
     for name, spec in recipe.datasets.items():
         steps.append(_generate_step(name, spec, out / "data" / name, _matching(spec, out / "data")))
+        steps[-1].after = tuple(range(len(steps) - 1))  # the base model, the datasets it matches
+    prep = tuple(range(len(steps)))  # every model step reads the base model and the data
 
     eval_data = _eval_data(recipe, read_yaml(recipe.eval_config), out)
     base = to_dict(recipe.base_model)
     if recipe.evaluate_base:
         steps.append(_eval_step(eval_data, "base", None, lambda: base, out / "eval" / "base"))
+        steps[-1].after = prep
     for variant in recipe.variants:
         for seed in variant.seeds:
             run_dir = out / "train" / variant.name / f"seed{seed}"
             data = out / "data" / variant.dataset / f"seed{seed}" / variant.train_file
             overrides = _variant_overrides(recipe, variant, out)
             steps.append(_train_step(variant, overrides, seed, data, run_dir))
+            steps[-1].after = prep
             steps.append(
                 _eval_step(
                     eval_data,
@@ -280,12 +288,14 @@ def plan(recipe: RecipeConfig, source: str | Path = "<recipe>") -> list[Step]:
                     out / "eval" / variant.name / f"seed{seed}",
                 )
             )
+            steps[-1].after = (*prep, len(steps) - 2)
     if recipe.report:
         steps.append(
             Step(
                 f"report -> {out / 'report'}",
                 lambda: False,
                 lambda: _report([out / "eval", out / "train"], out / "report"),
+                after=tuple(range(len(steps))),
             )
         )
     return steps
@@ -345,6 +355,7 @@ def _train_step(
         f"train {variant.name} seed {seed} -> {run_dir}",
         lambda: (run_dir / "model.json").is_file(),
         run,
+        heavy=True,
     )
 
 
@@ -396,7 +407,8 @@ def _eval_step(
         evaluate(build())
 
     seed_txt = f" seed {seed}" if seed is not None else ""
-    return Step(f"eval {variant}{seed_txt} on {', '.join(labels)} -> {eval_dir}", done, run)
+    title = f"eval {variant}{seed_txt} on {', '.join(labels)} -> {eval_dir}"
+    return Step(title, done, run, heavy=True)
 
 
 def _report(paths: list[Path], out_dir: Path) -> None:
@@ -430,21 +442,127 @@ def run_recipe(
     overrides: Sequence[str] = (),
     *,
     dry_run: bool = False,
+    jobs: int = 1,
+    step: int | None = None,
     echo: Callable[[str], None] = print,
 ) -> Path:
-    """Run (or, with ``dry_run``, list) every step of a recipe; returns the experiment folder."""
+    """Run (or, with ``dry_run``, list) every step of a recipe; returns the experiment folder.
+
+    ``jobs`` > 1 runs up to that many training/evaluation steps at once, each in its own
+    ``needlework run --step K`` process with cores/jobs threads, as soon as the steps it reads
+    are done (on a 2-core CPU two one-thread processes beat one two-thread process); outputs are
+    the same files as one after the other. ``step`` runs step K (1-based) alone.
+    """
+    if jobs < 1:
+        raise UserError(f"--jobs: expected at least 1 process, got {jobs}")
     recipe = load_recipe(path, overrides)
     steps = plan(recipe, path)
-    for i, step in enumerate(steps, 1):
-        done = step.done()
+    if step is not None and not 1 <= step <= len(steps):
+        raise UserError(f"--step: the recipe has steps 1 to {len(steps)}, got {step}")
+    if jobs > 1 and step is None and not dry_run:
+        import sys
+
+        def command(k: int) -> list[str]:
+            return [sys.executable, "-m", "needlework", "run", str(path), *overrides, f"--step={k}"]
+
+        _run_parallel(steps, jobs, command, recipe.out_dir / "logs", echo)
+        return recipe.out_dir
+    for i, one in enumerate(steps, 1):
+        if step is not None and i != step:
+            continue
+        done = one.done()
         tag = "done, skipped" if done else ("would run" if dry_run else "running")
-        echo(f"[{i}/{len(steps)}] {step.title} ({tag})")
+        echo(f"[{i}/{len(steps)}] {one.title} ({tag})")
         if not done and not dry_run:
-            step.run()
+            one.run()
     return recipe.out_dir
 
 
+def _run_parallel(
+    steps: list[Step],
+    jobs: int,
+    command: Callable[[int], list[str]],
+    log_dir: Path,
+    echo: Callable[[str], None],
+) -> None:
+    """Schedule the steps over ``jobs`` processes (step K runs ``command(K)``, its output in
+    ``log_dir/stepKK.log``); light steps (data, report) run here, when no process runs."""
+    import os
+    import subprocess
+    import time
+
+    from needlework.runtime import usable_cpus
+
+    env = {**os.environ, "NEEDLEWORK_THREADS": str(max(1, usable_cpus() // jobs))}
+    n = len(steps)
+    finished = {i for i, s in enumerate(steps) if s.done()}
+    for i in sorted(finished):
+        echo(f"[{i + 1}/{n}] {steps[i].title} (done, skipped)")
+    waiting = [i for i in range(n) if i not in finished]
+    running: dict[int, tuple[subprocess.Popen[bytes], Path, float]] = {}
+    try:
+        while waiting or running:
+            for i in [i for i in waiting if set(steps[i].after) <= finished]:
+                if not steps[i].heavy:
+                    if running:
+                        continue  # light steps wait for a quiet moment (they are quick)
+                    echo(f"[{i + 1}/{n}] {steps[i].title} (running)")
+                    steps[i].run()
+                    finished.add(i)
+                elif len(running) < jobs:
+                    log = log_dir / f"step{i + 1:02d}.log"
+                    log.parent.mkdir(parents=True, exist_ok=True)
+                    with log.open("wb") as fh:
+                        proc = subprocess.Popen(
+                            command(i + 1),
+                            env=env,
+                            stdout=fh,
+                            stderr=subprocess.STDOUT,
+                            preexec_fn=_orphan_dies,
+                        )
+                    running[i] = (proc, log, time.monotonic())
+                    echo(f"[{i + 1}/{n}] {steps[i].title} (running, log {log})")
+                else:
+                    continue
+                waiting.remove(i)
+            for i, (proc, log, start) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                del running[i]
+                if proc.returncode != 0:
+                    raise _StepFailed(f"[{i + 1}/{n}] {steps[i].title}", proc.returncode, log)
+                finished.add(i)
+                echo(f"[{i + 1}/{n}] {steps[i].title} (done in {time.monotonic() - start:.0f} s)")
+            time.sleep(0.2)
+    finally:
+        for proc, _, _ in running.values():  # stopped, not lost: every step resumes
+            proc.terminate()
+        for proc, _, _ in running.values():
+            proc.wait()
+
+
+def _orphan_dies() -> None:
+    """In the child: ask Linux for SIGTERM when the scheduler dies (``kill -9``), so no step
+    goes on unwatched beside a rerun; elsewhere nothing."""
+    import contextlib
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class _StepFailed(UserError):
+    def __init__(self, title: str, code: int, log: Path) -> None:
+        lines = [x for x in log.read_text(encoding="utf-8", errors="replace").splitlines() if x]
+        last = lines[-1].strip() if lines else "(no output)"
+        super().__init__(f"{title} failed (exit {code}): {last} (whole log: {log})")
+        self.exit_code = code if code in (1, 2) else 1
+
+
 def run_cmd(args: argparse.Namespace) -> int:
-    out = run_recipe(args.recipe, args.overrides, dry_run=args.dry_run)
+    out = run_recipe(
+        args.recipe, args.overrides, dry_run=args.dry_run, jobs=args.jobs, step=args.step
+    )
     print(f"experiment folder: {out}")
     return 0

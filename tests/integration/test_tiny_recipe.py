@@ -48,3 +48,20 @@ def test_tiny_recipe_end_to_end_and_resume(tmp_path, monkeypatch):
     log.clear()
     run_recipe(RECIPE, overrides, echo=log.append)
     assert sum("done, skipped" in line for line in log) == 5, log
+
+    # The same experiment with --jobs 2: model steps in processes of their own, as soon as what
+    # they read is done; the same predictions and scores as one step after the other.
+    par = tmp_path / "par"
+    log.clear()
+    run_recipe(RECIPE, [f"out_dir={par}", *overrides[1:]], jobs=2, echo=log.append)
+    assert sum("(running, log " in line for line in log) == 3, log  # eval base, train, eval
+    logs = sorted(p.name for p in (par / "logs").iterdir())
+    assert logs == ["step03.log", "step04.log", "step05.log"], logs
+    preds = sorted(out.glob("eval/**/predictions.jsonl"))
+    assert len(preds) == 6
+    for pred in preds:
+        twin = par / pred.relative_to(out)
+        same = pred.read_bytes().replace(str(out).encode(), str(par).encode())  # the folder
+        assert twin.read_bytes() == same, twin
+        scores = [json.loads((p.parent / "metrics.json").read_text()) for p in (pred, twin)]
+        assert scores[0]["metrics"] == scores[1]["metrics"], twin
