@@ -556,6 +556,7 @@ class _StepFailed(UserError):
     def __init__(self, title: str, code: int, log: Path) -> None:
         lines = [x for x in log.read_text(encoding="utf-8", errors="replace").splitlines() if x]
         last = lines[-1].strip() if lines else "(no output)"
+        last = last.split(": error: ", 1)[1] if last.startswith("needlework ") else last
         super().__init__(f"{title} failed (exit {code}): {last} (whole log: {log})")
         self.exit_code = code if code in (1, 2) else 1
 
