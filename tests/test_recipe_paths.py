@@ -18,12 +18,21 @@ def test_no_config_holds_a_placeholder():
         assert "{out_dir}" not in path.read_text(encoding="utf-8"), path
 
 
+def _noop():
+    """A step standing in for a real one (the plan sets what it reads)."""
+    from needlework.experiment import Step
+
+    return Step("stand-in", lambda: True, lambda: None)
+
+
 def test_eval_paths_held_out_and_variant_paths_land_under_out_dir(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
     from needlework import experiment
 
     seen: dict = {}
-    monkeypatch.setattr(experiment, "_eval_step", lambda data, *a: seen.setdefault("e", data))
+    monkeypatch.setattr(
+        experiment, "_eval_step", lambda data, *a: seen.setdefault("e", data) and _noop()
+    )
     monkeypatch.setattr(experiment, "check_recipe", lambda *a: None)
     out = tmp_path / "exp"
     plan(load_recipe(RECIPES / "smollm2_baselines.yaml", [f"out_dir={out}"]))
@@ -37,7 +46,7 @@ def test_eval_paths_held_out_and_variant_paths_land_under_out_dir(tmp_path, monk
     assert "held_out" not in by_name["kv_retrieval"][0]  # it cannot exclude questions
 
     trains: list = []
-    monkeypatch.setattr(experiment, "_train_step", lambda v, o, *a: trains.append(o))
+    monkeypatch.setattr(experiment, "_train_step", lambda v, o, *a: trains.append(o) or _noop())
     plan(load_recipe(RECIPES / "smollm2_mix.yaml", [f"out_dir={out}"]))
     assert all(f"mix_path={str(out / 'data/chat/seed0/train.jsonl')!r}".replace("'", '"') in o
                for o in trains), trains  # fmt: skip
@@ -51,7 +60,7 @@ def test_tiny_base_sets_the_base_model_and_every_start(tmp_path, monkeypatch):
     recipe = load_recipe(RECIPES / "tiny_cpu.yaml", [f"out_dir={out}"])
     assert recipe.base_model.path == str(out / "base_model")
     trains: list = []
-    monkeypatch.setattr(experiment, "_train_step", lambda v, o, *a: trains.append(o))
+    monkeypatch.setattr(experiment, "_train_step", lambda v, o, *a: trains.append(o) or _noop())
     plan(recipe)
     assert trains and all(f"trainer.model_path={out / 'base_model'}" in o for o in trains)
     with pytest.raises(ConfigError, match="base_model.path.*set by tiny_base"):
