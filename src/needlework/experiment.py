@@ -487,13 +487,12 @@ def _run_parallel(
 ) -> None:
     """Schedule the steps over ``jobs`` processes (step K runs ``command(K)``, its output in
     ``log_dir/stepKK.log``); light steps (data, report) run here, when no process runs."""
-    import os
     import subprocess
     import time
 
-    from needlework.runtime import usable_cpus
+    from needlework.runtime import env_for_processes
 
-    env = {**os.environ, "NEEDLEWORK_THREADS": str(max(1, usable_cpus() // jobs))}
+    env = env_for_processes(jobs)
     n = len(steps)
     finished = {i for i, s in enumerate(steps) if s.done()}
     for i in sorted(finished):

@@ -55,6 +55,16 @@ def local_processes() -> int:
     return 1
 
 
+def env_for_processes(n: int) -> dict[str, str]:
+    """The environment for ``n`` processes started side by side on this machine: each gets
+    cores/n threads (``NEEDLEWORK_THREADS``), so together they never oversubscribe it."""
+    return {
+        **os.environ,
+        "NEEDLEWORK_THREADS": str(max(1, usable_cpus() // n)),
+        "NEEDLEWORK_LOCAL_WORKERS": str(n),
+    }
+
+
 def default_threads() -> tuple[int, str]:
     """(threads, why) following the rule in the module docstring."""
     for var in ("NEEDLEWORK_THREADS", "OMP_NUM_THREADS"):

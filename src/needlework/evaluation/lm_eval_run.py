@@ -134,6 +134,7 @@ def run_general(
             "sha256": sha256_text("\n".join(keys)),
         }
 
+    cache = work / f"requests-{sha256_text(json.dumps(identity, sort_keys=True))[:12]}"
     lm = manager = None
     rows: list[dict[str, Any]] = []
     tasks: dict[str, Any] = {}
@@ -151,7 +152,6 @@ def run_general(
                 lm = build_lm(backend, unit, bench.batch_size)
                 manager = _task_manager(plan, root, held)
             log.info("general: %s (%s, %d-shot)", item["key"], item["task"], item["shots"])
-            cache = work / f"requests-{sha256_text(json.dumps(identity, sort_keys=True))[:12]}"
             try:
                 res = _simple_evaluate(lm_eval, item, lm, manager, bench, count, cache)
             except ConnectionError as exc:  # datasets' hub errors while a task loads its data

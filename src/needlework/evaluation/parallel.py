@@ -105,11 +105,9 @@ def launch(argv: Sequence[str], workers: int) -> int:
     """
     import subprocess
 
-    from needlework.runtime import usable_cpus
+    from needlework.runtime import env_for_processes
 
-    env = dict(os.environ)
-    env["NEEDLEWORK_THREADS"] = str(max(1, usable_cpus() // workers))
-    env["NEEDLEWORK_LOCAL_WORKERS"] = str(workers)
+    env = env_for_processes(workers)
     cmd = [
         sys.executable,
         "-m",
