@@ -226,3 +226,18 @@ def test_every_stage_discovers_its_units():
     assert {"mdqa", "general", "niah"} <= set(registry.benchmarks.names())
     assert {"hf", "openai", "scripted", "vllm"} == set(registry.backends.names())
     assert {"hf_sft", "openai"} == set(registry.trainers.names())
+
+
+def test_a_cache_that_cannot_be_written_never_fails_a_command(tmp_path, monkeypatch):
+    import os
+
+    from needlework.runtime import cache_table, save_cache_table
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    save_cache_table(blocker / "table.json", {"k": 1})  # its folder cannot be made (OSError)
+    monkeypatch.setattr(os, "access", lambda *a, **k: False)  # a read-only folder (UserError)
+    monkeypatch.setenv("NEEDLEWORK_CACHE", str(tmp_path / "cache"))
+    path, known = cache_table("table.json")
+    save_cache_table(path, {"k": 1})
+    assert known == {} and not path.exists()

@@ -7,7 +7,6 @@ arguments. User errors print one line and exit 2; anything else is a bug and sho
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,11 +27,6 @@ HANDLERS = {
     "ls": "needlework.cli:ls_cmd",
     "validate": "needlework.cli:validate_cmd",
 }
-
-
-def _load(target: str):
-    module, attr = target.split(":")
-    return getattr(importlib.import_module(module), attr)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -167,7 +161,7 @@ def _ls_unit(name: str) -> int:
     import dataclasses
     import difflib
 
-    from needlework.config import CONFIG_KINDS, config_class
+    from needlework.config import CONFIG_KINDS, config_class, field_docs
     from needlework.registry import ALL
 
     files = [kind for kind, _ in CONFIG_KINDS.values()]  # a config file kind: its fields
@@ -197,28 +191,6 @@ def _ls_unit(name: str) -> int:
             for line in docs.get(f.name, "").splitlines():
                 print(f"      {line.strip()}")
     return 0
-
-
-def field_docs(cls: type) -> dict[str, str]:
-    """Attribute docstrings (a string right under a field) of a dataclass and its bases."""
-    import ast
-    import inspect
-    import textwrap
-
-    out: dict[str, str] = {}
-    for klass in reversed(cls.__mro__[:-1]):
-        try:
-            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
-        except (OSError, TypeError, SyntaxError):
-            continue
-        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
-        for a, b in zip(body, body[1:]):
-            target = a.target if isinstance(a, ast.AnnAssign) else None
-            if isinstance(target, ast.Name) and isinstance(b, ast.Expr):
-                value = b.value
-                if isinstance(value, ast.Constant) and isinstance(value.value, str):
-                    out[target.id] = inspect.cleandoc(value.value)
-    return out
 
 
 def config_files(paths: Sequence[str]) -> list[Path]:
@@ -298,12 +270,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra:
         args.overrides = [*args.overrides, *extra]
     args.argv = list(argv) if argv is not None else None
+    from needlework.config import load_target
     from needlework.runtime import configure_threads
 
     configure_threads()  # before torch loads: one thread pool per process, never oversubscribed
     _terminate_like_ctrl_c()
     try:
-        return int(_load(HANDLERS[args.verb])(args) or 0)
+        return int(load_target(HANDLERS[args.verb])(args) or 0)
     except UserError as exc:
         print(f"needlework {args.verb}: error: {exc}", file=sys.stderr)
         return exc.exit_code

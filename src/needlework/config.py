@@ -22,7 +22,6 @@ from needlework.errors import ConfigError
 from needlework.registry import Registry
 
 T = TypeVar("T")
-_MISSING = object()
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -159,8 +158,6 @@ def from_dict(
         kwargs[name] = _convert(hints[name], data[name], source, prefix + name)
     try:
         return cls(**kwargs)
-    except ConfigError:
-        raise
     except (ValueError, TypeError) as exc:
         msg = str(exc)
         field = None
@@ -306,26 +303,28 @@ def dump_yaml(obj: Any) -> str:
 
 
 def field_docs(cls: type) -> dict[str, str]:
-    """Attribute docstrings (a string literal right under a field) for help and docs."""
+    """Attribute docstrings (a string literal right under a field) of a dataclass and its
+    bases, for ``needlework ls NAME``."""
     import ast
     import inspect
     import textwrap
 
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    except (OSError, TypeError):
-        return {}
-    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
     docs: dict[str, str] = {}
-    for node, nxt in zip(body, body[1:]):
-        if (
-            isinstance(node, ast.AnnAssign)
-            and isinstance(node.target, ast.Name)
-            and isinstance(nxt, ast.Expr)
-            and isinstance(nxt.value, ast.Constant)
-            and isinstance(nxt.value.value, str)
-        ):
-            docs[node.target.id] = " ".join(nxt.value.value.split())
+    for klass in reversed(cls.__mro__[:-1]):
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError, SyntaxError):
+            continue
+        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+        for node, nxt in zip(body, body[1:]):
+            if (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(node.target, ast.Name)
+                and isinstance(nxt, ast.Expr)
+                and isinstance(nxt.value, ast.Constant)
+                and isinstance(nxt.value.value, str)
+            ):
+                docs[node.target.id] = inspect.cleandoc(nxt.value.value)
     return docs
 
 
@@ -348,13 +347,17 @@ def config_kind(data: Mapping[str, Any]) -> str | None:
     return next((kind for key, kind in FOREIGN_KINDS.items() if key in data), None)
 
 
-def config_class(kind: str) -> type:
-    """The dataclass of a needlework config kind (imported on demand)."""
+def load_target(target: str) -> Any:
+    """``"package.module:attr"`` imported on demand (configs and CLI verbs name code so)."""
     import importlib
 
-    target = next(t for k, t in CONFIG_KINDS.values() if k == kind)
     module, attr = target.split(":")
     return getattr(importlib.import_module(module), attr)
+
+
+def config_class(kind: str) -> type:
+    """The dataclass of a needlework config kind (imported on demand)."""
+    return load_target(next(t for k, t in CONFIG_KINDS.values() if k == kind))
 
 
 def dry_run_done(verb: str, args: Any) -> bool:

@@ -29,3 +29,10 @@ class ContractError(UserError, TypeError):
 
 class DataError(UserError):
     """A data file is malformed (bad JSON, missing field, wrong type)."""
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception's message cut to its first line (for one-line errors); its type name when
+    the message is empty."""
+    lines = str(exc).strip().splitlines()
+    return lines[0][:limit] if lines else type(exc).__name__

@@ -222,9 +222,7 @@ def validate_turns(messages: Any, where: str) -> tuple[dict[str, str], ...]:
     """Chat turns as every stage takes them (a non-empty list of role/content objects, roles
     from :data:`ROLES`), only role/content kept; else a one-line DataError naming ``where`` and
     the turn. What a model is asked (inference) is checked by this alone."""
-    if isinstance(messages, (str, bytes)) or not isinstance(messages, (list, tuple)):
-        raise _turns_error(where, "a non-empty list of {role, content}")
-    if not messages:
+    if not isinstance(messages, (list, tuple)) or not messages:
         raise _turns_error(where, "a non-empty list of {role, content}")
     out = []
     for i, msg in enumerate(messages):

@@ -33,15 +33,19 @@ TRACKED = (
 )
 
 
+def version(dist: str) -> str | None:
+    """The installed version of distribution ``dist`` (``_`` read as ``-``), None if absent."""
+    try:
+        return metadata.version(dist.replace("_", "-"))
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def versions() -> dict[str, str]:
     """Installed versions of the libraries whose behaviour shapes results."""
+    found = {name: version(name) for name in TRACKED}
     out = {"needlework": __version__, "python": platform.python_version()}
-    for name in TRACKED:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
+    return out | {name: v for name, v in found.items() if v is not None}
 
 
 def git_revision() -> str | None:

@@ -11,6 +11,7 @@ it, else the usable cores divided by the processes on this machine (``LOCAL_WORL
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,19 @@ def cache_table(name: str) -> tuple[Path, dict[str, Any]]:
     except (OSError, ValueError):
         known = {}
     return path, known if isinstance(known, dict) else {}
+
+
+def save_cache_table(path: Path, known: dict[str, Any]) -> None:
+    """Write a :func:`cache_table` back; a read-only or unusable cache folder only costs the next
+    run the work again, so it is never an error."""
+    from needlework.errors import UserError
+    from needlework.io import write_json
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(path, known)
+    except (OSError, UserError):
+        pass
 
 
 def usable_cpus() -> int:
@@ -116,27 +130,25 @@ def cpu_bf16_native() -> bool:
             return True
     except (ImportError, AttributeError):
         pass
+    return bool({"avx512_bf16", "amx_bf16"} & set(_cpuinfo("flags").split()))
+
+
+def _cpuinfo(field: str) -> str:
+    """The first ``field : value`` of /proc/cpuinfo ("" where there is none)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
             for line in fh:
-                if line.startswith("flags"):
-                    return bool({"avx512_bf16", "amx_bf16"} & set(line.split(":", 1)[1].split()))
-    except OSError:
-        pass
-    return False
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
+                if line.startswith(field):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return ""
+
+
+def _cpu_name() -> str:
     import platform
 
-    return platform.processor() or platform.machine()
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def _probe_speedup() -> float:
@@ -175,32 +187,25 @@ def cpu_bf16_faster() -> bool:
     path, known = cache_table("cpu_bf16_probe.json")
     if key not in known:
         known[key] = round(_probe_speedup(), 3)
-        try:
-            from needlework.io import write_json
-
-            write_json(path, known)
-        except OSError:
-            pass  # a read-only home: measure again next time
+        save_cache_table(path, known)
     return float(known[key]) >= 1.2
+
+
+def _bf16(on_cpu: Callable[[], bool]) -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    if torch.cuda.is_available():
+        return bool(torch.cuda.is_bf16_supported())
+    return on_cpu()
 
 
 def bf16_supported() -> bool:
     """bf16 is native here: a bf16-capable CUDA device, or a CPU with bf16 instructions."""
-    try:
-        import torch
-    except ImportError:
-        return False
-    if torch.cuda.is_available():
-        return bool(torch.cuda.is_bf16_supported())
-    return cpu_bf16_native()
+    return _bf16(cpu_bf16_native)
 
 
 def bf16_preferred() -> bool:
     """The default: bf16 on bf16 GPUs, and on CPUs where it measures faster (see above)."""
-    try:
-        import torch
-    except ImportError:
-        return False
-    if torch.cuda.is_available():
-        return bool(torch.cuda.is_bf16_supported())
-    return cpu_bf16_faster()
+    return _bf16(cpu_bf16_faster)

@@ -136,17 +136,17 @@ def aggregate_predictions(
         groups: dict[str, list[Mapping[str, Any]]] = {}
         for r in scored:
             groups.setdefault(_group_key((r.get("meta") or {}).get(field)), []).append(r)
-        by[field] = {key: _summary(groups[key], names) for key in _natural(groups)}
+        by[field] = {key: summary(groups[key], names) for key in _natural(groups)}
     return {
         "n": len(scored),
         "n_skipped": len(rows) - len(scored),
         "primary_metric": primary_metric,
-        "metrics": _summary(scored, names),
+        "metrics": summary(scored, names),
         "by": by,
     }
 
 
-def _summary(rows: Sequence[Mapping[str, Any]], names: Sequence[str]) -> dict[str, Any]:
+def summary(rows: Sequence[Mapping[str, Any]], names: Sequence[str]) -> dict[str, Any]:
     out = {}
     for name in names:
         values = [r["scores"][name] for r in rows if name in r["scores"]]

@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, cast, runtime_checkable
 
-from needlework.errors import ConfigError, UserError
+from needlework.errors import ConfigError, UserError, first_line
 from needlework.records import Message
 
 SPECS = "char, whitespace, hf:<folder or hub id>, tiktoken:<encoding>[@file], mistral:<v1|v2|v3|v7>"
@@ -387,8 +387,9 @@ class HFCounter:
             # local_files_only: a hub id works when it is in the local cache; nothing downloads
             self._tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
         except (OSError, ValueError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise UserError(f"{self.name}: cannot load the tokenizer offline ({first})") from None
+            raise UserError(
+                f"{self.name}: cannot load the tokenizer offline ({first_line(exc)})"
+            ) from None
         ids = self.encode(PROBE)
         # cast: decode() of one id list returns str (the stubs also allow list[str])
         if not ids or cast(str, self._tok.decode(ids)).strip() != PROBE:

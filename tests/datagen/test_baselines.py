@@ -15,7 +15,7 @@ from tests.conftest import shared_file
 from needlework.config import load_config
 from needlework.datagen.base import Slot
 from needlework.datagen.passages import load_partition, sentences
-from needlework.datagen.pipeline import GenerateConfig, generate
+from needlework.datagen.pipeline import GenerateConfig, generate, merge_shards
 from needlework.errors import UserError
 from needlework.evaluation.benchmarks.mdqa import MDQA
 from needlework.evaluation.metrics import contains_answer
@@ -272,6 +272,22 @@ def test_match_tokens_reaches_the_reference_count(tmp_path, oracle):
     )
     total = generate(cfg_total, progress=False)["seeds"]["0"]["token_match"]
     assert total["count"] == "total" and total["reached_tokens"] >= total["target_tokens"]
+
+
+def test_match_tokens_survives_sharding(tmp_path, oracle):
+    ref = tmp_path / "kv"
+    generate(cfg_for(ref, {"name": "simple_dict_kv", "num_dicts": 6}, num_train=6), progress=False)
+    gen = {"name": "multidoc_qa", "data_path": str(oracle), "num_docs": 3}
+    gen["answer_style"] = "restate"
+    cfg = cfg_for(tmp_path / "mdqa", gen)
+    match = {"dataset": str(ref), "count": "answer"}
+    cfg = load_config(GenerateConfig, data={**_as_data(cfg), "match_tokens": match})
+    whole = generate(cfg, progress=False)
+    for i in range(2):
+        generate(cfg, shard=(i, 2), progress=False)
+    merged = merge_shards(cfg, 2, progress=False)
+    assert merged["seeds"] == whole["seeds"] and "token_match" in merged["seeds"]["0"]
+    assert merged["files"] == whole["files"]
 
 
 def _as_data(cfg: GenerateConfig) -> dict:

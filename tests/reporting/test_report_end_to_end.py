@@ -737,3 +737,32 @@ def test_no_sweep_section_when_variants_differ_in_more_than_one_setting(tmp_path
     shutil.rmtree(tmp_path)
     _sweep(tmp_path, {"mix_a": 0.0, "mix_b": 0.5})  # two points are not a sweep
     assert "## Scores against" not in build_report([tmp_path], tmp_path / "o").path.read_text()
+
+
+def test_aggregate_only_suite_scores_get_an_unpaired_difference(tmp_path):
+    """A suite task with no per-sample scores (only metrics.json) is compared with the baseline
+    by the difference of the recorded means, labelled unpaired, in the comparison table and the
+    suite's own table, whichever order the variants are found in."""
+    means = {}
+    for variant, p, rng in (("a", 0.7, 2), ("b", 0.3, 3), ("base", 0.5, 1)):
+        rows = fakes.general_rows(random.Random(rng), p)
+        fakes.write_run(
+            tmp_path / variant / "general", benchmark="general", model=f"hf:{variant}", rows=rows,
+            primary="mmlu/acc", variant=variant, predictions=False,
+            extra={"label": "general", "tasks": {"mmlu": {"primary_metric": "mmlu/acc"}}},
+        )  # fmt: skip
+        means[variant] = statistics.fmean(
+            r["scores"]["mmlu/acc"] for r in rows if "mmlu/acc" in r["scores"]
+        )
+        fakes.write_run(
+            tmp_path / variant / "kv", benchmark="kv_retrieval", model=f"hf:{variant}",
+            rows=fakes.kv_rows(random.Random(rng + 10), fakes.acc_base), primary="value_correct",
+            group_by=("gold_position",), variant=variant,
+        )  # fmt: skip
+    build_report([tmp_path], tmp_path / "out", baseline="base")
+    for table in ("comparison.csv", "general_scores.csv"):
+        rows = read_csv(tmp_path / "out" / "tables" / table)
+        got = {r["variant"]: r for r in rows if r["metric"] == "mmlu/acc"}
+        for variant in ("a", "b"):
+            assert float(got[variant]["delta"]) == pytest.approx(means[variant] - means["base"])
+            assert got[variant]["delta_ci_low"] == ""  # unpaired: no CI

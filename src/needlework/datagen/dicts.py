@@ -10,7 +10,8 @@ from __future__ import annotations
 import functools
 import random
 from collections.abc import Sequence
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import ClassVar, NamedTuple
 
 # Largest population list a NumberPool materialises (2**20 strings is ~60 MB, built in ~0.2 s).
 _POOL_LIMIT = 1 << 20
@@ -33,29 +34,56 @@ def check_fraction(name: str, value: float) -> None:
         raise ValueError(f"{name}: expected a fraction in [0, 1], got {value}")
 
 
-def check_dict_task(
-    *,
-    num_dicts: int | None,
-    gold_dict_size: int,
-    dict_size_range: Sequence[int],
-    digits: dict[str, Sequence[int]],
-    frac_0: float,
-    frac_top5: float,
-) -> None:
-    """The checks every dictionary-task generator shares (errors name the field)."""
-    if num_dicts is not None and num_dicts < 2:
-        raise ValueError(f"num_dicts: need at least 2 dictionaries, got {num_dicts}")
-    if gold_dict_size < 1:
-        raise ValueError(f"gold_dict_size: must be >= 1, got {gold_dict_size}")
-    check_range("dict_size_range", dict_size_range, minimum=1)
-    for name, value in digits.items():
-        check_range(name, value, minimum=1)
-        if value[1] > 18:
-            raise ValueError(f"{name}: at most 18 digits")
-    check_fraction("frac_0", frac_0)
-    check_fraction("frac_top5", frac_top5)
-    if frac_0 + frac_top5 > 1:
-        raise ValueError("frac_top5: frac_0 + frac_top5 must be <= 1")
+@dataclass(frozen=True)
+class DictTask:
+    """The fields, checks and naming every dictionary-retrieval generator shares; a generator
+    subclasses it (frozen dataclass), adds its own fields (its digit ranges among them, named in
+    ``digit_fields``) and may redeclare a field to change its default."""
+
+    unit: ClassVar[str] = "dicts"
+    prompt_stem: ClassVar[str]
+    """``prompts/<stem>.txt`` (no answer template) and ``<stem>_wtemplate.txt``."""
+    digit_fields: ClassVar[tuple[str, ...]] = ("key_digits", "value_digits")
+    """The subclass's digit-count range fields (each checked as 1..18 digits)."""
+
+    num_dicts: int | None = 85
+    """Dictionaries per prompt (paper: 85 at 4K); null = as many as fit max_context_tokens."""
+    gold_dict_size: int = 3
+    """Pairs in the gold dictionary (paper: 3)."""
+    dict_size_range: tuple[int, int] = (3, 4)
+    """Pairs in each other dictionary, inclusive (paper: randint(3, 4))."""
+    answer_template: bool = True
+    """Append the answer template to the prompt (the paper trains both variants)."""
+    frac_0: float = 0.05
+    """Fraction of samples per split with the gold dictionary (the first one, where there are
+    several) forced first (paper: 0.05)."""
+    frac_top5: float = 0.03
+    """Further fraction with it in the first int(N*0.05) positions (paper: 0.03; N = samples in
+    the split, the official quirk)."""
+
+    def __post_init__(self) -> None:
+        if self.num_dicts is not None and self.num_dicts < 2:
+            raise ValueError(f"num_dicts: need at least 2 dictionaries, got {self.num_dicts}")
+        if self.gold_dict_size < 1:
+            raise ValueError(f"gold_dict_size: must be >= 1, got {self.gold_dict_size}")
+        check_range("dict_size_range", self.dict_size_range, minimum=1)
+        for name in self.digit_fields:
+            value = getattr(self, name)
+            check_range(name, value, minimum=1)
+            if value[1] > 18:
+                raise ValueError(f"{name}: at most 18 digits")
+        check_fraction("frac_0", self.frac_0)
+        check_fraction("frac_top5", self.frac_top5)
+        if self.frac_0 + self.frac_top5 > 1:
+            raise ValueError("frac_top5: frac_0 + frac_top5 must be <= 1")
+
+    @property
+    def prompt_name(self) -> str:
+        return f"{self.prompt_stem}_wtemplate" if self.answer_template else self.prompt_stem
+
+    @property
+    def num_units(self) -> int | None:
+        return self.num_dicts
 
 
 class NumberPool:

@@ -19,40 +19,24 @@ from typing import ClassVar
 
 from needlework.datagen.base import Slot, Task, load_prompt
 from needlework.datagen.passages import (
-    DEFAULT_DATA_PATH,
-    check_common,
+    PassageTask,
     distractor_indices,
-    load_partition,
 )
 from needlework.registry import generators
 
 
 @generators.register("in2_style")
 @dataclass(frozen=True)
-class In2Style:
+class In2Style(PassageTask):
     """One answering passage at a random depth of a long plain-text context; short answer."""
-
-    data_path: str = DEFAULT_DATA_PATH
-    """The Lost-in-the-Middle oracle file or a folder holding it (default looked for in
-    ``$NEEDLEWORK_DATA``, then ``data/``)."""
-    num_passages: int | None = None
-    """Passages per context, the answering one included; null = as many as fit the budget."""
-    train_share: float = 0.5
-    """Share of the oracle's passages reserved for training data (the rest stays unseen)."""
-    partition_seed: int = 0
-    """Seeds the train/held-out passage partition (the same for every baseline generator)."""
-    max_passage_words: int = 100
-    """Passages longer than this are never used (the oracle chunks passages to ~100 words; a
-    few longer ones, tables mostly, would make prompts swing in length)."""
-    frac_0: float = 0.0
-    """Fraction of samples with the answering passage forced first (0: depth uniform)."""
-    frac_top5: float = 0.0
-    """Further fraction with it among the first positions (0)."""
 
     unit: ClassVar[str] = "passages"
 
+    num_passages: int | None = None
+    """Passages per context, the answering one included; null = as many as fit the budget."""
+
     def __post_init__(self) -> None:
-        check_common(self.data_path, self.train_share, self.max_passage_words)
+        super().__post_init__()
         if self.num_passages is not None and self.num_passages < 2:
             raise ValueError(f"num_passages: need at least 2 passages, got {self.num_passages}")
 
@@ -63,9 +47,7 @@ class In2Style:
     def build(
         self, rng: random.Random, num_units: int, gold_position: int, slot: Slot | None = None
     ) -> Task:
-        part = load_partition(
-            self.data_path, self.train_share, self.partition_seed, self.max_passage_words
-        )
+        part = self.partition()
         asked = part.question(rng, slot, "in2_style")
         rec = part.records[asked]
         others = distractor_indices(part, asked, num_units - 1, rng)

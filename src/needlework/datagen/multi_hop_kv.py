@@ -25,8 +25,8 @@ from typing import ClassVar
 
 from needlework.datagen.base import Slot, Task, load_prompt
 from needlework.datagen.dicts import (
+    DictTask,
     NumberPool,
-    check_dict_task,
     dict_lines,
     number_pool,
     render_dict,
@@ -45,39 +45,23 @@ def _answer(steps: list[tuple[str, str, str]], final_value: str) -> str:
 
 @generators.register("multi_hop_kv")
 @dataclass(frozen=True)
-class MultiHopKV:
+class MultiHopKV(DictTask):
     """Integer dictionaries where values are keys; follow a key through ``hops`` lookups."""
+
+    prompt_stem: ClassVar[str] = "multi_hop_kv"
+    digit_fields: ClassVar[tuple[str, ...]] = ("digits",)
 
     num_dicts: int | None = 83
     """Dictionaries per prompt (83: one below what the budget search finds for the paper's 4K
     mistral:v1 budget, as 85 is for the simple task); null = as many as fit max_context_tokens."""
     hops: int = 2
     """Lookups in the chain (>= 2; 2 = the shortest real multi-hop question)."""
-    gold_dict_size: int = 3
-    """Pairs in each chain dictionary (3, as the simple task's gold dictionary)."""
-    dict_size_range: tuple[int, int] = (3, 4)
-    """Pairs in each other dictionary, inclusive (3-4, as the simple task)."""
     digits: tuple[int, int] = (3, 4)
     """Digit count of keys and values, inclusive (3-4, as the simple task); one range for both,
     since every chain value is also a key."""
-    answer_template: bool = True
-    """Append the answer template to the prompt (the paper trains both variants)."""
-    frac_0: float = 0.05
-    """Fraction of samples per split with the first hop's dictionary forced first (0.05, the
-    paper's simple-task value)."""
-    frac_top5: float = 0.03
-    """Further fraction with the first hop's dictionary in the first int(N*0.05) positions
-    (0.03, the paper's simple-task value)."""
 
     def __post_init__(self) -> None:
-        check_dict_task(
-            num_dicts=self.num_dicts,
-            gold_dict_size=self.gold_dict_size,
-            dict_size_range=self.dict_size_range,
-            digits={"digits": self.digits},
-            frac_0=self.frac_0,
-            frac_top5=self.frac_top5,
-        )
+        super().__post_init__()
         if self.hops < 2:
             raise ValueError(f"hops: a multi-hop chain needs >= 2 lookups, got {self.hops}")
         if self.num_dicts is not None and self.num_dicts < self.hops:
@@ -91,16 +75,6 @@ class MultiHopKV:
                 f"digits: {distinct} distinct numbers are too few for a chain of {self.hops} hops"
             )
         object.__setattr__(self, "_numbers", number_pool(*self.digits))
-
-    @property
-    def prompt_name(self) -> str:
-        return "multi_hop_kv_wtemplate" if self.answer_template else "multi_hop_kv"
-
-    unit: ClassVar[str] = "dicts"
-
-    @property
-    def num_units(self) -> int | None:
-        return self.num_dicts
 
     def build(
         self, rng: random.Random, num_dicts: int, gold_position: int, slot: Slot | None = None

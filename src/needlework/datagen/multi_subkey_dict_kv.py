@@ -19,8 +19,8 @@ from typing import ClassVar
 
 from needlework.datagen.base import Slot, Task, load_prompt
 from needlework.datagen.dicts import (
+    DictTask,
     NumberPool,
-    check_dict_task,
     check_fraction,
     check_range,
     dict_lines,
@@ -35,8 +35,11 @@ def _key_text(key: tuple[str, ...]) -> str:
 
 @generators.register("multi_subkey_dict_kv")
 @dataclass(frozen=True)
-class MultiSubkeyDictKV:
+class MultiSubkeyDictKV(DictTask):
     """Tuple-of-integers keys; find the key holding given subkeys, its value and dictionary."""
+
+    prompt_stem: ClassVar[str] = "multi_subkey_dict_kv"
+    digit_fields: ClassVar[tuple[str, ...]] = ("subkey_digits", "value_digits")
 
     num_dicts: int | None = 49
     """Dictionaries per prompt (paper: 49 for GPT-3.5 Turbo); null = as many as fit the budget."""
@@ -44,6 +47,10 @@ class MultiSubkeyDictKV:
     """Pairs in the gold dictionary (unknown in the paper; 3 as in the simple task)."""
     dict_size_range: tuple[int, int] = (3, 4)
     """Pairs in each other dictionary, inclusive (unknown; 3-4 as in the simple task)."""
+    frac_0: float = 0.0
+    """Fraction of samples per split with the gold dictionary forced first (unknown; 0)."""
+    frac_top5: float = 0.0
+    """Further fraction with the gold dictionary in the first int(N*0.05) positions (0)."""
     gold_key_size: int = 3
     """Subkeys in the gold key (the paper's figure shows 3)."""
     key_size_range: tuple[int, int] = (3, 4)
@@ -58,22 +65,9 @@ class MultiSubkeyDictKV:
     """Digit count of subkeys, inclusive (official builder default: 3)."""
     value_digits: tuple[int, int] = (4, 4)
     """Digit count of values, inclusive (official builder default: 4)."""
-    answer_template: bool = True
-    """Append the answer template to the prompt."""
-    frac_0: float = 0.0
-    """Fraction of samples per split with the gold dictionary forced first (unknown; 0)."""
-    frac_top5: float = 0.0
-    """Further fraction with the gold dictionary in the first int(N*0.05) positions (0)."""
 
     def __post_init__(self) -> None:
-        check_dict_task(
-            num_dicts=self.num_dicts,
-            gold_dict_size=self.gold_dict_size,
-            dict_size_range=self.dict_size_range,
-            digits={"subkey_digits": self.subkey_digits, "value_digits": self.value_digits},
-            frac_0=self.frac_0,
-            frac_top5=self.frac_top5,
-        )
+        super().__post_init__()
         check_range("key_size_range", self.key_size_range, minimum=2)
         if self.gold_key_size < 2:
             raise ValueError(
@@ -97,10 +91,6 @@ class MultiSubkeyDictKV:
         object.__setattr__(self, "_subkeys", number_pool(*self.subkey_digits))
         object.__setattr__(self, "_values", number_pool(*self.value_digits))
 
-    @property
-    def prompt_name(self) -> str:
-        return "multi_subkey_dict_kv_wtemplate" if self.answer_template else "multi_subkey_dict_kv"
-
     def _fill(self, rng: random.Random, key: list[str], size: int) -> list[str]:
         """Top ``key`` up to ``size`` distinct subkeys and shuffle it (random positions)."""
         pool: NumberPool = self._subkeys  # type: ignore[attr-defined]
@@ -123,12 +113,6 @@ class MultiSubkeyDictKV:
             key = self._fill(rng, shared, size)
             if not gold.issubset(key):  # never all gold subkeys: no permutation, no superset
                 return tuple(key)
-
-    unit: ClassVar[str] = "dicts"
-
-    @property
-    def num_units(self) -> int | None:
-        return self.num_dicts
 
     def build(
         self, rng: random.Random, num_dicts: int, gold_position: int, slot: Slot | None = None

@@ -19,11 +19,9 @@ from typing import ClassVar, Literal
 
 from needlework.datagen.base import Slot, Task, load_prompt
 from needlework.datagen.passages import (
-    DEFAULT_DATA_PATH,
+    PassageTask,
     bm25_indices,
-    check_common,
     distractor_indices,
-    load_partition,
     supporting_sentence,
 )
 from needlework.evaluation.mdqa_build import insert_gold, qa_prompt
@@ -32,34 +30,20 @@ from needlework.registry import generators
 
 @generators.register("multidoc_qa")
 @dataclass(frozen=True)
-class MultidocQA:
+class MultidocQA(PassageTask):
     """NQ-Open question, gold passage among distractors, Lost-in-the-Middle prompt."""
 
-    data_path: str = DEFAULT_DATA_PATH
-    """The Lost-in-the-Middle oracle file or a folder holding it (default looked for in
-    ``$NEEDLEWORK_DATA``, then ``data/``)."""
+    unit: ClassVar[str] = "docs"
+
     num_docs: int | None = 20
     """Passages per prompt, gold included (MDQA's 20); null = as many as fit the budget."""
     distractors: Literal["random", "bm25"] = "random"
     """Random passages, or the BM25-best passages for the question (hard negatives)."""
     answer_style: Literal["short", "restate"] = "short"
     """``short``: the NQ answer; ``restate``: the supporting sentence, then the answer."""
-    train_share: float = 0.5
-    """Share of the oracle's passages reserved for training data (the rest stays unseen)."""
-    partition_seed: int = 0
-    """Seeds the train/held-out passage partition (the same for every baseline generator)."""
-    max_passage_words: int = 100
-    """Passages longer than this are never used (the oracle chunks passages to ~100 words; a
-    few longer ones, tables mostly, would make prompts swing in length)."""
-    frac_0: float = 0.0
-    """Fraction of samples with the gold passage forced first (0: depth uniform)."""
-    frac_top5: float = 0.0
-    """Further fraction with the gold passage among the first positions (0)."""
-
-    unit: ClassVar[str] = "docs"
 
     def __post_init__(self) -> None:
-        check_common(self.data_path, self.train_share, self.max_passage_words)
+        super().__post_init__()
         if self.num_docs is not None and self.num_docs < 2:
             raise ValueError(f"num_docs: need at least 2 passages, got {self.num_docs}")
 
@@ -70,9 +54,7 @@ class MultidocQA:
     def build(
         self, rng: random.Random, num_units: int, gold_position: int, slot: Slot | None = None
     ) -> Task:
-        part = load_partition(
-            self.data_path, self.train_share, self.partition_seed, self.max_passage_words
-        )
+        part = self.partition()
         asked = part.question(rng, slot, "multidoc_qa")
         rec = part.records[asked]
         if self.distractors == "bm25":

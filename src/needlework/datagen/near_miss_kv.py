@@ -26,8 +26,8 @@ from typing import ClassVar
 
 from needlework.datagen.base import Slot, Task, load_prompt
 from needlework.datagen.dicts import (
+    DictTask,
     NumberPool,
-    check_dict_task,
     dict_lines,
     number_pool,
     render_bodies,
@@ -54,43 +54,24 @@ def near_miss_total(num_digits: int, differ: int) -> int:
 
 @generators.register("near_miss_kv")
 @dataclass(frozen=True)
-class NearMissKV:
+class NearMissKV(DictTask):
     """The simple dictionary task where some distractor keys differ from the gold key by a digit."""
 
-    num_dicts: int | None = 85
-    """Dictionaries per prompt (85, the paper's simple task at 4K: the texts are as long, and the
-    budget search finds 86 as for the simple task); null = as many as fit max_context_tokens."""
+    prompt_stem: ClassVar[str] = "near_miss_kv"
+
     near_miss_count: int = 5
     """Near-miss keys placed per prompt, outside the gold dictionary (5: a handful, so they stay
     a minority of ~300 keys but a lookup by approximate match will usually hit one)."""
     differ_digits: int = 1
     """Digit positions in which each near miss differs from the gold key (1: the closest miss);
     at most key_digits' lower bound - 1, so other keys can stay clearly different."""
-    gold_dict_size: int = 3
-    """Pairs in the gold dictionary (3, as the simple task)."""
-    dict_size_range: tuple[int, int] = (3, 4)
-    """Pairs in each other dictionary, inclusive (3-4, as the simple task)."""
     key_digits: tuple[int, int] = (3, 4)
     """Digit count of keys, inclusive (3-4, as the simple task)."""
     value_digits: tuple[int, int] = (3, 4)
     """Digit count of values, inclusive (3-4, as the simple task)."""
-    answer_template: bool = True
-    """Append the answer template to the prompt (the paper trains both variants)."""
-    frac_0: float = 0.05
-    """Fraction of samples per split with the gold dictionary forced first (paper: 0.05)."""
-    frac_top5: float = 0.03
-    """Further fraction with the gold dictionary in the first int(N*0.05) positions (paper:
-    0.03)."""
 
     def __post_init__(self) -> None:
-        check_dict_task(
-            num_dicts=self.num_dicts,
-            gold_dict_size=self.gold_dict_size,
-            dict_size_range=self.dict_size_range,
-            digits={"key_digits": self.key_digits, "value_digits": self.value_digits},
-            frac_0=self.frac_0,
-            frac_top5=self.frac_top5,
-        )
+        super().__post_init__()
         shortest = self.key_digits[0]
         if not 1 <= self.differ_digits < shortest:
             raise ValueError(
@@ -113,16 +94,6 @@ class NearMissKV:
             )
         object.__setattr__(self, "_keys", number_pool(*self.key_digits))
         object.__setattr__(self, "_values", number_pool(*self.value_digits))
-
-    @property
-    def prompt_name(self) -> str:
-        return "near_miss_kv_wtemplate" if self.answer_template else "near_miss_kv"
-
-    unit: ClassVar[str] = "dicts"
-
-    @property
-    def num_units(self) -> int | None:
-        return self.num_dicts
 
     def _near_misses(self, rng: random.Random, gold: str, count: int) -> list[str]:
         out: list[str] = []

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from needlework.datagen.base import Slot, Task, load_prompt
-from needlework.datagen.passages import DEFAULT_DATA_PATH, check_common, load_partition, sentences
+from needlework.datagen.passages import PassageTask, sentences
 from needlework.evaluation.haystack import FILLER
 from needlework.registry import generators
 
@@ -67,35 +67,23 @@ def invent_fact(rng: random.Random) -> tuple[str, str, str, str]:
 
 @generators.register("niah_train")
 @dataclass(frozen=True)
-class NIAHTrain:
+class NIAHTrain(PassageTask):
     """An invented fact hidden at a random depth of filler or real passages; answer the fact."""
+
+    unit: ClassVar[str] = "passages"
 
     haystack: Literal["filler", "passages"] = "filler"
     """``filler``: the NIAH benchmark's bland sentences; ``passages``: Wikipedia passages of
-    the oracle file's training partition (their questions are then held out)."""
+    the oracle file's training partition (their questions are then held out; ``data_path``,
+    ``train_share``, ``partition_seed`` and ``max_passage_words`` apply only then)."""
     num_passages: int | None = None
     """Haystack units per prompt (a passage, or ``filler_sentences`` filler sentences); null =
     as many as fit the budget."""
     filler_sentences: int = 5
     """Sentences per filler unit."""
-    data_path: str = DEFAULT_DATA_PATH
-    """``passages`` only: the Lost-in-the-Middle oracle file or a folder holding it."""
-    train_share: float = 0.5
-    """``passages`` only: share of the oracle's passages reserved for training data."""
-    partition_seed: int = 0
-    """``passages`` only: seeds the passage partition (shared by every baseline generator)."""
-    max_passage_words: int = 100
-    """Passages longer than this are never used (the oracle chunks passages to ~100 words; a
-    few longer ones, tables mostly, would make prompts swing in length)."""
-    frac_0: float = 0.0
-    """Fraction of samples with the needle forced into the first unit (0: depth uniform)."""
-    frac_top5: float = 0.0
-    """Further fraction with the needle among the first units (0)."""
-
-    unit: ClassVar[str] = "passages"
 
     def __post_init__(self) -> None:
-        check_common(self.data_path, self.train_share, self.max_passage_words)
+        super().__post_init__()
         if self.num_passages is not None and self.num_passages < 2:
             raise ValueError(f"num_passages: need at least 2 units, got {self.num_passages}")
         if self.filler_sentences < 1:
@@ -114,9 +102,7 @@ class NIAHTrain:
                 for _ in range(n)
             ]
             return units, ()
-        part = load_partition(
-            self.data_path, self.train_share, self.partition_seed, self.max_passage_words
-        )
+        part = self.partition()
         picks: list[int] = []
         texts: set[str] = set()
         while len(picks) < n:

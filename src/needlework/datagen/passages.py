@@ -38,14 +38,40 @@ ORACLE_UPSTREAM = f"qa_data/{ORACLE_NAME}"
 DEFAULT_DATA_PATH = "data/lost-in-the-middle"
 
 
-def check_common(data_path: str, train_share: float, max_passage_words: int) -> None:
-    """Checks the passage generators share (errors name the field)."""
-    if not data_path:
-        raise ValueError("data_path: give the oracle file or a folder holding it")
-    if not 0.0 < train_share < 1.0:
-        raise ValueError(f"train_share: expected a share in (0, 1), got {train_share}")
-    if max_passage_words < 10:
-        raise ValueError(f"max_passage_words: expected >= 10, got {max_passage_words}")
+@dataclass(frozen=True)
+class PassageTask:
+    """The fields and checks every factual baseline generator shares: where the oracle file is
+    and how its passages are partitioned (the same partition for every generator given the same
+    fields). A generator subclasses it (frozen dataclass) and adds its own fields."""
+
+    data_path: str = DEFAULT_DATA_PATH
+    """The Lost-in-the-Middle oracle file or a folder holding it (default looked for in
+    ``$NEEDLEWORK_DATA``, then ``data/``)."""
+    train_share: float = 0.5
+    """Share of the oracle's passages reserved for training data (the rest stays unseen)."""
+    partition_seed: int = 0
+    """Seeds the train/held-out passage partition (the same for every baseline generator)."""
+    max_passage_words: int = 100
+    """Passages longer than this are never used (the oracle chunks passages to ~100 words; a
+    few longer ones, tables mostly, would make prompts swing in length)."""
+    frac_0: float = 0.0
+    """Fraction of samples with the gold unit forced first (0: depth uniform)."""
+    frac_top5: float = 0.0
+    """Further fraction with the gold unit among the first positions (0)."""
+
+    def __post_init__(self) -> None:
+        if not self.data_path:
+            raise ValueError("data_path: give the oracle file or a folder holding it")
+        if not 0.0 < self.train_share < 1.0:
+            raise ValueError(f"train_share: expected a share in (0, 1), got {self.train_share}")
+        if self.max_passage_words < 10:
+            raise ValueError(f"max_passage_words: expected >= 10, got {self.max_passage_words}")
+
+    def partition(self) -> Partition:
+        """The oracle file's passages, split as these fields say (read once per process)."""
+        return load_partition(
+            self.data_path, self.train_share, self.partition_seed, self.max_passage_words
+        )
 
 
 def oracle_path(data_path: str) -> Path:

@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import random
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, cast
@@ -329,18 +330,11 @@ def generate(
             **{f"num_{unit}": {str(s): n for s, n in plan.items()}},
         )
         for seed, num_units in plan.items():
-            folder = stage / f"seed{seed}"
-            folder.mkdir()
-            with contextlib.ExitStack() as stack:
-                writers = {}
-                for split in SPLITS:
-                    if sizes[seed][split] == 0:
-                        continue
-                    w = writers[split] = SplitWriter(
-                        folder, split, cfg, counter, stack, keep_rows=with_hf
-                    )
-                    bar.set_postfix({"seed": seed, "split": split, f"num_{unit}": num_units})
-                    rows = iter_rows(
+            rows_of = {
+                split: _announced(
+                    bar,
+                    {"seed": seed, "split": split, f"num_{unit}": num_units},
+                    iter_rows(
                         cfg,
                         counter,
                         seed,
@@ -348,19 +342,50 @@ def generate(
                         num_units,
                         shard_range(sizes[seed][split], shard),
                         sizes[seed],
-                    )
-                    for row in rows:
-                        w.add(row)
-                        bar.update()
-            check_disjoint(writers, seed)
+                    ),
+                )
+                for split in SPLITS
+                if sizes[seed][split] > 0
+            }
+            writers = _write_seed(stage, cfg, counter, seed, rows_of, with_hf, bar)
             seeds[str(seed)] = seed_summary(unit, num_units, writers, matched.get(str(seed)))
             questions.update(q for w in writers.values() for q in w.questions)
-            if with_hf:
-                # keep_rows=with_hf: every writer kept its rows
-                kept = {s: cast("list[dict[str, Any]]", w.rows) for s, w in writers.items()}
-                write_hf(folder, kept, cfg.formats)
         manifest = finish(stage, cfg, seeds, shard, questions)
     return {**manifest, "out_dir": str(target)}
+
+
+def _announced(bar: Any, postfix: dict[str, Any], rows: Iterable[dict[str, Any]]) -> Iterator:
+    """``rows``, with the progress bar told what is being written once they start."""
+    bar.set_postfix(postfix)
+    yield from rows
+
+
+def _write_seed(
+    stage: Path,
+    cfg: GenerateConfig,
+    counter: TokenCounter,
+    seed: int,
+    rows_of: Mapping[str, Iterable[dict[str, Any]]],
+    with_hf: bool,
+    bar: Any,
+) -> dict[str, SplitWriter]:
+    """Write one seed's split files from each split's rows (and their ``datasets`` copies when
+    asked), after checking no sample is in both splits. Returns the split writers."""
+    folder = stage / f"seed{seed}"
+    folder.mkdir()
+    with contextlib.ExitStack() as stack:
+        writers = {}
+        for split, rows in rows_of.items():
+            w = writers[split] = SplitWriter(folder, split, cfg, counter, stack, keep_rows=with_hf)
+            for row in rows:
+                w.add(row)
+                bar.update()
+    check_disjoint(writers, seed)
+    if with_hf:
+        # keep_rows=with_hf: every writer kept its rows
+        kept = {s: cast("list[dict[str, Any]]", w.rows) for s, w in writers.items()}
+        write_hf(folder, kept, cfg.formats)
+    return writers
 
 
 def seed_summary(
@@ -394,31 +419,22 @@ def merge_shards(cfg: GenerateConfig, num_shards: int, *, progress: bool = True)
     questions: set[str] = set()
     with staged_dir(cfg.out_dir) as stage, progress_bar(None, progress, "merge") as bar:
         write_run_info(stage, cfg, merged_from=[str(p) for p in parts])
+        unit = cfg.generator.unit
         for seed in cfg.seeds:
-            folder = stage / f"seed{seed}"
-            folder.mkdir()
-            with contextlib.ExitStack() as stack:
-                writers = {}
-                for split in SPLITS:
-                    files = [p / f"seed{seed}" / f"{split}.jsonl" for p in parts]
-                    if not all(f.is_file() for f in files):
-                        continue
-                    w = writers[split] = SplitWriter(
-                        folder, split, cfg, counter, stack, keep_rows=with_hf
-                    )
-                    for f in files:
-                        for row in read_jsonl(f):
-                            w.add(row)
-                            bar.update()
-            check_disjoint(writers, seed)
-            unit = cfg.generator.unit
+            rows_of = {}
+            for split in SPLITS:
+                files = [p / f"seed{seed}" / f"{split}.jsonl" for p in parts]
+                if all(f.is_file() for f in files):
+                    rows_of[split] = (row for f in files for row in read_jsonl(f))
+            writers = _write_seed(stage, cfg, counter, seed, rows_of, with_hf, bar)
             first = writers["train" if "train" in writers else "eval"].metas[0]
-            seeds[str(seed)] = seed_summary(unit, first[f"num_{unit}"], writers, None)
+            # every shard planned the same token match; its reached count is the merged one's
+            first_shard = json.loads((parts[0] / "manifest.json").read_text(encoding="utf-8"))
+            matched = first_shard["seeds"][str(seed)].get("token_match")
+            if matched is not None:
+                matched = {k: v for k, v in matched.items() if k != "reached_tokens"}
+            seeds[str(seed)] = seed_summary(unit, first[f"num_{unit}"], writers, matched)
             questions.update(q for w in writers.values() for q in w.questions)
-            if with_hf:
-                # keep_rows=with_hf: every writer kept its rows
-                rows = {s: cast("list[dict[str, Any]]", w.rows) for s, w in writers.items()}
-                write_hf(folder, rows, cfg.formats)
         manifest = finish(stage, cfg, seeds, None, questions)
     return {**manifest, "out_dir": str(cfg.out_dir)}
 

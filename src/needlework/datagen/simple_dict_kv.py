@@ -18,8 +18,8 @@ from typing import ClassVar
 
 from needlework.datagen.base import Slot, Task, load_prompt
 from needlework.datagen.dicts import (
+    DictTask,
     NumberPool,
-    check_dict_task,
     dict_lines,
     number_pool,
     render_bodies,
@@ -29,48 +29,20 @@ from needlework.registry import generators
 
 @generators.register("simple_dict_kv")
 @dataclass(frozen=True)
-class SimpleDictKV:
+class SimpleDictKV(DictTask):
     """Integer key -> integer value dictionaries; find one key's value and dictionary."""
 
-    num_dicts: int | None = 85
-    """Dictionaries per prompt (paper: 85 at 4K); null = as many as fit max_context_tokens."""
-    gold_dict_size: int = 3
-    """Pairs in the gold dictionary (paper: 3)."""
-    dict_size_range: tuple[int, int] = (3, 4)
-    """Pairs in each other dictionary, inclusive (paper: randint(3, 4))."""
+    prompt_stem: ClassVar[str] = "simple_dict_kv"
+
     key_digits: tuple[int, int] = (3, 4)
     """Digit count of keys, inclusive (paper: 3-4 digits, i.e. 100..9999)."""
     value_digits: tuple[int, int] = (3, 4)
     """Digit count of values, inclusive (paper: 3-4 digits)."""
-    answer_template: bool = True
-    """Append the answer template to the prompt (the paper trains both variants)."""
-    frac_0: float = 0.05
-    """Fraction of samples per split with the gold dictionary forced first (paper: 0.05)."""
-    frac_top5: float = 0.03
-    """Further fraction with the gold dictionary in the first int(N*0.05) positions (paper: 0.03;
-    N = samples in the split, the official quirk)."""
 
     def __post_init__(self) -> None:
-        check_dict_task(
-            num_dicts=self.num_dicts,
-            gold_dict_size=self.gold_dict_size,
-            dict_size_range=self.dict_size_range,
-            digits={"key_digits": self.key_digits, "value_digits": self.value_digits},
-            frac_0=self.frac_0,
-            frac_top5=self.frac_top5,
-        )
+        super().__post_init__()
         object.__setattr__(self, "_keys", number_pool(*self.key_digits))
         object.__setattr__(self, "_values", number_pool(*self.value_digits))
-
-    @property
-    def prompt_name(self) -> str:
-        return "simple_dict_kv_wtemplate" if self.answer_template else "simple_dict_kv"
-
-    unit: ClassVar[str] = "dicts"
-
-    @property
-    def num_units(self) -> int | None:
-        return self.num_dicts
 
     def build(
         self, rng: random.Random, num_dicts: int, gold_position: int, slot: Slot | None = None

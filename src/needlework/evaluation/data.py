@@ -68,8 +68,6 @@ def data_dirs() -> list[Path]:
     ``$NEEDLEWORK_DATA`` (the one documented setting; ``make test`` points it at a
     ``../shared/data`` checkout), then ``data/`` in the working directory. No other place is
     guessed."""
-    import os
-
     out = [Path(os.environ["NEEDLEWORK_DATA"])] if os.environ.get("NEEDLEWORK_DATA") else []
     out.append(Path("data"))
     return out

@@ -18,11 +18,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from needlework.errors import UserError
+from needlework.errors import UserError, first_line
 from needlework.evaluation.base import report_declaration
 from needlework.heldout import load_held_out
 from needlework.io import ensure_writable_dir, sha256_text, write_json, write_jsonl
 from needlework.records import Prediction
+from needlework.runinfo import version
 
 if TYPE_CHECKING:  # the unit calls this module, never the other way round at import time
     from needlework.evaluation.benchmarks.general import General
@@ -123,7 +124,7 @@ def run_general(
         "max_gen_toks": bench.max_gen_toks,
         "fraction": bench.fraction if limit is None else None,
         "generative": any(p["generative_variant"] for p in plan),
-        "lm_eval_version": _version("lm_eval"),
+        "lm_eval_version": version("lm_eval"),
     }
     held = [str(Path(p).expanduser().resolve()) for p in bench.held_out]
     if held:
@@ -153,10 +154,21 @@ def run_general(
                 manager = _task_manager(plan, root, held)
             log.info("general: %s (%s, %d-shot)", item["key"], item["task"], item["shots"])
             try:
-                res = _simple_evaluate(lm_eval, item, lm, manager, bench, count, cache)
+                res = lm_eval.simple_evaluate(
+                    model=lm,
+                    tasks=[item["task"]],
+                    num_fewshot=item["shots"],
+                    limit=count,
+                    log_samples=True,
+                    apply_chat_template=bench.apply_chat_template,
+                    fewshot_as_multiturn=bench.apply_chat_template,
+                    task_manager=manager,
+                    gen_kwargs={"max_gen_toks": bench.max_gen_toks} if bench.max_gen_toks else None,
+                    use_cache=str(cache) if bench.request_cache else None,
+                )
             except ConnectionError as exc:  # datasets' hub errors while a task loads its data
                 raise UserError(
-                    f"general: {item['task']}: cannot load its data ({_first_line(exc)}); offline, "
+                    f"general: {item['task']}: cannot load its data ({first_line(exc)}); offline, "
                     "set general.data_dir (docs/general.md)"
                 ) from None
             done = {"fingerprint": fingerprint, **_convert(item, res)}
@@ -167,43 +179,6 @@ def run_general(
     metrics = summarize(bench, plan, rows, tasks, unit.describe(), settings)
     write_json(run_dir / "metrics.json", metrics)
     return metrics
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__
-
-
-def _simple_evaluate(
-    lm_eval: Any,
-    item: dict[str, Any],
-    lm: Any,
-    manager: Any,
-    bench: General,
-    count: Any,
-    cache: Path,
-) -> Any:
-    return lm_eval.simple_evaluate(
-        model=lm,
-        tasks=[item["task"]],
-        num_fewshot=item["shots"],
-        limit=count,
-        log_samples=True,
-        apply_chat_template=bench.apply_chat_template,
-        fewshot_as_multiturn=bench.apply_chat_template,
-        task_manager=manager,
-        gen_kwargs={"max_gen_toks": bench.max_gen_toks} if bench.max_gen_toks else None,
-        use_cache=str(cache) if bench.request_cache else None,
-    )
-
-
-def _version(dist: str) -> str | None:
-    from importlib import metadata
-
-    try:
-        return metadata.version(dist.replace("_", "-"))
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def _load_done(path: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
@@ -289,17 +264,12 @@ def summarize(
 ) -> dict[str, Any]:
     """metrics.json (records.py format): every score with a 95% CI from the per-sample values;
     lm-eval's own aggregate and stderr sit beside it (``lm_eval``/``lm_eval_stderr``)."""
-    from needlework.stats import mean_ci
-
-    def stat(values: list[float]) -> dict[str, Any]:
-        mean, lo, hi = mean_ci(values)
-        return {"mean": mean, "ci_low": lo, "ci_high": hi, "n": len(values)}
+    from needlework.stats import summary
 
     names = list(dict.fromkeys(k for r in rows for k in r["scores"]))
     lm_values = {k: v for t in tasks.values() for k, v in t["lm_eval_results"].items()}
-    metrics: dict[str, Any] = {}
+    metrics = summary(rows, names)
     for name in names:
-        metrics[name] = stat([r["scores"][name] for r in rows if name in r["scores"]])
         head, _, tail = name.partition("/")
         metric, _, flt = tail.partition(",")
         if name in lm_values:
@@ -321,11 +291,7 @@ def summarize(
         "metrics": metrics,
         "by": {
             "subject": {
-                s: {
-                    m: stat([r["scores"][m] for r in g])
-                    for m in names
-                    if all(m in r["scores"] for r in g)
-                }
+                s: summary(g, [m for m in names if all(m in r["scores"] for r in g)])
                 for s, g in sorted(by_subject.items())
             }
         }

@@ -75,12 +75,6 @@ def exact_match(prediction: str, ground_truths: Iterable[str]) -> float:
     return float(any(pred == normalize_answer(t) for t in ground_truths))
 
 
-def substring_match(prediction: str, ground_truths: Iterable[str]) -> float:
-    """1.0 if some ground truth occurs in the prediction, case-insensitively (no normalisation)."""
-    pred = prediction.lower()
-    return float(any(t.lower() in pred for t in ground_truths))
-
-
 def kv_substring_match(value: str, output: str) -> float:
     """Lost-in-the-Middle KV accuracy: the gold value, lowercased, is a substring of the output."""
     return 1.0 if value.lower() in output.lower() else 0.0

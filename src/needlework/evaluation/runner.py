@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -40,6 +41,7 @@ from needlework.io import (
     dumps,
     ensure_writable_dir,
     exclusive_lock,
+    parse_jsonl_lines,
     sha256_text,
     write_json,
     write_jsonl,
@@ -202,8 +204,6 @@ def _new_run_folder(run_dir: Path, owner: bool) -> Iterator[None]:
         yield
     except BaseException:
         if made and owner and not _has_predictions(run_dir):
-            import shutil
-
             shutil.rmtree(run_dir, ignore_errors=True)
             if run_dir.parent in made:
                 with contextlib.suppress(OSError):
@@ -282,7 +282,7 @@ def _run_benchmark(
     info = {
         "model": model_id(cfg),
         "benchmark": bench.label(),
-        "benchmark_name": getattr(type(bench), "registry_name", type(bench).__name__),
+        "benchmark_name": _unit_name(bench),
         "num_samples": len(samples),
         "resumed_with": len(samples) - sum(1 for s in samples if s.id not in done),
         "max_new_tokens": max_new,
@@ -341,7 +341,7 @@ def _run_benchmark(
         write_jsonl(aside, extra)
     elif aside.exists():
         aside.unlink()
-    _remove_shards(run_dir)
+    shutil.rmtree(run_dir / parallel.SHARDS, ignore_errors=True)  # merged into pred_path now
     metrics = aggregate(ordered, bench, model_id(cfg))
     write_json(run_dir / "metrics.json", metrics)
     update_run_info(
@@ -391,13 +391,6 @@ def _saved_rows(run_dir: Path) -> dict[str, dict[str, Any]]:
     for shard in parallel.shard_files(run_dir):
         rows.update(load_predictions(shard, trim=False))
     return rows
-
-
-def _remove_shards(run_dir: Path) -> None:
-    """Shards are merged into predictions.jsonl by now (written atomically first)."""
-    import shutil
-
-    shutil.rmtree(run_dir / parallel.SHARDS, ignore_errors=True)
 
 
 def select_samples(bench: Benchmark, limit: int | None) -> list[Sample]:
@@ -466,13 +459,9 @@ def _stream(
         return
     convs = [list(s.messages) for s in samples]
     for i, text in model.generate_iter(convs, max_new_tokens=max_new):
-        yield samples[i], _check_output(model, text)
-
-
-def _check_output(model: ChatModel, text: Any) -> str:
-    if not isinstance(text, str):
-        raise TypeError(f"{model.describe()} returned {type(text).__name__}, expected str")
-    return text
+        if not isinstance(text, str):
+            raise TypeError(f"{model.describe()} returned {type(text).__name__}, expected str")
+        yield samples[i], text
 
 
 def _scores(bench: Benchmark, sample: Sample, output: str) -> dict[str, float]:
@@ -548,10 +537,8 @@ def load_predictions(path: Path, *, trim: bool = True) -> dict[str, dict[str, An
     if not path.exists():
         return {}
     data = path.read_bytes()
-    if data and not data.endswith(b"\n") and not trim:
-        return _parse_predictions(path, data[: data.rfind(b"\n") + 1])
-    if data and not data.endswith(b"\n"):
-        keep = data.rfind(b"\n") + 1
+    keep = data.rfind(b"\n") + 1  # len(data) unless the last line is incomplete
+    if keep < len(data) and trim:
         log.warning(
             "%s: dropping an incomplete last line (%d bytes) left by an interrupted run",
             path,
@@ -559,18 +546,11 @@ def load_predictions(path: Path, *, trim: bool = True) -> dict[str, dict[str, An
         )
         with path.open("r+b") as fh:
             fh.truncate(keep)
-        data = data[:keep]
-    return _parse_predictions(path, data)
-
-
-def _parse_predictions(path: Path, data: bytes) -> dict[str, dict[str, Any]]:
-    from needlework.io import parse_jsonl_lines
-
-    rows: dict[str, dict[str, Any]] = {}
     try:
-        text = data.decode("utf-8")
+        text = data[:keep].decode("utf-8")
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not UTF-8 JSON lines ({exc.reason})") from None
+    rows: dict[str, dict[str, Any]] = {}
     for n, row in parse_jsonl_lines(text.splitlines(), str(path)):
         Prediction.check(row, f"{path}: record {n}")
         rows[row["id"]] = row
@@ -624,7 +604,7 @@ def aggregate(rows: Iterable[Mapping[str, Any]], bench: Benchmark, model: str) -
 
     return {
         "benchmark": bench.label(),
-        "benchmark_name": getattr(type(bench), "registry_name", type(bench).__name__),
+        "benchmark_name": _unit_name(bench),
         "model": model,
         **aggregate_predictions(rows, group_by=bench.group_by, primary_metric=bench.primary_metric),
         "secondary_metrics": list(bench.secondary_metrics),
@@ -633,6 +613,11 @@ def aggregate(rows: Iterable[Mapping[str, Any]], bench: Benchmark, model: str) -
 
 
 # -- helpers ---------------------------------------------------------------------------------
+def _unit_name(unit: Any) -> str:
+    """The name a unit is registered under (its class name if unregistered)."""
+    return getattr(type(unit), "registry_name", type(unit).__name__)
+
+
 def _tags(cfg: EvalConfig) -> dict[str, Any]:
     """run.json fields reports group by (only those set)."""
     return {k: v for k, v in (("variant", cfg.variant), ("seed", cfg.seed)) if v is not None}

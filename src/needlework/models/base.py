@@ -254,8 +254,8 @@ def folder_sha256(folder: Path) -> str | None:
     the folder holds no weight file."""
     import hashlib
 
-    from needlework.io import sha256_file, write_json
-    from needlework.runtime import cache_table
+    from needlework.io import sha256_file
+    from needlework.runtime import cache_table, save_cache_table
 
     files = sorted(f for f in folder.rglob("*") if f.is_file() and f.name.endswith(WEIGHT_SUFFIXES))
     if not files:
@@ -271,11 +271,7 @@ def folder_sha256(folder: Path) -> str | None:
             changed = True
         total.update(f"{f.relative_to(folder).as_posix()}\0{known[key]}\n".encode())
     if changed:
-        try:
-            index.parent.mkdir(parents=True, exist_ok=True)
-            write_json(index, known)
-        except OSError:
-            pass  # a read-only cache only costs the next run a rehash
+        save_cache_table(index, known)
     return total.hexdigest()
 
 

@@ -17,7 +17,6 @@ place, so an interrupted or failed import never leaves a half-written model behi
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.util
 import json
 import os
@@ -26,12 +25,12 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from needlework.errors import UserError
-from needlework.io import exclusive_lock
+from needlework.errors import UserError, first_line
+from needlework.io import exclusive_lock, sha256_file
+from needlework.runinfo import version
 
 DTYPES = ("float32", "bfloat16", "float16")
 MARKER = "needlework_import.json"
@@ -118,11 +117,6 @@ def bundled_path(alias: str) -> Path | None:
     return Path(next(iter(spec.submodule_search_locations))) / entry.filename
 
 
-def resolve_gguf(spec: str | Path) -> Path:
-    """The checked .gguf file a path or bundled alias names (see ``check_source``)."""
-    return check_source(spec).path
-
-
 def check_source(spec: str | Path) -> Source:
     """Find and check a GGUF source: regular file, ``GGUF`` magic, sha256 for bundled files."""
     text = str(spec).strip()
@@ -163,14 +157,6 @@ def check_source(spec: str | Path) -> Source:
             f"{path}: sha256 mismatch for {alias}: expected {BUNDLED[alias].sha256}, got {digest}"
         )
     return Source(path=path.resolve(), sha256=digest, size=path.stat().st_size, alias=alias)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # -- import ---------------------------------------------------------------------------------
@@ -244,7 +230,7 @@ def _import(source: Source, out: Path, dtype: str) -> Path:
             "size_bytes": source.size,
             "dtype": dtype,
             **info,
-            "versions": {p: _version(p) for p in ("transformers", "gguf", "torch", "needlework")},
+            "versions": {p: version(p) for p in ("transformers", "gguf", "torch", "needlework")},
             "import_seconds": round(time.monotonic() - started, 1),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
@@ -314,12 +300,10 @@ def _load_gguf(source: Source) -> tuple[Any, Any]:
             quantization_config=GgufConfig(dequantize=True),
         )
     except Exception as exc:  # the GGUF parser raises struct.error, ValueError, KeyError, ...
-        text = str(exc).strip()
-        first = text.splitlines()[0][:200] if text else ""
         raise GGUFError(
-            f"{source.path}: transformers {_version('transformers')} cannot load this GGUF file "
-            f"({_exc_name(exc)}: {first}); expected a complete GGUF file of an architecture "
-            f"transformers supports"
+            f"{source.path}: transformers {version('transformers')} cannot load this GGUF file "
+            f"({_exc_name(exc)}: {first_line(exc)}); expected a complete GGUF file of an "
+            f"architecture transformers supports"
         ) from None
     return tok, model
 
@@ -386,13 +370,6 @@ def _check_dtype(dtype: str) -> None:
 
 def _aliases() -> str:
     return "the bundled aliases " + ", ".join(BUNDLED)
-
-
-def _version(package: str) -> str | None:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def announce(message: str) -> None:

@@ -6,10 +6,10 @@ Prompts are the model's own chat template with ``add_generation_prompt=True``. B
 length-sorted (longest first, so an out-of-memory shows up in the first batch); results come back
 in the caller's order. Each prompt of a batch is prefilled alone and the decode steps run batched
 from one preallocated cache through a lean greedy loop over ``model.forward`` (``hf_decode``);
-models with logits processors in their generation config or a non-sdpa/eager attention use
-``generate`` on that cache (``HF._prefill``), and sliding-window models the textbook LEFT-padded
-``generate``. Either way greedy decoding gives the text of one-at-a-time generation (tested). A
-prompt that does not fit ``prompt + max_new_tokens <= context`` is an error, never truncated.
+models it cannot reproduce (logits processors in their generation config, a non-sdpa/eager
+attention, sliding windows) use the textbook LEFT-padded ``generate``. In float32 both give the
+text of one-at-a-time generation (tested). A prompt that does not fit
+``prompt + max_new_tokens <= context`` is an error, never truncated.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from needlework.errors import UserError
+from needlework.errors import UserError, first_line
 from needlework.models.base import (
+    Streaming,
     Weights,
     check_prompt_lengths,
     is_local_path,
@@ -29,7 +30,7 @@ from needlework.models.base import (
     warn_remote_code,
 )
 from needlework.models.gguf import cached_import, display_name, is_gguf_spec
-from needlework.models.hf_decode import greedy_decode, lean_ok, plain_layer
+from needlework.models.hf_decode import greedy_decode, lean_ok
 from needlework.records import Message, with_system_prompt
 from needlework.registry import backends
 
@@ -47,7 +48,7 @@ def short_name(path: str) -> str:
 
 @backends.register("hf")
 @dataclass(frozen=True)
-class HF(Weights):
+class HF(Weights, Streaming):
     """A local or hub transformers causal LM (+ LoRA), greedy, length-sorted batches."""
 
     log_likelihoods: ClassVar[bool] = True
@@ -75,9 +76,9 @@ class HF(Weights):
     """None: the conversation as given (the template adds its default system turn, if any); a
     string replaces the system turn ("" = an empty one). Set it as in training (same field)."""
     fast_prefill: bool = True
-    """Prefill each prompt alone, then decode the batch from one static cache (in float32 the
-    same tokens as left-padded ``generate``; 1.45x faster on CPU for SmolLM2, see docs/evaluation.md
-    for bf16); sliding-window models always use left padding."""
+    """Prefill each prompt alone, then decode the batch from one preallocated cache (in float32
+    the same tokens as left-padded ``generate``; 1.45x faster on CPU for SmolLM2, see
+    docs/evaluation.md for bf16); models the lean loop cannot reproduce use left padding."""
     _state: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -175,7 +176,7 @@ class HF(Weights):
                 src, dtype=dtype, trust_remote_code=self.trust_remote_code, **pin
             )
         except OSError as exc:
-            raise UserError(f"hf: cannot load model '{self.path}': {_first_line(exc)}") from None
+            raise UserError(f"hf: cannot load model '{self.path}': {first_line(exc)}") from None
         if self.adapter:
             model = _merge_adapter(model, self.adapter)
         # transformers types .to() as a decorated wrapper expecting the model first
@@ -219,8 +220,7 @@ class HF(Weights):
             pad=pad,
             gen=gen,
             limit=self._context_limit(model, tok),
-            fast=self.fast_prefill and _fast_path_ok(model),
-            lean=lean_ok(model, gen),
+            fast=self.fast_prefill and _fast_path_ok(model) and lean_ok(model, gen),
             cache_kw="cache" if "cache" in params else "past_key_values",
             usage={"requests": 0, "batches": 0, "prompt_tokens": 0, "completion_tokens": 0},
         )
@@ -265,14 +265,6 @@ class HF(Weights):
             out.append(list(ids))
         return out
 
-    def generate(
-        self, conversations: Sequence[Sequence[Message]], *, max_new_tokens: int
-    ) -> list[str]:
-        outs: list[str | None] = [None] * len(conversations)
-        for i, text in self.generate_iter(conversations, max_new_tokens=max_new_tokens):
-            outs[i] = text
-        return [o if o is not None else "" for o in outs]
-
     def generate_iter(
         self,
         conversations: Sequence[Sequence[Message]],
@@ -305,20 +297,15 @@ class HF(Weights):
         gen.max_new_tokens = max_new_tokens
         with torch.inference_mode():
             # A lone prompt needs no padding: plain generate is already the best path for it.
-            fast = st["fast"] and len(batch) > 1 and min(len(x) for x in batch) >= 2
-            if fast and st["lean"]:
+            if st["fast"] and len(batch) > 1:
                 kw = {k: st[k] for k in ("eos", "pad", "device", "cache_kw")}
                 rows = greedy_decode(st["model"], batch, max_new_tokens, **kw)
             else:
-                if fast:
-                    ids, mask, extra = self._prefill(batch, max_new_tokens)
-                else:
-                    (ids, mask), extra = _left_padded(batch, st["pad"]), {}
+                ids, mask = _left_padded(batch, st["pad"])
                 out = st["model"].generate(
                     input_ids=ids.to(st["device"]),
                     attention_mask=mask.to(st["device"]),
                     generation_config=gen,
-                    **extra,
                 )
                 rows = out[:, ids.shape[1] :].tolist()
         texts = []
@@ -330,56 +317,6 @@ class HF(Weights):
         st["usage"]["batches"] += 1
         st["usage"]["prompt_tokens"] += sum(len(x) for x in batch)
         return texts
-
-    def _prefill(self, batch: list[list[int]], max_new_tokens: int) -> tuple[Any, Any, dict]:
-        """Cache each prompt but its last token, one prompt at a time, in one shared cache.
-
-        Each row is prefilled alone (no pads, the fast causal attention kernel, exactly the
-        numbers of unbatched generation; a padding mask would cost ~2.5x in CPU prefill, and
-        prefill compute does not shrink with batching on CPU). The rows' keys/values are written
-        left-aligned into one preallocated static cache, so decoding writes in place instead of
-        re-concatenating a growing cache every step. ``generate`` then feeds every row's last
-        prompt token with a mask hiding the unused slots; positions come from that mask, so each
-        row continues exactly as it would alone, and the decode steps are batched.
-        """
-        import torch
-        from transformers import StaticCache
-
-        st = self._state
-        model, device = st["model"], st["device"]
-        width = max(len(x) for x in batch) - 1
-        keys: list[Any] = []
-        values: list[Any] = []
-        for row, x in enumerate(batch):
-            out = model(
-                input_ids=torch.tensor([x[:-1]], device=device), use_cache=True, logits_to_keep=1
-            )
-            layers = getattr(
-                out.get("cache", None) or out.get("past_key_values", None), "layers", None
-            )
-            if not layers or not all(plain_layer(layer) for layer in layers):
-                raise RuntimeError(
-                    f"hf: unexpected cache layers for '{self.path}'; set fast_prefill: false"
-                )
-            for i, layer in enumerate(layers):
-                if row == 0:
-                    shape = (len(batch), layer.keys.shape[1], width, layer.keys.shape[3])
-                    keys.append(layer.keys.new_zeros(shape))
-                    values.append(layer.values.new_zeros(shape[:3] + layer.values.shape[3:]))
-                keys[i][row, :, : len(x) - 1] = layer.keys[0]
-                values[i][row, :, : len(x) - 1] = layer.values[0]
-        cache = StaticCache(config=model.config, max_cache_len=width + 1 + max_new_tokens)
-        for i in range(len(keys)):
-            # transformers types layers as a union incl. LinearAttention layers (no .update)
-            cache.layers[i].update(keys[i], values[i])  # type: ignore[union-attr]
-        ids = torch.full((len(batch), width + 1), st["pad"], dtype=torch.long)
-        mask = torch.zeros((len(batch), width + 1), dtype=torch.long)
-        for row, x in enumerate(batch):
-            ids[row, : len(x) - 1] = torch.tensor(x[:-1], dtype=torch.long)
-            mask[row, : len(x) - 1] = 1
-            ids[row, width] = x[-1]
-        mask[:, width] = 1
-        return ids, mask, {st["cache_kw"]: cache}
 
 
 def _left_padded(batch: list[list[int]], pad: int) -> tuple[Any, Any]:
@@ -396,7 +333,8 @@ def _left_padded(batch: list[list[int]], pad: int) -> tuple[Any, Any]:
 
 
 def _fast_path_ok(model: Any) -> bool:
-    """Right-padded prefill needs full attention everywhere and ``logits_to_keep``."""
+    """Per-prompt prefill into one cache needs full attention everywhere and
+    ``logits_to_keep``."""
     import inspect
 
     cfg = (
@@ -424,8 +362,3 @@ def _as_list(x: Any) -> list[int]:
     if x is None:
         return []
     return [int(v) for v in x] if isinstance(x, (list, tuple)) else [int(x)]
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

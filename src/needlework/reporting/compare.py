@@ -17,10 +17,11 @@ from __future__ import annotations
 import numbers
 import statistics
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from needlework.reporting.runs import EvalRun
+from needlework.stats import mean_ci, paired_bootstrap, summary
 
 # A function from a prediction row to its breakdown key (None = leave the sample out).
 KeyFn = Callable[[dict[str, Any]], "str | None"]
@@ -104,12 +105,6 @@ def check_groups(groups: dict[str, dict[str, Group]]) -> list[str]:
     return problems
 
 
-def _stats():
-    from needlework import stats
-
-    return stats
-
-
 def combine(per_seed: list[dict[str, Any]]) -> Stat:
     """One Stat from per-seed ``{"mean", "ci_low", "ci_high", "n"}`` dicts."""
     if len(per_seed) == 1:
@@ -144,12 +139,19 @@ def overall(group: Group, metric: str | None = None) -> Stat:
     metric = metric or group.metric
     per_seed = [r.metrics["metrics"][metric] for r in group.runs if metric in r.metrics["metrics"]]
     stat = combine(per_seed)
-    if stat.seeds > 1:
-        scores, _ = seed_scores(group, metric)
-        if scores:
-            _, lo, hi = _stats().mean_ci(list(scores.values()))
-            stat = Stat(**{**stat.__dict__, "ci_low": float(lo), "ci_high": float(hi)})
-    return stat
+    return _seed_ci(stat, group, metric) if stat.seeds > 1 else stat
+
+
+def _seed_ci(
+    stat: Stat, group: Group, metric: str, select: KeyFn | None = None, want: str | None = None
+) -> Stat:
+    """``stat`` with a 95% CI over per-sample scores averaged across seeds, where there are any
+    (see :func:`seed_scores`)."""
+    scores, _ = seed_scores(group, metric, select, want)
+    if not scores:
+        return stat
+    _, lo, hi = mean_ci(list(scores.values()))
+    return replace(stat, ci_low=float(lo), ci_high=float(hi))
 
 
 def breakdown_from_metrics(group: Group, field: str, metric: str) -> dict[str, Stat] | None:
@@ -170,18 +172,15 @@ def breakdown_from_predictions(group: Group, key: KeyFn, metric: str) -> dict[st
     """Per-key stats recomputed from predictions (for bins metrics.json does not have)."""
     if not group.has_predictions:
         return None
-    mean_ci = _stats().mean_ci
     per_key: dict[str, list[dict[str, Any]]] = {}
     for run in group.runs:
-        values: dict[str, list[float]] = {}
+        rows: dict[str, list[dict[str, Any]]] = {}
         for row in run.predictions or []:
             k = key(row)
             if k is not None and metric in row["scores"]:
-                values.setdefault(k, []).append(float(row["scores"][metric]))
-        for k, vals in values.items():
-            mean, lo, hi = mean_ci(vals)
-            stat = {"mean": mean, "ci_low": lo, "ci_high": hi, "n": len(vals)}
-            per_key.setdefault(k, []).append(stat)
+                rows.setdefault(k, []).append(row)
+        for k, cell in rows.items():
+            per_key.setdefault(k, []).append(summary(cell, [metric])[metric])
     seeds = len(group.runs)
     return {k: combine(v) for k, v in per_key.items() if len(v) == seeds}
 
@@ -195,16 +194,10 @@ def with_seed_cis(group: Group, stats: dict[str, Stat], key: KeyFn, metric: str)
     """
     if len(group.runs) < 2 or not group.has_predictions:
         return stats
-    mean_ci = _stats().mean_ci
-    out = dict(stats)
-    for k, stat in stats.items():
-        if stat.ci_low is not None:
-            continue
-        scores, _ = seed_scores(group, metric, key, k)
-        if scores:
-            _, lo, hi = mean_ci(list(scores.values()))
-            out[k] = Stat(**{**stat.__dict__, "ci_low": float(lo), "ci_high": float(hi)})
-    return out
+    return {
+        k: stat if stat.ci_low is not None else _seed_ci(stat, group, metric, key, k)
+        for k, stat in stats.items()
+    }
 
 
 def seed_scores(
@@ -218,7 +211,7 @@ def seed_scores(
     """
     if not group.has_predictions:
         missing = [str(r.path) for r in group.runs if r.predictions is None]
-        return None, f"no {'predictions.jsonl'} for {group.variant} ({', '.join(missing)})"
+        return None, f"no predictions.jsonl for {group.variant} ({', '.join(missing)})"
     per_seed: list[dict[str, float]] = []
     for run in group.runs:
         scores: dict[str, float] = {}
@@ -275,7 +268,7 @@ def paired_delta(
 
 def _paired(xs: list[float], ys: list[float]) -> tuple[float, float, float]:
     """Paired bootstrap of mean(xs) − mean(ys), whatever order stats.py subtracts in."""
-    delta, lo, hi = (float(v) for v in _stats().paired_bootstrap(xs, ys))
+    delta, lo, hi = (float(v) for v in paired_bootstrap(xs, ys))
     expected = statistics.fmean(xs) - statistics.fmean(ys)
     if abs(delta - expected) > 1e-9 and abs(delta + expected) <= 1e-9:
         delta, lo, hi = -delta, -hi, -lo
@@ -286,32 +279,32 @@ def mismatch_note(
     name_a: str, only_a: list[str], name_b: str, only_b: list[str], *, paired: bool = False
 ) -> str:
     def some(ids: list[str]) -> str:
-        shown = ", ".join(ids[:3]) + (", ..." if len(ids) > 3 else "")
-        return f"{len(ids)} ({shown})" if ids else "0"
+        return f"{len(ids)} ({_first_ids(ids)})" if ids else "0"
 
     tail = "left out" if paired else "no paired delta"
     return f"{some(only_a)} only in {name_a}, {some(only_b)} only in {name_b}; {tail}"
 
 
-def prompt_conflict(group: Group, base: Group, ids: set[str] | None = None) -> str:
-    """Why ``group`` and ``base`` are not the same inputs: sample ids (all shared ones, or
-    ``ids``) whose prompt hash differs between or within the two sides; "" when none do."""
+def _first_ids(ids: list[str]) -> str:
+    return ", ".join(ids[:3]) + (", ..." if len(ids) > 3 else "")
+
+
+def prompt_conflict(group: Group, base: Group) -> str:
+    """Why ``group`` and ``base`` are not the same inputs: shared sample ids whose prompt hash
+    differs between or within the two sides; "" when none do."""
+    seen_a = {r["id"] for run in group.runs for r in run.predictions or []}
+    shared = seen_a & {r["id"] for run in base.runs for r in run.predictions or []}
     hashes: dict[str, set[str]] = {}
     for run in [*group.runs, *base.runs]:
         for row in run.predictions or []:
             h = row.get("prompt_sha256")
-            if isinstance(h, str) and (ids is None or row["id"] in ids):
+            if isinstance(h, str) and row["id"] in shared:
                 hashes.setdefault(row["id"], set()).add(h)
-    if ids is None:
-        seen_a = {r["id"] for run in group.runs for r in run.predictions or []}
-        seen_b = {r["id"] for run in base.runs for r in run.predictions or []}
-        hashes = {i: h for i, h in hashes.items() if i in seen_a and i in seen_b}
     differ = sorted(i for i, h in hashes.items() if len(h) > 1)
     if not differ:
         return ""
-    shown = ", ".join(differ[:3]) + (", ..." if len(differ) > 3 else "")
     return (
-        f"{len(differ)} of {len(hashes)} shared sample ids ({shown}) have different prompts "
-        f"(prompt_sha256) in {group.variant} and {base.variant}: not the same inputs; no "
-        "paired delta"
+        f"{len(differ)} of {len(hashes)} shared sample ids ({_first_ids(differ)}) have "
+        f"different prompts (prompt_sha256) in {group.variant} and {base.variant}: not the same "
+        "inputs; no paired delta"
     )

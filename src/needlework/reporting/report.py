@@ -265,11 +265,6 @@ class ReportBuilder:
         items = "".join(f"* {p}\n" for p in self.problems)
         return f"## Problems found\n\nThese runs or files are missing or inconsistent:\n\n{items}"
 
-    def notes_block(self, start: int) -> str:
-        """Footnotes added since index ``start`` (each section lists the ones it used)."""
-        new = self.notes.texts[start:]
-        return "".join(f"[{start + i + 1}] {t}  \n" for i, t in enumerate(new))
-
     def overall_section(self) -> str:
         start = len(self.notes.texts)
         rows = []
@@ -298,7 +293,7 @@ class ReportBuilder:
         return (
             "## Overall: primary metric per benchmark (and its format metric, where it has one)"
             f"\n\n{md.to_markdown()}\n"
-            f"{self.notes_block(start)}\nCSV: [{link}]({link})\n"
+            f"{self.notes.to_markdown(start)}\nCSV: [{link}]({link})\n"
         )
 
     def all_metrics_section(self) -> str:
@@ -335,7 +330,7 @@ class ReportBuilder:
         if not md.rows:
             return ""
         self.html_tables.append(("All metrics", md))
-        return f"## All metrics\n\n{md.to_markdown()}\n{self.notes_block(start)}\n"
+        return f"## All metrics\n\n{md.to_markdown()}\n{self.notes.to_markdown(start)}\n"
 
     def breakdown(
         self, label: str, field_name: str, key: KeyFn | None = None, metric: str | None = None

@@ -226,7 +226,8 @@ def line_section(b: ReportBuilder, items: list[tuple[str, Figure]]) -> str:
         if fig.shared:
             blocks.append(f"### {label}\n\n{md.to_markdown()}\nCSV: [{link}]({link})\n")
         else:  # one label: its footnotes right under its table
-            blocks.append(f"{md.to_markdown()}\n{b.notes_block(start)}\nCSV: [{link}]({link})\n")
+            notes = b.notes.to_markdown(start)
+            blocks.append(f"{md.to_markdown()}\n{notes}\nCSV: [{link}]({link})\n")
         metrics = ", ".join([metric, *(e.metric for e in extra)])
     if not panels or axis is None:
         return ""
@@ -242,7 +243,7 @@ def line_section(b: ReportBuilder, items: list[tuple[str, Figure]]) -> str:
     img = b.figure(
         fig.shared or f"{items[0][0]}_{fig.name}", plotted, fig.text(fig.caption, **values)
     )
-    notes = "\n" + b.notes_block(start) if fig.shared else ""
+    notes = "\n" + b.notes.to_markdown(start) if fig.shared else ""
     return f"## {fig.text(fig.heading, **values)}\n\n{img}\n" + "\n".join(blocks) + notes
 
 
@@ -385,7 +386,7 @@ def scores_section(b: ReportBuilder, items: list[tuple[str, Figure]]) -> str:
                 if all(m in r.metrics["metrics"] for r in group.runs)
             }
             if base is not None and group is not base:
-                deltas[variant] = {m: general_delta(group, base, m, cells) for m in cells[variant]}
+                deltas[variant] = {m: general_delta(group, base, m) for m in cells[variant]}
         md, out = general_table(names, cells, deltas, b.baseline, b.notes)
         b.html_tables.append((f"{label}: every score", md))
         link = b.csv(f"{label}_{fig.name}", out)
@@ -403,21 +404,20 @@ def scores_section(b: ReportBuilder, items: list[tuple[str, Figure]]) -> str:
         f"## {fig.text(fig.heading, label=labels[0])}\n\n"
         + "\n".join(blocks)
         + "\n"
-        + b.notes_block(start)
+        + b.notes.to_markdown(start)
     )
 
 
-def general_delta(
-    group: Group, base: Group, metric: str, cells: dict[str, dict[str, Stat]]
-) -> Delta:
-    """Paired when per-sample scores exist; else a labelled unpaired difference."""
+def general_delta(group: Group, base: Group, metric: str) -> Delta:
+    """Paired when per-sample scores exist; else a labelled unpaired difference of the
+    recorded means (a suite's aggregate-only task)."""
     a, _ = seed_scores(group, metric)
     b, _ = seed_scores(base, metric)
     if a or b:
         return paired_delta(group, base, metric)
-    if metric not in cells.get(base.variant, {}):
+    if not all(metric in r.metrics["metrics"] for r in base.runs):
         return Delta(None, note=f"{base.variant} has no {metric}")
-    mine, theirs = cells[group.variant][metric], cells[base.variant][metric]
+    mine, theirs = overall(group, metric), overall(base, metric)
     if mine.n != theirs.n or mine.n is None:
         return Delta(
             None, note=f"{metric}: sample counts differ ({mine.n} vs {theirs.n}); no delta"
@@ -579,7 +579,7 @@ def setting_section(b: ReportBuilder) -> str:
         f"The finetuned variants' training configs differ only in `{key}` (seeds and run "
         f"folders aside), so each score is drawn against it (bands: 95% CIs{base_txt}). "
         "Cells: score [95% CI] (paired Δ vs the baseline).\n\n"
-        f"{md.to_markdown()}\n{b.notes_block(start)}\n{img}\nCSV: [{link}]({link})\n"
+        f"{md.to_markdown()}\n{b.notes.to_markdown(start)}\n{img}\nCSV: [{link}]({link})\n"
     )
 
 
@@ -602,7 +602,7 @@ def pairwise_section(b: ReportBuilder) -> str:
     link = b.csv("pairwise", out)
     return (
         "## Pairwise deltas between variants (primary metric)\n\n"
-        f"{md.to_markdown()}\n{b.notes_block(start)}\nCSV: [{link}]({link})\n"
+        f"{md.to_markdown()}\n{b.notes.to_markdown(start)}\nCSV: [{link}]({link})\n"
     )
 
 
@@ -628,21 +628,6 @@ def comparison_columns(b: ReportBuilder) -> list[tuple[str, str]]:
     return cols
 
 
-def column_stats(
-    b: ReportBuilder, variant: str, cols: list[tuple[str, str]]
-) -> list[tuple[Stat, Delta | None] | None]:
-    """``variant``'s score and delta vs the baseline in each (label, metric) column; None where
-    it recorded no such score."""
-    out: list[tuple[Stat, Delta | None] | None] = []
-    for label, metric in cols:
-        group = b.groups[label].get(variant)
-        if group is None or not all(metric in r.metrics["metrics"] for r in group.runs):
-            out.append(None)
-            continue
-        out.append((overall(group, metric), column_delta(b, label, group, metric)))
-    return out
-
-
 def column_delta(b: ReportBuilder, label: str, group: Group, metric: str) -> Delta | None:
     """``group`` vs the baseline on one (label, metric) column: paired where per-sample scores
     exist, else (a suite's aggregate-only task) the labelled unpaired difference."""
@@ -650,7 +635,7 @@ def column_delta(b: ReportBuilder, label: str, group: Group, metric: str) -> Del
     if base is None or group is base:
         return None
     if "tasks" in group.runs[0].metrics and not seed_scores(group, metric)[0]:
-        return general_delta(group, base, metric, {})
+        return general_delta(group, base, metric)
     return paired_delta(group, base, metric)
 
 
@@ -661,11 +646,12 @@ def score_row(
     (a dash where the score is missing), and the ``(label, metric, score, Δ)`` found."""
     cells: list[str] = []
     found: list[tuple[str, str, Stat, Delta | None]] = []
-    for (label, metric), hit in zip(cols, column_stats(b, variant, cols)):
-        if hit is None:
+    for label, metric in cols:
+        group = b.groups[label].get(variant)
+        if group is None or not all(metric in r.metrics["metrics"] for r in group.runs):
             cells.append(DASH)
             continue
-        stat, delta = hit
+        stat, delta = overall(group, metric), column_delta(b, label, group, metric)
         cells.append(text(stat) + (f" ({fmt_delta(delta, b.notes)})" if delta else ""))
         found.append((label, metric, stat, delta))
     return cells, found
@@ -702,5 +688,5 @@ def comparison_section(b: ReportBuilder) -> str:
         f"Each cell: the score, then in parentheses the paired difference from "
         f"**{b.baseline}** with its 95% CI. Wrong-answer, unsupported-answer and abstention "
         "rates measure hallucination directly (lower wrong/unsupported is better).\n\n"
-        f"{md.to_markdown()}\n{b.notes_block(start)}\nCSV: [{link}]({link})\n"
+        f"{md.to_markdown()}\n{b.notes.to_markdown(start)}\nCSV: [{link}]({link})\n"
     )

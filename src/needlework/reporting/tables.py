@@ -54,8 +54,9 @@ class Notes:
             self.texts.append(text)
         return f"[{self.texts.index(text) + 1}]"
 
-    def to_markdown(self) -> str:
-        return "".join(f"[{i}] {t}  \n" for i, t in enumerate(self.texts, 1))
+    def to_markdown(self, start: int = 0) -> str:
+        """The notes from index ``start`` on (each section lists the ones it added)."""
+        return "".join(f"[{i}] {t}  \n" for i, t in enumerate(self.texts[start:], start + 1))
 
 
 def fmt(x: float | None) -> str:

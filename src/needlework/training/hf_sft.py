@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from needlework.errors import ConfigError, UserError
+from needlework.errors import ConfigError, UserError, first_line
 from needlework.models.base import is_local_path
 from needlework.registry import trainers
+from needlework.runinfo import version
 from needlework.training.chat import ChatFormat
 
 if TYPE_CHECKING:
@@ -187,7 +188,7 @@ class HfSFT:
         unknown = sorted(set(self.trl_overrides) - known)
         if unknown:
             raise ConfigError(
-                f"unknown trl.SFTConfig field {unknown[0]!r} (trl {_version('trl')})",
+                f"unknown trl.SFTConfig field {unknown[0]!r} (trl {version('trl')})",
                 field="trainer.trl_overrides",
             )
         if self.chat_template_path is not None and not Path(self.chat_template_path).is_file():
@@ -205,12 +206,6 @@ class HfSFT:
         from needlework.training.sft_run import run_sft
 
         return run_sft(self, cfg, run_dir, rows, resume=resume)
-
-
-def _version(name: str) -> str:
-    from importlib import metadata
-
-    return metadata.version(name)
 
 
 def _require_qlora_support() -> None:
@@ -263,8 +258,7 @@ def check_model_source(spec: str, field_name: str, *, need_config: bool = True) 
     try:
         AutoConfig.from_pretrained(spec)
     except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(
             f"{field_name}: cannot load '{spec}' (not a local folder; hub lookup "
-            f"failed: {first[:200]})"
+            f"failed: {first_line(exc)})"
         ) from None

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from needlework.errors import DataError
+from needlework.errors import DataError, first_line
 from needlework.evaluation.benchmarks.common import (
     context_tokens,
     seeded_subset,
@@ -202,7 +202,7 @@ def _hub_rows(
     except Exception as exc:  # offline, unknown id or split: many exception types
         raise DataError(
             f"{hub_id} (split {split}): cannot load from the Hugging Face hub "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''});"
+            f"({type(exc).__name__}: {first_line(exc)});"
             " set data_path to a local .jsonl/.parquet copy"
         ) from None
     for i, row in enumerate(table, 1):
