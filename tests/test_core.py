@@ -241,3 +241,16 @@ def test_a_cache_that_cannot_be_written_never_fails_a_command(tmp_path, monkeypa
     path, known = cache_table("table.json")
     save_cache_table(path, {"k": 1})
     assert known == {} and not path.exists()
+
+
+def test_a_folder_or_device_where_a_file_is_expected_says_so(tmp_path):
+    from needlework.config import read_yaml
+    from needlework.io import require_file
+
+    with pytest.raises(DataError, match=r"is a folder \(expected JSON lines\)"):
+        list(read_jsonl(tmp_path))
+    with pytest.raises(DataError, match="file not found"):
+        require_file(tmp_path / "missing.jsonl", "JSON lines")
+    if Path("/dev/null").exists():
+        with pytest.raises(ConfigError, match="is not a regular file"):
+            read_yaml("/dev/null")

@@ -80,3 +80,19 @@ def test_bad_recipe_paths_are_one_line_errors(override, needle, monkeypatch):
     with pytest.raises(ConfigError) as info:
         load_recipe(RECIPES / "smollm2_mix.yaml", [override])
     assert needle in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_bad_tiny_base_is_refused_when_the_recipe_loads(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(ConfigError, match="field 'tiny_base': bad tiny model spec 'tiny:bogus'"):
+        load_recipe(RECIPES / "tiny_cpu.yaml", ["tiny_base=tiny:bogus"])
+
+
+def test_a_step_whose_inputs_are_missing_names_them(tmp_path, monkeypatch, capsys):
+    from needlework.cli import main
+
+    monkeypatch.chdir(ROOT)
+    code = main(["run", str(RECIPES / "tiny_cpu.yaml"), f"out_dir={tmp_path}", "--step", "3"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--step 3: reads what step(s) 1, 2 write, not done yet" in err
+    assert list(tmp_path.iterdir()) == []  # nothing started

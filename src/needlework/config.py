@@ -29,6 +29,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if p.is_dir():
         raise ConfigError("is a folder; expected a YAML config file", source=str(path))
+    if p.exists() and not p.is_file():
+        raise ConfigError("is not a regular file (expected a YAML config)", source=str(path))
     if not p.is_file():
         raise ConfigError("file not found (expected a YAML config)", source=str(path))
     try:

@@ -128,6 +128,13 @@ class RecipeConfig:
                     f"variants: '{v.name}' uses unknown dataset '{v.dataset}' "
                     f"(datasets: {', '.join(self.datasets) or 'none'})"
                 )
+        if self.tiny_base is not None:
+            from needlework.training.sft_run import tiny_kwargs
+
+            try:
+                tiny_kwargs(self.tiny_base)
+            except UserError as exc:
+                raise ValueError(f"tiny_base: {str(exc).split(': ', 1)[-1]}") from None
 
 
 @dataclass
@@ -459,6 +466,15 @@ def run_recipe(
     steps = plan(recipe, path)
     if step is not None and not 1 <= step <= len(steps):
         raise UserError(f"--step: the recipe has steps 1 to {len(steps)}, got {step}")
+    if step is not None and not dry_run:
+        missing = [k + 1 for k in steps[step - 1].after if not steps[k].done()]
+        if missing:
+            first = missing[0]
+            raise UserError(
+                f"--step {step}: reads what step(s) {', '.join(map(str, missing))} write, not "
+                f"done yet (step {first}: {steps[first - 1].title}); run those first "
+                f"(--step {first}) or the whole recipe"
+            )
     if jobs > 1 and step is None and not dry_run:
         import sys
 
@@ -490,7 +506,7 @@ def _run_parallel(
     import subprocess
     import time
 
-    from needlework.runtime import env_for_processes
+    from needlework.runtime import die_with_parent, env_for_processes
 
     env = env_for_processes(jobs)
     n = len(steps)
@@ -517,7 +533,7 @@ def _run_parallel(
                             env=env,
                             stdout=fh,
                             stderr=subprocess.STDOUT,
-                            preexec_fn=_orphan_dies,
+                            preexec_fn=die_with_parent,
                         )
                     running[i] = (proc, log, time.monotonic())
                     echo(f"[{i + 1}/{n}] {steps[i].title} (running, log {log})")
@@ -538,17 +554,6 @@ def _run_parallel(
             proc.terminate()
         for proc, _, _ in running.values():
             proc.wait()
-
-
-def _orphan_dies() -> None:
-    """In the child: ask Linux for SIGTERM when the scheduler dies (``kill -9``), so no step
-    goes on unwatched beside a rerun; elsewhere nothing."""
-    import contextlib
-    import ctypes
-    import signal
-
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 class _StepFailed(UserError):

@@ -11,7 +11,9 @@ import gzip
 import hashlib
 import json
 import os
+import shutil
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -58,13 +60,23 @@ def parse_jsonl_lines(lines: Iterable[str], source: str) -> Iterator[tuple[int, 
         yield lineno, row
 
 
+def require_file(path: str | Path, expected: str) -> Path:
+    """``path`` if it is a regular file; else a one-line DataError saying what it is instead
+    (missing, a folder, a device) and what was ``expected``."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    what = (
+        "is a folder" if p.is_dir() else "is not a regular file" if p.exists() else "file not found"
+    )
+    raise DataError(f"{p}: {what} (expected {expected})")
+
+
 def iter_jsonl(
     path: str | Path, expected: str = "JSON lines"
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     """``(line_number, object)`` for every non-blank line of a ``.jsonl``/``.jsonl.gz`` file."""
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"{p}: file not found (expected {expected})")
+    p = require_file(path, expected)
     with _open_text(p) as fh:
         yield from parse_jsonl_lines(fh, str(p))
 
@@ -125,19 +137,39 @@ def exclusive_lock(path: str | Path, *, busy: str | None = None) -> Iterator[Non
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def make_temp_file(parent: str | Path, prefix: str, suffix: str) -> tuple[int, str]:
+    """``mkstemp`` in ``parent`` with the normal file mode (``0o666`` less the umask; mkstemp
+    makes it 0600, and the file is renamed into an output that others are meant to read)."""
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=parent)
+    os.chmod(tmp, 0o666 & ~_UMASK)
+    return fd, tmp
+
+
+def make_temp_dir(parent: str | Path, prefix: str, suffix: str) -> Path:
+    """A fresh uniquely named folder in ``parent`` with the normal folder mode (``0o777`` less
+    the umask): ``mkdtemp`` makes it 0700, and a staging folder is renamed into a final output
+    that others are meant to read."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=parent))
+    try:
+        os.chmod(path, 0o777 & ~_UMASK)
+    except OSError:
+        os.rmdir(path)
+        raise
+    return path
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
     """Write to a temp file beside ``path``; rename over it only if the block succeeds."""
     p = Path(path)
     ensure_writable_dir(p.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    fd, tmp = make_temp_file(p.parent, f".{p.name}.", ".tmp")
     try:
         kwargs: dict[str, Any] = {} if "b" in mode else {"encoding": "utf-8"}
         with os.fdopen(fd, mode, **kwargs) as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; outputs are meant to be shared
         os.replace(tmp, p)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -177,3 +209,56 @@ def sha256_file(path: str | Path) -> str:
 
 def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@contextlib.contextmanager
+def staged_dir(target: Path) -> Iterator[Path]:
+    """A hidden folder beside ``target`` that replaces it only if the block succeeds.
+
+    The staging folder holds an flock for as long as its run lives, so the leftovers of a run
+    killed with ``kill -9`` (whose cleanup never ran) are told apart from a live run's and
+    removed by the next run."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _remove_dead_stages(target)
+        stage = make_temp_dir(target.parent, f".{target.name}.", ".tmp")
+    except OSError as exc:
+        raise UserError(f"{target}: cannot create the output folder ({exc.strerror})") from None
+    try:
+        with exclusive_lock(stage / STAGE_LOCK):
+            yield stage
+        (stage / STAGE_LOCK).unlink(missing_ok=True)
+        old = None
+        if target.exists():
+            old = make_temp_dir(target.parent, f".{target.name}.", ".old")
+            os.replace(target, old / "previous")
+        os.replace(stage, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+
+
+STAGE_LOCK = ".needlework-staging.lock"
+
+
+def _remove_dead_stages(target: Path) -> None:
+    """Remove staging folders of ``target`` left by killed runs (their lock is free)."""
+    try:
+        import fcntl
+    except ImportError:
+        return
+    for stage in target.parent.glob(f".{target.name}.*.tmp"):
+        lock = stage / STAGE_LOCK
+        if not lock.is_file():  # killed between mkdtemp and the lock, or before this version
+            with contextlib.suppress(OSError):
+                if time.time() - stage.stat().st_mtime > 60:  # not one being set up right now
+                    shutil.rmtree(stage, ignore_errors=True)
+            continue
+        with lock.open("a") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # a live run holds it (or locks are unsupported: keep it)
+                continue
+        shutil.rmtree(stage, ignore_errors=True)

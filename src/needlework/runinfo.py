@@ -92,6 +92,6 @@ def update_run_info(run_dir: str | Path, **fields: Any) -> None:
     path = Path(run_dir) / "run.json"
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError):  # missing, not UTF-8 or not JSON
         info = {}
     write_json(path, {**(info if isinstance(info, dict) else {}), **fields})

@@ -79,6 +79,17 @@ def env_for_processes(n: int) -> dict[str, str]:
     }
 
 
+def die_with_parent() -> None:
+    """In a child process (``preexec_fn``): ask Linux for SIGTERM when the parent dies, even by
+    ``kill -9``, so no worker or step goes on unwatched beside a rerun; elsewhere nothing."""
+    import contextlib
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def default_threads() -> tuple[int, str]:
     """(threads, why) following the rule in the module docstring."""
     for var in ("NEEDLEWORK_THREADS", "OMP_NUM_THREADS"):

@@ -436,33 +436,53 @@ def _mistral_data_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "data"
 
 
+def check_spec(spec: str) -> None:
+    """The checks of ``spec`` that need no tokenizer loaded (for configs and ``--dry-run``): a
+    known kind, a known Mistral version, an existing local ``hf:`` folder. Raises
+    ``ValueError("tokenizer: ...")``, the config dataclasses' convention."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"tokenizer: empty tokenizer spec (expected {SPECS})")
+    spec = spec.strip()
+    if spec in ("char", "whitespace"):
+        return
+    kind, _, arg = spec.partition(":")
+    if kind not in ("hf", "tiktoken", "mistral") or not arg:
+        raise ValueError(f"tokenizer: unknown tokenizer '{spec}' (expected {SPECS})")
+    if kind == "mistral" and arg not in MISTRAL_MODELS:
+        raise ValueError(
+            f"tokenizer: unknown Mistral tokenizer '{arg}' (expected one of "
+            f"{', '.join(MISTRAL_MODELS)})"
+        )
+    if kind == "hf":
+        from needlework.models.base import is_local_path
+        from needlework.models.gguf import is_gguf_spec
+
+        if not is_gguf_spec(arg) and is_local_path(arg) and not Path(arg).expanduser().is_dir():
+            raise ValueError(f"tokenizer: hf:{arg}: no tokenizer folder at {arg}")
+
+
 @functools.lru_cache(maxsize=16)
 def load_counter(spec: str) -> TokenCounter:
     """Build the token counter named by ``spec`` (see the module docstring); cached per spec."""
-    if not isinstance(spec, str) or not spec.strip():
-        raise ConfigError(f"empty tokenizer spec (expected {SPECS})", field="tokenizer")
+    try:
+        check_spec(spec)
+    except ValueError as exc:
+        raise ConfigError(str(exc).split(": ", 1)[1], field="tokenizer") from None
     spec = spec.strip()
     if spec == "char":
         return CharCounter()
     if spec == "whitespace":
         return WhitespaceCounter()
     kind, _, arg = spec.partition(":")
-    if kind == "mistral" and arg:
-        if arg not in MISTRAL_MODELS:
-            raise ConfigError(
-                f"unknown Mistral tokenizer '{arg}' (expected one of {', '.join(MISTRAL_MODELS)})",
-                field="tokenizer",
-            )
+    if kind == "mistral":
         path = _mistral_data_dir() / MISTRAL_MODELS[arg]
         if not path.is_file():
             raise UserError(f"mistral:{arg}: {path} is missing (reinstall mistral-common)")
         return MistralCounter(arg, path)
-    if kind == "tiktoken" and arg:
+    if kind == "tiktoken":
         name, _, file = arg.partition("@")
         return TiktokenCounter(name, file or None)
-    if kind == "hf" and arg:
-        return HFCounter(arg)
-    raise ConfigError(f"unknown tokenizer '{spec}' (expected {SPECS})", field="tokenizer")
+    return HFCounter(arg)
 
 
 def largest_fitting(fits: Callable[[int], bool], hint: int = 0) -> int:

@@ -159,3 +159,28 @@ def test_generate_end_to_end(tmp_path):
             assert meta["hop_positions"][0] == meta["gold_position"]
             assert solve(prompt, True)[0] == answer
             assert {"gold_dict_name", "gold_key", "gold_value", "chain", "gold_depth"} <= set(meta)
+
+
+@pytest.mark.parametrize(
+    "budget, says",
+    [
+        # prompts fit (916-931 < 980): only the whole conversation is over
+        (1000, ["6 dicts do not fit", "whole conversations", "need <= max_context_tokens 1000"]),
+        (850, ["6 dicts do not fit", "prompts take", "not even num_dicts=2 fits"]),
+    ],
+)
+def test_budget_error_names_the_failing_quantity_and_the_users_count(budget, says):
+    """The message quotes what breaks the budget (prompt or whole conversation) and the
+    num_dicts the user set, not a prompt range that fits or num_dicts=2."""
+    from needlework.datagen.budget import Budget, check_fixed
+    from needlework.errors import UserError
+    from needlework.tokenization import load_counter
+
+    with pytest.raises(UserError) as err:
+        check_fixed(MultiHopKV(num_dicts=6), load_counter("char"), Budget(budget, 20), 6, key="k:0")
+    text = str(err.value)
+    assert "\n" not in text and text.startswith("generator.num_dicts: ")
+    for part in says:
+        assert part in text, text
+    if budget == 1000:
+        assert "prompts take" not in text, text

@@ -135,6 +135,8 @@ def test_same_seed_same_task_other_seed_differs():
         ({"num_dicts": 2, "near_miss_count": 5}, "near_miss_count"),
         ({"num_dicts": 1}, "num_dicts"),
         ({"key_digits": (4, 3)}, "key_digits"),
+        ({"key_digits": (1, 1)}, "key_digits"),
+        ({"key_digits": (1, 3)}, "key_digits"),
         ({"dict_size_range": (4, 3)}, "dict_size_range"),
     ],
 )
@@ -156,3 +158,9 @@ def test_generate_end_to_end(tmp_path):
             assert solve(prompt, True) == answer
             assert len(meta["near_miss_keys"]) == len(meta["near_miss_positions"]) == 5
             assert {"gold_dict_name", "gold_key", "gold_value", "gold_depth"} <= set(meta)
+
+
+def test_one_digit_keys_say_key_digits_needs_two():
+    """Not the empty range 'differ_digits: must be in [1, 0]' of the hostile sweep."""
+    with pytest.raises(ValueError, match=r"^key_digits: lower bound must be >= 2 for near misses"):
+        NearMissKV(key_digits=(1, 1))

@@ -13,7 +13,7 @@ from needlework.config import load_config
 from needlework.datagen import pipeline
 from needlework.datagen.formatting import SYSTEM_MESSAGE, validate_openai_row
 from needlework.datagen.pipeline import GenerateConfig, generate, merge_shards
-from needlework.errors import DataError
+from needlework.errors import DataError, UserError
 from needlework.io import read_jsonl, sha256_file
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -140,6 +140,57 @@ def test_shards_concatenate_to_the_unsharded_bytes(tmp_path):
     merge_shards(cfg, 3, progress=False)
     merged = snapshot(out, skip=("run.json",))
     assert merged == generate_again
+
+
+def _shards(cfg: GenerateConfig, n: int) -> Path:
+    for i in range(n):
+        generate(cfg, shard=(i, n), progress=False)
+    return Path(f"{cfg.out_dir}.shards")
+
+
+def _refused(cfg: GenerateConfig, n: int, match: str) -> None:
+    """merge_shards fails with one line matching ``match`` and writes nothing at all."""
+    before = sorted(p.name for p in cfg.out_dir.parent.iterdir())
+    with pytest.raises(UserError, match=match) as err:
+        merge_shards(cfg, n, progress=False)
+    assert "\n" not in str(err.value)
+    assert not cfg.out_dir.exists()
+    assert sorted(p.name for p in cfg.out_dir.parent.iterdir()) == before
+
+
+def test_merge_refuses_shards_of_another_config(tmp_path):
+    """The hostile-sweep repro: a shard of another num_train used to merge into duplicated ids
+    with rc 0; another generator field, or merging with another config, likewise."""
+    cfg = tiny(tmp_path / "ds", num_train=8, num_eval=4)
+    root = _shards(cfg, 2)
+    generate(tiny(tmp_path / "ds", num_train=5, num_eval=4), shard=(1, 2), progress=False)
+    _refused(cfg, 2, r"1-of-2 was generated with a different config \(num_train: shard 5, merge 8")
+    generate(cfg, shard=(1, 2), progress=False)
+    other_gen = dataclasses.replace(
+        cfg, generator=dataclasses.replace(cfg.generator, answer_template=False)
+    )
+    generate(other_gen, shard=(0, 2), progress=False)
+    _refused(cfg, 2, r"0-of-2 was generated .*generator\.answer_template: shard false, merge true")
+    generate(cfg, shard=(0, 2), progress=False)
+    _refused(tiny(tmp_path / "ds", num_train=8, num_eval=4, seeds=(1,)), 2, r"seeds: shard \[0\]")
+    merge_shards(cfg, 2, progress=False)  # the matching shards still merge
+    assert (tmp_path / "ds" / "manifest.json").is_file() and root.is_dir()
+
+
+def test_merge_refuses_damaged_or_misnumbered_shards(tmp_path):
+    cfg = tiny(tmp_path / "ds", num_train=8, num_eval=4)
+    root = _shards(cfg, 2)
+    train = root / "1-of-2" / "seed0" / "train.jsonl"
+    data = train.read_bytes()
+    train.write_bytes(data[: len(data) // 2])  # truncated
+    _refused(cfg, 2, r"1-of-2: seed0/train\.jsonl has \d+ bytes, its manifest\.json records")
+    train.write_bytes(data.replace(b"value", b"VALUE", 1))  # same size, other bytes
+    _refused(cfg, 2, r"1-of-2: seed0/train\.jsonl does not match the sha256")
+    train.write_bytes(data)
+    (root / "1-of-2").rename(root / "keep")
+    generate(cfg, shard=(1, 3), progress=False)
+    (root / "1-of-3").rename(root / "1-of-2")  # shard 1 of 3 posing as 1 of 2
+    _refused(cfg, 2, r"1-of-2: manifest\.json says shard \[1, 3\], expected \[1, 2\]")
 
 
 def test_paper_config_respects_the_budget_under_real_mistral(tmp_path):
@@ -273,6 +324,45 @@ def test_malformed_config_and_shard_exit_2(tmp_path, tiny_yaml, capsys):
     )
 
 
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        (["--merge", "0"], "--merge: expected the number of shards N >= 1, got 0"),
+        (["--merge", "-1"], "--merge: expected the number of shards N >= 1, got -1"),
+        (["--merge", "2", "--shard", "0/2"], "--merge: cannot be combined with --shard"),
+    ],
+)
+def test_bad_merge_arguments_exit_2(extra, match, tmp_path, tiny_yaml, capsys):
+    args = ["generate", "--config", str(tiny_yaml), f"out_dir={tmp_path / 'out'}", *extra]
+    _cli_fails(args, capsys, tmp_path, match)
+    assert not (tmp_path / "out.shards").exists()
+
+
+def test_merge_of_mismatched_shards_exits_2_through_the_cli(tmp_path, tiny_yaml, capsys):
+    base = ["generate", "--config", str(tiny_yaml), f"out_dir={tmp_path / 'out'}", "--no-progress"]
+    assert main([*base, "--shard", "0/2", "--num-samples", "4"]) == 0
+    assert main([*base, "--shard", "1/2", "num_train=3", "num_eval=4"]) == 0
+    capsys.readouterr()
+    _cli_fails([*base, "--merge", "2", "--num-samples", "4"], capsys, tmp_path, "out.shards/1-of-2")
+
+
+def test_dataset_folders_get_the_umask_mode(tmp_path, monkeypatch):
+    """mkdtemp makes 0700 folders; a finished dataset (or shard) must be 0o777 & ~umask."""
+    import needlework.io
+
+    monkeypatch.setattr(needlework.io, "_UMASK", 0o022)
+    out = tmp_path / "ds"
+    generate(tiny(out), progress=False)
+    assert out.stat().st_mode & 0o777 == 0o755
+    generate(tiny(out), progress=False)  # replacing an earlier dataset: same mode
+    assert out.stat().st_mode & 0o777 == 0o755
+    generate(tiny(out), shard=(0, 2), progress=False)
+    assert (Path(f"{out}.shards") / "0-of-2").stat().st_mode & 0o777 == 0o755
+    monkeypatch.setattr(needlework.io, "_UMASK", 0o027)
+    folder = needlework.io.make_temp_dir(tmp_path, ".x.", ".tmp")
+    assert folder.stat().st_mode & 0o777 == 0o750
+
+
 def test_cli_generate_and_inspect(tiny_yaml, tmp_path, capsys):
     out = tmp_path / "out"
     assert (
@@ -328,7 +418,7 @@ def test_kill_9_leftovers_are_removed_by_the_next_run_and_sigterm_cleans_up(tmp_
     import sys
     import time
 
-    from needlework.datagen.writer import STAGE_LOCK
+    from needlework.io import STAGE_LOCK
 
     out = tmp_path / "ds"
     dead = tmp_path / ".ds.abc.tmp"  # what a killed run leaves: a stage whose lock is free

@@ -124,6 +124,8 @@ def test_same_seed_same_task_other_seed_differs():
         ({"num_records": 1}, "num_records"),
         ({"fields": 0}, "fields"),
         ({"fields": 9}, "fields"),
+        ({"field_names": (), "fields": 0}, "field_names"),
+        ({"field_names": ()}, "field_names"),
         ({"field_names": ("price", "price")}, "field_names"),
         ({"field_names": ("id", "price", "stock")}, "field_names"),
         ({"field_names": ("Price", "stock", "code")}, "field_names"),
@@ -158,3 +160,29 @@ def test_generate_end_to_end(tmp_path, fmt):
             assert meta["gold_dict_name"] == str(meta["gold_position"] + 1)
             keys = {"num_records", "gold_record_id", "gold_field", "gold_value", "format"}
             assert keys <= set(meta) and "num_dicts" not in meta
+
+
+def test_budget_wanting_more_records_than_ids_is_a_user_error(tmp_path):
+    """num_records=null with a budget past every distinct id: a one-line UserError naming
+    id_digits and max_context_tokens, not build()'s ValueError from inside the search."""
+    from needlework.config import load_config
+    from needlework.datagen.pipeline import GenerateConfig, generate
+    from needlework.errors import UserError
+
+    data = {
+        "generator": {"name": "structured_records", "num_records": None, "id_digits": [1, 1]},
+        "tokenizer": "char",
+        "max_context_tokens": 3000,
+        "num_train": 2,
+        "num_eval": 1,
+        "out_dir": str(tmp_path / "ds"),
+    }
+    cfg = load_config(GenerateConfig, data=data)
+    with pytest.raises(UserError, match=r"^max_context_tokens: .*generator\.id_digits \[1, 1\]"):
+        generate(cfg, progress=False)
+    assert not list(tmp_path.iterdir())
+    # a budget the 9 ids can fill still works
+    small = load_config(GenerateConfig, data={**data, "max_context_tokens": 600})
+    generate(small, progress=False)
+    manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
+    assert 2 <= manifest["seeds"]["0"]["num_records"] < 9

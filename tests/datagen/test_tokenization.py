@@ -231,7 +231,7 @@ def test_hf_empty_vocabulary_is_caught(tmp_path, monkeypatch):
 
 def test_hf_missing_folder_is_a_user_error(tmp_path):
     pytest.importorskip("transformers")
-    with pytest.raises(UserError, match="cannot load the tokenizer"):
+    with pytest.raises(UserError, match="no tokenizer folder at"):
         load_counter(f"hf:{tmp_path / 'missing'}")
 
 

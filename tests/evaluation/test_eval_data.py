@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import subprocess
 import urllib.error
 import zipfile
@@ -71,6 +72,9 @@ def test_download_verified_with_a_fake_opener(tmp_path):
     dest = tmp_path / "data" / "qa_data" / "a.jsonl.gz"
     out = data.download_verified("qa_data/a.jsonl.gz", dest, table, opener=opener, progress=False)
     assert out == dest and dest.read_bytes() == content
+    umask = os.umask(0)
+    os.umask(umask)
+    assert dest.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
     assert urls == [
         f"https://raw.githubusercontent.com/nelson-liu/lost-in-the-middle/"
         f"{data.LITM_COMMIT}/qa_data/a.jsonl.gz"

@@ -110,7 +110,7 @@ def test_haystack_file_and_errors(tmp_path):
     )
     (sample,) = bench.samples()
     assert "The workshop stood at the end of a long lane." in sample.messages[0]["content"]
-    with pytest.raises(DataError, match="haystack file not found"):
+    with pytest.raises(DataError, match="file not found .expected a UTF-8 text file of haystack"):
         list(NIAH(tokenizer="char", haystack_path=str(tmp_path / "none.txt")).samples())
     with pytest.raises(ConfigError, match="tokenizer"):
         list(NIAH().samples())

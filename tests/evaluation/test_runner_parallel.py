@@ -65,6 +65,7 @@ def test_two_workers_merge_byte_identical_to_one_process(tmp_path, monkeypatch):
     for name in FILES:
         assert (run / name).read_bytes() == (ref / name).read_bytes(), name
     assert not (run / parallel.SHARDS).exists()
+    assert sorted(p.name for p in run.glob(".lock*")) == [".lock"]  # workers' claims went too
     assert json.loads((run / "run.json").read_text())["workers"] == 2
 
 
@@ -161,3 +162,52 @@ def test_answer_budget_counts_characters_without_a_token_counter():
     ]
     assert answer_budget(samples) == 60 + 15
     assert answer_budget(samples[:1]) == 10 + 8
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    """Pids whose command line contains ``text`` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if text in cmdline:
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs Linux /proc")
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGKILL"])
+def test_killing_the_launcher_stops_its_workers(tmp_path, signal_name):
+    """``eval --workers 2`` killed (SIGTERM, or kill -9) leaves no worker running on: torchrun
+    is told to stop them, by the launcher or by Linux when the launcher dies."""
+    import signal
+    import time
+
+    pytest.importorskip("openai")
+    from tests.models.openai_server import FakeOpenAI
+
+    fixture = Path(__file__).parents[1] / "fixtures" / "kv_eval_tiny.jsonl"
+    out = tmp_path / "killed"
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
+    env["NW_TEST_OPENAI_KEY"] = "sk-test"
+    with FakeOpenAI(delay_s=2.0) as slow:  # 8 prompts, one at a time, 2 s each: ~8 s per worker
+        cmd = [
+            sys.executable, "-m", "needlework", "eval", "--model", f"openai:m@{slow.base_url}",
+            "--benchmark", "kv_retrieval", f"benchmarks.0.data_path={fixture}", f"out_dir={out}",
+            "model.api_key_env=NW_TEST_OPENAI_KEY", "model.concurrency=1", "--workers", "2",
+        ]  # fmt: skip
+        launcher = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 120
+        while not slow.bodies and time.monotonic() < deadline:  # workers are asking
+            time.sleep(0.2)
+        assert slow.bodies, "the workers never sent a request"
+        launcher.send_signal(getattr(signal, signal_name))
+        launcher.wait(timeout=60)
+        deadline = time.monotonic() + 30
+        while _processes_mentioning(str(out)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _processes_mentioning(str(out)) == []
+    assert not (out / "kv_retrieval" / "metrics.json").exists()  # stopped, not finished

@@ -237,3 +237,21 @@ def test_a_suite_folder_refuses_another_model_but_not_a_speed_field(tmp_path):
     evaluate(cfg_for(tmp_path, bench="nw_test_suite", model=faster), progress=False)
     info = json.loads((tmp_path / "nw_test_suite" / "run.json").read_text())
     assert info["model_changed_on_resume"] == {"batch_size": [4, 32]}
+
+
+def test_undecodable_run_records_are_clear_errors_or_redone(tmp_path):
+    """Bytes that are not UTF-8 in a run folder's records: an unreadable config.yaml stops a
+    resume with one line (it cannot be checked); an unreadable run.json/metrics.json only means
+    the run is not known to be finished, so it is finished again from its predictions."""
+    cfg = cfg_for(tmp_path / "a")
+    evaluate(cfg, progress=False)
+    run = tmp_path / "a" / "nw_test_arith"
+    good = (run / "predictions.jsonl").read_bytes()
+    for name in ("run.json", "metrics.json"):
+        (run / name).write_bytes(b"\xff\xfe garbage \x80")
+    evaluate(cfg, progress=False)
+    assert json.loads((run / "metrics.json").read_text())["n"] > 0
+    assert (run / "predictions.jsonl").read_bytes() == good
+    (run / "config.yaml").write_bytes(b"\xff\xfe garbage \x80")
+    with pytest.raises(UserError, match="config.yaml: unreadable; cannot check"):
+        evaluate(cfg, progress=False)

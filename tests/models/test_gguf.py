@@ -187,6 +187,26 @@ def test_occupied_out_dir_is_refused(fake_gguf, tmp_path):
     assert leftovers(out) == sorted([gguf.MARKER, "weights.bin"])
 
 
+def test_an_out_that_cannot_be_made_fails_before_loading(fake_gguf, tmp_path, monkeypatch):
+    monkeypatch.setattr(gguf, "_require_gguf_package", lambda: None)
+    loaded = []
+    monkeypatch.setattr(gguf, "_load_gguf", lambda source: loaded.append(source))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(UserError) as exc:
+        gguf.import_gguf(fake_gguf, blocker / "sub" / "model")
+    assert "is a file, not a folder" in one_line(exc) and loaded == []
+
+
+def test_a_record_without_weights_is_not_reused(fake_gguf, tmp_path, monkeypatch):
+    fake_pipeline(monkeypatch, lambda folder, dtype: (folder / "model.safetensors").write_text("w"))
+    out = gguf.import_gguf(fake_gguf, tmp_path / "out")
+    (out / "model.safetensors").unlink()
+    with pytest.raises(UserError) as exc:
+        gguf.import_gguf(fake_gguf, out)
+    assert "no *.safetensors" in one_line(exc)
+
+
 def test_interrupted_import_leaves_no_folder(fake_gguf, tmp_path, monkeypatch):
     def save(folder, dtype):
         (folder / "model.safetensors").write_bytes(b"partial")
@@ -200,7 +220,12 @@ def test_interrupted_import_leaves_no_folder(fake_gguf, tmp_path, monkeypatch):
 
 def test_import_into_empty_folder_then_reuse(fake_gguf, tmp_path, monkeypatch):
     calls = []
-    fake_pipeline(monkeypatch, lambda folder, dtype: calls.append(folder))
+
+    def save(folder, dtype):
+        calls.append(folder)
+        (folder / "model.safetensors").write_bytes(b"weights")
+
+    fake_pipeline(monkeypatch, save)
     out = tmp_path / "out"
     out.mkdir()
     assert gguf.import_gguf(fake_gguf, out) == out
@@ -220,6 +245,7 @@ def test_race_loser_drops_its_copy_and_uses_the_winners(fake_gguf, cache, monkey
 
     def save(folder, dtype):  # another process finishes while this one is still writing
         target.mkdir()
+        (target / "model.safetensors").write_bytes(b"weights")
         (target / gguf.MARKER).write_text(json.dumps({"sha256": sha, "dtype": dtype, "w": 1}))
 
     fake_pipeline(monkeypatch, save)

@@ -47,7 +47,11 @@ class Slot:
 @runtime_checkable
 class Generator(Protocol):
     """A task family (registered in ``needlework.registry.generators``): a prompt made of
-    ``num_units`` units (dictionaries, passages, records), one of them gold."""
+    ``num_units`` units (dictionaries, passages, records), one of them gold.
+
+    A generator that cannot build prompts past some count may also define ``max_units``, a
+    ``(count, reason)`` pair: the budget search then stops there (with an error naming the
+    reason when the budget would take more) instead of asking :meth:`build` for more."""
 
     unit: ClassVar[str]
     """What a prompt is made of, plural (``dicts``, ``docs``): the meta and manifest say

@@ -70,29 +70,63 @@ class _Prober:
         self.gen, self.counter, self.budget = gen, counter, budget
         self.key, self.probes = key, probes
         self.cache: dict[int, tuple[bool, int, float]] = {}
+        self.sizes: dict[int, list[tuple[int, int]]] = {}
 
     def run(self, n: int) -> tuple[bool, int, float]:
         """(all probes fit, largest prompt, mean prompt) in tokens at ``n`` dictionaries."""
         if n not in self.cache:
-            counts = []
-            ok = True
+            sizes = []
             for j in range(self.probes):
                 task = self.gen.build(random.Random(f"{self.key}:probe:{j}"), n, 0)
-                p, c = measure(self.counter, task)
-                counts.append(p)
-                ok = ok and self.budget.fits(p, c)
+                sizes.append(measure(self.counter, task))
+            counts = [p for p, _ in sizes]
+            ok = all(self.budget.fits(p, c) for p, c in sizes)
+            self.sizes[n] = sizes
             self.cache[n] = (ok, max(counts), sum(counts) / len(counts))
         return self.cache[n]
 
     def fits(self, n: int) -> bool:
         return self.run(n)[0]
 
+    def overrun(self, n: int) -> str:
+        """What the probe samples at ``n`` units take, for the budget limits they break."""
+        self.run(n)
+        return overrun(self.sizes[n], self.budget)
 
-def _too_small(gen: Generator, counter: TokenCounter, budget: Budget, mean2: float) -> UserError:
+
+def overrun(sizes: list[tuple[int, int]], budget: Budget) -> str:
+    """Name the quantity that breaks the budget, and its range over the ``(prompt,
+    conversation)`` token counts of some samples: a prompt can fit while the whole conversation
+    (answer and chat template added) does not, and a message quoting only prompts misleads."""
+    prompts = [p for p, _ in sizes]
+    convs = [c for _, c in sizes]
+    parts = []
+    if any(p >= budget.prompt_limit for p in prompts):
+        parts.append(
+            f"prompts take {min(prompts)}-{max(prompts)} tokens, need < {budget.prompt_limit} "
+            f"(max_context_tokens {budget.max_context_tokens} - reserve_tokens "
+            f"{budget.reserve_tokens})"
+        )
+    if any(c > budget.max_context_tokens for c in convs):
+        parts.append(
+            f"whole conversations (prompt + answer + chat template) take {min(convs)}-"
+            f"{max(convs)} tokens, need <= max_context_tokens {budget.max_context_tokens}"
+        )
+    return "; ".join(parts) or f"samples need {budget.describe()}"
+
+
+def _too_small(gen: Generator, counter: TokenCounter, prober: _Prober) -> UserError:
     return UserError(
         f"max_context_tokens: budget too small for even num_{gen.unit}=2 with tokenizer "
-        f"{counter.name}: such prompts take ~{mean2:.0f} tokens but need {budget.describe()}"
+        f"{counter.name}: probe {prober.overrun(2)}"
     )
+
+
+def _unit_limit(gen: Generator) -> tuple[int, str] | None:
+    """The most units a generator can put in one prompt and why (``max_units``, e.g. distinct
+    record ids), or None where only the budget limits it."""
+    limit = getattr(gen, "max_units", None)
+    return cast("tuple[int, str] | None", limit)
 
 
 def fit_num_units(
@@ -106,12 +140,17 @@ def fit_num_units(
 ) -> int:
     """Largest number of units at which all ``probes`` probe prompts fit ``budget``."""
     prober = _Prober(gen, counter, budget, key, probes)
-    ok, _, mean2 = prober.run(2)
+    ok, _, _ = prober.run(2)
     if not ok:
-        raise _too_small(gen, counter, budget, mean2)
+        raise _too_small(gen, counter, prober)
+    limit = _unit_limit(gen)
+    if limit is not None and limit[0] < max_dicts:
+        max_dicts = max(2, limit[0])  # build() cannot go past it: never probe beyond
+    else:
+        limit = None
     # Secant steps on the largest probe prompt vs the limit give a close first guess ...
     target = budget.prompt_limit - 1
-    a, b = 2, 10
+    a, b = 2, min(10, max_dicts)
     fa, fb = prober.run(a)[1], prober.run(b)[1]
     for _ in range(3):
         slope = (fb - fa) / (b - a) if b != a else 0
@@ -122,7 +161,16 @@ def fit_num_units(
             break
         a, fa, b, fb = b, fb, nxt, prober.run(nxt)[1]
     # ... then gallop from it to a bracket and bisect (counts up to 2 are known to fit).
-    return max(2, largest_fitting(lambda n: n <= 2 or (n <= max_dicts and prober.fits(n)), b))
+    found = max(2, largest_fitting(lambda n: n <= 2 or (n <= max_dicts and prober.fits(n)), b))
+    if limit is not None and found >= max_dicts:
+        # the budget takes every unit the generator can build, and would take more
+        raise UserError(
+            f"max_context_tokens: with generator.num_{gen.unit}=null, filling the budget "
+            f"(max_context_tokens={budget.max_context_tokens}, tokenizer {counter.name}) would "
+            f"take more {gen.unit} than can be made: {limit[1]}, and all {max_dicts} fit; lower "
+            f"max_context_tokens or set generator.num_{gen.unit}"
+        )
+    return found
 
 
 def check_fixed(
@@ -135,23 +183,24 @@ def check_fixed(
     probes: int = 8,
 ) -> None:
     """Fail early (before any output) when a fixed unit count cannot fit the budget at all."""
-    prober = _Prober(gen, counter, budget, key, probes)
-    ok2, _, mean2 = prober.run(2)
-    if not ok2:
-        raise _too_small(gen, counter, budget, mean2)
-    counts = []
+    sizes = []
     for j in range(probes):
         task = gen.build(random.Random(f"{key}:probe:{j}"), num_units, 0)
         p, c = measure(counter, task)
         if budget.fits(p, c):
             return
-        counts.append(p)
+        sizes.append((p, c))
     field = f"num_{gen.unit}"
+    if num_units <= 2:
+        advice = f"{field}=2 is the least: raise max_context_tokens"
+    elif _Prober(gen, counter, budget, key, probes).fits(2):
+        advice = f"lower {field} or set it to null to choose it by budget"
+    else:
+        advice = f"not even {field}=2 fits: raise max_context_tokens"
     raise UserError(
         f"generator.{field}: {num_units} {gen.unit} do not fit max_context_tokens="
-        f"{budget.max_context_tokens} with tokenizer {counter.name} (probe prompts take "
-        f"{min(counts)}-{max(counts)} tokens; need {budget.describe()}); lower {field} or set "
-        f"it to null to choose it by budget"
+        f"{budget.max_context_tokens} with tokenizer {counter.name} (probe "
+        f"{overrun(sizes, budget)}); {advice}"
     )
 
 

@@ -10,12 +10,22 @@ def generate_cmd(args: argparse.Namespace) -> int:
     from needlework.config import dry_run_done, load_config
     from needlework.datagen.pipeline import (
         GenerateConfig,
+        check_num_shards,
         generate,
         merge_shards,
         parse_shard,
         with_num_samples,
     )
+    from needlework.errors import UserError
 
+    if args.merge is not None:
+        # --merge N rebuilds the whole dataset from N shards; --shard writes one of them
+        if args.shard:
+            raise UserError(
+                "--merge: cannot be combined with --shard (write each shard with --shard I/N, "
+                "then combine them with --merge N alone)"
+            )
+        check_num_shards(args.merge)
     shard = parse_shard(args.shard) if args.shard else None
     cfg = load_config(GenerateConfig, args.config, args.overrides)
     if args.num_samples is not None:

@@ -73,6 +73,12 @@ class NearMissKV(DictTask):
     def __post_init__(self) -> None:
         super().__post_init__()
         shortest = self.key_digits[0]
+        if shortest < 2:
+            # a 1-digit key has no digit left in common with a near miss of it
+            raise ValueError(
+                f"key_digits: lower bound must be >= 2 for near misses (a near miss shares all "
+                f"but differ_digits digits with the gold key), got {list(self.key_digits)}"
+            )
         if not 1 <= self.differ_digits < shortest:
             raise ValueError(
                 f"differ_digits: must be in [1, {shortest - 1}] (key_digits lower bound - 1), "

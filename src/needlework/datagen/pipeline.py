@@ -44,13 +44,12 @@ from needlework.datagen.writer import (
     finish,
     is_dataset_dir,
     progress_bar,
-    staged_dir,
     write_hf,
 )
 from needlework.errors import UserError
-from needlework.io import read_jsonl
+from needlework.io import read_jsonl, sha256_file, staged_dir
 from needlework.registry import generators
-from needlework.tokenization import TokenCounter, load_counter
+from needlework.tokenization import TokenCounter, check_spec, load_counter
 
 FORMATS: tuple[Literal["openai", "trl", "hf", "parquet"], ...] = ("openai", "trl", "hf", "parquet")
 SPLITS = ("train", "eval")
@@ -115,14 +114,7 @@ class GenerateConfig:
             raise ValueError(f"max_tries: must be >= 1, got {self.max_tries}")
         if len(set(self.formats)) != len(self.formats):
             raise ValueError(f"formats: duplicates in {list(self.formats)}")
-        kind = self.tokenizer.partition(":")[0]
-        if self.tokenizer not in ("char", "whitespace") and (
-            kind not in ("hf", "tiktoken", "mistral") or not self.tokenizer.partition(":")[2]
-        ):
-            raise ValueError(
-                f"tokenizer: unknown tokenizer '{self.tokenizer}' (expected char, whitespace, "
-                "hf:<dir>, tiktoken:<encoding>[@file], mistral:<v1|v3|..>)"
-            )
+        check_spec(self.tokenizer)
 
     @property
     def generator_name(self) -> str:
@@ -138,6 +130,13 @@ def parse_shard(text: str) -> tuple[int, int]:
     if n < 1 or not 0 <= i < n:
         raise UserError(f"--shard: expected 0 <= I < N, got {text!r}")
     return i, n
+
+
+def check_num_shards(n: int) -> int:
+    """``--merge N``: the number of shards to combine must be a positive count."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise UserError(f"--merge: expected the number of shards N >= 1, got {n!r}")
+    return n
 
 
 def sample_rng(generator: str, seed: int, split: str, index: int) -> random.Random:
@@ -407,12 +406,15 @@ def merge_shards(cfg: GenerateConfig, num_shards: int, *, progress: bool = True)
     """Concatenate ``<out_dir>.shards/<i>-of-<n>`` into ``out_dir`` (same bytes as unsharded)."""
     from needlework.runinfo import write_run_info
 
+    check_num_shards(num_shards)
     counter = load_counter(cfg.tokenizer)
     root = Path(f"{cfg.out_dir}.shards")
     parts = [root / f"{i}-of-{num_shards}" for i in range(num_shards)]
     missing = [str(p) for p in parts if not is_dataset_dir(p)]
     if missing:
         raise UserError(f"merge: shard folder(s) missing or incomplete: {', '.join(missing)}")
+    for i, part in enumerate(parts):
+        check_shard(cfg, part, i, num_shards)
     check_target(cfg.out_dir)
     with_hf = _needs_datasets(cfg, None)
     seeds: dict[str, Any] = {}
@@ -437,6 +439,87 @@ def merge_shards(cfg: GenerateConfig, num_shards: int, *, progress: bool = True)
             questions.update(q for w in writers.values() for q in w.questions)
         manifest = finish(stage, cfg, seeds, None, questions)
     return {**manifest, "out_dir": str(cfg.out_dir)}
+
+
+def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted keys -> leaf values of a loaded YAML mapping (for naming config differences)."""
+    if isinstance(obj, dict) and obj:
+        out: dict[str, Any] = {}
+        for key, value in obj.items():
+            out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: obj}
+
+
+def _config_differences(recorded: Any, cfg: GenerateConfig) -> list[str]:
+    """``field: shard X, merge Y`` for every resolved-config field (out_dir aside: the shard
+    folder is found from it) where a shard's ``config.yaml`` and the merge config differ."""
+    import yaml
+
+    from needlework.config import dump_yaml
+
+    def show(value: Any) -> str:
+        text = "<absent>" if value is ... else json.dumps(value, ensure_ascii=False, default=str)
+        return text if len(text) <= 40 else text[:37] + "..."
+
+    ours = _flatten(yaml.safe_load(dump_yaml(cfg)))
+    theirs = _flatten(recorded if isinstance(recorded, dict) else {"<config>": recorded})
+    keys = list(ours) + [k for k in theirs if k not in ours]
+    return [
+        f"{k}: shard {show(theirs.get(k, ...))}, merge {show(ours.get(k, ...))}"
+        for k in keys
+        if k != "out_dir" and ours.get(k, ...) != theirs.get(k, ...)
+    ]
+
+
+def check_shard(cfg: GenerateConfig, part: Path, index: int, num_shards: int) -> None:
+    """Refuse (before anything is written) a shard folder that is not shard ``index`` of
+    ``num_shards`` of this very config, or whose files differ from what its manifest recorded:
+    merging it would silently make a corrupt dataset."""
+    import yaml
+
+    try:
+        manifest = json.loads((part / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"merge: {part}/manifest.json: unreadable ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise UserError(f"merge: {part}/manifest.json: expected a JSON object")
+    if manifest.get("shard") != [index, num_shards]:
+        raise UserError(
+            f"merge: {part}: manifest.json says shard {manifest.get('shard')}, expected "
+            f"[{index}, {num_shards}] (written as --shard {index}/{num_shards}?)"
+        )
+    try:
+        recorded = yaml.safe_load((part / "config.yaml").read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        raise UserError(
+            f"merge: {part}/config.yaml: cannot read the shard's config ({type(exc).__name__})"
+        ) from None
+    diffs = _config_differences(recorded, cfg)
+    if diffs:
+        more = f" (+{len(diffs) - 3} more)" if len(diffs) > 3 else ""
+        raise UserError(
+            f"merge: {part} was generated with a different config ({'; '.join(diffs[:3])}{more});"
+            " merge with the shards' config or regenerate the shards"
+        )
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        raise UserError(f"merge: {part}/manifest.json: expected a 'files' mapping")
+    for rel, info in files.items():
+        path = part / rel
+        want = info.get("sha256") if isinstance(info, dict) else None
+        if not path.is_file():
+            raise UserError(f"merge: {part}: {rel} is missing (listed in its manifest.json)")
+        if isinstance(info, dict) and path.stat().st_size != info.get("bytes"):
+            raise UserError(
+                f"merge: {part}: {rel} has {path.stat().st_size} bytes, its manifest.json "
+                f"records {info.get('bytes')} (truncated or edited; regenerate this shard)"
+            )
+        if want is None or sha256_file(path) != want:
+            raise UserError(
+                f"merge: {part}: {rel} does not match the sha256 its manifest.json records "
+                "(changed since it was written; regenerate this shard)"
+            )
 
 
 def with_num_samples(cfg: GenerateConfig, n: int) -> GenerateConfig:

@@ -82,6 +82,8 @@ class StructuredRecords:
                 f"field_names: expected distinct lowercase words other than 'id', got "
                 f"{list(self.field_names)}"
             )
+        if not self.field_names:
+            raise ValueError("field_names: expected at least one field name, got []")
         if not 1 <= self.fields <= len(self.field_names):
             raise ValueError(
                 f"fields: must be in [1, {len(self.field_names)}] (the field_names), got "
@@ -104,6 +106,15 @@ class StructuredRecords:
             raise ValueError("frac_top5: frac_0 + frac_top5 must be <= 1")
         object.__setattr__(self, "_ids", number_pool(*self.id_digits))
         object.__setattr__(self, "_values", number_pool(*self.value_digits))
+
+    @property
+    def max_units(self) -> tuple[int, str]:
+        """Most records one prompt can hold (each needs its own id) and why: the budget search
+        must stop there rather than ask :meth:`build` for more."""
+        n = self._distinct_ids
+        return n, (
+            f"generator.id_digits {list(self.id_digits)} gives only {n} distinct ids (widen it)"
+        )
 
     @property
     def _distinct_ids(self) -> int:

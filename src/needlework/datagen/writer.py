@@ -10,17 +10,13 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
-import tempfile
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from needlework.datagen.formatting import openai_report, openai_row, stats, trl_row
 from needlework.errors import DataError, UserError
 from needlework.heldout import held_out_entry
-from needlework.io import dumps, exclusive_lock, sha256_file, write_json
+from needlework.io import STAGE_LOCK, dumps, sha256_file, write_json
 from needlework.tokenization import TokenCounter
 
 if TYPE_CHECKING:
@@ -52,61 +48,6 @@ def check_target(path: Path) -> None:
         ancestor = ancestor.parent
     if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
         raise UserError(f"out_dir: cannot create {path} ({ancestor} is not writable)")
-
-
-@contextlib.contextmanager
-def staged_dir(target: Path) -> Iterator[Path]:
-    """A hidden folder beside ``target`` that replaces it only if the block succeeds.
-
-    The staging folder holds an flock for as long as its run lives, so the leftovers of a run
-    killed with ``kill -9`` (whose cleanup never ran) are told apart from a live run's and
-    removed by the next run."""
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        _remove_dead_stages(target)
-        stage = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    except OSError as exc:
-        raise UserError(f"out_dir: cannot create {target} ({exc.strerror})") from None
-    try:
-        with exclusive_lock(stage / STAGE_LOCK):
-            yield stage
-        (stage / STAGE_LOCK).unlink(missing_ok=True)
-        old = None
-        if target.exists():
-            old = Path(
-                tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent)
-            )
-            os.replace(target, old / "dataset")
-        os.replace(stage, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-
-
-STAGE_LOCK = ".needlework-staging.lock"
-
-
-def _remove_dead_stages(target: Path) -> None:
-    """Remove staging folders of ``target`` left by killed runs (their lock is free)."""
-    try:
-        import fcntl
-    except ImportError:
-        return
-    for stage in target.parent.glob(f".{target.name}.*.tmp"):
-        lock = stage / STAGE_LOCK
-        if not lock.is_file():  # killed between mkdtemp and the lock, or before this version
-            with contextlib.suppress(OSError):
-                if time.time() - stage.stat().st_mtime > 60:  # not one being set up right now
-                    shutil.rmtree(stage, ignore_errors=True)
-            continue
-        with lock.open("a") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:  # a live run holds it (or locks are unsupported: keep it)
-                continue
-        shutil.rmtree(stage, ignore_errors=True)
 
 
 class SplitWriter:

@@ -32,6 +32,8 @@ def build_eval_config(args: argparse.Namespace) -> Any:
     if names:
         data["benchmarks"] = names
     if getattr(args, "limit", None) is not None:
+        if args.limit < 1:
+            raise ConfigError(f"--limit: expected >= 1 (samples per benchmark), got {args.limit}")
         data["limit"] = args.limit
     if getattr(args, "out", None):
         data["out_dir"] = args.out

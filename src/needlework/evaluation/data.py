@@ -12,7 +12,6 @@ import gzip
 import hashlib
 import io
 import os
-import tempfile
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from needlework.errors import DataError, UserError
-from needlework.io import parse_jsonl_lines, require, sha256_file
+from needlework.io import make_temp_file, parse_jsonl_lines, require, require_file, sha256_file
 
 LITM_REPO = "nelson-liu/lost-in-the-middle"
 LITM_COMMIT = "29b8a6d042ce29abccee3db1a73171a107d7e6af"
@@ -218,7 +217,7 @@ def download_verified(
         return dest
     url = RAW_URL.format(repo=LITM_REPO, commit=LITM_COMMIT, path=upstream_path)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    fd, tmp = make_temp_file(dest.parent, f".{dest.name}.", ".part")
     try:
         with os.fdopen(fd, "wb") as out:
             _copy_response(url, out, expected.size_bytes, opener, progress)
@@ -254,9 +253,7 @@ def _copy_response(url: str, out: Any, total: int, opener: Opener, progress: boo
 def read_rows(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
     """Yield (``file:line``, row) from .jsonl/.jsonl.gz/.json (JSON lines), .parquet, or a .zip
     holding one JSON-lines file (FLenQA's release format)."""
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"{p}: file not found")
+    p = require_file(path, "a .jsonl, .jsonl.gz, .json, .parquet or .zip data file")
     name = p.name.lower()
     if name.endswith(".parquet"):
         import pyarrow.parquet as pq

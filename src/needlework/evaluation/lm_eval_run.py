@@ -184,7 +184,12 @@ def run_general(
 def _load_done(path: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
     if not path.is_file():
         return None
-    done = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        done = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # damaged (not UTF-8, not JSON): the task runs again
+        return None
+    if not isinstance(done, dict) or not isinstance(done.get("fingerprint") or {}, dict):
+        return None
     held = done.get("fingerprint") or {}
     changed = [k for k in fingerprint if k != "settings" and held.get(k) != fingerprint[k]]
     old, now = held.get("settings") or {}, fingerprint["settings"]

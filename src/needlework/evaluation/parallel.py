@@ -102,10 +102,13 @@ def launch(argv: Sequence[str], workers: int) -> int:
 
     Each worker gets cores/workers threads (NEEDLEWORK_THREADS), so together they never
     oversubscribe the machine; torchrun's own default of one thread is replaced by that.
+    torchrun stops its workers when it gets SIGTERM: it gets one when this process is
+    interrupted, and from Linux when this process dies (``kill -9``), so no worker runs on
+    unwatched.
     """
     import subprocess
 
-    from needlework.runtime import env_for_processes
+    from needlework.runtime import die_with_parent, env_for_processes
 
     env = env_for_processes(workers)
     cmd = [
@@ -118,7 +121,13 @@ def launch(argv: Sequence[str], workers: int) -> int:
         "needlework",
         *argv,
     ]
-    return subprocess.run(cmd, env=env, check=False).returncode
+    proc = subprocess.Popen(cmd, env=env, preexec_fn=die_with_parent)
+    try:
+        return proc.wait()
+    except BaseException:  # Ctrl-C or SIGTERM here: let torchrun stop its workers, then go
+        proc.terminate()
+        proc.wait()
+        raise
 
 
 def strip_workers(argv: Sequence[str]) -> list[str]:

@@ -185,13 +185,20 @@ def run_benchmark(
     worker = parallel.current()
     report_declaration(bench)  # a broken figure declaration fails here, before any request
     samples = select_samples(bench, cfg.limit)
-    lock = run_dir / (".lock" if worker.rank == 0 else f".lock-r{worker.rank}")
+    # a worker's claim lives with its shard, so it goes when rank 0 merges the shards
+    lock = (
+        run_dir / ".lock"
+        if worker.is_main
+        else worker.shard(run_dir).parent / f".lock-r{worker.rank}"
+    )
     busy = (
         f"{run_dir}: another needlework eval is running this benchmark into the same folder; "
         "wait for it to finish (a rerun then resumes) or choose another out_dir"
     )
-    with _new_run_folder(run_dir, worker.is_main), exclusive_lock(lock, busy=busy):
-        return _run_benchmark(cfg, bench, run_dir, samples, worker, progress=progress)
+    with _new_run_folder(run_dir, worker.is_main):
+        lock.parent.mkdir(exist_ok=True)
+        with exclusive_lock(lock, busy=busy):
+            return _run_benchmark(cfg, bench, run_dir, samples, worker, progress=progress)
 
 
 @contextlib.contextmanager
@@ -369,7 +376,7 @@ def _finished_metrics(
     try:
         info = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
         metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError):  # missing, not UTF-8 or not JSON: not a finished run
         return None
     if not isinstance(info, dict) or not isinstance(metrics, dict):
         return None
@@ -569,7 +576,7 @@ def check_resumable(run_dir: Path, cfg: EvalConfig) -> dict[str, list[Any]]:
         return {}
     try:
         old = yaml.safe_load(old_path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError:
+    except (yaml.YAMLError, UnicodeDecodeError):
         raise UserError(f"{old_path}: unreadable; cannot check that resuming is safe") from None
     new = to_dict(cfg)
     before: dict[str, Any] = old["model"] if isinstance(old.get("model"), dict) else {}

@@ -207,6 +207,7 @@ def _import(source: Source, out: Path, dtype: str) -> Path:
     if _reusable(out, source, dtype):
         return out
     _require_gguf_package()
+    _check_can_create(out)  # before the slow part: a bad --out fails in a second, not a minute
     announce(
         f"needlework: importing {source.path.name} ({source.size / 1e6:.1f} MB) as {dtype} "
         f"into {out} (once; tens of seconds)"
@@ -263,6 +264,11 @@ def _reusable(out: Path, source: Source, dtype: str) -> bool:
     record = read_import(out)
     if record is not None and record.get("sha256") == source.sha256:
         if record.get("dtype") == dtype:
+            if not any(out.glob("*.safetensors")):
+                raise GGUFError(
+                    f"{out}: holds an import record but no *.safetensors weights (files were "
+                    "removed?); delete the folder to import again"
+                )
             return True
         raise GGUFError(
             f"{out}: already holds this model in {record.get('dtype')}; asked for {dtype} "
@@ -279,6 +285,17 @@ def _reusable(out: Path, source: Source, dtype: str) -> bool:
             f"{out}: folder is not empty and holds no {MARKER} (expected a new or empty folder)"
         )
     return False
+
+
+def _check_can_create(out: Path) -> None:
+    """``out`` can be made: its nearest existing ancestor is a writable folder."""
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise GGUFError(f"{out}: cannot be created ({parent} is a file, not a folder)")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise GGUFError(f"{out}: cannot be created ({parent} is not writable)")
 
 
 def _load_gguf(source: Source) -> tuple[Any, Any]:

@@ -4,6 +4,9 @@ Run:  needlework report runs/base runs/ft --out report/ [--baseline base] [--htm
 
 Layout of ``<out>/``: ``report.md`` (the report), ``tables/*.csv`` (every number in it, long
 format), ``figures/*.png`` and, with ``--html``, ``report.html`` (self-contained, with samples).
+The folder is built in a hidden staging folder beside ``<out>`` and renamed into place when
+complete (as ``needlework generate`` writes datasets), so a failed report leaves no partial
+output; an existing ``<out>`` is replaced only when it holds nothing but an earlier report.
 Each benchmark declares its figures and where its sections go (``figures()``/``report_rank``,
 recorded in metrics.json), which gives the paper's figures (Xiong et al., ICLR 2025, arXiv
 2406.19292): MDQA and KV retrieval by gold position, FLenQA by context length with and without
@@ -12,6 +15,7 @@ CoT, the NIAH length × depth grid, and general-benchmark scores with deltas vs 
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from needlework.errors import UserError
-from needlework.io import ensure_writable_dir, write_text
+from needlework.io import write_text
 from needlework.records import Figure
 from needlework.reporting import plots, sections
 from needlework.reporting.compare import (
@@ -95,17 +99,34 @@ def build_report(
     html: bool = False,
     baseline: str | None = None,
 ) -> ReportResult:
-    """Like :func:`report` but also returns the files written and the problems found."""
+    """Like :func:`report` but also returns the files written and the problems found.
+
+    Everything is written into a staging folder that replaces ``out_dir`` only once the report
+    is complete; a failure (or Ctrl-C) removes it and leaves ``out_dir`` as it was.
+    """
+    from needlework.io import staged_dir
+
+    target = Path(out_dir)
+    check_out_dir(target)
     found = discover(list(run_dirs))
     if not found.runs and not found.training:
         raise UserError("nothing to report: " + "; ".join(found.problems or ["no runs given"]))
-    out = ensure_writable_dir(out_dir)
-    builder = ReportBuilder(out, found, _choose_baseline(found.runs, baseline))
+    chosen = _choose_baseline(found.runs, baseline)
+    # resolved: a symlinked --out keeps its link, and ``.`` has a parent to stage in
+    with staged_dir(target.resolve()) as stage:
+        result = _write_report(stage, found, chosen, html)
+    moved = [target / f.relative_to(stage) for f in result.files]
+    return ReportResult(target / REPORT_MD, moved, result.problems, result.baseline)
+
+
+def _write_report(out: Path, found: Discovery, baseline: str | None, html: bool) -> ReportResult:
+    """Every file of the report, written into ``out``."""
+    builder = ReportBuilder(out, found, baseline)
     result = builder.build()
     if html:
         from needlework.reporting.html import html_page
 
-        page = out / "report.html"
+        page = out / REPORT_HTML
         write_text(
             page,
             html_page(
@@ -118,6 +139,66 @@ def build_report(
         )
         result.files.append(page)
     return result
+
+
+REPORT_MD = "report.md"
+REPORT_HTML = "report.html"
+REPORT_HEADING = "# needlework report\n"
+"""report.md's first line: how an earlier report's folder is recognised."""
+REPORT_DIRS = {"tables": ".csv", "figures": ".png"}
+"""Subfolders of a report and the one kind of file each holds."""
+
+
+def check_out_dir(out: Path) -> None:
+    """Fail before any work unless ``out`` is new, empty, or an earlier report's folder (only
+    report.md with its heading, report.html, tables/*.csv and figures/*.png): the report
+    replaces the whole folder, so anything else there would be lost."""
+    here = Path.cwd().resolve()
+    if out.resolve() in (here, *here.parents):
+        raise UserError(
+            f"--out {out}: is the current folder or holds it, and the report replaces its "
+            "whole folder: give a subfolder (e.g. --out report)"
+        )
+    if out.exists() or out.is_symlink():
+        if not out.is_dir():
+            raise UserError(f"--out {out}: exists and is not a folder")
+        stray = _not_from_a_report(out)
+        if stray:
+            raise UserError(
+                f"--out {out}: folder is not empty and was not written by needlework report "
+                f"({stray}); refusing to replace it: give a new or empty folder"
+            )
+    # the report is staged beside the (resolved) folder and renamed there
+    ancestor = out.resolve().parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UserError(f"--out {out}: cannot write there ({ancestor} is not a writable folder)")
+
+
+def _not_from_a_report(out: Path) -> str:
+    """Why ``out`` is not an empty folder or an earlier report's folder ("" when it is)."""
+    try:
+        entries = sorted(out.iterdir())
+        if not entries:
+            return ""
+        if not (out / REPORT_MD).is_file():
+            return f"it has {entries[0].name} but no {REPORT_MD}"
+        with (out / REPORT_MD).open("rb") as fh:
+            if fh.read(len(REPORT_HEADING)) != REPORT_HEADING.encode():
+                return f"its {REPORT_MD} does not start with {REPORT_HEADING.strip()!r}"
+        for entry in entries:
+            if entry.name in (REPORT_MD, REPORT_HTML) and entry.is_file():
+                continue
+            ext = REPORT_DIRS.get(entry.name)
+            if ext is None or entry.is_symlink() or not entry.is_dir():
+                return f"it holds {entry.name}"
+            for item in sorted(entry.iterdir()):
+                if item.suffix != ext or item.is_symlink() or not item.is_file():
+                    return f"it holds {entry.name}/{item.name}"
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror}"
+    return ""
 
 
 def _choose_baseline(runs: list[EvalRun], wanted: str | None) -> str | None:
@@ -244,7 +325,7 @@ class ReportBuilder:
         runs_md, runs_csv = runs_table(self.found.runs)
         runs_link = self.csv("runs", runs_csv)
         head = [
-            "# needlework report\n",
+            REPORT_HEADING,
             f"{len(self.found.runs)} evaluation runs, {len(self.found.training)} training runs. "
             f"Baseline for deltas: **{self.baseline or 'none'}**.\n",
             self.problems_section(),
@@ -254,7 +335,7 @@ class ReportBuilder:
             READING_GUIDE,
         ]
         text = "\n".join(p for p in [*head, *parts, *tail] if p)
-        path = self.out / "report.md"
+        path = self.out / REPORT_MD
         write_text(path, text)
         self.files.append(path)
         return ReportResult(path, self.files, self.problems, self.baseline)

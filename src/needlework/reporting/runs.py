@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from needlework.errors import DataError, UserError
+from needlework.errors import DataError, UserError, first_line
 from needlework.io import read_jsonl
 from needlework.records import Figure, Prediction
 
@@ -146,19 +146,36 @@ def _is_empty_eval_run(folder: Path, names: set[str]) -> bool:
 
 
 def _read_json(path: Path, problems: list[str] | None) -> Any:
+    """The parsed file, or None (and a problem line) when it cannot be read, is not UTF-8 text
+    or is not JSON."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad JSON or not UTF-8
         if problems is not None:
-            problems.append(f"{path}: unreadable JSON ({exc})")
+            problems.append(f"{path}: unreadable JSON ({_why(exc)})")
         return None
+
+
+def _why(exc: BaseException) -> str:
+    """A one-line reason for an unreadable file (undecodable bytes said as such)."""
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not UTF-8 text: {exc.reason} at byte {exc.start}"
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return first_line(exc)
 
 
 def _load_folder(folder: Path, found: Discovery) -> None:
     info = {}
     if (folder / RUN_INFO).is_file():
         loaded = _read_json(folder / RUN_INFO, found.problems)
-        info = loaded if isinstance(loaded, dict) else {}
+        if isinstance(loaded, dict):
+            info = loaded
+        elif loaded is not None:
+            found.problems.append(
+                f"{folder / RUN_INFO}: expected a JSON object, got {type(loaded).__name__}; "
+                "its variant, seed and model are not used"
+            )
     if (folder / METRICS).is_file():
         run = _load_eval(folder, info, found.problems)
         if run is not None:
@@ -191,7 +208,7 @@ def _load_eval(folder: Path, info: dict[str, Any], problems: list[str]) -> EvalR
     if not isinstance(label, str):
         # Old runs only (the runner records the label in metrics.json): the folder name.
         label = folder.name if folder.name.startswith(bench) else bench
-    config = _read_config(folder)
+    config = _read_config(folder, problems)
     model = model_id(info.get("model", metrics.get("model")))
     variant, seed = _variant_and_seed(info, config)
     run = EvalRun(
@@ -236,13 +253,18 @@ def _declaration(
     return tuple(figures), rank
 
 
-def _read_config(folder: Path) -> dict[str, Any]:
-    """The run's resolved config.yaml ({} when missing or unreadable)."""
-    if not (folder / CONFIG).is_file():
+def _read_config(folder: Path, problems: list[str]) -> dict[str, Any]:
+    """The run's resolved config.yaml ({} when missing or unreadable; a problem line when it
+    is there but cannot be read)."""
+    path = folder / CONFIG
+    if not path.is_file():
         return {}
     try:
-        loaded = yaml.safe_load((folder / CONFIG).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError, yaml.YAMLError) as exc:
+        problems.append(
+            f"{path}: unreadable YAML ({_why(exc)}); its variant, seed and model spec are not used"
+        )
         return {}
     return loaded if isinstance(loaded, dict) else {}
 
@@ -346,7 +368,43 @@ def _check_metrics(metrics: Any) -> str | None:
     stat = metrics["metrics"].get(primary)
     if not isinstance(stat, dict) or not isinstance(stat.get("mean"), (int, float)):
         return f"metrics['{primary}'] (the primary metric) missing or without a 'mean'"
+    for name, other in metrics["metrics"].items():
+        if not isinstance(other, dict) or not isinstance(other.get("mean"), (int, float)):
+            return f"metrics['{name}'] should be an object with a numeric 'mean'"
+    secondary = metrics.get("secondary_metrics") or []
+    if not isinstance(secondary, list) or not all(isinstance(m, str) for m in secondary):
+        return "field 'secondary_metrics' should be a list of metric names"
+    return _check_by(metrics.get("by", {})) or _check_tasks(metrics.get("tasks", {}))
+
+
+def _check_by(by: Any) -> str | None:
+    """``by``: {field: {key: {metric: stat}}} (an object of objects)."""
+    if not isinstance(by, dict):
+        return f"field 'by' should be a JSON object of breakdowns, got {_kind(by)}"
+    for name, groups in by.items():
+        if not isinstance(groups, dict):
+            return f"by['{name}'] should be a JSON object (key -> scores), got {_kind(groups)}"
     return None
+
+
+def _check_tasks(tasks: Any) -> str | None:
+    """``tasks`` (a general suite): {task: {"primary_metric": str, ...}}."""
+    if not isinstance(tasks, dict):
+        return f"field 'tasks' should be a JSON object of tasks, got {_kind(tasks)}"
+    for name, task in tasks.items():
+        if not isinstance(task, dict):
+            return f"tasks['{name}'] should be a JSON object, got {_kind(task)}"
+        if not isinstance(task.get("primary_metric", ""), str):
+            return f"tasks['{name}']['primary_metric'] should be a string"
+    return None
+
+
+def _kind(value: Any) -> str:
+    """The JSON name of a value's type, for error lines."""
+    if value is None:
+        return "null"
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}
+    return names.get(type(value), "a number")
 
 
 def model_id(value: Any) -> str:
@@ -416,9 +474,17 @@ def _drop_duplicates(found: Discovery) -> None:
 
 def _load_train(folder: Path, info: dict[str, Any], problems: list[str]) -> TrainRun:
     model = _read_json(folder / MODEL_JSON, problems)
+    if model is not None and not (
+        isinstance(model, dict) and isinstance(model.get("backend") or model.get("name"), str)
+    ):
+        problems.append(
+            f"{folder / MODEL_JSON}: expected a JSON object with 'backend' (docs/formats.md §B), "
+            f"got {'one without it' if isinstance(model, dict) else _kind(model)}; "
+            "the model is shown as unknown"
+        )
     if not isinstance(model, dict):
         model = {}
-    config = _read_config(folder)
+    config = _read_config(folder, problems)
     # config.yaml ``variant``/``seed`` (``needlework run`` records them); a run without a
     # variant is labelled by the model it wrote, as plain eval runs are
     variant, seed = _variant_and_seed(info, config)
@@ -429,23 +495,26 @@ def _load_train(folder: Path, info: dict[str, Any], problems: list[str]) -> Trai
         seed=str(seed) if seed is not None else None,
         config=config,
     )
-    run.loss = _loss_log(folder)
+    run.loss = _loss_log(folder, problems)
     return run
 
 
-def _loss_log(folder: Path) -> list[tuple[float, float]]:
-    """(step, loss) from a JSONL log or the newest HF ``trainer_state.json`` in the folder."""
+def _loss_log(folder: Path, problems: list[str]) -> list[tuple[float, float]]:
+    """(step, loss) from a JSONL log or the newest HF ``trainer_state.json`` in the folder; a
+    log that is there but unreadable is a problem line."""
     for name in TRAIN_LOGS:
         path = folder / name
         if path.is_file():
             try:
                 rows = list(read_jsonl(path))
-            except DataError:
+            except DataError as exc:
+                problems.append(f"{first_line(exc)}; no loss curve for {folder}")
                 return []
+            # rows without a loss are valid (a run too short to log one has only its summary)
             return _steps_and_losses(rows)
     states = sorted(folder.glob("**/trainer_state.json"), key=_checkpoint_step)
     for path in reversed(states):
-        state = _read_json(path, problems=None)
+        state = _read_json(path, problems)
         if isinstance(state, dict) and isinstance(state.get("log_history"), list):
             return _steps_and_losses(state["log_history"])
     return []

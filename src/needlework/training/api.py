@@ -90,7 +90,10 @@ def _after_failure(run_dir: Path, new_folder: bool, exc: BaseException) -> None:
 
 def check_same_config(cfg: TrainConfig, saved: Path) -> None:
     """Resuming under a different config would mix two runs under one config.yaml."""
-    old = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
+    try:
+        old = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError):
+        raise UserError(f"{saved}: unreadable; cannot check that resuming is safe") from None
     new = yaml.safe_load(dump_yaml(cfg))
     for config in (old, new):  # a label, not a setting: runs from before it was recorded resume
         if isinstance(config, dict):

@@ -185,7 +185,15 @@ class OpenAIJob:
         if self.state_path.is_file():
             import json
 
-            self.state = json.loads(self.state_path.read_text(encoding="utf-8"))
+            try:
+                self.state = json.loads(self.state_path.read_text(encoding="utf-8"))
+            except ValueError:
+                raise UserError(
+                    f"{self.state_path}: not the JSON job record this run wrote; move it away "
+                    "to start the finetuning job afresh"
+                ) from None
+            if not isinstance(self.state, dict):
+                raise UserError(f"{self.state_path}: expected a JSON object (the job record)")
 
     def save(self, **changes: Any) -> None:
         self.state.update(changes)

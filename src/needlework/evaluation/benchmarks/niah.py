@@ -17,12 +17,12 @@ import random
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 from needlework.errors import ConfigError, DataError
 from needlework.evaluation.benchmarks.common import token_counter, user_turn
 from needlework.evaluation.haystack import FILLER, build_needle_item, split_sentences
 from needlework.evaluation.metrics import best_subspan_em, exact_match, first_line
+from needlework.io import require_file
 from needlework.records import Figure, Sample
 from needlework.registry import benchmarks
 
@@ -102,9 +102,7 @@ class NIAH:
     def haystack_units(self) -> list[str]:
         if self.haystack_path is None:
             return list(FILLER)
-        path = Path(self.haystack_path)
-        if not path.is_file():
-            raise DataError(f"{path}: haystack file not found")
+        path = require_file(self.haystack_path, "a UTF-8 text file of haystack sentences")
         try:
             units = split_sentences(path.read_text(encoding="utf-8"))
         except UnicodeDecodeError:
