@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from needlework.errors import ConfigError
+from needlework.errors import ConfigError, UserError
 from needlework.experiment import load_recipe, plan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,3 +96,30 @@ def test_a_step_whose_inputs_are_missing_names_them(tmp_path, monkeypatch, capsy
     err = capsys.readouterr().err
     assert code == 2 and "--step 3: reads what step(s) 1, 2 write, not done yet" in err
     assert list(tmp_path.iterdir()) == []  # nothing started
+
+
+def test_an_experiment_out_dir_holding_other_files_is_refused(tmp_path, monkeypatch):
+    from needlework.experiment import run_recipe
+
+    monkeypatch.chdir(ROOT)
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="holds notes.txt, which no needlework experiment writes"):
+        run_recipe(RECIPES / "tiny_cpu.yaml", [f"out_dir={tmp_path}"], dry_run=True)
+    afile = tmp_path / "notes.txt"
+    with pytest.raises(UserError, match="exists and is not a folder"):
+        run_recipe(RECIPES / "tiny_cpu.yaml", [f"out_dir={afile}"], dry_run=True)
+
+
+def test_the_demo_without_mdqa_data_evaluates_kv_only(tmp_path, monkeypatch):
+    from needlework import demo
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(demo, "oracle_folder", lambda: None)
+    overrides, note = demo._overrides(tmp_path)
+    titles = [s.title for s in plan(load_recipe(demo.RECIPE, overrides))]
+    assert note and note.startswith("MDQA skipped")
+    assert [t.split(" -> ")[0] for t in titles if t.startswith("eval")] == [
+        "eval base on kv_retrieval",
+        "eval lora_kv seed 0 on kv_retrieval",
+    ]
+    assert list(tmp_path.iterdir()) == []  # nothing written to decide it

@@ -286,7 +286,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except KeyboardInterrupt:
-        print(f"needlework {args.verb}: interrupted; finished outputs are kept", file=sys.stderr)
+        # on a line of its own (a progress bar may be mid-line), with what to do next
+        print(
+            f"\nneedlework {args.verb}: interrupted; finished outputs are kept (run the same "
+            "command again to resume)",
+            file=sys.stderr,
+        )
         return 130
 
 

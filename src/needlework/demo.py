@@ -39,20 +39,19 @@ def _overrides(out: Path) -> tuple[list[str], str | None]:
     folder = oracle_folder()
     if folder is not None:
         return [f"out_dir={out}", f'eval_overrides=["benchmarks.mdqa.data_path={folder}"]'], None
-    from needlework.config import dump_yaml, read_yaml
+    import yaml
+
+    from needlework.config import read_yaml
 
     eval_cfg = read_yaml(ROOT / "configs" / "eval" / "smollm2_demo.yaml")
-    eval_cfg["benchmarks"] = [b for b in eval_cfg["benchmarks"] if b.get("name") != "mdqa"]
-    path = out / "eval_config.kv_only.yaml"
-    from needlework.io import write_text
-
-    write_text(path, dump_yaml(eval_cfg))
+    kv_only = [b for b in eval_cfg["benchmarks"] if b.get("name") != "mdqa"]
+    flow = yaml.safe_dump(kv_only, default_flow_style=True, width=10**6).strip()
     note = (
         f"MDQA skipped: no {ORACLE} on this machine. Put it in data/lost-in-the-middle/ (or set "
         f"NEEDLEWORK_DATA to a folder holding lost-in-the-middle/) and run `make demo` again; "
         f"finished steps are kept."
     )
-    return [f"out_dir={out}", f"eval_config={path}"], note
+    return [f"out_dir={out}", f'eval_overrides=["benchmarks={flow}"]'], note
 
 
 def _metrics(path: Path) -> dict[str, Any]:
@@ -138,6 +137,8 @@ def run_demo(out_dir: str | Path) -> Path:
         raise UserError(f"{RECIPE}: the demo recipe is missing (run from a needlework checkout)")
     check_source("smollm2-135m-instruct")  # wheel installed and verified, before any work
     out = Path(out_dir).resolve()
+    if out.is_dir():  # written by earlier versions of the demo; now an override says the same
+        (out / "eval_config.kv_only.yaml").unlink(missing_ok=True)
     overrides, note = _overrides(out)
     if note:
         print(note)

@@ -444,6 +444,24 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> RecipeConfig
     return load_config(RecipeConfig, path, data=data)
 
 
+EXPERIMENT_ENTRIES = {"base_model", "data", "eval", "train", "logs", "report"}
+"""What an experiment folder holds (see README, "Where results land")."""
+
+
+def check_out_dir(out: Path) -> None:
+    """An experiment's ``out_dir`` is new, or a folder of this shape (a rerun resumes it):
+    anything else would get the experiment's files mixed in among its own."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"out_dir: {out} exists and is not a folder")
+    if out.is_dir():
+        stray = sorted(p.name for p in out.iterdir() if p.name not in EXPERIMENT_ENTRIES)
+        if stray:
+            raise UserError(
+                f"out_dir: {out} holds {stray[0]}, which no needlework experiment writes; give a "
+                "new folder or an earlier experiment's"
+            )
+
+
 def run_recipe(
     path: str | Path,
     overrides: Sequence[str] = (),
@@ -463,6 +481,7 @@ def run_recipe(
     if jobs < 1:
         raise UserError(f"--jobs: expected at least 1 process, got {jobs}")
     recipe = load_recipe(path, overrides)
+    check_out_dir(recipe.out_dir)
     steps = plan(recipe, path)
     if step is not None and not 1 <= step <= len(steps):
         raise UserError(f"--step: the recipe has steps 1 to {len(steps)}, got {step}")

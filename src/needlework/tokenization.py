@@ -97,13 +97,15 @@ class _Memo:
         self._size = size
         self._data: dict[str, int] = {}
 
-    def get(self, text: str) -> int | None:
-        return self._data.get(text)
-
-    def put(self, text: str, n: int) -> None:
-        if len(self._data) >= self._size:
-            self._data.pop(next(iter(self._data)))
-        self._data[text] = n
+    def count(self, text: str, measure: Callable[[str], int]) -> int:
+        """``measure(text)``, remembered for the last few texts."""
+        n = self._data.get(text)
+        if n is None:
+            n = measure(text)
+            if len(self._data) >= self._size:
+                self._data.pop(next(iter(self._data)))
+            self._data[text] = n
+        return n
 
 
 def _check_roles(messages: Sequence[Message], name: str) -> None:
@@ -219,14 +221,12 @@ class MistralCounter:
         return self._sp.encode(text)
 
     def count(self, text: str) -> int:
-        n = self._memo.get(text)
-        if n is None:
-            if self._lines is not None and "\n" in text and not text.startswith("\n"):
-                n = self._lines.count(text)
-            else:
-                n = len(self._sp.encode(text))
-            self._memo.put(text, n)
-        return n
+        return self._memo.count(text, self._measure)
+
+    def _measure(self, text: str) -> int:
+        if self._lines is not None and "\n" in text and not text.startswith("\n"):
+            return self._lines.count(text)
+        return len(self._sp.encode(text))
 
     def _user(self, content: str) -> int:
         if self._control:
@@ -351,11 +351,7 @@ class TiktokenCounter:
         return self._enc.encode_ordinary(text)
 
     def count(self, text: str) -> int:
-        n = self._memo.get(text)
-        if n is None:
-            n = len(self._enc.encode_ordinary(text))
-            self._memo.put(text, n)
-        return n
+        return self._memo.count(text, lambda t: len(self._enc.encode_ordinary(t)))
 
     def count_chat(self, messages: Sequence[Message], add_generation_prompt: bool = False) -> int:
         _check_roles(messages, self.name)
@@ -404,11 +400,7 @@ class HFCounter:
         return list(self._tok.encode(text, add_special_tokens=False))
 
     def count(self, text: str) -> int:
-        n = self._memo.get(text)
-        if n is None:
-            n = len(self.encode(text))
-            self._memo.put(text, n)
-        return n
+        return self._memo.count(text, lambda t: len(self.encode(t)))
 
     def count_chat(self, messages: Sequence[Message], add_generation_prompt: bool = False) -> int:
         _check_roles(messages, self.name)

@@ -451,3 +451,16 @@ def test_kill_9_leftovers_are_removed_by_the_next_run_and_sigterm_cleans_up(tmp_
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert not list(tmp_path.glob(".big.*")) and not (tmp_path / "big").exists()
+
+
+def test_inspect_says_what_a_manifest_or_a_predictions_file_is(tmp_path):
+    from needlework.datagen.summary import inspect_data
+
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text('{\n "format": "needlework-dataset/1"\n}\n')
+    with pytest.raises(DataError, match="a dataset's manifest, not its rows; give its folder"):
+        inspect_data(manifest)
+    preds = tmp_path / "predictions.jsonl"
+    preds.write_text('{"id": "a", "output": "x", "scores": {"m": 1.0}, "messages": []}\n')
+    with pytest.raises(DataError, match="a prediction of an eval run"):
+        inspect_data(preds)

@@ -217,3 +217,17 @@ def test_export_config_exports_every_long_context_benchmark(tmp_path):
     rows = (tmp_path / "out" / "needlework_mdqa_4docs.jsonl").read_text().splitlines()
     assert len(rows) == 3
     assert main(["export", str(cfg), str(tmp_path / "o2"), "benchmarks=oops"]) == 2
+
+
+def test_an_empty_local_file_is_a_one_line_data_error(tmp_path):
+    import gzip
+
+    from needlework.errors import DataError
+    from needlework.evaluation.lm_eval_tasks.utils import LOCAL_FILES, nq_open_dataset
+
+    path = tmp_path / LOCAL_FILES["nq_open"][0]
+    path.parent.mkdir(parents=True)
+    with gzip.open(path, "wt") as fh:
+        fh.write("")
+    with pytest.raises(DataError, match="no rows"):
+        nq_open_dataset(str(tmp_path))

@@ -281,3 +281,20 @@ def test_provenance_names_the_weights_loaded(tiny_checkpoint, tmp_path, monkeypa
     weights.write_bytes(bytes(data))
     changed = load_backend({"name": "hf", "path": str(copy)}).provenance()
     assert changed["weights_sha256"] != first["weights_sha256"]
+
+
+def test_bad_devices_and_folders_without_a_model_are_one_line(tmp_path, tiny_checkpoint):
+    import torch
+
+    with pytest.raises(UserError, match="device: expected auto, cpu, cuda"):
+        HF(path=str(tiny_checkpoint), device="banana").generate(CONVS[:1], max_new_tokens=2)
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="torch sees no CUDA GPU"):
+            HF(path=str(tiny_checkpoint), device="cuda").generate(CONVS[:1], max_new_tokens=2)
+    run = tmp_path / "run"  # a training run folder given as hf:<folder>: no weights in it
+    run.mkdir()
+    (run / "model.json").write_text('{"backend": "hf", "path": "./model"}')
+    with pytest.raises(UserError) as info:
+        HF(path=str(run)).generate(CONVS[:1], max_new_tokens=2)
+    text = str(info.value)
+    assert "cannot load model" in text and "pass it without hf:" in text and "\n" not in text

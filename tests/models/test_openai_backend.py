@@ -260,3 +260,22 @@ def test_spec_forms():
         load_backend({"name": "openai", "model": "m", "base_url": "127.0.0.1:8000"})
     with pytest.raises(UserError, match="concurrency"):
         load_backend({"name": "openai", "model": "m", "concurrency": 0})
+
+
+@pytest.mark.parametrize(
+    ("data", "what"),
+    [
+        ({"id": "x"}, "no 'choices' (got ['id'])"),
+        ({"choices": []}, "an empty 'choices' list"),
+        ({"choices": "nope"}, "'choices' that is not a list of objects (got str)"),
+        ({"choices": [1]}, "'choices' that is not a list of objects (got list)"),
+    ],
+)
+def test_a_200_without_usable_choices_says_what_it_holds(data, what):
+    import json as _json
+
+    from needlework.models import openai as backend
+
+    with pytest.raises(backend.BadResponse) as info:
+        backend._parse(200, {"content-type": "application/json"}, _json.dumps(data).encode())
+    assert what in str(info.value)

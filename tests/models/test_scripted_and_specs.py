@@ -92,3 +92,12 @@ def test_bad_model_json(tmp_path):
     (tmp_path / "model.json").write_text("{not json")
     with pytest.raises(ConfigError, match="invalid JSON"):
         load_backend(str(tmp_path))
+
+
+def test_a_bad_field_in_model_json_names_the_file(tmp_path):
+    from needlework.models import parse_model_spec
+
+    (tmp_path / "model.json").write_text('{"backend": "hf", "path": "./model", "extra": 1}')
+    with pytest.raises(ConfigError) as info:
+        parse_model_spec(str(tmp_path))
+    assert str(tmp_path / "model.json") in str(info.value) and "'extra'" in str(info.value)

@@ -20,6 +20,10 @@ BINS = 10
 
 
 def _files(path: Path) -> list[Path]:
+    if path.is_file() and path.name == "manifest.json":
+        raise DataError(
+            f"{path}: a dataset's manifest, not its rows; give its folder ({path.parent})"
+        )
     if path.is_file():
         return [path]
     if not path.is_dir():
@@ -34,6 +38,11 @@ def _files(path: Path) -> list[Path]:
 def _messages(row: dict[str, Any], where: str) -> list[dict[str, Any]]:
     from needlework.records import validate_messages
 
+    if "scores" in row and "output" in row:
+        raise DataError(
+            f"{where}: a prediction of an eval run, not a training or eval sample "
+            "(needlework report reads run folders)"
+        )
     if "messages" in row:
         msgs = row["messages"]
     elif isinstance(row.get("prompt"), list) and isinstance(row.get("completion"), list):

@@ -108,7 +108,12 @@ def read_model_json(path: Path) -> dict[str, Any]:
         value = data.get(key)
         if isinstance(value, str) and value.startswith("./"):
             data[key] = str((path.parent / value).resolve())
-    return _from_mapping(data, str(path))
+    spec = _from_mapping(data, str(path))
+    from needlework.config import build_unit
+    from needlework.registry import backends
+
+    build_unit(backends, spec, source=str(path), field="model")  # so errors name this file
+    return spec
 
 
 def _from_mapping(data: Mapping[str, Any], source: str) -> dict[str, Any]:

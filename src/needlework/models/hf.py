@@ -98,12 +98,9 @@ class HF(Weights, Streaming):
 
     def lm_eval_model(self, batch_size: int | None) -> Any:
         """lm-eval's own HF model on these weights and settings (log-likelihoods work)."""
-        import torch
         from lm_eval.models.huggingface import HFLM
 
-        device = self.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = _device(self.device)
         return HFLM(
             pretrained=self.source(),
             revision=self.revision or "main",
@@ -162,9 +159,7 @@ class HF(Weights, Streaming):
         src = self.source()
         if self.trust_remote_code:
             warn_remote_code(src)
-        device = self.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = _device(self.device)
         name = self.dtype_name()
         dtype: Any = name if name == "auto" else getattr(torch, name)
         try:
@@ -175,8 +170,15 @@ class HF(Weights, Streaming):
             model = AutoModelForCausalLM.from_pretrained(
                 src, dtype=dtype, trust_remote_code=self.trust_remote_code, **pin
             )
-        except OSError as exc:
-            raise UserError(f"hf: cannot load model '{self.path}': {first_line(exc)}") from None
+        except (OSError, ValueError) as exc:  # no weights / config, no usable tokenizer files
+            hint = (
+                " (a training run folder: pass it without hf:, or its model/ folder)"
+                if (Path(src) / "model.json").is_file()
+                else ""
+            )
+            raise UserError(
+                f"hf: cannot load model '{self.path}': {first_line(exc)}{hint}"
+            ) from None
         if self.adapter:
             model = _merge_adapter(model, self.adapter)
         # transformers types .to() as a decorated wrapper expecting the model first
@@ -317,6 +319,24 @@ class HF(Weights, Streaming):
         st["usage"]["batches"] += 1
         st["usage"]["prompt_tokens"] += sum(len(x) for x in batch)
         return texts
+
+
+def _device(spec: str) -> str:
+    """``auto`` resolved (cuda if torch sees a GPU, else cpu); a device torch cannot use is a
+    one-line error rather than an assertion deep in torch."""
+    import torch
+
+    if spec == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise UserError(
+            f"hf: device: expected auto, cpu, cuda, cuda:N or another torch device, got {spec!r}"
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"hf: device: {spec!r} asked for, but torch sees no CUDA GPU here")
+    return spec
 
 
 def _left_padded(batch: list[list[int]], pad: int) -> tuple[Any, Any]:

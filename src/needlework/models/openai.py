@@ -312,12 +312,14 @@ def _parse(status: int, headers: Any, body: bytes) -> tuple[str, str | None, dic
         ) from None
     choices = data.get("choices") if isinstance(data, dict) else None
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        keys = sorted(data)[:8] if isinstance(data, dict) else type(data).__name__
-        raise BadResponse(
-            f"answered {status} with JSON that has no 'choices' (got {keys}): not a chat "
-            "completion",
-            retry=True,
-        )
+        if not isinstance(data, dict) or "choices" not in data:
+            keys = sorted(data)[:8] if isinstance(data, dict) else type(data).__name__
+            what = f"JSON that has no 'choices' (got {keys})"
+        elif isinstance(choices, list) and not choices:
+            what = "an empty 'choices' list"
+        else:
+            what = f"'choices' that is not a list of objects (got {type(choices).__name__})"
+        raise BadResponse(f"answered {status} with {what}: not a chat completion", retry=True)
     choice = choices[0]
     message = choice.get("message")
     content = message.get("content") if isinstance(message, dict) else None

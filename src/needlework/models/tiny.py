@@ -52,6 +52,48 @@ def build_char_tokenizer(out_dir: str | Path | None = None):
     return fast
 
 
+def tiny_config(
+    tokenizer,
+    *,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    intermediate_size: int = 256,
+    max_position_embeddings: int = 8192,
+    arch: str = "llama",
+):
+    """The model config alone (no weights), so a spec can be checked before anything is built.
+
+    Raises ``ValueError`` naming the size that cannot work (transformers would fail later with a
+    ZeroDivisionError or a shape error)."""
+    from transformers import LlamaConfig, MistralConfig, Qwen2Config
+
+    sizes = {"hidden": hidden_size, "layers": num_layers, "heads": num_heads,
+             "ffn": intermediate_size}  # fmt: skip
+    small = [f"{k}={v}" for k, v in sizes.items() if v < 1]
+    if small:
+        raise ValueError(f"{', '.join(small)}: sizes must be >= 1")
+    if hidden_size % num_heads or (hidden_size // num_heads) % 2:
+        raise ValueError(
+            f"hidden={hidden_size} must split into heads={num_heads} of an even size "
+            f"(rotary embeddings), e.g. hidden={max(2, num_heads) * 16}"
+        )
+    config_cls = {"llama": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen2Config}[arch]
+    return config_cls(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_heads,
+        max_position_embeddings=max_position_embeddings,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None,
+        tie_word_embeddings=True,
+    )
+
+
 def build_tiny_model(
     tokenizer,
     out_dir: str | Path | None = None,
@@ -66,21 +108,16 @@ def build_tiny_model(
 ):
     """A randomly initialised Llama/Mistral/Qwen2 causal LM sized for CPU tests (~0.1-0.6M)."""
     import torch
-    from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, Qwen2Config
+    from transformers import AutoModelForCausalLM
 
-    config_cls = {"llama": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen2Config}[arch]
-    config = config_cls(
-        vocab_size=len(tokenizer),
+    config = tiny_config(
+        tokenizer,
         hidden_size=hidden_size,
+        num_layers=num_layers,
+        num_heads=num_heads,
         intermediate_size=intermediate_size,
-        num_hidden_layers=num_layers,
-        num_attention_heads=num_heads,
-        num_key_value_heads=num_heads,
         max_position_embeddings=max_position_embeddings,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=None,
-        tie_word_embeddings=True,
+        arch=arch,
     )
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)

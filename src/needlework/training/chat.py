@@ -75,6 +75,27 @@ def set_chat_template(tokenizer: Any, path: str | Path | None, *, field: str) ->
         raise ConfigError(
             "the tokenizer has no chat template; set it to a .jinja file", field=field
         )
+    check_template_compiles(tokenizer, path, field=field)
+
+
+def check_template_compiles(tokenizer: Any, path: str | Path | None, *, field: str) -> None:
+    """Render one user/assistant exchange, so a Jinja syntax error is a one-line ConfigError
+    naming the file and line now rather than a traceback once rows are measured.
+
+    Errors the template raises on purpose (``raise_exception`` for a role order it refuses)
+    are left to the real rows: they may not apply to them."""
+    import jinja2
+
+    sample = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    try:
+        tokenizer.apply_chat_template(sample, tokenize=False)
+    except jinja2.TemplateSyntaxError as exc:
+        where = f"{path}" if path is not None else "the tokenizer's chat template"
+        raise ConfigError(
+            f"{where}: line {exc.lineno}: Jinja syntax error ({exc.message})", field=field
+        ) from None
+    except Exception:  # a deliberate refusal of the sample, not a syntax error
+        return
 
 
 def resolve_format(tokenizer: Any, requested: str, *, field: str) -> str:

@@ -72,6 +72,8 @@ class TrainConfig:
     """Use only the first N rows of ``train_path`` (quick dry runs)."""
 
     def __post_init__(self) -> None:
+        if not 0 <= self.seed < 2**32:  # numpy/torch seeding refuses anything else, mid-setup
+            raise ValueError(f"seed: expected an integer in [0, 2**32), got {self.seed}")
         if not 0.0 <= self.mix_ratio < 1.0:
             raise ValueError(f"mix_ratio: expected a share in [0, 1), got {self.mix_ratio}")
         if self.mix_path is not None and self.mix_dataset is not None:

@@ -148,6 +148,7 @@ class HfSFT:
                 f"expected -1 (train for epochs) or >= 1, got {self.max_steps}",
             ),
             (self.lora_r >= 1, "lora_r", "expected >= 1"),
+            (self.lora_alpha > 0, "lora_alpha", f"expected > 0, got {self.lora_alpha}"),
             (0.0 <= self.lora_dropout < 1.0, "lora_dropout", "expected in [0, 1)"),
             (self.logging_steps >= 1, "logging_steps", "expected >= 1"),
             (self.save_steps >= 1, "save_steps", "expected >= 1"),
@@ -177,10 +178,14 @@ class HfSFT:
             )
 
     def preflight(self, cfg: TrainConfig) -> None:
-        """Cheap checks: GPU for QLoRA, model path, template file, trl_overrides keys."""
+        """Cheap checks, before a run folder or base model exists: GPU for QLoRA, trl_overrides
+        keys and types, scheduler, attention, model and tokenizer sources, chat template, LoRA
+        targets (each would otherwise be a traceback minutes later)."""
         import dataclasses
 
         from trl import SFTConfig
+
+        from needlework.training import chat, hf_checks
 
         if self.method == "qlora":
             _require_qlora_support()
@@ -191,14 +196,29 @@ class HfSFT:
                 f"unknown trl.SFTConfig field {unknown[0]!r} (trl {version('trl')})",
                 field="trainer.trl_overrides",
             )
+        hf_checks.check_override_types(self.trl_overrides)
+        hf_checks.check_schedule(self)
+        hf_checks.check_attention(self.attn_implementation)
         if self.chat_template_path is not None and not Path(self.chat_template_path).is_file():
             raise ConfigError(
                 f"file not found: {self.chat_template_path}", field="trainer.chat_template_path"
             )
-        if not self.model_path.startswith("tiny:"):
+        from needlework.models.gguf import is_gguf_spec
+
+        if self.model_path.startswith("tiny:"):
+            config, tokenizer = _tiny_preflight(self)
+        else:
             check_model_source(self.model_path, "trainer.model_path")
             if self.tokenizer_path is not None:
                 check_model_source(self.tokenizer_path, "trainer.tokenizer_path", need_config=False)
+            if is_gguf_spec(self.model_path):  # config and tokenizer come with the import
+                return
+            config = _load_config(self)
+            tokenizer = hf_checks.load_tokenizer(self, self.model_path)
+        field_name = "trainer.chat_template_path"
+        chat.set_chat_template(tokenizer, self.chat_template_path, field=field_name)
+        chat.resolve_format(tokenizer, self.chat_format, field="trainer.chat_format")
+        hf_checks.check_lora_targets(self, config)
 
     def train(
         self, cfg: TrainConfig, run_dir: Path, rows: list[ChatRow], *, resume: bool
@@ -206,6 +226,37 @@ class HfSFT:
         from needlework.training.sft_run import run_sft
 
         return run_sft(self, cfg, run_dir, rows, resume=resume)
+
+
+def _tiny_preflight(unit: HfSFT) -> tuple[Any, Any]:
+    """(config, tokenizer) of a ``tiny:`` spec, built in memory: sizes that cannot work fail
+    here instead of inside transformers once ``base_model/`` is being written."""
+    from needlework.models.tiny import build_char_tokenizer, tiny_config
+    from needlework.training.hf_checks import load_tokenizer
+    from needlework.training.sft_run import tiny_kwargs
+
+    tokenizer = build_char_tokenizer()
+    try:
+        config = tiny_config(tokenizer, **tiny_kwargs(unit.model_path))
+    except ValueError as exc:
+        raise ConfigError(f"{unit.model_path}: {exc}", field="trainer.model_path") from None
+    if unit.tokenizer_path is not None:
+        tokenizer = load_tokenizer(unit, unit.model_path)
+    return config, tokenizer
+
+
+def _load_config(unit: HfSFT) -> Any:
+    """The base model's config (local folder or hub), or a one-line error naming the field."""
+    from transformers import AutoConfig
+
+    rev = {"revision": unit.model_revision} if unit.model_revision else {}
+    try:
+        return AutoConfig.from_pretrained(unit.model_path, **rev)
+    except (OSError, ValueError) as exc:
+        raise UserError(
+            f"trainer.model_path: cannot read the model config of {unit.model_path} "
+            f"({first_line(exc)})"
+        ) from None
 
 
 def _require_qlora_support() -> None:

@@ -9,6 +9,7 @@
   merged/                    LoRA merged into the base weights (merge_lora)
   openai_job.json            file id, job id, status, events (openai)
   model.json                 how to load the result (docs/formats.md §B); written last
+  .lock                      held by the process training into the folder (api.train)
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from needlework.errors import ConfigError, UserError
+from needlework.errors import ConfigError, UserError, first_line
 from needlework.records import with_system_prompt
 from needlework.training import chat
 from needlework.training.data import ChatRow
@@ -28,6 +28,7 @@ from needlework.training.runfiles import (
     is_main_process,
     update_run_info,
 )
+from needlework.training.trainlog import whole_run_loss
 
 _TINY = re.compile(r"tiny:(llama|mistral|qwen2)((?:-[hlai]\d+)*)$")
 
@@ -171,7 +172,12 @@ def sft_config(unit, cfg, run_dir: Path, *, max_length: int, fmt: str, num_proce
         report_to="none",
     )
     args.update(unit.trl_overrides)
-    return SFTConfig(**args)
+    try:
+        return SFTConfig(**args)
+    except (TypeError, ValueError) as exc:  # e.g. an optim name or combination TRL refuses
+        raise ConfigError(
+            f"refused by trl.SFTConfig ({first_line(exc)})", field="trainer"
+        ) from None
 
 
 def model_init_kwargs(unit, *, cuda: bool, bf16: bool) -> dict[str, Any]:
@@ -242,10 +248,60 @@ def check_prepared(dataset, rows: list[ChatRow], infos: list[chat.SeqInfo], pack
 
 
 def last_checkpoint(run_dir: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+    """The newest complete checkpoint, checked readable; None when there is none.
 
+    The Trainer writes ``trainer_state.json`` last, so a folder without it is a save that was
+    killed midway: it is removed (nothing in it can be resumed) and the one before is used. A
+    complete one whose files are damaged stops the run with a one-line error instead of a
+    traceback from deep inside the loader (deleting it resumes from the previous one).
+    """
     folder = run_dir / CHECKPOINTS
-    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    if not folder.is_dir():
+        return None
+    found = sorted(
+        (int(m.group(1)), p)
+        for p in folder.iterdir()
+        if p.is_dir() and (m := re.fullmatch(r"checkpoint-(\d+)", p.name))
+    )
+    for _, path in reversed(found):
+        if (path / "trainer_state.json").is_file():
+            check_checkpoint(path)
+            return str(path)
+        if is_main_process():
+            print(f"needlework train: {path} is an unfinished save; removing it")
+            shutil.rmtree(path, ignore_errors=True)
+    return None
+
+
+def check_checkpoint(path: Path) -> None:
+    """Every file the Trainer reloads is whole: trainer_state.json parses, each safetensors
+    header covers its file, each torch pickle (a zip archive) has its closing directory. Cheap:
+    headers and archive directories only, no tensor is read."""
+    import json
+    import zipfile
+
+    from safetensors import safe_open
+
+    def damaged(name: str, why: str) -> UserError:
+        return UserError(
+            f"{path}: damaged checkpoint ({name}: {why}); delete this folder to resume from "
+            f"the previous checkpoint"
+        )
+
+    try:
+        json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise damaged("trainer_state.json", first_line(exc)) from None
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        name = str(file.relative_to(path))
+        if file.suffix == ".safetensors":
+            try:
+                with safe_open(str(file), framework="pt"):
+                    pass
+            except Exception as exc:  # SafetensorError is not importable by a stable name
+                raise damaged(name, first_line(exc)) from None
+        elif file.suffix in (".pt", ".pth", ".bin") and not zipfile.is_zipfile(file):
+            raise damaged(name, "truncated or not a torch archive")
 
 
 @dataclass
@@ -291,21 +347,30 @@ def prepare(unit, cfg, run_dir: Path, rows: list[ChatRow]) -> Prepared:
         unit, cfg, run_dir, max_length=max_length, fmt=fmt, num_processes=world_size()
     )
     lora, quant = peft_setup(unit, bf16=args.bf16)
-    trainer = SFTTrainer(
-        model=model_path,
-        args=args,
-        train_dataset=to_dataset(rows, fmt),
-        processing_class=tokenizer,
-        peft_config=lora,
-        quantization_config=quant,
-        callbacks=[make_callback(run_dir)],
-    )
+    from peft.utils.error import NoMatchingPeftModuleError
+
+    try:
+        trainer = SFTTrainer(
+            model=model_path,
+            args=args,
+            train_dataset=to_dataset(rows, fmt),
+            processing_class=tokenizer,
+            peft_config=lora,
+            quantization_config=quant,
+            callbacks=[make_callback(run_dir), stop_if_complete()],
+        )
+    except NoMatchingPeftModuleError as exc:  # preflight checks this where it can build the model
+        raise ConfigError(first_line(exc), field="trainer.lora_target_modules") from None
     check_prepared(trainer.train_dataset, rows, infos, packed=unit.packing)
     return Prepared(trainer, model_path, fmt, max_length, infos)
 
 
 def run_sft(unit, cfg, run_dir: Path, rows: list[ChatRow], *, resume: bool) -> dict[str, Any]:
     """Train and save; returns the model.json content."""
+    # the checkpoint is chosen and checked before the model loads: a damaged one fails at once
+    checkpoint = last_checkpoint(run_dir) if resume else None
+    if resume and checkpoint is None and is_main_process():
+        print(f"needlework train: no checkpoint under {run_dir / CHECKPOINTS}; starting fresh")
     prep = prepare(unit, cfg, run_dir, rows)
     trainer, args = prep.trainer, prep.trainer.args
     state = trainer.accelerator
@@ -325,18 +390,59 @@ def run_sft(unit, cfg, run_dir: Path, rows: list[ChatRow], *, resume: bool) -> d
         bf16=args.bf16,
         gradient_checkpointing=args.gradient_checkpointing,
     )
-    checkpoint = last_checkpoint(run_dir) if resume else None
-    if resume and checkpoint is None and is_main_process():
-        print(f"needlework train: no checkpoint under {run_dir / CHECKPOINTS}; starting fresh")
-    result = trainer.train(resume_from_checkpoint=checkpoint)
+    start = time.time()
+    try:
+        metrics = trainer.train(resume_from_checkpoint=checkpoint).metrics
+    except CheckpointComplete:
+        metrics = finish_complete(trainer, run_dir, start)
     trainer.save_model(str(run_dir / MODEL_DIR))
     state.wait_for_everyone()
-    update_run_info(run_dir, resumed_from=checkpoint, train_metrics=result.metrics)
+    metrics["train_loss"] = whole_run_loss(trainer.state.log_history)
+    update_run_info(run_dir, resumed_from=checkpoint, train_metrics=metrics)
     out = model_json(unit, prep.model_path, run_dir)
     if unit.merge_lora and is_main_process():
         merge_adapter(run_dir / MODEL_DIR, run_dir / MERGED_DIR)
     state.wait_for_everyone()
     return out
+
+
+class CheckpointComplete(Exception):
+    """The checkpoint resumed from already holds the last step: nothing is left to train."""
+
+
+def stop_if_complete():
+    """A callback that stops ``train()`` before any step when the restored state already reached
+    ``max_steps`` (raises :class:`CheckpointComplete`).
+
+    The Trainer resumes in epoch ``global_step // steps_per_epoch`` and checks ``max_steps`` only
+    after a step, so resuming from the final checkpoint of a run whose ``max_steps`` is not a
+    whole number of epochs would train one step too many. ``on_train_begin`` runs after the
+    checkpoint (weights, optimizer, state) is loaded and before the first batch is drawn.
+    """
+    from transformers import TrainerCallback
+
+    class StopIfComplete(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            if state.global_step >= state.max_steps > 0:
+                raise CheckpointComplete
+
+    return StopIfComplete()
+
+
+def finish_complete(trainer, run_dir: Path, start: float) -> dict[str, Any]:
+    """What the end of ``train()`` records, for a run resumed at its last step: the summary
+    log row (no step ran in this process) and the final log files."""
+    from transformers.trainer_utils import speed_metrics
+
+    from needlework.training.trainlog import finish_history, write_logs
+
+    metrics = speed_metrics("train", start, num_samples=0, num_steps=0)
+    metrics["total_flos"] = trainer.state.total_flos
+    metrics["train_loss"] = whole_run_loss(trainer.state.log_history)
+    trainer.log(metrics)  # adds epoch to metrics, as the end of train() does
+    if trainer.state.is_world_process_zero:
+        write_logs(run_dir, finish_history(trainer.state.log_history), plot=True)
+    return metrics
 
 
 def model_json(unit, model_path: str, run_dir: Path) -> dict[str, Any]:

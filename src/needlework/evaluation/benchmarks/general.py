@@ -138,7 +138,10 @@ class General:
         if self.max_gen_toks is not None and self.max_gen_toks < 1:
             raise ValueError(f"max_gen_toks: expected >= 1, got {self.max_gen_toks}")
         if self.fraction is not None and not 0 < self.fraction < 1:
-            raise ValueError(f"fraction: expected a number between 0 and 1, got {self.fraction}")
+            raise ValueError(
+                f"fraction: expected a share strictly between 0 and 1, got {self.fraction} "
+                "(leave it null for the whole of every task)"
+            )
         if self.held_out and not self.data_dir and {"triviaqa", "nq_open"} & set(self.tasks):
             raise ValueError(
                 "held_out: filtering questions needs the local tasks; set data_dir (or "

@@ -74,7 +74,10 @@ def _jsonl_cached(path: str, mtime_ns: int) -> tuple[dict[str, Any], ...]:
 
 def _rows(path: Path) -> tuple[dict[str, Any], ...]:
     """Rows of a (gz) JSONL file, parsed once per process (every MMLU subject reads the file)."""
-    return _jsonl_cached(str(path), path.stat().st_mtime_ns)
+    rows = _jsonl_cached(str(path), path.stat().st_mtime_ns)
+    if not rows:
+        raise DataError(f"{path}: no rows (an empty file; expected the ../shared/data copy)")
+    return rows
 
 
 # --------------------------------------------------------------------------- MMLU
