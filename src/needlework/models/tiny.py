@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import string
 from pathlib import Path
+from typing import Any
 
 SPECIALS = ["<|pad|>", "<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
@@ -94,31 +95,13 @@ def tiny_config(
     )
 
 
-def build_tiny_model(
-    tokenizer,
-    out_dir: str | Path | None = None,
-    *,
-    hidden_size: int = 64,
-    num_layers: int = 2,
-    num_heads: int = 4,
-    intermediate_size: int = 256,
-    max_position_embeddings: int = 8192,
-    arch: str = "llama",
-    seed: int = 0,
-):
-    """A randomly initialised Llama/Mistral/Qwen2 causal LM sized for CPU tests (~0.1-0.6M)."""
+def build_tiny_model(tokenizer, out_dir: str | Path | None = None, *, seed: int = 0, **sizes: Any):
+    """A randomly initialised Llama/Mistral/Qwen2 causal LM sized for CPU tests (~0.1-0.6M);
+    ``sizes`` are :func:`tiny_config`'s keyword arguments."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    config = tiny_config(
-        tokenizer,
-        hidden_size=hidden_size,
-        num_layers=num_layers,
-        num_heads=num_heads,
-        intermediate_size=intermediate_size,
-        max_position_embeddings=max_position_embeddings,
-        arch=arch,
-    )
+    config = tiny_config(tokenizer, **sizes)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
