@@ -60,6 +60,20 @@ def parse_jsonl_lines(lines: Iterable[str], source: str) -> Iterator[tuple[int, 
         yield lineno, row
 
 
+def check_creatable(path: str | Path, label: str | None = None) -> None:
+    """``path`` can be made: its nearest existing ancestor is a writable folder (checked before
+    slow work, so a bad output path fails in a second). Errors start with ``label`` (default
+    the path)."""
+    p = Path(path).resolve()
+    parent = p.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"{label or p}: cannot be created ({parent} is a file, not a folder)")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"{label or p}: cannot be created ({parent} is not writable)")
+
+
 def require_file(path: str | Path, expected: str) -> Path:
     """``path`` if it is a regular file; else a one-line DataError saying what it is instead
     (missing, a folder, a device) and what was ``expected``."""

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from needlework.errors import UserError, first_line
-from needlework.io import exclusive_lock, sha256_file
+from needlework.io import check_creatable, exclusive_lock, sha256_file
 from needlework.runinfo import version
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -207,7 +207,7 @@ def _import(source: Source, out: Path, dtype: str) -> Path:
     if _reusable(out, source, dtype):
         return out
     _require_gguf_package()
-    _check_can_create(out)  # before the slow part: a bad --out fails in a second, not a minute
+    check_creatable(out, str(out))  # before the slow part: a bad --out fails in a second
     announce(
         f"needlework: importing {source.path.name} ({source.size / 1e6:.1f} MB) as {dtype} "
         f"into {out} (once; tens of seconds)"
@@ -285,17 +285,6 @@ def _reusable(out: Path, source: Source, dtype: str) -> bool:
             f"{out}: folder is not empty and holds no {MARKER} (expected a new or empty folder)"
         )
     return False
-
-
-def _check_can_create(out: Path) -> None:
-    """``out`` can be made: its nearest existing ancestor is a writable folder."""
-    parent = out.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise GGUFError(f"{out}: cannot be created ({parent} is a file, not a folder)")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise GGUFError(f"{out}: cannot be created ({parent} is not writable)")
 
 
 def _load_gguf(source: Source) -> tuple[Any, Any]:

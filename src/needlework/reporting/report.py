@@ -15,7 +15,6 @@ CoT, the NIAH length × depth grid, and general-benchmark scores with deltas vs 
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from needlework.errors import UserError
-from needlework.io import write_text
+from needlework.io import check_creatable, write_text
 from needlework.records import Figure
 from needlework.reporting import plots, sections
 from needlework.reporting.compare import (
@@ -168,12 +167,7 @@ def check_out_dir(out: Path) -> None:
                 f"--out {out}: folder is not empty and was not written by needlework report "
                 f"({stray}); refusing to replace it: give a new or empty folder"
             )
-    # the report is staged beside the (resolved) folder and renamed there
-    ancestor = out.resolve().parent
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
-        raise UserError(f"--out {out}: cannot write there ({ancestor} is not a writable folder)")
+    check_creatable(out, f"--out {out}")  # staged beside the (resolved) folder, renamed there
 
 
 def _not_from_a_report(out: Path) -> str:
