@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Annotated, Literal
 
 import pytest
 
-from needlework.config import dump_yaml, field_docs, load_config
+from needlework.config import config, dump_yaml, field_docs, load_config
 from needlework.errors import ConfigError, DataError
 from needlework.io import atomic_write, read_jsonl, write_jsonl
 from needlework.registry import Registry
@@ -18,7 +18,7 @@ units: Registry = Registry("widget", "needlework")
 
 
 @units.register("round_widget")
-@dataclass(frozen=True)
+@config
 class RoundWidget:
     """A test unit."""
 
@@ -26,7 +26,7 @@ class RoundWidget:
     """Radius in cm."""
 
 
-@dataclass(frozen=True)
+@config
 class Inner:
     lo_hi: tuple[int, int] = (3, 4)
 
@@ -35,7 +35,7 @@ class Inner:
             raise ValueError(f"lo_hi: lower bound {self.lo_hi[0]} exceeds upper {self.lo_hi[1]}")
 
 
-@dataclass(frozen=True)
+@config
 class Top:
     widget: Annotated[RoundWidget, units]
     out: Path = Path("x")
@@ -157,11 +157,10 @@ def test_overrides_name_list_items_so_reordering_cannot_misdirect_them():
 
 
 def test_a_unit_missing_a_contract_member_fails_when_it_registers():
-    from dataclasses import dataclass
 
     from needlework.registry import Registry, benchmarks
 
-    @dataclass(frozen=True)
+    @config
     class Half:
         data_path: str = "x"
 

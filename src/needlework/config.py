@@ -1,38 +1,66 @@
-"""YAML configs mapped onto typed dataclasses, with ``dotted.key=value`` overrides.
+"""The one schema layer: configs, records and settings are pydantic dataclasses, checked where
+the data enters and trusted after.
 
-Rules (house style): defaults live in the dataclass only; an unknown key is an error listing the
-valid ones; a field typed ``Annotated[Proto, <Registry>]`` holds a registered unit chosen by its
-``name:`` key; ``__post_init__`` validates ranges and raises ``ValueError`` naming the field, which
-is turned into a :class:`ConfigError` that names the file as well.
+A field's limits live on the field (``Annotated[int, Field(ge=1)]``, ``Literal``, ``Path``)
+beside its attribute docstring, which is also its help text (``needlework ls NAME``,
+docs/formats.md); a rule between fields lives in the class's ``__post_init__`` and raises
+``ValueError("field: what was expected")``. A field typed ``Annotated[Proto, <Registry>]`` holds
+a registered unit chosen by its ``name:`` key. Every ``ValidationError`` becomes one line here
+(:func:`config_error`), naming the file, the dotted field and what was expected.
+
+YAML files map onto these classes field by field; ``dotted.key=value`` overrides are applied to
+the mapping first (a list item can be named by its ``name``).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 import io
-import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union, cast, get_args, get_origin
+from typing import Annotated, Any, TypeVar, get_args, get_origin
 
+import pydantic
 import yaml
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 
 from needlework.errors import ConfigError
-from needlework.registry import Registry
 
 T = TypeVar("T")
 
+STRICT = ConfigDict(
+    extra="forbid",  # an unknown key is an error that lists the valid ones
+    use_attribute_docstrings=True,  # the docstring under a field is its description
+    coerce_numbers_to_str=True,  # `revision: 1234` in YAML is the string "1234"
+    arbitrary_types_allowed=True,
+)
 
+# Limits that many fields share, declared once.
+PositiveInt = Annotated[int, Field(ge=1)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+Seed = Annotated[int, Field(ge=0, lt=2**32)]
+"""numpy/torch seeding refuses anything else, mid-setup."""
+NonEmptyStr = Annotated[str, Field(min_length=1, pattern=r"\S")]
+
+
+def config(cls: type[T]) -> type[T]:
+    """A frozen pydantic dataclass with the project's settings (:data:`STRICT`)."""
+    return pydantic.dataclasses.dataclass(frozen=True, config=STRICT)(cls)  # type: ignore[return-value]
+
+
+# -- reading ---------------------------------------------------------------------------------
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping, with one-line errors for missing files and bad syntax."""
     p = Path(path)
     if p.is_dir():
         raise ConfigError("is a folder; expected a YAML config file", source=str(path))
-    if p.exists() and not p.is_file():
-        raise ConfigError("is not a regular file (expected a YAML config)", source=str(path))
     if not p.is_file():
-        raise ConfigError("file not found (expected a YAML config)", source=str(path))
+        what = "is not a regular file" if p.exists() else "file not found"
+        raise ConfigError(f"{what} (expected a YAML config)", source=str(path))
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
@@ -40,16 +68,13 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(
-            f"invalid YAML{where}: {getattr(exc, 'problem', exc)}", source=str(path)
-        ) from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
+        problem = getattr(exc, "problem", exc)
+        raise ConfigError(f"invalid YAML{where}: {problem}", source=str(path)) from None
+    if not isinstance(data, dict | None):
         raise ConfigError(
             f"expected a mapping at top level, got {type(data).__name__}", source=str(path)
         )
-    return data
+    return data or {}
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -64,31 +89,23 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
-def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """Return a copy of ``data`` with every ``dotted.key=value`` override applied."""
-    import copy
-
-    out = copy.deepcopy(data)
+def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """A copy of ``data`` with every ``dotted.key=value`` override applied."""
+    out = copy.deepcopy(dict(data))
     for text in overrides:
         keys, value = parse_override(text)
         node: Any = out
-        k: str | int  # a list index is converted to int below
         for depth, k in enumerate(keys):
-            last = depth == len(keys) - 1
-            if isinstance(node, list):  # `benchmarks.kv_retrieval.limit=5` or `benchmarks.0...`
-                k = _list_key(text, node, k)
-                child = node[k]
-            else:
-                child = node.get(k)
-            if last:
-                node[k] = value
+            key: str | int = _list_key(text, node, k) if isinstance(node, list) else k
+            if depth == len(keys) - 1:
+                node[key] = value
                 break
+            child = node[key] if isinstance(node, list) else node.get(key)
             if isinstance(child, str):  # a unit given by name only: `generator: simple_dict_kv`
                 child = {"name": child}
-                node[k] = child
-            elif not isinstance(child, (dict, list)):
+            elif not isinstance(child, dict | list):
                 child = {}
-                node[k] = child
+            node[key] = child
             node = child
     return out
 
@@ -102,20 +119,37 @@ def _list_key(text: str, items: list[Any], key: str) -> int:
                 f"override '{text}': '{key}' is not an index of a list of {len(items)} items"
             )
         return int(key)
-
-    def name(item: Any) -> Any:
-        return item.get("name") if isinstance(item, dict) else item
-
-    hits = [i for i, item in enumerate(items) if name(item) == key]
+    names = [_item_name(item) for item in items]
+    hits = [i for i, name in enumerate(names) if name == key]
     if len(hits) == 1:
         return hits[0]
-    names = ", ".join(str(name(item)) for item in items)
+    listed = ", ".join(map(str, names))
     if not hits:
-        raise ConfigError(f"override '{text}': no item named '{key}' in the list ({names})")
+        raise ConfigError(f"override '{text}': no item named '{key}' in the list ({listed})")
     raise ConfigError(
-        f"override '{text}': {len(hits)} items are named '{key}' ({names}); "
+        f"override '{text}': {len(hits)} items are named '{key}' ({listed}); "
         f"name one by its index ({', '.join(map(str, hits))})"
     )
+
+
+def _item_name(item: Any) -> Any:
+    return item.get("name") if isinstance(item, dict) else item
+
+
+# -- validating ------------------------------------------------------------------------------
+@functools.cache
+def adapter(tp: Any) -> TypeAdapter[Any]:
+    """The (cached) validator of a type."""
+    return TypeAdapter(tp)
+
+
+def validate(tp: type[T] | Any, data: Any, *, source: str = "<config>", prefix: str = "") -> T:
+    """``data`` as a ``tp``; a ValidationError becomes one :class:`ConfigError` line naming
+    ``source`` and the dotted field (under ``prefix``)."""
+    try:
+        return adapter(tp).validate_python(data)  # type: ignore[no-any-return]
+    except ValidationError as exc:
+        raise config_error(exc, data, source, prefix, tp) from None
 
 
 def load_config(
@@ -127,156 +161,96 @@ def load_config(
     """Build ``cls`` from a YAML file (or a mapping) plus overrides; errors name file and field."""
     source = str(path) if path is not None else "<config>"
     raw = dict(data) if data is not None else (read_yaml(path) if path is not None else {})
-    raw = apply_overrides(raw, overrides)
-    return from_dict(cls, raw, source=source)
+    return validate(cls, apply_overrides(raw, overrides), source=source)
 
 
-def from_dict(
-    cls: type[T], data: Mapping[str, Any], *, source: str = "<config>", prefix: str = ""
-) -> T:
-    """Recursively convert a mapping into the dataclass ``cls``, checking every field."""
-    if not isinstance(data, Mapping):
-        raise ConfigError(
-            f"expected a mapping, got {type(data).__name__}",
-            source=source,
-            field=prefix.rstrip(".") or None,
-        )
-    hints = typing.get_type_hints(cls, include_extras=True)
-    fields = {f.name: f for f in dataclasses.fields(cast(Any, cls)) if f.init}  # T: a dataclass
-    unknown = [k for k in data if k not in fields and k != "name"]
-    if unknown:
-        raise ConfigError(
-            f"unknown key(s) {', '.join(map(repr, unknown))}; valid keys: "
-            f"{', '.join(sorted(fields))}",
-            source=source,
-            field=prefix + unknown[0],
-        )
-    kwargs: dict[str, Any] = {}
-    for name, f in fields.items():
-        if name not in data:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ConfigError("is required but missing", source=source, field=prefix + name)
-            continue
-        kwargs[name] = _convert(hints[name], data[name], source, prefix + name)
-    try:
-        return cls(**kwargs)
-    except (ValueError, TypeError) as exc:
-        msg = str(exc)
-        field = None
-        # __post_init__ messages start with the field name: "num_dicts: must be >= 2"
-        head = msg.split(":", 1)[0]
-        if head in fields:
-            field, msg = prefix + head, msg.split(":", 1)[1].strip()
-        raise ConfigError(msg, source=source, field=field or (prefix.rstrip(".") or None)) from None
+def build_unit(registry: Any, value: Any, *, source: str = "<config>", field: str = "") -> Any:
+    """The registered unit ``value`` names (``{"name": ..., fields...}`` or just the name)."""
+    return validate(Annotated[Any, registry], value, source=source, prefix=field)
 
 
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _convert(tp: Any, value: Any, source: str, field: str) -> Any:
-    origin = get_origin(tp)
-    args = get_args(tp)
-    if origin is typing.Annotated:
-        base, *meta = args
-        registry = next((m for m in meta if isinstance(m, Registry)), None)
-        if registry is not None:
-            return build_unit(registry, value, source=source, field=field)
-        return _convert(base, value, source, field)
-    if tp is Any:
-        return value
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _convert(arg, value, source, field)
-            except ConfigError as exc:
-                errors.append(exc)
-        raise (
-            errors[0]
-            if len(errors) == 1
-            else ConfigError(
-                f"expected {' or '.join(_type_name(a) for a in args)}, got {value!r}",
-                source=source,
-                field=field,
-            )
-        )
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(
-                f"expected one of {', '.join(map(repr, args))}, got {value!r}",
-                source=source,
-                field=field,
-            )
-        return value
-    if origin in (list, tuple, Sequence) or tp in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"expected a list, got {value!r}", source=source, field=field)
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(value) != len(args):
-                raise ConfigError(
-                    f"expected a list of {len(args)} items, got {value!r}",
-                    source=source,
-                    field=field,
-                )
-            return tuple(
-                _convert(a, v, source, f"{field}[{i}]") for i, (a, v) in enumerate(zip(args, value))
-            )
-        item = args[0] if args else Any
-        items = [_convert(item, v, source, f"{field}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple or tp is tuple else items
-    if origin in (dict, Mapping) or tp is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"expected a mapping, got {value!r}", source=source, field=field)
-        vt = args[1] if len(args) == 2 else Any
-        return {str(k): _convert(vt, v, source, f"{field}.{k}") for k, v in value.items()}
-    if dataclasses.is_dataclass(tp):
-        return from_dict(cast("type[Any]", tp), value, source=source, prefix=field + ".")
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # PyYAML reads `5e-6` (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-    elif tp is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-    elif tp is Path:
-        if isinstance(value, (str, Path)):
-            return Path(value)
+def config_error(
+    exc: ValidationError, data: Any, source: str, prefix: str = "", tp: Any = None
+) -> ConfigError:
+    """The first error of ``exc`` as one line: ``source: field 'a.b': what was expected``."""
+    err = exc.errors(include_url=False)[0]
+    loc, kind, msg = list(err["loc"]), err["type"], err["msg"]
+    if kind == "value_error":  # a rule raised ``ValueError("field: ...")`` in a validator
+        msg = msg.removeprefix("Value error, ")
+        head, sep, rest = msg.partition(": ")
+        if sep and head.isidentifier():
+            loc, msg = [*loc, head], rest
+    elif kind in ("unexpected_keyword_argument", "extra_forbidden"):
+        valid = ", ".join(sorted(fields_at(tp, loc[:-1]))) if tp is not None else ""
+        msg = f"unknown key(s) {loc[-1]!r}" + (f"; valid keys: {valid}" if valid else "")
+    elif kind in ("missing", "missing_argument"):
+        msg = "is required but missing"
+    elif kind == "unit":
+        msg = str(err.get("ctx", {}).get("msg", msg))
     else:
-        return value
-    raise ConfigError(f"expected {_type_name(tp)}, got {value!r}", source=source, field=field)
+        base = kind.removesuffix("_type").removesuffix("_parsing")
+        if kind == "literal_error":
+            msg = "expected one of " + str(err["ctx"]["expected"]).replace(" or ", ", ")
+        elif base != kind:  # int_parsing, list_type, ...: the type named as Python names it
+            msg = "expected " + _TYPE_NAMES.get(base, base)
+        msg = msg.replace("Input should be ", "expected ", 1)
+        if not isinstance(err.get("input"), dict | list):
+            msg += f", got {err.get('input')!r}"
+    path = ".".join([p for p in (prefix,) if p] + _named_loc(loc, data))
+    return ConfigError(msg, source=source, field=path or None)
 
 
-def build_unit(registry: Registry, value: Any, *, source: str = "<config>", field: str = "") -> Any:
-    """Instantiate the registered unit named by ``value['name']`` (or ``value`` if a string)."""
-    if isinstance(value, str):
-        value = {"name": value}
-    if not isinstance(value, Mapping) or "name" not in value:
-        raise ConfigError(
-            f"expected a mapping with a 'name:' key choosing a {registry.kind} "
-            f"(one of {', '.join(registry.names())})",
-            source=source,
-            field=field,
-        )
-    try:
-        cls = registry.get(str(value["name"]))
-    except ConfigError as exc:
-        raise ConfigError(str(exc), source=source, field=f"{field}.name") from None
-    return from_dict(cls, value, source=source, prefix=f"{field}.")
+_TYPE_NAMES = {"string": "str", "dict": "a mapping", "list": "a list", "tuple": "a list"}
 
 
+def _named_loc(loc: list[Any], data: Any) -> list[str]:
+    """A location with list items named by their unit ``name`` where that is unambiguous
+    (``benchmarks.mdqa.num_docs``), as overrides name them."""
+    out = []
+    for depth, part in enumerate(loc):
+        if isinstance(part, int) and isinstance(data, list) and part < len(data):
+            name = _item_name(data[part])
+            names = [_item_name(x) for x in data]
+            inside = depth < len(loc) - 1  # the error is in the item's fields, not the item
+            unique = isinstance(name, str) and names.count(name) == 1
+            out.append(name if inside and unique else str(part))
+            data = data[part]
+        else:
+            out.append(str(part))
+            data = data.get(part) if isinstance(data, dict) else None
+    return out
+
+
+def fields_at(tp: Any, loc: Sequence[Any]) -> list[str]:
+    """The field names of the dataclass found by following ``loc`` from ``tp`` (for the list
+    of valid keys in an error); [] when the path leads elsewhere."""
+    from needlework.registry import Registry
+
+    for part in [*loc, None]:
+        while True:
+            origin, args = get_origin(tp), get_args(tp)
+            if origin is Annotated:
+                reg = next((a for a in args[1:] if isinstance(a, Registry)), None)
+                tp = args[0] if reg is None else reg.get_or_none(part)
+                if reg is not None:
+                    break  # the tag consumed this part
+            elif origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+                tp = next((a for a in args if a is not type(None)), None)
+            else:
+                break
+        if part is None:
+            break
+        if isinstance(part, str) and dataclasses.is_dataclass(tp) and isinstance(tp, type):
+            tp = typing.get_type_hints(tp, include_extras=True).get(part)
+        elif isinstance(part, int) or get_origin(tp) in (dict, Mapping):
+            args = get_args(tp)
+            tp = args[-1] if args and args[-1] is not Ellipsis else (args[0] if args else None)
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        return [f.name for f in dataclasses.fields(tp) if f.init and not f.name.startswith("_")]
+    return []
+
+
+# -- writing ---------------------------------------------------------------------------------
 def to_dict(obj: Any) -> Any:
     """Dataclass tree -> plain YAML-able data; units get their registry ``name`` first."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
@@ -285,12 +259,12 @@ def to_dict(obj: Any) -> Any:
         if name:
             out["name"] = name
         for f in dataclasses.fields(obj):
-            if f.init:
+            if f.init and not f.name.startswith("_"):
                 out[f.name] = to_dict(getattr(obj, f.name))
         return out
     if isinstance(obj, Mapping):
         return {str(k): to_dict(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
+    if isinstance(obj, list | tuple):
         return [to_dict(v) for v in obj]
     if isinstance(obj, Path):
         return str(obj)
@@ -305,31 +279,17 @@ def dump_yaml(obj: Any) -> str:
 
 
 def field_docs(cls: type) -> dict[str, str]:
-    """Attribute docstrings (a string literal right under a field) of a dataclass and its
-    bases, for ``needlework ls NAME``."""
-    import ast
-    import inspect
-    import textwrap
-
+    """Each field's docstring (its pydantic description; an inherited field keeps the one
+    written where it was declared), for ``needlework ls NAME`` and docs/formats.md."""
     docs: dict[str, str] = {}
-    for klass in reversed(cls.__mro__[:-1]):
-        try:
-            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
-        except (OSError, TypeError, SyntaxError):
-            continue
-        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
-        for node, nxt in zip(body, body[1:]):
-            if (
-                isinstance(node, ast.AnnAssign)
-                and isinstance(node.target, ast.Name)
-                and isinstance(nxt, ast.Expr)
-                and isinstance(nxt.value, ast.Constant)
-                and isinstance(nxt.value.value, str)
-            ):
-                docs[node.target.id] = inspect.cleandoc(nxt.value.value)
+    for klass in reversed(cls.__mro__):
+        for name, info in getattr(klass, "__pydantic_fields__", {}).items():
+            if info.description:
+                docs[name] = info.description
     return docs
 
 
+# -- config files ----------------------------------------------------------------------------
 # A config file's kind is told by a top-level key only that kind has.
 CONFIG_KINDS = {
     "generator": ("generate", "needlework.datagen.pipeline:GenerateConfig"),
@@ -359,13 +319,15 @@ def load_target(target: str) -> Any:
 
 def config_class(kind: str) -> type:
     """The dataclass of a needlework config kind (imported on demand)."""
-    return load_target(next(t for k, t in CONFIG_KINDS.values() if k == kind))
+    return load_target(next(t for k, t in CONFIG_KINDS.values() if k == kind))  # type: ignore[no-any-return]
 
 
-def dry_run_done(verb: str, args: Any) -> bool:
+def dry_run_done(verb: str, args: Any, describe: Callable[[], str] | None = None) -> bool:
     """For ``--dry-run``: say the config passed its checks; the caller then returns 0."""
     if not getattr(args, "dry_run", False):
         return False
     source = args.config or "the command line"
     print(f"needlework {verb}: {source}: config ok (--dry-run: nothing run)")
+    if describe is not None:
+        print(describe())
     return True

@@ -28,7 +28,7 @@ VARIANT = "lora_kv"
 
 def oracle_folder() -> Path | None:
     """A local folder holding the Lost-in-the-Middle oracle file, if this machine has one."""
-    from needlework.evaluation.data import find_local
+    from needlework.sources.data import find_local
 
     found = find_local("lost-in-the-middle", ORACLE)
     return found.parent if found is not None else None

@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from needlework.config import load_config, read_yaml, to_dict
+from needlework.config import config, load_config, read_yaml, to_dict
 from needlework.errors import ConfigError, UserError
 from needlework.models.base import ChatModel
 from needlework.registry import backends, benchmarks
 
 
-@dataclass(frozen=True)
+@config
 class DatasetSpec:
     """A dataset to generate: a generate config and overrides (the recipe sets ``out_dir``)."""
 
@@ -40,7 +40,7 @@ class DatasetSpec:
     ``answer`` tokens (what answer-only loss sees)."""
 
 
-@dataclass(frozen=True)
+@config
 class VariantSpec:
     """One finetuning setup, trained once per seed on that seed's dataset."""
 
@@ -69,7 +69,7 @@ class VariantSpec:
             raise ValueError(f"name: '{self.name}' is reserved or not a folder name")
 
 
-@dataclass(frozen=True)
+@config
 class RecipeConfig:
     """An experiment: datasets, the base model, finetuned variants, one eval config, a report."""
 

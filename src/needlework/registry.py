@@ -8,9 +8,9 @@ registers a unit, so importing the stage fills the registry and adding a unit is
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from needlework.errors import ConfigError, ContractError
 
@@ -75,12 +75,54 @@ class Registry(Generic[T]):
     def get(self, name: str) -> type[T]:
         self._load()
         if name not in self._units:
-            close = difflib.get_close_matches(name, self._units, n=3)
-            hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise ConfigError(
-                f"unknown {self.kind} '{name}'{hint} (known: {', '.join(self.names())})"
-            )
+            raise ConfigError(self.unknown(name))
         return self._units[name]
+
+    def get_or_none(self, name: Any) -> type[T] | None:
+        self._load()
+        return self._units.get(name) if isinstance(name, str) else None
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> Any:
+        """A field typed ``Annotated[Proto, <registry>]`` holds the unit its ``name`` chooses,
+        validated as that unit's class (looked up when validated: tests register units late)."""
+        from pydantic_core import core_schema
+
+        return core_schema.no_info_plain_validator_function(self.validate_unit)
+
+    def validate_unit(self, value: Any) -> T:
+        """``{"name": ..., fields...}`` (or just the name, or a built unit) -> the unit."""
+        from pydantic import ValidationError
+        from pydantic_core import InitErrorDetails, PydanticCustomError
+
+        from needlework.config import adapter
+
+        if isinstance(value, tuple(self.items_classes())):
+            return value  # type: ignore[return-value]
+        value = {"name": value} if isinstance(value, str) else value
+        problem, loc = "", ()
+        if not isinstance(value, Mapping) or "name" not in value:
+            problem = (
+                f"expected a mapping with a 'name:' key choosing a {self.kind} "
+                f"(one of {', '.join(self.names())})"
+            )
+        elif str(value["name"]) not in self.names():
+            problem, loc = self.unknown(str(value["name"])), ("name",)
+        if problem:
+            error = PydanticCustomError("unit", "{msg}", {"msg": problem})
+            detail = InitErrorDetails(type=error, loc=loc, input=value)
+            raise ValidationError.from_exception_data(self.kind, [detail])
+        fields = {k: v for k, v in value.items() if k != "name"}
+        return adapter(self._units[str(value["name"])]).validate_python(fields)  # type: ignore[no-any-return]
+
+    def items_classes(self) -> list[type[T]]:
+        self._load()
+        return list(self._units.values())
+
+    def unknown(self, name: str) -> str:
+        """``unknown <kind> 'x'; did you mean ...? (known: ...)``."""
+        close = difflib.get_close_matches(name, self._units, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        return f"unknown {self.kind} '{name}'{hint} (known: {', '.join(self.names())})"
 
     def names(self) -> list[str]:
         self._load()

@@ -16,13 +16,42 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from needlework.config import PositiveInt, config, validate
+
 _CHOSEN: dict[str, Any] = {}
+
+
+@config
+class Settings:
+    """needlework's environment variables, read and checked in one place (:func:`settings`)."""
+
+    NEEDLEWORK_DATA: Path | None = None
+    """Folder of local data in the ``data/`` layout (lost-in-the-middle/, mmlu/, ...), looked in
+    before ``./data``."""
+    NEEDLEWORK_CACHE: Path = Path("~/.cache/needlework")
+    """needlework's cache: imported models, probe results, hashes."""
+    NEEDLEWORK_THREADS: PositiveInt | None = None
+    """CPU threads for this process (else OMP_NUM_THREADS, else cores / processes)."""
+    NEEDLEWORK_TIKTOKEN_DIR: Path | None = None
+    """Folder holding ``<encoding>.tiktoken`` files for the ``tiktoken:`` token counters."""
+
+    def __post_init__(self) -> None:
+        cache = self.NEEDLEWORK_CACHE.expanduser()
+        if cache.exists() and not cache.is_dir():
+            raise ValueError(f"NEEDLEWORK_CACHE: {cache} is a file; expected a folder")
+
+
+def settings() -> Settings:
+    """The environment as :class:`Settings` (unset or empty variables take the default); a bad
+    value is one line naming the variable."""
+    names = [f for f in Settings.__dataclass_fields__]
+    env = {k: os.environ[k] for k in names if os.environ.get(k, "").strip()}
+    return validate(Settings, env, source="environment")
 
 
 def cache_dir() -> Path:
     """needlework's cache folder: ``$NEEDLEWORK_CACHE``, else ``~/.cache/needlework``."""
-    base = os.environ.get("NEEDLEWORK_CACHE")
-    return Path(base).expanduser() if base else Path("~/.cache/needlework").expanduser()
+    return settings().NEEDLEWORK_CACHE.expanduser()
 
 
 def cache_table(name: str) -> tuple[Path, dict[str, Any]]:
@@ -92,10 +121,12 @@ def die_with_parent() -> None:
 
 def default_threads() -> tuple[int, str]:
     """(threads, why) following the rule in the module docstring."""
-    for var in ("NEEDLEWORK_THREADS", "OMP_NUM_THREADS"):
-        value = os.environ.get(var, "").strip()
-        if value.isdigit() and int(value) >= 1:
-            return int(value), var
+    own = settings().NEEDLEWORK_THREADS
+    if own is not None:
+        return own, "NEEDLEWORK_THREADS"
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()  # another tool's: used when usable
+    if value.isdigit() and int(value) >= 1:
+        return int(value), "OMP_NUM_THREADS"
     procs = local_processes()
     return max(1, usable_cpus() // procs), f"{usable_cpus()} cores / {procs} process(es)"
 

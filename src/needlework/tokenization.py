@@ -271,12 +271,14 @@ def _tiktoken_file(name: str, url: str, explicit: str | None) -> Path:
     if explicit:
         candidates = [Path(explicit).expanduser()]
     else:
-        candidates = []
-        if os.environ.get("NEEDLEWORK_TIKTOKEN_DIR"):
-            candidates.append(Path(os.environ["NEEDLEWORK_TIKTOKEN_DIR"]) / f"{name}.tiktoken")
-        if os.environ.get("NEEDLEWORK_DATA"):  # its tokenizers/ (the shared/data layout)
-            data = Path(os.environ["NEEDLEWORK_DATA"])
-            candidates.append(data / "tokenizers" / f"{name}.tiktoken")
+        from needlework.runtime import settings
+
+        env = settings()  # its data folder's tokenizers/ (the data/ layout)
+        folders = [
+            env.NEEDLEWORK_TIKTOKEN_DIR,
+            env.NEEDLEWORK_DATA and env.NEEDLEWORK_DATA / "tokenizers",
+        ]
+        candidates = [f / f"{name}.tiktoken" for f in folders if f is not None]
         import tempfile
 
         cache = os.environ.get("TIKTOKEN_CACHE_DIR") or os.environ.get("DATA_GYM_CACHE_DIR")

@@ -18,9 +18,9 @@ from needlework.datagen.passages import load_partition, sentences
 from needlework.datagen.pipeline import GenerateConfig, generate, merge_shards
 from needlework.errors import UserError
 from needlework.evaluation.benchmarks.mdqa import MDQA
-from needlework.evaluation.metrics import contains_answer
 from needlework.heldout import load_held_out, question_key
 from needlework.io import read_jsonl
+from needlework.sources.answers import contains_answer
 from needlework.tokenization import load_counter
 
 WORDS = ["amber", "basil", "cedar", "delta", "ember", "fjord"]

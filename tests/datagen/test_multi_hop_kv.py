@@ -9,7 +9,9 @@ import re
 import pytest
 from tests.datagen.generate_twice import generate_twice
 
+from needlework.config import validate
 from needlework.datagen.multi_hop_kv import MultiHopKV
+from needlework.errors import ConfigError
 from needlework.io import read_jsonl
 
 HEAD = "Do a task using the list of dictionaries below.\n\n"
@@ -141,8 +143,8 @@ def test_probe_below_hops_builds_the_minimal_prompt():
     ],
 )
 def test_bad_fields_name_themselves(kwargs, field):
-    with pytest.raises(ValueError, match=f"^{field}:"):
-        MultiHopKV(**kwargs)
+    with pytest.raises(ConfigError, match=f"field '{field}'"):
+        validate(MultiHopKV, kwargs)
 
 
 def test_generate_end_to_end(tmp_path):

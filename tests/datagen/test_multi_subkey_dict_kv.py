@@ -8,7 +8,9 @@ from collections import Counter
 
 import pytest
 
+from needlework.config import validate
 from needlework.datagen.multi_subkey_dict_kv import MultiSubkeyDictKV
+from needlework.errors import ConfigError
 
 HEAD = "Do a task using the list of dictionaries below.\n\n"
 TAIL = (
@@ -145,5 +147,5 @@ def test_superset_is_rejected_even_when_forced():
     ],
 )
 def test_bad_fields_name_themselves(kwargs, field):
-    with pytest.raises(ValueError, match=f"^{field}:"):
-        MultiSubkeyDictKV(**kwargs)
+    with pytest.raises(ConfigError, match=f"field '{field}'"):
+        validate(MultiSubkeyDictKV, kwargs)

@@ -9,7 +9,9 @@ import re
 import pytest
 from tests.datagen.generate_twice import generate_twice
 
+from needlework.config import validate
 from needlework.datagen.multi_value_kv import MultiValueKV
+from needlework.errors import ConfigError
 from needlework.io import read_jsonl
 
 HEAD = "Do a task using the list of dictionaries below.\n\n"
@@ -129,8 +131,8 @@ def test_probe_below_occurrences_builds_the_minimal_prompt():
     ],
 )
 def test_bad_fields_name_themselves(kwargs, field):
-    with pytest.raises(ValueError, match=f"^{field}:"):
-        MultiValueKV(**kwargs)
+    with pytest.raises(ConfigError, match=f"field '{field}'"):
+        validate(MultiValueKV, kwargs)
 
 
 def test_generate_end_to_end(tmp_path):

@@ -9,7 +9,9 @@ import re
 import pytest
 from tests.datagen.generate_twice import generate_twice
 
+from needlework.config import validate
 from needlework.datagen.near_miss_kv import NearMissKV, near_miss_total
+from needlework.errors import ConfigError
 from needlework.io import read_jsonl
 
 HEAD = "Do a task using the list of dictionaries below.\n\n"
@@ -141,8 +143,8 @@ def test_same_seed_same_task_other_seed_differs():
     ],
 )
 def test_bad_fields_name_themselves(kwargs, field):
-    with pytest.raises(ValueError, match=f"^{field}:"):
-        NearMissKV(**kwargs)
+    with pytest.raises(ConfigError, match=f"field '{field}'"):
+        validate(NearMissKV, kwargs)
 
 
 def test_generate_end_to_end(tmp_path):
@@ -162,5 +164,5 @@ def test_generate_end_to_end(tmp_path):
 
 def test_one_digit_keys_say_key_digits_needs_two():
     """Not the empty range 'differ_digits: must be in [1, 0]' of the hostile sweep."""
-    with pytest.raises(ValueError, match=r"^key_digits: lower bound must be >= 2 for near misses"):
-        NearMissKV(key_digits=(1, 1))
+    with pytest.raises(ConfigError, match=r"field 'key_digits': lower bound must be >= 2 for near"):
+        validate(NearMissKV, {"key_digits": (1, 1)})

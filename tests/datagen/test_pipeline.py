@@ -279,7 +279,7 @@ def tiny_yaml(tmp_path) -> Path:
         (["tokenizer=mistral:v9"], "unknown Mistral tokenizer"),
         (["seeds=[]"], "field 'seeds'"),
         (["generator.bogus=1"], "unknown key(s) 'bogus'"),
-        (["formats=[xml]"], "field 'formats[0]'"),
+        (["formats=[xml]"], "field 'formats.0'"),
     ],
 )
 def test_bad_input_exits_2_without_output(overrides, match, tiny_yaml, tmp_path, capsys):

@@ -8,9 +8,11 @@ from collections import Counter
 
 import pytest
 
+from needlework.config import validate
 from needlework.datagen.base import load_prompt
 from needlework.datagen.dicts import gold_position_plan, gold_positions
 from needlework.datagen.simple_dict_kv import SimpleDictKV
+from needlework.errors import ConfigError
 
 # Spec §2.1.1 / §2.1.2 / §2.1.3, typed in from the spec (not from our prompt files).
 HEAD = "Do a task using the list of dictionaries below.\n\n"
@@ -163,5 +165,5 @@ def test_contradictory_fields_name_themselves(field, value):
     kwargs = {field: value}
     if field == "frac_top5":
         kwargs["frac_0"] = 0.05
-    with pytest.raises(ValueError, match=f"^{field}:"):
-        SimpleDictKV(**kwargs)
+    with pytest.raises(ConfigError, match=f"field '{field}'"):
+        validate(SimpleDictKV, kwargs)

@@ -10,7 +10,9 @@ import re
 import pytest
 from tests.datagen.generate_twice import generate_twice
 
+from needlework.config import validate
 from needlework.datagen.structured_records import StructuredRecords
+from needlework.errors import ConfigError
 from needlework.io import read_jsonl
 
 HEADS = {
@@ -137,8 +139,8 @@ def test_same_seed_same_task_other_seed_differs():
     ],
 )
 def test_bad_fields_name_themselves(kwargs, field):
-    with pytest.raises(ValueError, match=f"^{field}:"):
-        StructuredRecords(**kwargs)
+    with pytest.raises(ConfigError, match=f"field '{field}'"):
+        validate(StructuredRecords, kwargs)
 
 
 @pytest.mark.parametrize("fmt", ["json", "table"])

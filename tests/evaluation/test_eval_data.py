@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import shared_file
 
 from needlework.errors import DataError, UserError
-from needlework.evaluation import data
+from needlework.sources import data
 
 
 def upstream_entry(path, content: bytes) -> data.UpstreamFile:

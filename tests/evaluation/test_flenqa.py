@@ -10,7 +10,7 @@ import pytest
 
 from needlework.errors import DataError
 from needlework.evaluation.benchmarks.flenqa import FLenQA, flenqa_prompt, key_facts
-from needlework.evaluation.prompts import PROMPTS_DIR
+from needlework.sources.prompts import PROMPTS_DIR
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "flenqa_tiny.jsonl"
 Q = "Is Dan older than Ben?"

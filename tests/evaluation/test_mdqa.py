@@ -11,9 +11,9 @@ from tests.conftest import shared_file
 
 from needlework.errors import DataError
 from needlework.evaluation.benchmarks.mdqa import MDQA, official_path
-from needlework.evaluation.data import Document, read_qa_records
-from needlework.evaluation.mdqa_build import closedbook_prompt, qa_prompt
-from needlework.evaluation.metrics import contains_answer
+from needlework.sources.answers import contains_answer
+from needlework.sources.data import Document, read_qa_records
+from needlework.sources.mdqa import closedbook_prompt, qa_prompt
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 ORACLE = FIXTURES / "mdqa_oracle_tiny.jsonl.gz"

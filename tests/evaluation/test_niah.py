@@ -11,7 +11,7 @@ from tests.conftest import shared_file
 from needlework.errors import ConfigError, DataError
 from needlework.evaluation.benchmarks.common import user_turn
 from needlework.evaluation.benchmarks.niah import NIAH
-from needlework.evaluation.haystack import (
+from needlework.sources.haystack import (
     FILLER,
     build_needle_item,
     haystack_with_needle,

@@ -10,8 +10,9 @@ from __future__ import annotations
 import functools
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import ClassVar, NamedTuple
+
+from needlework.config import config
 
 # Largest population list a NumberPool materialises (2**20 strings is ~60 MB, built in ~0.2 s).
 _POOL_LIMIT = 1 << 20
@@ -34,7 +35,7 @@ def check_fraction(name: str, value: float) -> None:
         raise ValueError(f"{name}: expected a fraction in [0, 1], got {value}")
 
 
-@dataclass(frozen=True)
+@config
 class DictTask:
     """The fields, checks and naming every dictionary-retrieval generator shares; a generator
     subclasses it (frozen dataclass), adds its own fields (its digit ranges among them, named in

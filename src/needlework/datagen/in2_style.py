@@ -14,9 +14,9 @@ are listed in the manifest's ``held_out`` (:mod:`needlework.datagen.passages`).
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 from typing import ClassVar
 
+from needlework.config import config
 from needlework.datagen.base import Slot, Task, load_prompt
 from needlework.datagen.passages import (
     PassageTask,
@@ -26,7 +26,7 @@ from needlework.registry import generators
 
 
 @generators.register("in2_style")
-@dataclass(frozen=True)
+@config
 class In2Style(PassageTask):
     """One answering passage at a random depth of a long plain-text context; short answer."""
 

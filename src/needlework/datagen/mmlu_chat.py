@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import functools
 import random
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from needlework.config import config
 from needlework.datagen.base import Slot, Task, load_prompt
 from needlework.errors import UserError
 from needlework.registry import generators
@@ -30,7 +30,7 @@ LETTERS = "ABCD"
 
 
 @generators.register("mmlu_chat")
-@dataclass(frozen=True)
+@config
 class MmluChat:
     """One MMLU dev/val question and its choices -> the correct letter and choice text."""
 
@@ -88,7 +88,7 @@ class MmluChat:
 
 
 def _tarball(data_path: str) -> Path:
-    from needlework.evaluation.data import locate
+    from needlework.sources.data import locate
 
     return locate(data_path, DEFAULT_DATA_PATH, "mmlu", (TARBALL,), field="generator.data_path")
 
@@ -97,7 +97,7 @@ def _tarball(data_path: str) -> Path:
 def _questions(
     tar_path: str, splits: tuple[str, ...], max_words: int
 ) -> tuple[dict[str, Any], ...]:
-    from needlework.evaluation.lm_eval_tasks.utils import mmlu_csv_split
+    from needlework.sources.mmlu import mmlu_csv_split
 
     out = []
     for split in splits:

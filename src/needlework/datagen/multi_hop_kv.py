@@ -20,9 +20,9 @@ others uniform over the remaining positions (``hop_positions`` in the meta, in h
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 from typing import ClassVar
 
+from needlework.config import config
 from needlework.datagen.base import Slot, Task, load_prompt
 from needlework.datagen.dicts import (
     DictTask,
@@ -44,7 +44,7 @@ def _answer(steps: list[tuple[str, str, str]], final_value: str) -> str:
 
 
 @generators.register("multi_hop_kv")
-@dataclass(frozen=True)
+@config
 class MultiHopKV(DictTask):
     """Integer dictionaries where values are keys; follow a key through ``hops`` lookups."""
 

@@ -14,9 +14,9 @@ docs/datagen.md, built on the knobs of the official ``DictRetrievalDataConfig``.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 from typing import ClassVar
 
+from needlework.config import config
 from needlework.datagen.base import Slot, Task, load_prompt
 from needlework.datagen.dicts import (
     DictTask,
@@ -34,7 +34,7 @@ def _key_text(key: tuple[str, ...]) -> str:
 
 
 @generators.register("multi_subkey_dict_kv")
-@dataclass(frozen=True)
+@config
 class MultiSubkeyDictKV(DictTask):
     """Tuple-of-integers keys; find the key holding given subkeys, its value and dictionary."""
 

@@ -21,9 +21,9 @@ prompt order and ``first_position`` the first.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 from typing import ClassVar
 
+from needlework.config import config
 from needlework.datagen.base import Slot, Task, load_prompt
 from needlework.datagen.dicts import (
     DictTask,
@@ -45,7 +45,7 @@ def _answer(gold_key: str, items: list[tuple[str, str]]) -> str:
 
 
 @generators.register("multi_value_kv")
-@dataclass(frozen=True)
+@config
 class MultiValueKV(DictTask):
     """Integer dictionaries where one key recurs with different values; report them all."""
 

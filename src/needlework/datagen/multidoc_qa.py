@@ -14,9 +14,9 @@ question whose passage a prompt shows is listed in the manifest's ``held_out``
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 from typing import ClassVar, Literal
 
+from needlework.config import config
 from needlework.datagen.base import Slot, Task, load_prompt
 from needlework.datagen.passages import (
     PassageTask,
@@ -24,12 +24,12 @@ from needlework.datagen.passages import (
     distractor_indices,
     supporting_sentence,
 )
-from needlework.evaluation.mdqa_build import insert_gold, qa_prompt
 from needlework.registry import generators
+from needlework.sources.mdqa import insert_gold, qa_prompt
 
 
 @generators.register("multidoc_qa")
-@dataclass(frozen=True)
+@config
 class MultidocQA(PassageTask):
     """NQ-Open question, gold passage among distractors, Lost-in-the-Middle prompt."""
 

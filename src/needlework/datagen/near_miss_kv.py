@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
 from typing import ClassVar
 
+from needlework.config import config
 from needlework.datagen.base import Slot, Task, load_prompt
 from needlework.datagen.dicts import (
     DictTask,
@@ -53,7 +53,7 @@ def near_miss_total(num_digits: int, differ: int) -> int:
 
 
 @generators.register("near_miss_kv")
-@dataclass(frozen=True)
+@config
 class NearMissKV(DictTask):
     """The simple dictionary task where some distractor keys differ from the gold key by a digit."""
 

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import functools
 import random
-from dataclasses import dataclass
 from typing import ClassVar, Literal
 
+from needlework.config import config
 from needlework.datagen.base import Slot, Task, load_prompt
 from needlework.datagen.passages import PassageTask, sentences
-from needlework.evaluation.haystack import FILLER
 from needlework.registry import generators
+from needlework.sources.haystack import FILLER
 
 _SYLLABLES = ("bar", "vel", "mor", "tan", "esk", "lin", "dor", "quo", "ram", "sil", "ven", "thal",
               "ock", "rud", "pim", "ast", "orn", "wex", "ul", "gar")  # fmt: skip
@@ -66,7 +66,7 @@ def invent_fact(rng: random.Random) -> tuple[str, str, str, str]:
 
 
 @generators.register("niah_train")
-@dataclass(frozen=True)
+@config
 class NIAHTrain(PassageTask):
     """An invented fact hidden at a random depth of filler or real passages; answer the fact."""
 

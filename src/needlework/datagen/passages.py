@@ -8,8 +8,8 @@ into a *training* part and an *evaluation* part: a baseline generator takes its 
 its distractor or filler passages, from the training part only, and records that whole part as
 ``held_out`` in the dataset manifest, so MDQA and NQ-Open given the dataset evaluate only on
 questions whose passages no training prompt ever showed. Reading, verification and answer
-normalisation are MDQA's own (:mod:`needlework.evaluation.data`,
-:func:`needlework.evaluation.metrics.contains_answer`), so "the passage supports the answer"
+normalisation are MDQA's own (:mod:`needlework.sources.data`,
+:func:`needlework.sources.answers.contains_answer`), so "the passage supports the answer"
 means what the benchmark's metric means.
 """
 
@@ -21,9 +21,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from needlework.config import config
 from needlework.datagen.base import Slot
 from needlework.errors import DataError, UserError
-from needlework.evaluation.data import (
+from needlework.sources.answers import contains_answer, normalize_answer
+from needlework.sources.data import (
     Document,
     QARecord,
     litm_checksums,
@@ -31,14 +33,13 @@ from needlework.evaluation.data import (
     read_qa_records,
     verify_file,
 )
-from needlework.evaluation.metrics import contains_answer, normalize_answer
 
 ORACLE_NAME = "nq-open-oracle.jsonl.gz"
 ORACLE_UPSTREAM = f"qa_data/{ORACLE_NAME}"
 DEFAULT_DATA_PATH = "data/lost-in-the-middle"
 
 
-@dataclass(frozen=True)
+@config
 class PassageTask:
     """The fields and checks every factual baseline generator shares: where the oracle file is
     and how its passages are partitioned (the same partition for every generator given the same
@@ -223,7 +224,7 @@ def bm25_indices(part: Partition, asked: int, k: int) -> list[int]:
 @functools.lru_cache(maxsize=4)
 def _bm25_all(part: Partition, k: int) -> dict[int, tuple[int, ...]]:
     """BM25 distractors for every eligible question at once (one index, one batched query)."""
-    from needlework.evaluation.mdqa_build import DistractorPool, bm25_distractors
+    from needlework.sources.mdqa import DistractorPool, bm25_distractors
 
     records = [part.records[i] for i in part.short]
     pool = DistractorPool(records)

@@ -29,10 +29,10 @@ import dataclasses
 import json
 import random
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, cast
 
+from needlework.config import config
 from needlework.datagen import budget as budget_mod
 from needlework.datagen.base import Generator, Slot, Task
 from needlework.datagen.dicts import gold_positions
@@ -55,7 +55,7 @@ FORMATS: tuple[Literal["openai", "trl", "hf", "parquet"], ...] = ("openai", "trl
 SPLITS = ("train", "eval")
 
 
-@dataclass(frozen=True)
+@config
 class MatchTokens:
     """Size the training split to another dataset's token count (equal-token baselines, as the
     paper compares its baselines "at roughly the same number of training tokens")."""
@@ -67,7 +67,7 @@ class MatchTokens:
     conversations, chat template included."""
 
 
-@dataclass(frozen=True)
+@config
 class GenerateConfig:
     """What ``needlework generate`` builds: one generator, a tokenizer budget, seeds, outputs."""
 

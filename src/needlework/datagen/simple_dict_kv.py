@@ -13,9 +13,9 @@ Llama-2 tokenizer), so parity is structural: same distributions, same rules.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 from typing import ClassVar
 
+from needlework.config import config
 from needlework.datagen.base import Slot, Task, load_prompt
 from needlework.datagen.dicts import (
     DictTask,
@@ -28,7 +28,7 @@ from needlework.registry import generators
 
 
 @generators.register("simple_dict_kv")
-@dataclass(frozen=True)
+@config
 class SimpleDictKV(DictTask):
     """Integer key -> integer value dictionaries; find one key's value and dictionary."""
 

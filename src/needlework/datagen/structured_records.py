@@ -23,9 +23,9 @@ from __future__ import annotations
 import json
 import random
 import re
-from dataclasses import dataclass
 from typing import ClassVar, Literal
 
+from needlework.config import config
 from needlework.datagen.base import Slot, Task, load_prompt
 from needlework.datagen.dicts import NumberPool, check_fraction, check_range, number_pool
 from needlework.registry import generators
@@ -34,7 +34,7 @@ NAME = re.compile(r"^[a-z][a-z_]*$")
 
 
 @generators.register("structured_records")
-@dataclass(frozen=True)
+@config
 class StructuredRecords:
     """Records with an id and integer fields, as JSON lines or a table; find one field."""
 

@@ -22,13 +22,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-try:  # the reference uses the third-party ``regex`` module; for this pattern ``re`` agrees
-    import regex as _rx
-except ImportError:  # pragma: no cover - regex is a dependency of transformers/tiktoken
-    _rx = re
+from needlework.sources.answers import normalize_answer
 
-_PUNCTUATION = frozenset(string.punctuation)
-_ARTICLES = _rx.compile(r"\b(a|an|the)\b")
 # FLenQA's notebook uses the stdlib ``re`` module.
 _FLENQA_ARTICLES = re.compile(r"\b(a|an|the)\b")
 # FLenQA removes this string only where it occurs verbatim, i.e. (practically) never. The
@@ -40,14 +35,6 @@ OTHER_REFUSED = "other/refused"
 
 
 # --------------------------------------------------------------------------- Lost in the Middle
-
-
-def normalize_answer(s: str) -> str:
-    """SQuAD normalisation: lowercase, drop ASCII punctuation, articles -> space, squeeze spaces."""
-    s = s.lower()
-    s = "".join(ch for ch in s if ch not in _PUNCTUATION)
-    s = _ARTICLES.sub(" ", s)
-    return " ".join(s.split())
 
 
 def first_line(text: str) -> str:
@@ -78,16 +65,6 @@ def exact_match(prediction: str, ground_truths: Iterable[str]) -> float:
 def kv_substring_match(value: str, output: str) -> float:
     """Lost-in-the-Middle KV accuracy: the gold value, lowercased, is a substring of the output."""
     return 1.0 if value.lower() in output.lower() else 0.0
-
-
-def contains_answer(text: str, answers: Iterable[str]) -> bool:
-    """Does ``text`` contain any answer under :func:`normalize_answer` (the MDQA metric's view)?
-
-    Used to keep answer-bearing passages out of MDQA distractors: a passage rejected here is
-    exactly one that would let ``best_subspan_em`` credit a copied passage.
-    """
-    norm = normalize_answer(text)
-    return any(normalize_answer(a) in norm for a in answers if normalize_answer(a))
 
 
 # ----------------------------------------------------------------------------- hallucination

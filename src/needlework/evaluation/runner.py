@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, cast
 
 from needlework import registry
+from needlework.config import config
 from needlework.errors import DataError, UserError
 from needlework.evaluation import parallel
 from needlework.evaluation.base import Benchmark, Suite, answer_budget, report_declaration
@@ -56,7 +57,7 @@ log = logging.getLogger(__name__)
 BEYOND_LIMIT = "predictions.beyond_limit.jsonl"
 
 
-@dataclasses.dataclass(frozen=True)
+@config
 class EvalConfig:
     """``needlework eval``: one model on one or more benchmarks."""
 

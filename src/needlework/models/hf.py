@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from needlework.config import config
 from needlework.errors import UserError, first_line
 from needlework.models.base import (
     Streaming,
@@ -47,7 +48,7 @@ def short_name(path: str) -> str:
 
 
 @backends.register("hf")
-@dataclass(frozen=True)
+@config
 class HF(Weights, Streaming):
     """A local or hub transformers causal LM (+ LoRA), greedy, length-sorted batches."""
 

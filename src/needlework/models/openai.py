@@ -29,10 +29,11 @@ import os
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlparse
 
+from needlework.config import config
 from needlework.errors import UserError
 from needlework.models.base import PromptTooLongError, Streaming, validate_conversations
 from needlework.records import Message
@@ -58,7 +59,7 @@ class BadResponse(Exception):
 
 
 @backends.register("openai")
-@dataclass(frozen=True)
+@config
 class OpenAIChat(Streaming):
     """An OpenAI-compatible /v1/chat/completions endpoint, many requests in flight."""
 

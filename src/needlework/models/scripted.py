@@ -10,16 +10,17 @@ metric should read 1.0, is the runner's ``gold_answers`` option (``eval --gold-a
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, ClassVar, Literal
 
+from needlework.config import config
 from needlework.models.base import Backend, validate_conversations
 from needlework.records import Message
 from needlework.registry import backends
 
 
 @backends.register("scripted")
-@dataclass(frozen=True)
+@config
 class Scripted(Backend):
     """Deterministic answers (constant / echo / last_line) for tests and dry runs."""
 

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from needlework.config import config
 from needlework.errors import UserError
 from needlework.models.base import (
     Streaming,
@@ -34,7 +35,7 @@ LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # vLLM accepts these max_lora_
 
 
 @backends.register("vllm")
-@dataclass(frozen=True)
+@config
 class VLLM(Weights, Streaming):
     """vLLM offline engine (GPU): batched greedy decoding with tensor parallelism and LoRA."""
 

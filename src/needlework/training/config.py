@@ -16,15 +16,15 @@ lives here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
+from needlework.config import config
 from needlework.registry import trainers
 from needlework.training.base import Trainer
 
 
-@dataclass(frozen=True)
+@config
 class MixDataset:
     """A chat dataset read with ``datasets.load_dataset``: a hub id (online) or a local dataset
     folder, whose rows have ``messages`` (or conversational ``prompt``/``completion``)."""
@@ -45,7 +45,7 @@ class MixDataset:
             raise ValueError(f"limit: expected a positive row count, got {self.limit}")
 
 
-@dataclass(frozen=True)
+@config
 class TrainConfig:
     """Everything ``needlework train`` needs; the resolved copy is saved as ``config.yaml``."""
 

@@ -9,10 +9,11 @@ Run:  needlework train --config configs/train/hf_tiny_cpu.yaml
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from needlework.config import config
 from needlework.errors import ConfigError, UserError, first_line
 from needlework.models.base import is_local_path
 from needlework.registry import trainers
@@ -54,7 +55,7 @@ MANAGED = {
 
 
 @trainers.register("hf_sft")
-@dataclass(frozen=True)
+@config
 class HfSFT:
     """TRL SFTTrainer (+ PEFT LoRA/QLoRA) on local or multi-GPU hardware."""
 

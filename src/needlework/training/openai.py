@@ -17,10 +17,10 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from needlework.config import config
 from needlework.errors import ConfigError, DataError, UserError
 from needlework.io import sha256_file, write_json, write_jsonl
 from needlework.registry import trainers
@@ -38,7 +38,7 @@ SLEEP: Callable[[float], None] = time.sleep  # tests replace this to poll instan
 
 
 @trainers.register("openai")
-@dataclass(frozen=True)
+@config
 class OpenAIFT:
     """OpenAI fine-tuning API (any compatible server via base_url)."""
 

@@ -11,10 +11,10 @@ see ``metrics.flenqa_*`` and docs/benchmarks.md.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from needlework.config import config
 from needlework.errors import DataError, first_line
 from needlework.evaluation.benchmarks.common import (
     context_tokens,
@@ -22,7 +22,6 @@ from needlework.evaluation.benchmarks.common import (
     token_counter,
     user_turn,
 )
-from needlework.evaluation.data import read_rows
 from needlework.evaluation.metrics import (
     OTHER_REFUSED,
     flenqa_category,
@@ -31,9 +30,10 @@ from needlework.evaluation.metrics import (
     flenqa_early_response,
     flenqa_normalize,
 )
-from needlework.evaluation.prompts import fill, load_prompt
 from needlework.records import Figure, Sample
 from needlework.registry import benchmarks
+from needlework.sources.data import read_rows
+from needlework.sources.prompts import fill, load_prompt
 
 HUB_ID = "alonj/FLenQA"
 # the sample's ``dataset`` field -> prompt file stem (``_cot`` appended with chain of thought)
@@ -69,7 +69,7 @@ def key_facts(row: dict[str, Any]) -> list[str]:
 
 
 @benchmarks.register("flenqa")
-@dataclass(frozen=True)
+@config
 class FLenQA:
     """FLenQA true/false reasoning: accuracy by task, context size, dispersion and padding."""
 

@@ -18,16 +18,17 @@ letter-answer variants (``generative``).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
+from needlework.config import config
 from needlework.errors import UserError
 from needlework.records import Figure
 from needlework.registry import benchmarks
 
 
-@dataclass(frozen=True)
+@config
 class TaskSpec:
     """How one general benchmark maps onto lm-eval (a fact table, not config)."""
 
@@ -83,7 +84,7 @@ TASKS: dict[str, TaskSpec] = {
 
 
 @benchmarks.register("general")
-@dataclass(frozen=True)
+@config
 class General:
     """MMLU, HellaSwag, GSM8K, TriviaQA and NQ-Open, run and scored by lm-evaluation-harness."""
 

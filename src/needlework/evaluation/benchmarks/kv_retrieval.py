@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from needlework.config import config
 from needlework.errors import DataError
 from needlework.evaluation.benchmarks.common import (
     check_positions,
@@ -26,12 +26,6 @@ from needlework.evaluation.benchmarks.common import (
     seeded_subset,
     token_counter,
     user_turn,
-)
-from needlework.evaluation.data import (
-    download_verified,
-    litm_checksums,
-    read_kv_records,
-    read_rows,
 )
 from needlework.evaluation.metrics import (
     depth_bin,
@@ -41,10 +35,16 @@ from needlework.evaluation.metrics import (
     parse_kv_answer,
     same_value,
 )
-from needlework.evaluation.prompts import load_prompt
 from needlework.io import require
 from needlework.records import Figure, Sample, validate_messages
 from needlework.registry import benchmarks
+from needlework.sources.data import (
+    download_verified,
+    litm_checksums,
+    read_kv_records,
+    read_rows,
+)
+from needlework.sources.prompts import load_prompt
 
 # meta fields every needlework eval row must carry, with their JSON types
 _META: dict[str, type | tuple[type, ...]] = {
@@ -83,7 +83,7 @@ def move_record(
 
 
 @benchmarks.register("kv_retrieval")
-@dataclass(frozen=True)
+@config
 class KVRetrieval:
     """Key-value retrieval: synthetic dictionaries or UUID JSON records (Lost in the Middle)."""
 

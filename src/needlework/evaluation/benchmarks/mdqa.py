@@ -14,25 +14,17 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from needlework.config import config
 from needlework.errors import DataError
-from needlework.evaluation import mdqa_build as mb
 from needlework.evaluation.benchmarks.common import (
     check_positions,
     context_tokens,
     seeded_subset,
     token_counter,
     user_turn,
-)
-from needlework.evaluation.data import (
-    QARecord,
-    download_verified,
-    litm_checksums,
-    locate,
-    verify_file,
 )
 from needlework.evaluation.metrics import (
     best_subspan_em,
@@ -44,6 +36,14 @@ from needlework.evaluation.metrics import (
 from needlework.heldout import load_held_out, question_key
 from needlework.records import Figure, Sample
 from needlework.registry import benchmarks
+from needlework.sources import mdqa as mb
+from needlework.sources.data import (
+    QARecord,
+    download_verified,
+    litm_checksums,
+    locate,
+    verify_file,
+)
 
 ORACLE = "qa_data/nq-open-oracle.jsonl.gz"
 PROMPT_SUFFIX = {
@@ -62,7 +62,7 @@ def official_path(num_docs: int, gold_position: int) -> str:
 
 
 @benchmarks.register("mdqa")
-@dataclass(frozen=True)
+@config
 class MDQA:
     """Multi-document QA (NQ-Open): accuracy by the gold document's position."""
 
@@ -291,7 +291,7 @@ class MDQA:
 def mb_records(path: Path, verify: bool) -> list[QARecord]:
     """Read a qa_data file, first checking it against the pinned hashes if it has an upstream
     name (a file named like upstream but with other bytes would silently change results)."""
-    from needlework.evaluation.data import read_qa_records
+    from needlework.sources.data import read_qa_records
 
     if verify:
         table = {Path(k).name: v for k, v in litm_checksums().items()}

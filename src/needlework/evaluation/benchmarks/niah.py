@@ -16,19 +16,19 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 
+from needlework.config import config
 from needlework.errors import ConfigError, DataError
 from needlework.evaluation.benchmarks.common import token_counter, user_turn
-from needlework.evaluation.haystack import FILLER, build_needle_item, split_sentences
 from needlework.evaluation.metrics import best_subspan_em, exact_match, first_line
 from needlework.io import require_file
 from needlework.records import Figure, Sample
 from needlework.registry import benchmarks
+from needlework.sources.haystack import FILLER, build_needle_item, split_sentences
 
 
 @benchmarks.register("niah")
-@dataclass(frozen=True)
+@config
 class NIAH:
     """Needle in a haystack: accuracy over context length x needle depth."""
 

@@ -20,9 +20,9 @@ import random
 from collections.abc import Sequence
 
 from needlework.errors import DataError
-from needlework.evaluation.data import Document, QARecord
-from needlework.evaluation.metrics import normalize_answer
-from needlework.evaluation.prompts import load_prompt
+from needlework.sources.answers import normalize_answer
+from needlework.sources.data import Document, QARecord
+from needlework.sources.prompts import load_prompt
 
 
 def format_documents(documents: Sequence[Document]) -> str:

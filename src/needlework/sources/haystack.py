@@ -13,8 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from needlework.errors import ConfigError
-from needlework.evaluation.benchmarks.common import context_tokens, user_turn
-from needlework.evaluation.prompts import load_prompt
+from needlework.sources.prompts import load_prompt
 from needlework.tokenization import TokenCounter, largest_fitting
 
 # Bland, number-free sentences (written for needlework) for the generated haystack.
@@ -126,7 +125,8 @@ def build_needle_item(
         return template.format(haystack=hay, key=key)
 
     def tokens(n: int) -> int:
-        return context_tokens(counter, user_turn(render(n)))
+        # the prompt as the model sees it: a user turn in its chat template
+        return counter.count_chat([{"role": "user", "content": render(n)}], True)
 
     try:
         n = largest_fitting(lambda n: tokens(n) <= context_length, hint)

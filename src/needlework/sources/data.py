@@ -67,7 +67,10 @@ def data_dirs() -> list[Path]:
     ``$NEEDLEWORK_DATA`` (the one documented setting; ``make test`` points it at a
     ``../shared/data`` checkout), then ``data/`` in the working directory. No other place is
     guessed."""
-    out = [Path(os.environ["NEEDLEWORK_DATA"])] if os.environ.get("NEEDLEWORK_DATA") else []
+    from needlework.runtime import settings
+
+    data = settings().NEEDLEWORK_DATA
+    out = [data] if data is not None else []
     out.append(Path("data"))
     return out
 
@@ -148,7 +151,7 @@ def parse_checksums(text: str, source: str = "<checksums>") -> dict[str, Upstrea
 def litm_checksums(path: str | Path | None = None) -> dict[str, UpstreamFile]:
     """The pinned Lost-in-the-Middle table, or the one in ``path`` (an UPSTREAM_CHECKSUMS.tsv)."""
     if path is None:
-        return parse_checksums(_LITM_CHECKSUMS, "needlework.evaluation.data")
+        return parse_checksums(_LITM_CHECKSUMS, "needlework.sources.data")
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: checksum table not found")
