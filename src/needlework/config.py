@@ -26,7 +26,7 @@ from typing import Annotated, Any, TypeVar, cast, get_args, get_origin
 import pydantic
 import typing_extensions
 import yaml
-from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import AfterValidator, ConfigDict, Field, TypeAdapter, ValidationError
 
 from needlework.errors import ConfigError
 
@@ -45,7 +45,24 @@ NonNegativeInt = Annotated[int, Field(ge=0)]
 Fraction = Annotated[float, Field(ge=0, le=1)]
 Seed = Annotated[int, Field(ge=0, lt=2**32)]
 """numpy/torch seeding refuses anything else, mid-setup."""
-NonEmptyStr = Annotated[str, Field(min_length=1, pattern=r"\S")]
+
+
+def _not_blank(text: str) -> str:
+    if not text.strip():
+        raise ValueError(f"expected a non-empty string, got {text!r}")
+    return text
+
+
+def _distinct(items: Any) -> Any:
+    seen = [x for i, x in enumerate(items) if x in list(items)[:i]]
+    if seen:
+        raise ValueError(f"expected each value once, got {seen[0]!r} twice in {list(items)}")
+    return items
+
+
+NonEmptyStr = Annotated[str, AfterValidator(_not_blank)]
+Distinct = AfterValidator(_distinct)
+"""Add to a list/tuple type: ``Annotated[tuple[int, ...], Distinct]``."""
 
 
 @typing_extensions.dataclass_transform(
@@ -210,8 +227,14 @@ def config_error(
         msg = str(err.get("ctx", {}).get("msg", msg))
     else:
         base = kind.removesuffix("_type").removesuffix("_parsing")
-        if kind == "literal_error":
-            msg = "expected one of " + str(err["ctx"]["expected"]).replace(" or ", ", ")
+        ctx = err.get("ctx", {})
+        if kind in ("too_short", "too_long", "string_too_short", "string_too_long"):
+            most = "most" if kind.endswith("long") else "least"
+            size = ctx.get("max_length" if most == "most" else "min_length")
+            unit = "character(s)" if kind.startswith("string") else "item(s)"
+            msg = f"expected at {most} {size} {unit}"
+        elif kind == "literal_error":
+            msg = "expected one of " + str(ctx["expected"]).replace(" or ", ", ")
         elif base != kind:  # int_parsing, list_type, ...: the type named as Python names it
             msg = "expected " + _TYPE_NAMES.get(base, base)
         msg = msg.replace("Input should be ", "expected ", 1)
@@ -319,7 +342,7 @@ def describe_fields(cls: type) -> list[tuple[str, str, str, str]]:
         if name.startswith("_") or info.init is False:
             continue
         kind = _type_text(info.annotation)
-        limits = [_limit_text(m) for m in info.metadata if _limit_text(m)]
+        limits = [t for m in info.metadata for t in _limit_texts(m)]
         if limits:
             kind += f" ({', '.join(limits)})"
         if info.default_factory is not None:
@@ -335,7 +358,7 @@ def describe_fields(cls: type) -> list[tuple[str, str, str, str]]:
 def _type_text(tp: Any) -> str:
     origin, args = get_origin(tp), get_args(tp)
     if origin is Annotated:
-        limits = [_limit_text(m) for m in args[1:] if _limit_text(m)]
+        limits = [t for m in args[1:] for t in _limit_texts(m)]
         base = _type_text(args[0])
         return f"{base} ({', '.join(limits)})" if limits else base
     if tp is type(None):
@@ -353,15 +376,15 @@ def _type_text(tp: Any) -> str:
 _LIMITS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<", "min_length": "min length"}
 
 
-def _limit_text(meta: Any) -> str:
-    """``>= 1`` for a ``Field(ge=1)``-style limit (``annotated_types`` objects included)."""
-    for attr, sign in _LIMITS.items():
-        value = getattr(meta, attr, None)
-        if value is not None and not callable(value):
-            return f"{sign} {value}"
-    for item in getattr(meta, "metadata", ()):  # a FieldInfo carrying several limits
-        return _limit_text(item)
-    return ""
+def _limit_texts(meta: Any) -> list[str]:
+    """``[">= 1", "<= 18"]`` for ``Field(ge=1, le=18)``-style limits (``annotated_types``
+    objects and FieldInfos carrying several of them)."""
+    out = [
+        f"{sign} {value}"
+        for attr, sign in _LIMITS.items()
+        if (value := getattr(meta, attr, None)) is not None and not callable(value)
+    ]
+    return out + [t for item in getattr(meta, "metadata", ()) for t in _limit_texts(item)]
 
 
 # -- config files ----------------------------------------------------------------------------
