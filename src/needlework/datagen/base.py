@@ -12,9 +12,27 @@ from __future__ import annotations
 
 import functools
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Annotated, Any, ClassVar, Protocol, TypeVar, runtime_checkable
+
+from pydantic import AfterValidator, Field
+
+S = TypeVar("S", bound=Sequence[Any])
+
+UnitCount = Annotated[int, Field(ge=2)]
+"""Units per prompt: the gold one and at least one other."""
+
+
+def _distinct(items: S) -> S:
+    if len(set(items)) != len(items):
+        raise ValueError(f"expected distinct items, got {list(items)}")
+    return items
+
+
+Distinct = AfterValidator(_distinct)
+"""A list field whose items must differ (``Annotated[tuple[int, ...], Distinct]``)."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +90,19 @@ class Generator(Protocol):
         """One task with ``num_units`` units and the gold one at ``gold_position``. ``slot`` is
         None for the budget search's probe prompts."""
         ...
+
+
+class GoldFractions:
+    """The rule between the gold-position fields every generator here declares (``frac_0``,
+    ``frac_top5``, each a :data:`~needlework.config.Fraction`): a mixin, so the fields keep
+    their place in each class (and in its ``config.yaml``)."""
+
+    frac_0: float
+    frac_top5: float
+
+    def __post_init__(self) -> None:
+        if self.frac_0 + self.frac_top5 > 1:
+            raise ValueError("frac_top5: frac_0 + frac_top5 must be <= 1")
 
 
 @functools.cache

@@ -16,46 +16,40 @@ from __future__ import annotations
 import functools
 import random
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
-from needlework.config import config
-from needlework.datagen.base import Slot, Task, load_prompt
+from pydantic import Field
+
+from needlework.config import Fraction, NonEmptyStr, config
+from needlework.datagen.base import Distinct, GoldFractions, Slot, Task, load_prompt
 from needlework.errors import UserError
 from needlework.registry import generators
 
 TARBALL = "mmlu_data_csv.tar.gz"
 DEFAULT_DATA_PATH = "data/mmlu"
-SPLITS = ("dev", "val")
+SPLITS: tuple[Literal["dev", "val"], ...] = ("dev", "val")
 LETTERS = "ABCD"
 
 
 @generators.register("mmlu_chat")
 @config
-class MmluChat:
+class MmluChat(GoldFractions):
     """One MMLU dev/val question and its choices -> the correct letter and choice text."""
 
-    data_path: str = DEFAULT_DATA_PATH
+    data_path: NonEmptyStr = DEFAULT_DATA_PATH
     """The MMLU release tarball (``mmlu_data_csv.tar.gz``) or a folder holding it (default looked
     for in ``$NEEDLEWORK_DATA/mmlu``, then ``data/mmlu``)."""
-    splits: tuple[str, ...] = SPLITS
-    """Which of the release's non-test splits to draw from."""
-    max_question_words: int = 120
+    splits: Annotated[tuple[Literal["dev", "val"], ...], Field(min_length=1), Distinct] = SPLITS
+    """Which of the release's non-test splits to draw from (never test, which the general suite
+    evaluates)."""
+    max_question_words: Annotated[int, Field(ge=5)] = 120
     """Questions (choices included) longer than this are never used, so rows stay short."""
-    frac_0: float = 0.0
+    frac_0: Fraction = 0.0
     """Unused (one question per prompt): kept 0 so the gold position is always 0."""
-    frac_top5: float = 0.0
+    frac_top5: Fraction = 0.0
     """Unused, as ``frac_0``."""
 
     unit: ClassVar[str] = "questions"
-
-    def __post_init__(self) -> None:
-        if not self.data_path:
-            raise ValueError("data_path: give the MMLU tarball or a folder holding it")
-        bad = [s for s in self.splits if s not in SPLITS]
-        if bad or not self.splits:
-            raise ValueError(f"splits: expected some of {list(SPLITS)} (never test), got {bad}")
-        if self.max_question_words < 5:
-            raise ValueError(f"max_question_words: expected >= 5, got {self.max_question_words}")
 
     @property
     def num_units(self) -> int:

@@ -9,14 +9,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from needlework.datagen.formatting import openai_report, openai_row, stats, trl_row
 from needlework.errors import DataError, UserError
 from needlework.heldout import held_out_entry
-from needlework.io import STAGE_LOCK, dumps, sha256_file, write_json
+from needlework.io import STAGE_LOCK, check_creatable, dumps, sha256_file, write_json
 from needlework.tokenization import TokenCounter
 
 if TYPE_CHECKING:
@@ -43,11 +42,7 @@ def check_target(path: Path) -> None:
                 f"out_dir: {path} is not empty and holds no needlework dataset "
                 "(refusing to replace it)"
             )
-    ancestor = path.parent
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
-        raise UserError(f"out_dir: cannot create {path} ({ancestor} is not writable)")
+    check_creatable(path, f"out_dir: {path}")
 
 
 class SplitWriter:
@@ -141,11 +136,7 @@ def write_hf(folder: Path, rows: dict[str, list[dict[str, Any]]], formats) -> No
 
 
 def finish(
-    stage: Path,
-    cfg: GenerateConfig,
-    seeds: dict[str, Any],
-    shard: tuple[int, int] | None,
-    questions: set[str],
+    stage: Path, cfg: GenerateConfig, seeds: dict[str, Any], questions: set[str]
 ) -> dict[str, Any]:
     files = {}
     for path in sorted(p for p in stage.rglob("*") if p.is_file() and p.name != STAGE_LOCK):
@@ -158,7 +149,7 @@ def finish(
         "tokenizer": cfg.tokenizer,
         "max_context_tokens": cfg.max_context_tokens,
         "reserve_tokens": cfg.reserve_tokens,
-        "shard": list(shard) if shard else None,
+        "shard": None,  # kept: manifests stay byte-identical to those written with --shard
         "seeds": seeds,
         "files": files,
     }
