@@ -11,7 +11,7 @@ import pytest
 from needlework.cli import main
 from needlework.config import load_config
 from needlework.datagen import pipeline
-from needlework.datagen.formatting import SYSTEM_MESSAGE, validate_openai_row
+from needlework.datagen.formatting import SYSTEM_MESSAGE
 from needlework.datagen.pipeline import GenerateConfig, generate, iter_rows
 from needlework.errors import DataError
 from needlework.io import read_jsonl, sha256_file
@@ -220,6 +220,8 @@ def tiny_yaml(tmp_path) -> Path:
         (["seeds=[]"], "field 'seeds'"),
         (["generator.bogus=1"], "unknown key(s) 'bogus'"),
         (["formats=[xml]"], "field 'formats.0'"),
+        (["formats=[trl,trl]"], "field 'formats'"),
+        (["system_message="], "field 'system_message'"),
     ],
 )
 def test_bad_input_exits_2_without_output(overrides, match, tiny_yaml, tmp_path, capsys):
@@ -304,27 +306,6 @@ def test_cli_generate_and_inspect(tiny_yaml, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "10 rows" in text and "gold position" in text and "[assistant] The value of key" in text
     assert main(["inspect", str(tmp_path / "nothing")]) == 2
-
-
-def test_openai_rows_are_validated():
-    good = {
-        "messages": [
-            {"role": "system", "content": "s"},
-            {"role": "user", "content": "u"},
-            {"role": "assistant", "content": "a"},
-        ]
-    }
-    validate_openai_row(good, "x:1")
-    bad = [
-        {"messages": good["messages"], "meta": {}},
-        {"messages": good["messages"][:2]},
-        {"messages": [good["messages"][0], good["messages"][2], good["messages"][1]]},
-        {"messages": [{"role": "user", "content": ""}, good["messages"][2]]},
-        {"messages": []},
-    ]
-    for row in bad:
-        with pytest.raises(DataError, match="^x:1: "):
-            validate_openai_row(row, "x:1")
 
 
 def test_kill_9_leftovers_are_removed_by_the_next_run_and_sigterm_cleans_up(tmp_path):

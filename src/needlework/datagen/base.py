@@ -19,7 +19,10 @@ from typing import Annotated, Any, ClassVar, Protocol, TypeVar, runtime_checkabl
 
 from pydantic import AfterValidator, Field
 
+from needlework.errors import UserError
+
 S = TypeVar("S", bound=Sequence[Any])
+T = TypeVar("T")
 
 UnitCount = Annotated[int, Field(ge=2)]
 """Units per prompt: the gold one and at least one other."""
@@ -103,6 +106,29 @@ class GoldFractions:
     def __post_init__(self) -> None:
         if self.frac_0 + self.frac_top5 > 1:
             raise ValueError("frac_top5: frac_0 + frac_top5 must be <= 1")
+
+
+def slot_item(
+    items: Sequence[T], rng: random.Random, slot: Slot | None, key: str, have: str, more: str
+) -> T:
+    """The item (a real question) sample ``slot`` uses: one distinct item per sample of a seed,
+    in an order seeded by ``key`` and the seed; a probe (no slot) draws one from ``rng``. A seed
+    wanting more than there are is an error saying what there is (``have``, with ``{n}``) and
+    which field to raise for ``more``."""
+    if slot is None:
+        return items[int(rng.random() * len(items))]
+    order = _order(len(items), f"{key}:{slot.seed}")
+    if slot.ordinal >= len(order):
+        raise UserError(
+            f"num_train: {have.format(n=len(order))}; sample {slot.ordinal + 1} of seed "
+            f"{slot.seed} needs one more (lower num_train + num_eval or raise {more})"
+        )
+    return items[order[slot.ordinal]]
+
+
+@functools.lru_cache(maxsize=8)
+def _order(n: int, key: str) -> tuple[int, ...]:
+    return tuple(random.Random(key).sample(range(n), n))
 
 
 @functools.cache

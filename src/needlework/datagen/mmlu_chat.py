@@ -21,7 +21,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Field
 
 from needlework.config import Fraction, NonEmptyStr, config
-from needlework.datagen.base import Distinct, GoldFractions, Slot, Task, load_prompt
+from needlework.datagen.base import Distinct, GoldFractions, Slot, Task, load_prompt, slot_item
 from needlework.errors import UserError
 from needlework.registry import generators
 
@@ -58,18 +58,13 @@ class MmluChat(GoldFractions):
     def build(
         self, rng: random.Random, num_units: int, gold_position: int, slot: Slot | None = None
     ) -> Task:
-        docs = _questions(str(_tarball(self.data_path)), self.splits, self.max_question_words)
-        if slot is None:
-            doc = docs[int(rng.random() * len(docs))]
-        else:
-            order = _order(len(docs), slot.seed)
-            if slot.ordinal >= len(order):
-                raise UserError(
-                    f"num_train: {len(order)} MMLU {'+'.join(self.splits)} questions are short "
-                    f"enough; sample {slot.ordinal + 1} of seed {slot.seed} needs one more "
-                    "(lower num_train + num_eval or raise generator.max_question_words)"
-                )
-            doc = docs[order[slot.ordinal]]
+        from needlework.sources.data import locate
+
+        where = "generator.data_path"
+        tarball = locate(self.data_path, DEFAULT_DATA_PATH, "mmlu", (TARBALL,), field=where)
+        docs = _questions(str(tarball), self.splits, self.max_question_words)
+        have = f"{{n}} MMLU {'+'.join(self.splits)} questions are short enough"
+        doc = slot_item(docs, rng, slot, "mmlu_chat", have, "generator.max_question_words")
         a, b, c, d = (str(x).strip() for x in doc["choices"])
         question = doc["question"].strip()
         prompt = load_prompt("mmlu_chat").format(question=question, a=a, b=b, c=c, d=d)
@@ -79,12 +74,6 @@ class MmluChat(GoldFractions):
             f"{letter}. {(a, b, c, d)[doc['answer']]}",
             {"subject": doc["subject"], "mmlu_split": doc["split"], "answer_letter": letter},
         )
-
-
-def _tarball(data_path: str) -> Path:
-    from needlework.sources.data import locate
-
-    return locate(data_path, DEFAULT_DATA_PATH, "mmlu", (TARBALL,), field="generator.data_path")
 
 
 @functools.lru_cache(maxsize=4)
@@ -102,8 +91,3 @@ def _questions(
     if not out:
         raise UserError(f"{tar_path}: no {'+'.join(splits)} question within max_question_words")
     return tuple(out)
-
-
-@functools.lru_cache(maxsize=8)
-def _order(n: int, seed: int) -> tuple[int, ...]:
-    return tuple(random.Random(f"mmlu_chat:{seed}").sample(range(n), n))

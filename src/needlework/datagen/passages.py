@@ -25,7 +25,7 @@ from typing import Annotated
 from pydantic import Field
 
 from needlework.config import Fraction, NonEmptyStr, config
-from needlework.datagen.base import GoldFractions, Slot
+from needlework.datagen.base import GoldFractions, Slot, slot_item
 from needlework.errors import DataError, UserError
 from needlework.sources.answers import contains_answer, normalize_answer
 from needlework.sources.data import (
@@ -100,16 +100,8 @@ class Partition:
     def question(self, rng: random.Random, slot: Slot | None, salt: str) -> int:
         """The record asked by ``slot``: one distinct question per sample of a seed (a seeded
         order of the eligible questions); probes (no slot) draw one from ``rng``."""
-        if slot is None:
-            return self.eligible[int(rng.random() * len(self.eligible))]
-        order = _order(self.eligible, f"{salt}:{slot.seed}")
-        if slot.ordinal >= len(order):
-            raise UserError(
-                f"num_train: the training partition has {len(order)} usable questions; "
-                f"sample {slot.ordinal + 1} of seed {slot.seed} needs one more (lower num_train "
-                "+ num_eval or raise generator.train_share)"
-            )
-        return order[slot.ordinal]
+        have = "the training partition has {n} usable questions"
+        return slot_item(self.eligible, rng, slot, salt, have, "generator.train_share")
 
     def passage(self, index: int) -> Document:
         return _gold(self.records[index])
@@ -126,11 +118,6 @@ class Partition:
         for i in self.train:
             out.setdefault(self.passage(i).text, []).append(self.records[i].question)
         return {t: tuple(qs) for t, qs in out.items()}
-
-
-@functools.lru_cache(maxsize=8)
-def _order(indices: tuple[int, ...], key: str) -> tuple[int, ...]:
-    return tuple(random.Random(key).sample(indices, len(indices)))
 
 
 @functools.lru_cache(maxsize=4)

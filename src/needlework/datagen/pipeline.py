@@ -22,6 +22,7 @@ ever left under ``out_dir``. All checks (config, tokenizer, budget, output path)
 from __future__ import annotations
 
 import contextlib
+import functools
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +31,7 @@ from typing import Annotated, Any, Literal, cast
 from pydantic import Field
 from typing_extensions import TypedDict
 
-from needlework.config import NonNegativeInt, PositiveInt, config, validate
+from needlework.config import NonEmptyStr, NonNegativeInt, PositiveInt, config, validate
 from needlework.datagen import budget as budget_mod
 from needlework.datagen.base import Distinct, Generator, Slot, Task
 from needlework.datagen.dicts import gold_positions
@@ -86,7 +87,7 @@ class GenerateConfig:
     """Evaluation samples per seed (paper: 150)."""
     formats: Annotated[tuple[Literal["openai", "trl", "hf", "parquet"], ...], Distinct] = FORMATS
     """Extra outputs besides the canonical JSONL (hf/parquet need the datasets package)."""
-    system_message: str = SYSTEM_MESSAGE
+    system_message: NonEmptyStr = SYSTEM_MESSAGE
     """System turn of the OpenAI rows (the official get_openai_entry text)."""
     max_tries: PositiveInt = 1000
     """Draws per sample before giving up on the budget (official: 1000)."""
@@ -108,21 +109,19 @@ class GenerateConfig:
     def generator_name(self) -> str:
         return type(self.generator).registry_name  # type: ignore[attr-defined]
 
-
-def sample_rng(generator: str, seed: int, split: str, index: int) -> random.Random:
-    """The only RNG sample ``index`` uses: independent of every other sample."""
-    return random.Random(f"{generator}:{seed}:{split}:{index}")
+    @functools.cached_property
+    def budget(self) -> budget_mod.Budget:
+        return budget_mod.Budget(self.max_context_tokens, self.reserve_tokens)
 
 
 def plan_num_units(cfg: GenerateConfig, counter: TokenCounter, seed: int) -> int:
     """The number of units (dictionaries, passages) for ``seed``: fixed and checked, or found
     by search."""
-    budget = budget_mod.Budget(cfg.max_context_tokens, cfg.reserve_tokens)
     key = f"{cfg.generator_name}:{seed}"
     fixed = cfg.generator.num_units
     if fixed is None:
-        return budget_mod.fit_num_units(cfg.generator, counter, budget, key=key)
-    budget_mod.check_fixed(cfg.generator, counter, budget, fixed, key=key)
+        return budget_mod.fit_num_units(cfg.generator, counter, cfg.budget, key=key)
+    budget_mod.check_fixed(cfg.generator, counter, cfg.budget, fixed, key=key)
     return fixed
 
 
@@ -148,17 +147,16 @@ def iter_rows(
         gen.frac_0,
         gen.frac_top5,
     )
-    budget = budget_mod.Budget(cfg.max_context_tokens, cfg.reserve_tokens)
     size_key = f"num_{gen.unit}"
     for index in indices:
-        rng = sample_rng(name, seed, split, index)
+        rng = random.Random(f"{name}:{seed}:{split}:{index}")  # the only RNG sample index uses
         pos = positions[index]
         slot = Slot(seed, split, index, offset + index)
 
         def build(rng: random.Random = rng, pos: int = pos, slot: Slot = slot) -> Task:
             return gen.build(rng, num_units, pos, slot)
 
-        task, p, c, draws = budget_mod.accept(build, counter, budget, cfg.max_tries, size_key)
+        task, p, c, draws = budget_mod.accept(build, counter, cfg.budget, cfg.max_tries, size_key)
         meta: dict[str, Any] = {
             "generator": name,
             "seed": seed,
@@ -233,18 +231,13 @@ def token_target(cfg: GenerateConfig, counter: TokenCounter, seed: int) -> int:
     return total
 
 
-def row_tokens(row: dict[str, Any], count: str) -> int:
-    meta = row["meta"]
-    return int(meta["answer_tokens"] if count == "answer" else meta["conversation_tokens"])
-
-
 def matched_train_size(
     cfg: GenerateConfig, counter: TokenCounter, seed: int, num_units: int, target: int
 ) -> int:
     """Training samples whose tokens first reach ``target``, measured on a trial draw (the
     written split is redrawn at that size, so its count lands within a sample of the target)."""
     assert cfg.match_tokens is not None
-    count = cfg.match_tokens.count
+    key = "answer_tokens" if cfg.match_tokens.count == "answer" else "conversation_tokens"
     guess = max(8, cfg.num_train)
     while True:
         sizes = {"train": guess, "eval": 0}
@@ -252,7 +245,7 @@ def matched_train_size(
         for n, row in enumerate(
             iter_rows(cfg, counter, seed, "train", num_units, range(guess), sizes), 1
         ):
-            total += row_tokens(row, count)
+            total += row["meta"][key]
             if total >= target:
                 return n
         guess *= 2

@@ -57,7 +57,7 @@ class SplitWriter:
         stack: contextlib.ExitStack,
         keep_rows: bool,
     ):
-        self.folder, self.split, self.cfg, self.counter = folder, split, cfg, counter
+        self.cfg, self.counter = cfg, counter
         self.files = {
             "canonical": stack.enter_context(
                 (folder / f"{split}.jsonl").open("w", encoding="utf-8")
@@ -69,7 +69,7 @@ class SplitWriter:
                     (folder / f"{split}.{fmt}.jsonl").open("w", encoding="utf-8")
                 )
         self.metas: list[dict[str, Any]] = []
-        self.openai: list[dict[str, Any]] = []
+        self.openai_tokens: list[int] = []
         self.rows: list[dict[str, Any]] | None = [] if keep_rows else None
         self.digests: set[bytes] = set()
         self.questions: set[str] = set()
@@ -79,7 +79,7 @@ class SplitWriter:
         if "openai" in self.files:
             o = openai_row(row, self.cfg.system_message)
             self.files["openai"].write(dumps(o) + "\n")
-            self.openai.append(o)
+            self.openai_tokens.append(self.counter.count_chat(o["messages"]))
         if "trl" in self.files:
             self.files["trl"].write(dumps(trl_row(row)) + "\n")
         self.metas.append(row["meta"])
@@ -113,8 +113,7 @@ class SplitWriter:
                 }
             )
         if "openai" in self.files:
-            where = str(self.folder.name) + f"/{self.split}.openai.jsonl"
-            out["openai"] = openai_report(self.openai, self.counter, where)
+            out["openai"] = openai_report(self.openai_tokens, self.counter.name)
         return out
 
 
