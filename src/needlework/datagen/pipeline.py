@@ -285,7 +285,13 @@ def generate(cfg: GenerateConfig, *, progress: bool = True) -> dict[str, Any]:
             writers = _write_seed(stage, cfg, counter, seed, num_units, sizes[seed], with_hf, bar)
             seeds[str(seed)] = seed_summary(unit, num_units, writers, matched.get(str(seed)))
             questions.update(q for w in writers.values() for q in w.questions)
-        manifest = finish(stage, cfg, seeds, questions)
+        header = {
+            "generator": cfg.generator_name,
+            "tokenizer": cfg.tokenizer,
+            "max_context_tokens": cfg.max_context_tokens,
+            "reserve_tokens": cfg.reserve_tokens,
+        }
+        manifest = finish(stage, header, seeds, questions)
     return {**manifest, "out_dir": str(cfg.out_dir)}
 
 
@@ -306,7 +312,15 @@ def _write_seed(
     writers = {}
     with contextlib.ExitStack() as stack:
         for split in (s for s in SPLITS if sizes[s] > 0):
-            w = writers[split] = SplitWriter(folder, split, cfg, counter, stack, keep_rows=with_hf)
+            w = writers[split] = SplitWriter(
+                folder,
+                split,
+                counter,
+                stack,
+                formats=cfg.formats,
+                system_message=cfg.system_message,
+                keep_rows=with_hf,
+            )
             bar.set_postfix({"seed": seed, "split": split, f"num_{cfg.generator.unit}": num_units})
             for row in iter_rows(cfg, counter, seed, split, num_units, range(sizes[split]), sizes):
                 w.add(row)
