@@ -3,7 +3,7 @@
 A generator knows nothing about tokenizers, budgets, splits or files: the pipeline
 (:mod:`needlework.datagen.pipeline`) decides how many units (dictionaries, passages) fit the
 token budget (:mod:`needlework.datagen.budget`), where the gold unit goes
-(:func:`needlework.datagen.dicts.gold_positions`), and which RNG and :class:`Slot` each sample
+(:func:`needlework.datagen.dicts.gold_position_plan`), and which RNG and :class:`Slot` each sample
 gets, then asks the generator for the text. That keeps every generator one small pure function
 of its RNG (and, for generators built on real questions, of its slot).
 """

@@ -159,14 +159,11 @@ def check_fixed(
     key: str,
     probes: int = 8,
 ) -> None:
-    """Fail early (before any output) when a fixed unit count cannot fit the budget at all."""
-    sizes = []
-    for j in range(probes):
-        task = gen.build(random.Random(f"{key}:probe:{j}"), num_units, 0)
-        p, c = measure(counter, task)
-        if budget.fits(p, c):
-            return
-        sizes.append((p, c))
+    """Fail early (before any output) when a fixed unit count cannot fit the budget at all (no
+    probe prompt fits)."""
+    sizes = probe_sizes(gen, counter, key, num_units, probes)
+    if any(budget.fits(p, c) for p, c in sizes):
+        return
     field = f"num_{gen.unit}"
     if num_units <= 2:
         advice = f"{field}=2 is the least: raise max_context_tokens"

@@ -161,13 +161,6 @@ def gold_position_plan(
     return GoldPlan(positions, forced, front)
 
 
-def gold_positions(
-    rng: random.Random, num_samples: int, num_dicts: int, frac_0: float, frac_top5: float
-) -> list[int]:
-    """Just the positions of :func:`gold_position_plan`."""
-    return gold_position_plan(rng, num_samples, num_dicts, frac_0, frac_top5).positions
-
-
 def render_dict(pairs: dict[str, str]) -> str:
     """``{8735: 462, 665: 8253}``: ``str(dict)`` of int keys, as the prompt shows it."""
     return "{" + ", ".join([f"{k}: {v}" for k, v in pairs.items()]) + "}"

@@ -18,12 +18,6 @@ SYSTEM_MESSAGE = "Write a response that appropriately completes the request."
 OPENAI_EXAMPLE_LIMIT = 16385
 
 
-def canonical_row(
-    sample_id: str, messages: list[dict[str, str]], meta: dict[str, Any]
-) -> dict[str, Any]:
-    return {"id": sample_id, "messages": messages, "meta": meta}
-
-
 def openai_row(row: dict[str, Any], system_message: str = SYSTEM_MESSAGE) -> dict[str, Any]:
     return {"messages": [{"role": "system", "content": system_message}, *row["messages"]]}
 
@@ -47,5 +41,7 @@ def openai_report(counts: list[int], tokenizer: str) -> dict[str, Any]:
     }
 
 
-def stats(values: list[int]) -> dict[str, float]:
-    return {"min": min(values), "mean": round(sum(values) / len(values), 2), "max": max(values)}
+def stats(values: list[int], digits: int = 2) -> dict[str, float]:
+    """min, mean (rounded to ``digits``) and max."""
+    mean = round(sum(values) / len(values), digits)
+    return {"min": min(values), "mean": mean, "max": max(values)}

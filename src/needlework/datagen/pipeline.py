@@ -34,8 +34,8 @@ from typing_extensions import TypedDict
 from needlework.config import NonEmptyStr, NonNegativeInt, PositiveInt, config, validate
 from needlework.datagen import budget as budget_mod
 from needlework.datagen.base import Distinct, Generator, Slot, Task
-from needlework.datagen.dicts import gold_positions
-from needlework.datagen.formatting import SYSTEM_MESSAGE, canonical_row
+from needlework.datagen.dicts import gold_position_plan
+from needlework.datagen.formatting import SYSTEM_MESSAGE
 from needlework.datagen.writer import (
     SplitWriter,
     check_disjoint,
@@ -140,13 +140,8 @@ def iter_rows(
     sizes = sizes or split_sizes(cfg)
     total = sizes[split]
     offset = 0 if split == "train" else sizes["train"]
-    positions = gold_positions(
-        random.Random(f"{name}:{seed}:{split}:positions"),
-        total,
-        num_units,
-        gen.frac_0,
-        gen.frac_top5,
-    )
+    plan_rng = random.Random(f"{name}:{seed}:{split}:positions")
+    positions = gold_position_plan(plan_rng, total, num_units, gen.frac_0, gen.frac_top5).positions
     size_key = f"num_{gen.unit}"
     for index in indices:
         rng = random.Random(f"{name}:{seed}:{split}:{index}")  # the only RNG sample index uses
@@ -179,7 +174,8 @@ def iter_rows(
         )
         if task.questions:
             meta["questions"] = list(task.questions)
-        yield canonical_row(f"{name}-{seed}-{split}-{index}", budget_mod.messages(task), meta)
+        row_id = f"{name}-{seed}-{split}-{index}"
+        yield {"id": row_id, "messages": budget_mod.messages(task), "meta": meta}
 
 
 def split_sizes(cfg: GenerateConfig) -> dict[str, int]:

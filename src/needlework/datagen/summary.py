@@ -16,6 +16,7 @@ from typing import Any
 from typing_extensions import TypedDict
 
 from needlework.config import Fraction, NonNegativeInt, validate
+from needlework.datagen.formatting import stats
 from needlework.errors import DataError
 from needlework.io import iter_jsonl
 
@@ -106,16 +107,12 @@ def inspect_data(path: str | Path) -> dict[str, Any]:
         "files": by_file,
         "n": n,
         "length_unit": unit,
-        "prompt_length": _stats(lengths),
-        "conversation_tokens": _stats(conv) if conv else None,
+        "prompt_length": stats(lengths, 1),
+        "conversation_tokens": stats(conv, 1) if conv else None,
         "gold_depth_histogram": hist if depths else None,
         "gold_position_0": positions_0,
         "example": example,
     }
-
-
-def _stats(values: list[int]) -> dict[str, float]:
-    return {"min": min(values), "mean": round(sum(values) / len(values), 1), "max": max(values)}
 
 
 def _clip(text: str, head: int = 300, tail: int = 300) -> str:
