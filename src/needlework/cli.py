@@ -51,7 +51,6 @@ def build_parser() -> argparse.ArgumentParser:
         return s
 
     g = cfg_verb("generate", "Generate synthetic retrieval datasets.")
-    g.add_argument("--shard", metavar="I/N", help="write only shard I of N (0-based)")
     g.add_argument(
         "--num-samples",
         type=int,
@@ -59,12 +58,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="override every split's sample count (quick dry runs)",
     )
     g.add_argument("--no-progress", action="store_true")
-    g.add_argument(
-        "--merge",
-        type=int,
-        metavar="N",
-        help="combine the N finished shards of this config into the full dataset",
-    )
 
     i = sub.add_parser("inspect", help="Summarise a generated dataset file or folder.")
     i.add_argument("data", metavar="DATA")
