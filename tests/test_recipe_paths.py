@@ -71,7 +71,10 @@ def test_tiny_base_sets_the_base_model_and_every_start(tmp_path, monkeypatch):
             "field 'variants.mix_0.00.train_file': 'trian.jsonl' is not a file dataset 'kv' "
             "writes (it writes eval.jsonl, eval.trl.jsonl, train.jsonl, train.trl.jsonl)",
         ),
-        ("variants.0.seeds=[0, 0]", "field 'variants.mix_0.00.seeds': each seed once"),
+        (
+            "variants.0.seeds=[0, 0]",
+            "field 'variants.mix_0.00.seeds': expected distinct items, got [0, 0]",
+        ),
         ("variants.0.seeds=[1]", "field 'variants.mix_0.00.seeds': seed 1 has no dataset"),
         (
             "variants.0.paths={train_path: data/kv/seed0/train.jsonl}",

@@ -54,9 +54,8 @@ def _not_blank(text: str) -> str:
 
 
 def _distinct(items: Any) -> Any:
-    seen = [x for i, x in enumerate(items) if x in list(items)[:i]]
-    if seen:
-        raise ValueError(f"expected each value once, got {seen[0]!r} twice in {list(items)}")
+    if len(set(items)) != len(items):
+        raise ValueError(f"expected distinct items, got {list(items)}")
     return items
 
 

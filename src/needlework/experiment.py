@@ -26,6 +26,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field, model_validator
 
 from needlework.config import (
+    Distinct,
     Seed,
     apply_overrides,
     config,
@@ -50,12 +51,6 @@ def _inside(path: str) -> str:
             "to out_dir"
         )
     return path
-
-
-def _distinct(seeds: list[int]) -> list[int]:
-    if len(set(seeds)) != len(seeds):
-        raise ValueError(f"each seed once: {seeds} would train the same model twice")
-    return seeds
 
 
 def _folder_name(name: str) -> str:
@@ -95,9 +90,7 @@ class VariantSpec:
     """A ``needlework train`` config file."""
     dataset: str
     """Key into the recipe's ``datasets``; seed S trains on ``seed<S>/<train_file>``."""
-    seeds: Annotated[list[Seed], Field(min_length=1), AfterValidator(_distinct)] = field(
-        default_factory=lambda: [0]
-    )
+    seeds: Annotated[list[Seed], Field(min_length=1), Distinct] = field(default_factory=lambda: [0])
     """Seeds: each gets its own dataset seed, training seed and evaluation."""
     overrides: list[str] = field(default_factory=list)
     """``key=value`` overrides for the train config."""

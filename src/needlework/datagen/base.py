@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Annotated, Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
-from pydantic import AfterValidator, Field
+from pydantic import Field
 
 from needlework.errors import UserError
 
@@ -26,16 +26,6 @@ T = TypeVar("T")
 
 UnitCount = Annotated[int, Field(ge=2)]
 """Units per prompt: the gold one and at least one other."""
-
-
-def _distinct(items: S) -> S:
-    if len(set(items)) != len(items):
-        raise ValueError(f"expected distinct items, got {list(items)}")
-    return items
-
-
-Distinct = AfterValidator(_distinct)
-"""A list field whose items must differ (``Annotated[tuple[int, ...], Distinct]``)."""
 
 
 @dataclass(frozen=True)

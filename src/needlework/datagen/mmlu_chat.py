@@ -20,8 +20,8 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field
 
-from needlework.config import Fraction, NonEmptyStr, config
-from needlework.datagen.base import Distinct, GoldFractions, Slot, Task, load_prompt, slot_item
+from needlework.config import Distinct, Fraction, NonEmptyStr, config
+from needlework.datagen.base import GoldFractions, Slot, Task, load_prompt, slot_item
 from needlework.errors import UserError
 from needlework.registry import generators
 

@@ -31,9 +31,9 @@ from typing import Annotated, Any, Literal, cast
 from pydantic import Field
 from typing_extensions import TypedDict
 
-from needlework.config import NonEmptyStr, NonNegativeInt, PositiveInt, config, validate
+from needlework.config import Distinct, NonEmptyStr, NonNegativeInt, PositiveInt, config, validate
 from needlework.datagen import budget as budget_mod
-from needlework.datagen.base import Distinct, Generator, Slot, Task
+from needlework.datagen.base import Generator, Slot, Task
 from needlework.datagen.dicts import gold_position_plan
 from needlework.datagen.formatting import SYSTEM_MESSAGE
 from needlework.datagen.writer import (

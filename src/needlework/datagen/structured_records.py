@@ -27,8 +27,8 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import AfterValidator, Field
 
-from needlework.config import Fraction, PositiveInt, config
-from needlework.datagen.base import Distinct, GoldFractions, Slot, Task, UnitCount, load_prompt
+from needlework.config import Distinct, Fraction, PositiveInt, config
+from needlework.datagen.base import GoldFractions, Slot, Task, UnitCount, load_prompt
 from needlework.datagen.dicts import DigitRange, NumberPool, NumberPools, number_pool
 from needlework.registry import generators
 
