@@ -209,38 +209,76 @@ def build_unit(registry: Any, value: Any, *, source: str = "<config>", field: st
 def config_error(
     exc: ValidationError, data: Any, source: str, prefix: str = "", tp: Any = None
 ) -> ConfigError:
-    """The first error of ``exc`` as one line: ``source: field 'a.b': what was expected``."""
-    err = exc.errors(include_url=False)[0]
-    loc, kind, msg = list(err["loc"]), err["type"], err["msg"]
+    """The first error of ``exc`` as one line: ``source: field 'a.b': what was expected``.
+    Where a value could be one of several types (a union), what each accepts is joined."""
+    errors = exc.errors(include_url=False)
+    loc, msg = _error_text(errors[0], tp)
+    branches = [_error_text(e, tp)[1] for e in errors if _error_text(e, tp)[0] == loc]
+    if len(branches) > 1:  # a union: "expected 'auto' or expected > 0" -> one list
+        msg = " or ".join(dict.fromkeys(b.split(", got ")[0] for b in branches))
+        msg = msg.replace(" or expected ", " or ")
+        if not isinstance(errors[0].get("input"), dict | list):
+            msg += f", got {errors[0].get('input')!r}"
+    path = ".".join([p for p in (prefix,) if p] + _named_loc(loc, data))
+    return ConfigError(msg, source=source, field=path or None)
+
+
+def _error_text(err: Any, tp: Any) -> tuple[list[Any], str]:
+    """``(location, message)`` of one pydantic error, in the project's words; a union's member
+    tags (``constrained-int``, ``literal['auto']``, a class name) are not field names and go."""
+    loc = [p for p in err["loc"] if isinstance(p, int) or not _is_union_tag(p)]
+    kind, msg, ctx = err["type"], err["msg"], err.get("ctx", {})
     if kind == "value_error":  # a rule raised ``ValueError("field: ...")`` in a validator
         msg = msg.removeprefix("Value error, ")
         head, sep, rest = msg.partition(": ")
         if sep and head.isidentifier():
             loc, msg = [*loc, head], rest
-    elif kind in ("unexpected_keyword_argument", "extra_forbidden"):
+        return loc, msg
+    if kind in ("unexpected_keyword_argument", "extra_forbidden"):
         valid = ", ".join(sorted(fields_at(tp, loc[:-1]))) if tp is not None else ""
-        msg = f"unknown key(s) {loc[-1]!r}" + (f"; valid keys: {valid}" if valid else "")
-    elif kind in ("missing", "missing_argument"):
-        msg = "is required but missing"
-    elif kind == "unit":
-        msg = str(err.get("ctx", {}).get("msg", msg))
-    else:
-        base = kind.removesuffix("_type").removesuffix("_parsing")
-        ctx = err.get("ctx", {})
-        if kind in ("too_short", "too_long", "string_too_short", "string_too_long"):
-            most = "most" if kind.endswith("long") else "least"
-            size = ctx.get("max_length" if most == "most" else "min_length")
-            unit = "character(s)" if kind.startswith("string") else "item(s)"
-            msg = f"expected at {most} {size} {unit}"
-        elif kind == "literal_error":
-            msg = "expected one of " + str(ctx["expected"]).replace(" or ", ", ")
-        elif base != kind:  # int_parsing, list_type, ...: the type named as Python names it
-            msg = "expected " + _TYPE_NAMES.get(base, base)
-        msg = msg.replace("Input should be ", "expected ", 1)
-        if not isinstance(err.get("input"), dict | list):
-            msg += f", got {err.get('input')!r}"
-    path = ".".join([p for p in (prefix,) if p] + _named_loc(loc, data))
-    return ConfigError(msg, source=source, field=path or None)
+        return loc, f"unknown key(s) {loc[-1]!r}" + (f"; valid keys: {valid}" if valid else "")
+    if kind in ("missing", "missing_argument"):
+        return loc, "is required but missing"
+    if kind == "unit":
+        return loc, str(ctx.get("msg", msg))
+    base = kind.removesuffix("_type").removesuffix("_parsing")
+    if kind in ("too_short", "too_long", "string_too_short", "string_too_long"):
+        most = "most" if kind.endswith("long") else "least"
+        size = ctx.get("max_length" if most == "most" else "min_length")
+        unit = "character(s)" if kind.startswith("string") else "item(s)"
+        msg = f"expected at {most} {size} {unit}"
+    elif kind == "literal_error":
+        choices = str(ctx["expected"])
+        msg = ("expected one of " if " or " in choices else "expected ") + choices.replace(
+            " or ", ", "
+        )
+    elif kind == "string_pattern_mismatch":
+        msg = f"expected text matching {ctx['pattern']!r}"
+    elif base != kind:  # int_parsing, list_type, ...: the type named as Python names it
+        msg = "expected " + _TYPE_NAMES.get(base, base)
+    msg = msg.replace("Input should be ", "expected ", 1)
+    for words, sign in _COMPARISONS:
+        msg = msg.replace(words, sign)
+    if not isinstance(err.get("input"), dict | list):
+        msg += f", got {err.get('input')!r}"
+    return loc, msg
+
+
+_COMPARISONS = (
+    ("greater than or equal to", ">="),
+    ("less than or equal to", "<="),
+    ("greater than", ">"),
+    ("less than", "<"),
+)
+
+
+def _is_union_tag(part: str) -> bool:
+    """pydantic names a union member's error by its type: ``int``, ``constrained-float``,
+    ``literal['a']``, ``function-after[...]``, a class name; our fields are snake_case."""
+    return any(c in part for c in "[-") or part in _TYPE_TAGS or part[:1].isupper()
+
+
+_TYPE_TAGS = {"int", "float", "str", "bool", "none", "list", "dict", "tuple", "bytes", "set"}
 
 
 _TYPE_NAMES = {"string": "str", "dict": "a mapping", "list": "a list", "tuple": "a list"}

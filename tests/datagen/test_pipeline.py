@@ -265,7 +265,7 @@ def test_malformed_config_and_bad_num_samples_exit_2(tmp_path, tiny_yaml, capsys
         ["generate", "--config", str(tiny_yaml), "--num-samples", "0"],
         capsys,
         tmp_path,
-        "--num-samples: expected greater than or equal to 1, got 0",
+        "--num-samples: expected >= 1, got 0",
     )
 
 
