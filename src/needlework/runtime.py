@@ -37,8 +37,9 @@ class Settings:
 
     def __post_init__(self) -> None:
         cache = self.NEEDLEWORK_CACHE.expanduser()
-        if cache.exists() and not cache.is_dir():
-            raise ValueError(f"NEEDLEWORK_CACHE: {cache} is a file; expected a folder")
+        nearest = next(p for p in (cache, *cache.parents) if p.exists())
+        if not nearest.is_dir():
+            raise ValueError(f"NEEDLEWORK_CACHE: {nearest} is a file; expected a folder")
 
 
 def settings() -> Settings:

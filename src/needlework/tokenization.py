@@ -434,25 +434,24 @@ def check_spec(spec: str) -> None:
     """The checks of ``spec`` that need no tokenizer loaded (for configs and ``--dry-run``): a
     known kind, a known Mistral version, an existing local ``hf:`` folder. Raises
     ``ValueError("tokenizer: ...")``, the config dataclasses' convention."""
-    if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(f"tokenizer: empty tokenizer spec (expected {SPECS})")
-    spec = spec.strip()
+    from needlework.models.base import is_local_path
+    from needlework.models.gguf import is_gguf_spec
+
+    spec = str(spec).strip()
+    kind, _, arg = spec.partition(":")
     if spec in ("char", "whitespace"):
         return
-    kind, _, arg = spec.partition(":")
     if kind not in ("hf", "tiktoken", "mistral") or not arg:
-        raise ValueError(f"tokenizer: unknown tokenizer '{spec}' (expected {SPECS})")
-    if kind == "mistral" and arg not in MISTRAL_MODELS:
-        raise ValueError(
-            f"tokenizer: unknown Mistral tokenizer '{arg}' (expected one of "
-            f"{', '.join(MISTRAL_MODELS)})"
-        )
-    if kind == "hf":
-        from needlework.models.base import is_local_path
-        from needlework.models.gguf import is_gguf_spec
-
-        if not is_gguf_spec(arg) and is_local_path(arg) and not Path(arg).expanduser().is_dir():
-            raise ValueError(f"tokenizer: hf:{arg}: no tokenizer folder at {arg}")
+        problem = f"unknown tokenizer '{spec}' (expected {SPECS})"
+    elif kind == "mistral" and arg not in MISTRAL_MODELS:
+        problem = f"unknown Mistral tokenizer '{arg}' (expected one of {', '.join(MISTRAL_MODELS)})"
+    elif kind == "hf" and not is_gguf_spec(arg) and is_local_path(arg):
+        if Path(arg).expanduser().is_dir():
+            return
+        problem = f"hf:{arg}: no tokenizer folder at {arg}"
+    else:
+        return
+    raise ValueError(f"tokenizer: {problem}")
 
 
 @functools.lru_cache(maxsize=16)

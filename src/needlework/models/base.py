@@ -23,10 +23,26 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Annotated, Any, ClassVar, Literal, Protocol
 
-from needlework.errors import UserError
+from pydantic import ConfigDict, Field, with_config
+from typing_extensions import TypedDict
+
+from needlework.config import validate
+from needlework.errors import UserError, first_line
 from needlework.records import Message
+
+
+@with_config(ConfigDict(extra="ignore"))  # its own: not a containing config's coercions
+class Turn(TypedDict):
+    """One chat turn as every stage takes it (other keys of a turn are dropped)."""
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+Turns = Annotated[list[Turn], Field(min_length=1)]
+"""A conversation as a model is asked it: one turn or more."""
 
 
 class ChatModel(Protocol):
@@ -133,12 +149,9 @@ def check_prompt_lengths(
 
 
 def validate_conversations(conversations: Sequence[Sequence[Message]]) -> None:
-    """Reject malformed chat input early with a one-line error (not a library traceback), by
-    the same turn check as training data (:func:`records.validate_turns`)."""
-    from needlework.records import validate_turns
-
+    """Reject malformed chat input early with a one-line error (not a library traceback)."""
     for i, conv in enumerate(conversations):
-        validate_turns(conv, f"conversation #{i}")
+        validate(Turns, conv, source=f"conversation #{i}", prefix="messages")
 
 
 def answer_fields(spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -161,6 +174,18 @@ def warn_remote_code(path: str) -> None:
         "this machine with your permissions (only for checkpoints you trust)",
         file=sys.stderr,
     )
+
+
+def load_failure(exc: Exception, what: str, flag: str) -> UserError:
+    """One line for a failed ``from_pretrained``: a checkpoint that ships its own model code
+    (loading always passes ``trust_remote_code`` explicitly, so transformers never asks on
+    stdin) is named as such with the ``flag`` that allows it."""
+    if "trust_remote_code" in str(exc):
+        return UserError(
+            f"{what}: the checkpoint ships its own model code (auto_map in its config); set "
+            f"{flag}: true to run it (only for checkpoints you trust)"
+        )
+    return UserError(f"{what}: {first_line(exc)}")
 
 
 class _Generates(Protocol):

@@ -171,7 +171,9 @@ def sft_config(unit, cfg, run_dir: Path, *, max_length: int, fmt: str, num_proce
         save_total_limit=unit.save_total_limit,
         report_to="none",
     )
-    args.update(unit.trl_overrides)
+    from needlework.training.hf_sft import trl_overrides
+
+    args.update(trl_overrides(unit))
     try:
         return SFTConfig(**args)
     except (TypeError, ValueError) as exc:  # e.g. an optim name or combination TRL refuses
@@ -187,7 +189,11 @@ def model_init_kwargs(unit, *, cuda: bool, bf16: bool) -> dict[str, Any]:
         # A frozen LoRA base can live in bf16 (GPU or bf16-capable CPU); fully trained weights
         # stay float32 under bf16 autocast.
         dtype = "bfloat16" if unit.method != "full" and bf16 else "float32"
-    kwargs: dict[str, Any] = {"dtype": dtype, "device_map": None}
+    kwargs: dict[str, Any] = {
+        "dtype": dtype,
+        "device_map": None,
+        "trust_remote_code": unit.trust_remote_code,
+    }
     if unit.model_revision:
         kwargs["revision"] = unit.model_revision
     if unit.attn_implementation:
@@ -282,26 +288,26 @@ def check_checkpoint(path: Path) -> None:
 
     from safetensors import safe_open
 
-    def damaged(name: str, why: str) -> UserError:
-        return UserError(
-            f"{path}: damaged checkpoint ({name}: {why}); delete this folder to resume from "
-            f"the previous checkpoint"
-        )
-
-    try:
-        json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise damaged("trainer_state.json", first_line(exc)) from None
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        name = str(file.relative_to(path))
-        if file.suffix == ".safetensors":
-            try:
+    def damage(file: Path) -> str | None:
+        try:
+            if file.name == "trainer_state.json":
+                json.loads(file.read_text(encoding="utf-8"))
+            elif file.suffix == ".safetensors":
                 with safe_open(str(file), framework="pt"):
                     pass
-            except Exception as exc:  # SafetensorError is not importable by a stable name
-                raise damaged(name, first_line(exc)) from None
-        elif file.suffix in (".pt", ".pth", ".bin") and not zipfile.is_zipfile(file):
-            raise damaged(name, "truncated or not a torch archive")
+            elif file.suffix in (".pt", ".pth", ".bin") and not zipfile.is_zipfile(file):
+                return "truncated or not a torch archive"
+        except Exception as exc:  # SafetensorError is not importable by a stable name
+            return first_line(exc)
+        return None
+
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        why = damage(file)
+        if why is not None:
+            raise UserError(
+                f"{path}: damaged checkpoint ({file.relative_to(path)}: {why}); delete this "
+                "folder to resume from the previous checkpoint"
+            )
 
 
 @dataclass
@@ -329,12 +335,13 @@ def prepare(unit, cfg, run_dir: Path, rows: list[ChatRow]) -> Prepared:
             for r in rows
         ]
     rev = {"revision": unit.model_revision} if unit.model_revision else {}
+    trust = {"trust_remote_code": unit.trust_remote_code}
     tokenizer = AutoTokenizer.from_pretrained(
-        unit.tokenizer_path or model_path, **({} if unit.tokenizer_path else rev)
+        unit.tokenizer_path or model_path, **trust, **({} if unit.tokenizer_path else rev)
     )
     chat.set_chat_template(tokenizer, unit.chat_template_path, field="trainer.chat_template_path")
     fmt = chat.resolve_format(tokenizer, unit.chat_format, field="trainer.chat_format")
-    text_config = AutoConfig.from_pretrained(model_path, **rev).get_text_config()
+    text_config = AutoConfig.from_pretrained(model_path, **trust, **rev).get_text_config()
     infos = chat.measure_all(tokenizer, rows, fmt, progress=is_main_process())
     max_length = chat.check_lengths(
         rows,
@@ -401,7 +408,7 @@ def run_sft(unit, cfg, run_dir: Path, rows: list[ChatRow], *, resume: bool) -> d
     update_run_info(run_dir, resumed_from=checkpoint, train_metrics=metrics)
     out = model_json(unit, prep.model_path, run_dir)
     if unit.merge_lora and is_main_process():
-        merge_adapter(run_dir / MODEL_DIR, run_dir / MERGED_DIR)
+        merge_adapter(run_dir / MODEL_DIR, run_dir / MERGED_DIR, trust=unit.trust_remote_code)
     state.wait_for_everyone()
     return out
 
@@ -461,7 +468,7 @@ def model_json(unit, model_path: str, run_dir: Path) -> dict[str, Any]:
     return {"backend": "hf", "path": model_path, "adapter": model_dir, **pinned}
 
 
-def merge_adapter(adapter_dir: Path, out_dir: Path) -> None:
+def merge_adapter(adapter_dir: Path, out_dir: Path, *, trust: bool = False) -> None:
     """Base + adapter -> plain weights in ``out_dir`` (with the tokenizer), written atomically.
 
     The base is reloaded in the dtype its checkpoint was saved in (bf16 for Mistral, float32 for
@@ -471,12 +478,16 @@ def merge_adapter(adapter_dir: Path, out_dir: Path) -> None:
     from transformers import AutoTokenizer
 
     try:
-        model = AutoPeftModelForCausalLM.from_pretrained(str(adapter_dir), dtype="auto")
+        model = AutoPeftModelForCausalLM.from_pretrained(
+            str(adapter_dir), dtype="auto", trust_remote_code=trust
+        )
     except OSError as exc:
         raise UserError(f"merge_lora: cannot reload the adapter in {adapter_dir}: {exc}") from None
     tmp = out_dir.with_name(f".{out_dir.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.merge_and_unload().save_pretrained(str(tmp))
-    AutoTokenizer.from_pretrained(str(adapter_dir)).save_pretrained(str(tmp))
+    AutoTokenizer.from_pretrained(str(adapter_dir), trust_remote_code=trust).save_pretrained(
+        str(tmp)
+    )
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)
