@@ -140,6 +140,7 @@ def configure_threads() -> dict[str, Any]:
     Called by the CLI before any command runs. Setting the environment variables first matters:
     torch reads them when it initialises its thread pool, tokenizers and numpy when they load.
     """
+    settings()  # the whole environment is checked by every command, first
     if _CHOSEN:
         return dict(_CHOSEN)
     threads, why = default_threads()

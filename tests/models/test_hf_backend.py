@@ -298,3 +298,38 @@ def test_bad_devices_and_folders_without_a_model_are_one_line(tmp_path, tiny_che
         HF(path=str(run)).generate(CONVS[:1], max_new_tokens=2)
     text = str(info.value)
     assert "cannot load model" in text and "pass it without hf:" in text and "\n" not in text
+
+
+def remote_code_checkpoint(tiny_checkpoint: Path, folder: Path) -> Path:
+    """A copy whose config.json names its own model classes (``auto_map``) for a model type
+    transformers does not know: loading it needs ``trust_remote_code``."""
+    import json
+    import shutil
+
+    shutil.copytree(tiny_checkpoint, folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg.update(
+        model_type="needlework_custom",
+        auto_map={
+            "AutoConfig": "configuration_custom.CustomConfig",
+            "AutoModelForCausalLM": "modeling_custom.CustomModel",
+        },
+    )
+    (folder / "config.json").write_text(json.dumps(cfg))
+    return folder
+
+
+def test_a_checkpoint_with_its_own_code_is_named_and_nothing_asks(
+    tmp_path, tiny_checkpoint, monkeypatch
+):
+    """transformers asks ``[y/N]`` on stdin when trust_remote_code is left unset; it is always
+    passed, so loading never waits, and the error names the flag to set."""
+    import builtins
+
+    custom = remote_code_checkpoint(tiny_checkpoint, tmp_path / "custom")
+    monkeypatch.setattr(builtins, "input", lambda *a: pytest.fail("asked on stdin"))
+    with pytest.raises(UserError) as info:
+        HF(path=str(custom)).generate(CONVS[:1], max_new_tokens=1)
+    text = str(info.value)
+    assert text.startswith(f"hf: cannot load model '{custom}': the checkpoint ships its own")
+    assert "set trust_remote_code: true" in text and "\n" not in text

@@ -245,3 +245,20 @@ def test_a_second_process_training_into_a_locked_folder_stops_at_once(finished, 
     busy = pytest.raises(UserError, match="another needlework train is running into this")
     with exclusive_lock(run / ".lock"), busy:  # ...or training this run
         train(cfg, resume=True)
+
+
+def test_a_base_model_with_its_own_code_names_the_flag_and_nothing_asks(
+    tmp_path, tiny_checkpoint, monkeypatch
+):
+    import builtins
+
+    from tests.models.test_hf_backend import remote_code_checkpoint
+
+    data = write_rows(tmp_path / "t.jsonl", kv_rows(4))
+    custom = remote_code_checkpoint(tiny_checkpoint, tmp_path / "custom")
+    monkeypatch.setattr(builtins, "input", lambda *a: pytest.fail("asked on stdin"))
+    with pytest.raises(
+        UserError, match=r"^trainer.model_path: .*set trainer.trust_remote_code: true"
+    ):
+        train(train_config(tmp_path / "run", data, model_path=str(custom)))
+    assert not (tmp_path / "run").exists()

@@ -97,7 +97,7 @@ def read_model_json(path: Path) -> dict[str, Any]:
     except ValueError as exc:
         what = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else "invalid JSON"
         raise ConfigError(f"{what} ({first_line(exc)})", source=str(path)) from None
-    data = validate(dict[str, Any], text, source=str(path))
+    data: dict[str, Any] = validate(dict[str, Any], text, source=str(path))
     for key in PATH_KEYS:
         value = data.get(key)
         if isinstance(value, str) and value.startswith("./"):

@@ -12,14 +12,14 @@ import os
 import re
 import shutil
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from needlework.errors import ConfigError, UserError, first_line
 from needlework.records import with_system_prompt
 from needlework.training import chat
-from needlework.training.data import ChatRow
+from needlework.training.data import ChatRow, chat_row
 from needlework.training.runfiles import (
     BASE_DIR,
     CHECKPOINTS,
@@ -330,9 +330,10 @@ def prepare(unit, cfg, run_dir: Path, rows: list[ChatRow]) -> Prepared:
 
     model_path = resolve_model_path(unit, cfg, run_dir)
     if unit.system_prompt is not None:
+        turns: list[Any] = [list(r.messages) for r in rows]
         rows = [
-            replace(r, messages=tuple(with_system_prompt(list(r.messages), unit.system_prompt)))
-            for r in rows
+            chat_row({"messages": with_system_prompt(t, unit.system_prompt)}, r.source)
+            for r, t in zip(rows, turns)
         ]
     rev = {"revision": unit.model_revision} if unit.model_revision else {}
     trust = {"trust_remote_code": unit.trust_remote_code}
