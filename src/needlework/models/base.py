@@ -176,6 +176,16 @@ def warn_remote_code(path: str) -> None:
     )
 
 
+def need(module: str, what: str, install: str) -> Any:
+    """``import module``, or one line saying ``what`` needs it and how to ``install`` it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise UserError(f"{what}: the {module} package is not installed ({install})") from None
+
+
 def load_failure(exc: Exception, what: str, flag: str) -> UserError:
     """One line for a failed ``from_pretrained``: a checkpoint that ships its own model code
     (loading always passes ``trust_remote_code`` explicitly, so transformers never asks on
@@ -188,16 +198,6 @@ def load_failure(exc: Exception, what: str, flag: str) -> UserError:
     return UserError(f"{what}: {first_line(exc)}")
 
 
-class _Generates(Protocol):
-    CHUNK: ClassVar[int]
-
-    def generate(
-        self, conversations: Sequence[Sequence[Message]], *, max_new_tokens: int
-    ) -> list[str]: ...
-
-    def describe(self) -> str: ...
-
-
 class Backend:
     """Defaults for the contract's members a backend may not need (module docstring). It
     defines neither ``generate`` nor ``describe``: registration still fails without them."""
@@ -208,20 +208,17 @@ class Backend:
     """Conversations per ``generate`` call of the default ``generate_iter``."""
 
     def generate_iter(
-        self: _Generates, conversations: Sequence[Sequence[Message]], *, max_new_tokens: int
+        self: Any, conversations: Sequence[Sequence[Message]], *, max_new_tokens: int
     ) -> Iterator[tuple[int, str]]:
-        """``generate`` over chunks of :attr:`CHUNK` conversations, yielding each when done."""
+        """``generate`` over chunks of :attr:`CHUNK` conversations, yielding each when done
+        (a backend returning another number of answers than it was asked fails here)."""
         for start in range(0, len(conversations), self.CHUNK):
             part = list(conversations[start : start + self.CHUNK])
             try:
                 outs = self.generate(part, max_new_tokens=max_new_tokens)
             except PromptTooLongError as exc:
                 raise exc.shifted(start) from None
-            if len(outs) != len(part):
-                raise RuntimeError(
-                    f"{self.describe()} returned {len(outs)} outputs for {len(part)} conversations"
-                )
-            yield from ((start + i, text) for i, text in enumerate(outs))
+            yield from zip(range(start, start + len(part)), outs, strict=True)
 
     def usage(self) -> dict[str, int]:
         return {}
@@ -236,18 +233,12 @@ class Backend:
         return None
 
 
-class _Streams(Protocol):
-    def generate_iter(
-        self, conversations: Sequence[Sequence[Message]], *, max_new_tokens: int
-    ) -> Iterable[tuple[int, str]]: ...
-
-
 class Streaming(Backend):
     """Base for backends whose answers arrive one by one (their ``generate_iter`` yields
     ``(index, text)`` in any order): ``generate`` collects them in order."""
 
     def generate(
-        self: _Streams, conversations: Sequence[Sequence[Message]], *, max_new_tokens: int
+        self: Any, conversations: Sequence[Sequence[Message]], *, max_new_tokens: int
     ) -> list[str]:
         outs = [""] * len(conversations)
         for i, text in self.generate_iter(conversations, max_new_tokens=max_new_tokens):

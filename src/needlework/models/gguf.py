@@ -26,13 +26,14 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from needlework.config import validate
 from needlework.errors import UserError, first_line
 from needlework.io import exclusive_lock, sha256_file
 from needlework.runinfo import version
 
-DTYPES = ("float32", "bfloat16", "float16")
+Dtype = Literal["float32", "bfloat16", "float16"]
 MARKER = "needlework_import.json"
 MAGIC = b"GGUF"
 FORMAT = 1
@@ -157,24 +158,24 @@ def check_source(spec: str | Path) -> Source:
 
 
 # -- import ---------------------------------------------------------------------------------
-def import_gguf(src: str | Path, out_dir: str | Path, *, dtype: str = "float32") -> Path:
+def import_gguf(src: str | Path, out_dir: str | Path, *, dtype: Dtype = "float32") -> Path:
     """Turn a GGUF file (or bundled alias) into a ``save_pretrained`` folder at ``out_dir``.
 
     Reuses ``out_dir`` when it already holds an import of the same file and dtype; refuses a
     non-empty folder holding anything else. Returns ``out_dir``.
     """
-    _check_dtype(dtype)
+    dtype = validate(Dtype, dtype, source="dtype")
     return _import(check_source(src), Path(out_dir).expanduser(), dtype)
 
 
-def cached_import(spec: str | Path, *, dtype: str = "float32") -> Path:
+def cached_import(spec: str | Path, *, dtype: Dtype = "float32") -> Path:
     """The import of ``spec`` in the cache (``cache_root()/<sha256[:16]>-<dtype>``), made once.
 
     Concurrent importers on one host take turns (a lock file), so the second waits and reuses the
     first's folder instead of dequantizing again; without the lock (other hosts on a shared
     filesystem) the temp folder + atomic rename still leaves exactly one complete copy.
     """
-    _check_dtype(dtype)
+    dtype = validate(Dtype, dtype, source="dtype")
     source = check_source(spec)
     target = cache_root() / f"{source.sha256[:16]}-{dtype}"
     if _reusable(target, source, dtype):
@@ -339,42 +340,22 @@ def _save(tok: Any, model: Any, folder: Path, dtype: str) -> dict[str, Any]:
     model.config.dtype = target  # 'auto' loading reads the stored dtype from config.json
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
-    has_template = bool(getattr(tok, "chat_template", None))
-    if has_template and not _saved_template(folder):
-        raise RuntimeError(f"{folder}: the tokenizer's chat template was not saved")
     return {
         "architecture": config.model_type,
         "num_parameters": sum(p.numel() for p in model.parameters()),
-        "chat_template": has_template,
+        "chat_template": bool(getattr(tok, "chat_template", None)),
     }
 
 
-def _saved_template(folder: Path) -> bool:
-    if (folder / "chat_template.jinja").is_file():
-        return True
-    try:
-        cfg = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return bool(cfg.get("chat_template"))
-
-
 def _require_gguf_package() -> None:
-    if importlib.util.find_spec("gguf") is None:
-        raise GGUFError(
-            "reading GGUF files needs the gguf package (not installed); "
-            "install it with: pip install gguf==0.19.0"
-        )
+    from needlework.models.base import need
+
+    need("gguf", "reading GGUF files", "pip install gguf==0.19.0")
 
 
 def _exc_name(exc: BaseException) -> str:
     kind = type(exc)
     return kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__name__}"
-
-
-def _check_dtype(dtype: str) -> None:
-    if dtype not in DTYPES:
-        raise GGUFError(f"dtype: expected one of {', '.join(DTYPES)}, got {dtype!r}")
 
 
 def _aliases() -> str:

@@ -45,7 +45,7 @@ from needlework.config import (
     config_error,
 )
 from needlework.errors import UserError
-from needlework.models.base import PromptTooLongError, Streaming, validate_conversations
+from needlework.models.base import PromptTooLongError, Streaming, need, validate_conversations
 from needlework.records import Message
 from needlework.registry import backends
 
@@ -140,12 +140,7 @@ class OpenAIChat(Streaming):
                 f"openai: environment variable {self.api_key_env} is not set (the "
                 f"OpenAI API needs a key; for a local server set base_url)"
             )
-        try:
-            import openai
-        except ImportError:
-            raise UserError(
-                "openai: the openai package is not installed (pip install 'needlework[openai]')"
-            ) from None
+        openai = need("openai", "openai", "pip install 'needlework[openai]'")
         client = openai.OpenAI(
             api_key=key or "no-key",
             base_url=self.url,

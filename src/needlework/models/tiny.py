@@ -72,11 +72,11 @@ def tiny_config(
     sizes = {"hidden": hidden_size, "layers": num_layers, "heads": num_heads,
              "ffn": intermediate_size}  # fmt: skip
     small = [f"{k}={v}" for k, v in sizes.items() if v < 1]
-    if small:
-        raise ValueError(f"{', '.join(small)}: sizes must be >= 1")
-    if hidden_size % num_heads or (hidden_size // num_heads) % 2:
+    if small or hidden_size % num_heads or (hidden_size // num_heads) % 2:
         raise ValueError(
-            f"hidden={hidden_size} must split into heads={num_heads} of an even size "
+            f"{', '.join(small)}: sizes must be >= 1"
+            if small
+            else f"hidden={hidden_size} must split into heads={num_heads} of an even size "
             f"(rotary embeddings), e.g. hidden={max(2, num_heads) * 16}"
         )
     config_cls = {"llama": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen2Config}[arch]

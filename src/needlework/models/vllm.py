@@ -26,6 +26,7 @@ from needlework.models.base import (
     Streaming,
     Weights,
     check_prompt_lengths,
+    need,
     validate_conversations,
     warn_remote_code,
 )
@@ -138,14 +139,11 @@ class VLLM(Weights, Streaming):
     def _load(self) -> dict[str, Any]:
         if "llm" in self._state:
             return self._state
-        try:
-            import vllm
-        except ImportError:
-            raise UserError(
-                "vllm: the vllm package is not installed (pip install "
-                "'needlework[vllm]' on a CUDA machine); on CPU use the hf "
-                "backend"
-            ) from None
+        vllm = need(
+            "vllm",
+            "vllm",
+            "pip install 'needlework[vllm]' on a CUDA machine; on CPU use the hf backend",
+        )
         kwargs = self.engine_kwargs()
         llm = vllm.LLM(**kwargs)
         limit = self.max_model_len

@@ -192,7 +192,7 @@ def check_lengths(
             raise DataError(
                 f"{rows[i].source}: example has {infos[i].length} tokens with the chat "
                 f"template, more than {field}={max_length} ({len(too_long)} of {len(rows)} "
-                f"rows too long, longest {need}); raise {field} or leave it unset (auto)"
+                f"rows too long, longest {need}); increase {field} or leave it unset (auto)"
             )
         need = max_length
     if model_limit is not None and infos[longest].length > model_limit:

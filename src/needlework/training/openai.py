@@ -77,13 +77,10 @@ class OpenAIFT:
                 raise ValueError(f"{name}: expected 'auto' or > 0, got {value}")
 
     def preflight(self, cfg: TrainConfig) -> None:
+        from needlework.models.base import need
+
         api_key(self)
-        try:
-            import openai  # noqa: F401
-        except ImportError:
-            raise UserError(
-                "trainer: the openai backend needs the openai package (pip install openai)"
-            ) from None
+        need("openai", "trainer: the openai backend", "pip install 'needlework[openai]'")
 
     def train(
         self, cfg: TrainConfig, run_dir: Path, rows: list[ChatRow], *, resume: bool
