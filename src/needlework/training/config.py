@@ -17,13 +17,32 @@ lives here.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 from pydantic import Field
 
 from needlework.config import NonEmptyStr, PositiveInt, Seed, config
 from needlework.registry import trainers
-from needlework.training.base import Trainer
+
+if TYPE_CHECKING:
+    from needlework.training.data import ChatRow
+
+
+class Trainer(Protocol):
+    """A training backend (``hf_sft``, ``openai``): a registered config unit whose fields are
+    its settings. :func:`needlework.training.api.train` reads and validates the data, prepares
+    the run folder, then calls ``preflight`` (cheap checks, before anything expensive) and
+    ``train``, whose dict is written as the run folder's ``model.json`` (docs/formats.md §B)."""
+
+    def preflight(self, cfg: TrainConfig) -> None:
+        """Fail fast with a one-line UserError: missing API key, model path, GPU for QLoRA..."""
+        ...
+
+    def train(
+        self, cfg: TrainConfig, run_dir: Path, rows: list[ChatRow], *, resume: bool
+    ) -> dict[str, Any]:
+        """Train on ``rows``, write artifacts under ``run_dir``; return the model.json content."""
+        ...
 
 
 @config

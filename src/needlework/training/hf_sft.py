@@ -196,10 +196,7 @@ def _tiny_preflight(unit: HfSFT) -> tuple[Any, Any]:
     from needlework.training.sft_run import tiny_kwargs
 
     tokenizer = build_char_tokenizer()
-    try:
-        config = tiny_config(tokenizer, **tiny_kwargs(unit.model_path))
-    except ValueError as exc:
-        raise ConfigError(f"{unit.model_path}: {exc}", field="trainer.model_path") from None
+    config = tiny_config(tokenizer, **tiny_kwargs(unit.model_path))
     if unit.tokenizer_path is not None:
         tokenizer = load_tokenizer(unit, unit.model_path)
     return config, tokenizer

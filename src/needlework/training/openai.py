@@ -304,15 +304,10 @@ class OpenAIJob:
 
 def _short(exc: Exception) -> str:
     """``HTTP 429: <server message>`` (one line) for an SDK exception."""
+    from needlework.models.openai import _message
+
     status = getattr(exc, "status_code", None)
-    body = getattr(exc, "body", None)
-    if isinstance(body, dict) and isinstance(body.get("error"), dict):
-        body = body["error"]
-    message = body.get("message") if isinstance(body, dict) else None
-    if not message:
-        lines = str(exc).strip().splitlines()
-        message = lines[0] if lines else type(exc).__name__
-    return f"HTTP {status}: {message}" if status else message
+    return f"HTTP {status}: {_message(exc)}" if status else _message(exc)
 
 
 def _error_text(job: Any) -> str | None:

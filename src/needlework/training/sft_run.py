@@ -34,23 +34,28 @@ _TINY = re.compile(r"tiny:(llama|mistral|qwen2)((?:-[hlai]\d+)*)$")
 
 
 def tiny_kwargs(spec: str) -> dict[str, Any]:
-    """``tiny:llama-h128-l2-a4[-i512]`` -> build_tiny_model kwargs (defaults: h64 l2 a4 i=4h)."""
+    """``tiny:llama-h128-l2-a4[-i512]`` -> build_tiny_model kwargs (defaults: h64 l2 a4 i=4h);
+    sizes that cannot work are refused here (transformers would fail later with a
+    ZeroDivisionError or a shape error)."""
     m = _TINY.match(spec)
+    knobs = {p[0]: int(p[1:]) for p in m.group(2).split("-") if p} if m else {}
+    hidden, heads = knobs.get("h", 64), knobs.get("a", 4)
+    sizes = {"hidden": hidden, "layers": knobs.get("l", 2), "heads": heads,
+             "ffn": knobs.get("i", 4 * hidden)}  # fmt: skip
+    small = [f"{k}={v}" for k, v in sizes.items() if v < 1]
     if not m:
-        raise ConfigError(
-            f"bad tiny model spec {spec!r}; expected tiny:<llama|mistral|qwen2>"
-            f"[-h<hidden>][-l<layers>][-a<heads>][-i<ffn>]",
-            field="trainer.model_path",
+        problem = "expected tiny:<llama|mistral|qwen2>[-h<hidden>][-l<layers>][-a<heads>][-i<ffn>]"
+    elif small:
+        problem = f"{', '.join(small)}: sizes must be >= 1"
+    elif hidden % heads or (hidden // heads) % 2:
+        problem = (
+            f"hidden={hidden} must split into heads={heads} of an even size (rotary "
+            f"embeddings), e.g. hidden={max(2, heads) * 16}"
         )
-    knobs = {p[0]: int(p[1:]) for p in m.group(2).split("-") if p}
-    hidden = knobs.get("h", 64)
-    return {
-        "arch": m.group(1),
-        "hidden_size": hidden,
-        "num_layers": knobs.get("l", 2),
-        "num_heads": knobs.get("a", 4),
-        "intermediate_size": knobs.get("i", 4 * hidden),
-    }
+    else:
+        return {"arch": m.group(1), "hidden_size": hidden, "num_layers": sizes["layers"],
+                "num_heads": heads, "intermediate_size": sizes["ffn"]}  # fmt: skip
+    raise ConfigError(f"bad tiny model spec {spec}: {problem}", field="trainer.model_path")
 
 
 def resolve_model_path(unit, cfg, run_dir: Path) -> str:
