@@ -420,8 +420,7 @@ def check_spec(spec: str) -> None:
     """The checks of ``spec`` that need no tokenizer loaded (for configs and ``--dry-run``): a
     known kind, a known Mistral version, an existing local ``hf:`` folder. Raises
     ``ValueError("tokenizer: ...")``, the config dataclasses' convention."""
-    from needlework.models.base import is_local_path
-    from needlework.models.gguf import is_gguf_spec
+    from needlework.models.gguf import is_gguf_spec, is_local_path
 
     spec = str(spec).strip()
     kind, _, arg = spec.partition(":")

@@ -131,7 +131,7 @@ def test_a_damaged_checkpoint_is_one_line_naming_its_folder(finished, tmp_path, 
         ),
         ({"trl_overrides": {"adam_beta3": 0.9}}, r"'trainer.trl_overrides.adam_beta3': unknown"),
         ({"attn_implementation": "sdpaa"}, r"unknown attention implementation 'sdpaa'"),
-        ({"model_path": "tiny:llama-h0"}, r"spec tiny:llama-h0: hidden=0.*must be >= 1"),
+        ({"model_path": "tiny:llama-h0"}, r"spec 'tiny:llama-h0': hidden=0.*must be >= 1"),
         ({"model_path": "tiny:llama-h130-a4"}, r"hidden=130 must split into heads=4"),
     ],
 )

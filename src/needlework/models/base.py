@@ -289,18 +289,3 @@ def folder_sha256(folder: Path) -> str | None:
     if changed:
         save_cache_table(index, known)
     return total.hexdigest()
-
-
-def is_local_path(spec: str) -> bool:
-    """A path, not a hub id: it exists, or it is written like a path (``/``, ``.``, ``~``).
-
-    A ``.gguf`` file or bundled GGUF alias is local too (nothing is looked up on the hub).
-    """
-    from needlework.models.gguf import is_gguf_spec
-
-    return (
-        Path(spec).expanduser().exists()
-        or spec.startswith(("/", ".", "~"))
-        or spec.count("/") > 1
-        or is_gguf_spec(spec)
-    )

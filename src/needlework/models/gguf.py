@@ -96,6 +96,19 @@ def is_gguf_spec(spec: str) -> bool:
     return text in BUNDLED and not local.exists()
 
 
+def is_local_path(spec: str) -> bool:
+    """A path, not a hub id: it exists, or it is written like a path (``/``, ``.``, ``~``).
+
+    A ``.gguf`` file or bundled GGUF alias is local too (nothing is looked up on the hub).
+    """
+    return (
+        Path(spec).expanduser().exists()
+        or spec.startswith(("/", ".", "~"))
+        or spec.count("/") > 1
+        or is_gguf_spec(spec)
+    )
+
+
 def display_name(spec: str) -> str:
     """Short model id: the GGUF file's stem (``SmolLM2-135M-Instruct.Q4_1``)."""
     text = str(spec).strip()

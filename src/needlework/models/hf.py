@@ -28,12 +28,11 @@ from needlework.models.base import (
     Streaming,
     Weights,
     check_prompt_lengths,
-    is_local_path,
     load_failure,
     validate_conversations,
     warn_remote_code,
 )
-from needlework.models.gguf import cached_import, display_name, is_gguf_spec
+from needlework.models.gguf import cached_import, display_name, is_gguf_spec, is_local_path
 from needlework.models.hf_decode import greedy_decode, lean_ok
 from needlework.records import Message, with_system_prompt
 from needlework.registry import backends

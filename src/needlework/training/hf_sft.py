@@ -9,16 +9,16 @@ Run:  needlework train --config configs/train/hf_tiny_cpu.yaml
 
 from __future__ import annotations
 
-import functools
 from dataclasses import field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, NonNegativeFloat, PositiveFloat
 
-from needlework.config import PositiveInt, config, validate
+from needlework.config import PositiveInt, config
 from needlework.errors import ConfigError, UserError, first_line
-from needlework.models.base import is_local_path, load_failure
+from needlework.models.base import load_failure
+from needlework.models.gguf import is_local_path
 from needlework.registry import trainers
 from needlework.training.chat import ChatFormat
 
@@ -163,6 +163,8 @@ class HfSFT:
 
         if self.method == "qlora":
             _require_qlora_support()
+        from needlework.training.sft_run import trl_overrides
+
         trl_overrides(self)
         check_schedule(self)
         check_attention(self.attn_implementation)
@@ -263,28 +265,6 @@ def check_model_source(spec: str, field_name: str, *, need_config: bool = True) 
 # one-parameter optimizer, a meta-device model, the tokenizer's template compiler), so the
 # answer is the library's, not a copy of its rules that could drift.
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
-
-
-@functools.cache
-def _sft_fields() -> Any:
-    """``trl.SFTConfig``'s fields as a pydantic model, every one optional."""
-    import dataclasses
-    import typing
-
-    import pydantic
-    from trl import SFTConfig
-
-    hints = typing.get_type_hints(SFTConfig)
-    fields: Any = {f.name: (hints[f.name], None) for f in dataclasses.fields(SFTConfig) if f.init}
-    settings = pydantic.ConfigDict(extra="forbid", arbitrary_types_allowed=True)
-    return pydantic.create_model("SFTConfig", __config__=settings, **fields)
-
-
-def trl_overrides(unit: HfSFT) -> dict[str, Any]:
-    """``trl_overrides`` checked against the fields and types ``trl.SFTConfig`` declares (TRL
-    does not check: ``adam_beta2: banana`` would fail inside the optimizer)."""
-    checked = validate(_sft_fields(), unit.trl_overrides, source="", prefix="trainer.trl_overrides")
-    return checked.model_dump(exclude_unset=True)  # type: ignore[no-any-return]
 
 
 def check_schedule(unit: HfSFT) -> None:

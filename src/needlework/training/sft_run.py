@@ -8,6 +8,7 @@ gather the weights there).
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from needlework.config import validate
 from needlework.errors import ConfigError, UserError, first_line
 from needlework.records import with_system_prompt
 from needlework.training import chat
@@ -55,7 +57,7 @@ def tiny_kwargs(spec: str) -> dict[str, Any]:
     else:
         return {"arch": m.group(1), "hidden_size": hidden, "num_layers": sizes["layers"],
                 "num_heads": heads, "intermediate_size": sizes["ffn"]}  # fmt: skip
-    raise ConfigError(f"bad tiny model spec {spec}: {problem}", field="trainer.model_path")
+    raise ConfigError(f"bad tiny model spec {spec!r}: {problem}", field="trainer.model_path")
 
 
 def resolve_model_path(unit, cfg, run_dir: Path) -> str:
@@ -76,7 +78,7 @@ def resolve_model_path(unit, cfg, run_dir: Path) -> str:
         target = (run_dir / BASE_DIR).resolve()
         build_once(target, lambda out: build_tiny_checkpoint(out, seed=cfg.seed, **kwargs))
         return str(target)
-    from needlework.models.base import is_local_path
+    from needlework.models.gguf import is_local_path
 
     return str(Path(spec).expanduser().resolve()) if is_local_path(spec) else spec
 
@@ -176,8 +178,6 @@ def sft_config(unit, cfg, run_dir: Path, *, max_length: int, fmt: str, num_proce
         save_total_limit=unit.save_total_limit,
         report_to="none",
     )
-    from needlework.training.hf_sft import trl_overrides
-
     args.update(trl_overrides(unit))
     try:
         return SFTConfig(**args)
@@ -185,6 +185,28 @@ def sft_config(unit, cfg, run_dir: Path, *, max_length: int, fmt: str, num_proce
         raise ConfigError(
             f"refused by trl.SFTConfig ({first_line(exc)})", field="trainer"
         ) from None
+
+
+@functools.cache
+def _sft_fields() -> Any:
+    """``trl.SFTConfig``'s fields as a pydantic model, every one optional."""
+    import dataclasses
+    import typing
+
+    import pydantic
+    from trl import SFTConfig
+
+    hints = typing.get_type_hints(SFTConfig)
+    fields: Any = {f.name: (hints[f.name], None) for f in dataclasses.fields(SFTConfig) if f.init}
+    settings = pydantic.ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    return pydantic.create_model("SFTConfig", __config__=settings, **fields)
+
+
+def trl_overrides(unit: Any) -> dict[str, Any]:
+    """``trl_overrides`` checked against the fields and types ``trl.SFTConfig`` declares (TRL
+    does not check: ``adam_beta2: banana`` would fail inside the optimizer)."""
+    checked = validate(_sft_fields(), unit.trl_overrides, source="", prefix="trainer.trl_overrides")
+    return checked.model_dump(exclude_unset=True)  # type: ignore[no-any-return]
 
 
 def model_init_kwargs(unit, *, cuda: bool, bf16: bool) -> dict[str, Any]:
