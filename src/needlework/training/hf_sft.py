@@ -347,7 +347,9 @@ def check_lora_targets(unit: HfSFT, text_config: Any) -> None:
 
     try:
         with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(text_config)
+            model = AutoModelForCausalLM.from_config(
+                text_config, trust_remote_code=unit.trust_remote_code
+            )
     except Exception:  # an architecture that cannot be built this way: PEFT checks at load
         return
     lora = LoraConfig(target_modules=unit.lora_target_modules, task_type="CAUSAL_LM")
