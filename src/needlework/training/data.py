@@ -19,41 +19,16 @@ import hashlib
 import json
 import random
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import AfterValidator
 from pydantic.dataclasses import dataclass
 
 from needlework.config import validate
 from needlework.errors import DataError
 from needlework.io import iter_jsonl
-from needlework.models.base import Turn
+from needlework.models.base import Conversation, Turn
 
 __all__ = ["ChatRow", "Conversation", "chat_row", "mix_rows", "read_chat_rows"]
-
-
-def _shape(turns: tuple[Turn, ...]) -> tuple[Turn, ...]:
-    """Optional system turn, then user/assistant alternating, ending with a non-empty answer."""
-    body = turns[1:] if turns and turns[0]["role"] == "system" else turns
-    expect = [("user", "assistant")[i % 2] for i in range(len(body))]
-    wrong = next((i for i, t in enumerate(body) if t["role"] != expect[i]), None)
-    if wrong is not None:
-        problem = (
-            f"turn {wrong + len(turns) - len(body)} is {body[wrong]['role']!r} but "
-            f"{expect[wrong]!r} was expected (optional system first, then user/assistant "
-            "alternating)"
-        )
-    elif not body or body[-1]["role"] != "assistant":
-        problem = "the conversation must end with an assistant turn (the answer to train on)"
-    elif not body[-1]["content"].strip():
-        problem = "the final assistant turn is empty (nothing to train on)"
-    else:
-        return turns
-    raise ValueError(problem)
-
-
-Conversation = Annotated[tuple[Turn, ...], AfterValidator(_shape)]
-"""A training conversation: chat turns in the shape above."""
 
 
 @dataclass(frozen=True)
