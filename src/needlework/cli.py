@@ -251,9 +251,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from needlework.config import load_target
     from needlework.runtime import configure_threads
 
-    configure_threads()  # before torch loads: one thread pool per process, never oversubscribed
     _terminate_like_ctrl_c()
     try:
+        configure_threads()  # before torch loads; also checks the environment (runtime.settings)
         return int(load_target(HANDLERS[args.verb])(args) or 0)
     except UserError as exc:
         print(f"needlework {args.verb}: error: {exc}", file=sys.stderr)

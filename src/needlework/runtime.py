@@ -32,13 +32,16 @@ class Settings:
     """needlework's cache: imported models, probe results, hashes."""
     NEEDLEWORK_THREADS: PositiveInt | None = None
     """CPU threads for this process (else OMP_NUM_THREADS, else cores / processes)."""
+    NEEDLEWORK_LOCAL_WORKERS: PositiveInt | None = None
+    """Processes needlework started side by side on this machine (set for its own workers)."""
     NEEDLEWORK_TIKTOKEN_DIR: Path | None = None
     """Folder holding ``<encoding>.tiktoken`` files for the ``tiktoken:`` token counters."""
 
     def __post_init__(self) -> None:
         cache = self.NEEDLEWORK_CACHE.expanduser()
-        if cache.exists() and not cache.is_dir():
-            raise ValueError(f"NEEDLEWORK_CACHE: {cache} is a file; expected a folder")
+        nearest = next(p for p in (cache, *cache.parents) if p.exists())
+        if not nearest.is_dir():
+            raise ValueError(f"NEEDLEWORK_CACHE: {nearest} is a file; expected a folder")
 
 
 def settings() -> Settings:
@@ -93,11 +96,10 @@ def usable_cpus() -> int:
 
 def local_processes() -> int:
     """Processes of this launch on this machine (1 outside a launcher)."""
-    for var in ("LOCAL_WORLD_SIZE", "NEEDLEWORK_LOCAL_WORKERS"):
-        value = os.environ.get(var, "")
-        if value.isdigit() and int(value) >= 1:
-            return int(value)
-    return 1
+    value = os.environ.get("LOCAL_WORLD_SIZE", "")  # the launcher's (accelerate, torchrun)
+    if value.isdigit() and int(value) >= 1:
+        return int(value)
+    return settings().NEEDLEWORK_LOCAL_WORKERS or 1
 
 
 def env_for_processes(n: int) -> dict[str, str]:
@@ -139,6 +141,7 @@ def configure_threads() -> dict[str, Any]:
     Called by the CLI before any command runs. Setting the environment variables first matters:
     torch reads them when it initialises its thread pool, tokenizers and numpy when they load.
     """
+    settings()  # the whole environment is checked by every command, first
     if _CHOSEN:
         return dict(_CHOSEN)
     threads, why = default_threads()

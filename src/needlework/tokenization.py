@@ -108,15 +108,6 @@ class _Memo:
         return n
 
 
-def _check_roles(messages: Sequence[Message], name: str) -> None:
-    for m in messages:
-        if m.get("role") not in ("system", "user", "assistant"):
-            raise UserError(
-                f"{name}: cannot count a message with role {m.get('role')!r} "
-                "(expected system, user or assistant)"
-            )
-
-
 # --------------------------------------------------------------------------------------------
 # Mistral SentencePiece models (mistral-common)
 # --------------------------------------------------------------------------------------------
@@ -236,7 +227,6 @@ class MistralCounter:
         return len(self._sp.encode(f"[INST] {content} [/INST]"))
 
     def count_chat(self, messages: Sequence[Message], add_generation_prompt: bool = False) -> int:
-        _check_roles(messages, self.name)
         msgs = cast("list[dict[str, str]]", [dict(m) for m in messages])  # Message values: str
         systems = [m["content"] for m in msgs if m["role"] == "system"]
         if systems and self.version not in ("v7", "v7m1"):
@@ -356,7 +346,6 @@ class TiktokenCounter:
         return self._memo.count(text, lambda t: len(self._enc.encode_ordinary(t)))
 
     def count_chat(self, messages: Sequence[Message], add_generation_prompt: bool = False) -> int:
-        _check_roles(messages, self.name)
         total = sum(3 + self.count(m["role"]) + self.count(m["content"]) for m in messages)
         return total + (3 if add_generation_prompt else 0)
 
@@ -370,20 +359,17 @@ class HFCounter:
     """A Hugging Face tokenizer (``AutoTokenizer``); ``count_chat`` applies its chat template."""
 
     def __init__(self, path: str):
-        self.name = f"hf:{path}"
-        try:
-            from transformers import AutoTokenizer
-        except ImportError:
-            raise UserError(
-                f"{self.name}: needs transformers (pip install 'needlework[train]')"
-            ) from None
+        from needlework.models.base import need
         from needlework.models.gguf import cached_import, is_gguf_spec
+
+        self.name = f"hf:{path}"
+        auto = need("transformers", self.name, "pip install 'needlework[train]'").AutoTokenizer
 
         if is_gguf_spec(path):  # a .gguf file or bundled alias: its imported folder
             path = str(cached_import(path))
         try:
             # local_files_only: a hub id works when it is in the local cache; nothing downloads
-            self._tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+            self._tok = auto.from_pretrained(path, local_files_only=True, trust_remote_code=False)
         except (OSError, ValueError) as exc:
             raise UserError(
                 f"{self.name}: cannot load the tokenizer offline ({first_line(exc)})"
@@ -405,7 +391,6 @@ class HFCounter:
         return self._memo.count(text, lambda t: len(self.encode(t)))
 
     def count_chat(self, messages: Sequence[Message], add_generation_prompt: bool = False) -> int:
-        _check_roles(messages, self.name)
         if not getattr(self._tok, "chat_template", None):
             raise UserError(f"{self.name}: the tokenizer has no chat template to count with")
         ids = self._tok.apply_chat_template(
@@ -421,12 +406,13 @@ class HFCounter:
 
 
 def _mistral_data_dir() -> Path:
-    """mistral-common's data folder, found without importing the package (pydantic, numpy)."""
+    """mistral-common's data folder, found without importing the package (pydantic, numpy);
+    a path that does not exist when the package is not installed."""
     import importlib.util
 
     spec = importlib.util.find_spec("mistral_common")
     if spec is None or not spec.submodule_search_locations:
-        raise UserError("mistral:<version> tokenizers need the mistral-common package")
+        return Path("mistral_common (not installed)")
     return Path(next(iter(spec.submodule_search_locations))) / "data"
 
 
@@ -434,25 +420,23 @@ def check_spec(spec: str) -> None:
     """The checks of ``spec`` that need no tokenizer loaded (for configs and ``--dry-run``): a
     known kind, a known Mistral version, an existing local ``hf:`` folder. Raises
     ``ValueError("tokenizer: ...")``, the config dataclasses' convention."""
-    if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(f"tokenizer: empty tokenizer spec (expected {SPECS})")
-    spec = spec.strip()
+    from needlework.models.gguf import is_gguf_spec, is_local_path
+
+    spec = str(spec).strip()
+    kind, _, arg = spec.partition(":")
     if spec in ("char", "whitespace"):
         return
-    kind, _, arg = spec.partition(":")
     if kind not in ("hf", "tiktoken", "mistral") or not arg:
-        raise ValueError(f"tokenizer: unknown tokenizer '{spec}' (expected {SPECS})")
-    if kind == "mistral" and arg not in MISTRAL_MODELS:
-        raise ValueError(
-            f"tokenizer: unknown Mistral tokenizer '{arg}' (expected one of "
-            f"{', '.join(MISTRAL_MODELS)})"
-        )
-    if kind == "hf":
-        from needlework.models.base import is_local_path
-        from needlework.models.gguf import is_gguf_spec
-
-        if not is_gguf_spec(arg) and is_local_path(arg) and not Path(arg).expanduser().is_dir():
-            raise ValueError(f"tokenizer: hf:{arg}: no tokenizer folder at {arg}")
+        problem = f"unknown tokenizer '{spec}' (expected {SPECS})"
+    elif kind == "mistral" and arg not in MISTRAL_MODELS:
+        problem = f"unknown Mistral tokenizer '{arg}' (expected one of {', '.join(MISTRAL_MODELS)})"
+    elif kind == "hf" and not is_gguf_spec(arg) and is_local_path(arg):
+        if Path(arg).expanduser().is_dir():
+            return
+        problem = f"hf:{arg}: no tokenizer folder at {arg}"
+    else:
+        return
+    raise ValueError(f"tokenizer: {problem}")
 
 
 @functools.lru_cache(maxsize=16)
@@ -471,7 +455,7 @@ def load_counter(spec: str) -> TokenCounter:
     if kind == "mistral":
         path = _mistral_data_dir() / MISTRAL_MODELS[arg]
         if not path.is_file():
-            raise UserError(f"mistral:{arg}: {path} is missing (reinstall mistral-common)")
+            raise UserError(f"mistral:{arg}: {path} is missing (pip install mistral-common)")
         return MistralCounter(arg, path)
     if kind == "tiktoken":
         name, _, file = arg.partition("@")

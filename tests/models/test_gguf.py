@@ -195,7 +195,7 @@ def test_an_out_that_cannot_be_made_fails_before_loading(fake_gguf, tmp_path, mo
     blocker.write_text("x")
     with pytest.raises(UserError) as exc:
         gguf.import_gguf(fake_gguf, blocker / "sub" / "model")
-    assert "is a file, not a folder" in one_line(exc) and loaded == []
+    assert "model: cannot be created (Not a directory)" in one_line(exc) and loaded == []
 
 
 def test_a_record_without_weights_is_not_reused(fake_gguf, tmp_path, monkeypatch):
@@ -271,7 +271,11 @@ def test_specs_and_describe(tmp_path, monkeypatch):
     assert HF(path=ALIAS).describe() == "hf:SmolLM2-135M-Instruct.Q4_1"
     assert HF(path="/models/llama.Q8_0.gguf").describe() == "hf:llama.Q8_0"
     monkeypatch.chdir(tmp_path)
-    (tmp_path / ALIAS).mkdir()  # a folder of that name is a folder, not the alias
+    (tmp_path / ALIAS).mkdir()  # an empty folder of that name would hide the bundled model
+    with pytest.raises(UserError) as exc:
+        gguf.is_gguf_spec(ALIAS)
+    assert f"{tmp_path / ALIAS}: this folder holds no model" in one_line(exc)
+    (tmp_path / ALIAS / "config.json").write_text("{}")  # a model folder of that name wins
     assert not gguf.is_gguf_spec(ALIAS)
 
 

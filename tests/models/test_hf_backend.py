@@ -9,7 +9,8 @@ import pytest
 
 pytest.importorskip("transformers")
 
-from needlework.errors import UserError  # noqa: E402
+from needlework.config import validate  # noqa: E402
+from needlework.errors import ConfigError, UserError  # noqa: E402
 from needlework.models import PromptTooLongError, load_backend  # noqa: E402
 from needlework.models.hf import HF  # noqa: E402
 
@@ -187,18 +188,18 @@ def test_load_errors_are_one_line(tmp_path, tiny_checkpoint):
         HF(path=str(tmp_path / "nope")).generate(
             [[{"role": "user", "content": "x"}]], max_new_tokens=1
         )
-    with pytest.raises(UserError, match="no adapter_config.json"):
+    with pytest.raises(UserError, match="adapter .*: Can't find 'adapter_config.json'"):
         HF(path=str(tiny_checkpoint), adapter=str(tmp_path)).generate(
             [[{"role": "user", "content": "x"}]], max_new_tokens=1
         )
     with pytest.raises(
-        UserError, match=r"conversation #1: .*a non-empty list of \{role, content\}"
+        UserError, match=r"conversation #1: field 'messages': List should have at least 1 item"
     ):
         HF(path=str(tiny_checkpoint)).generate(
             [[{"role": "user", "content": "x"}], []], max_new_tokens=1
         )
     with pytest.raises(
-        UserError, match=r"conversation #0: .*messages\[0\]\.content should be a string"
+        UserError, match=r"conversation #0: field 'messages.0.content': is required but missing"
     ):
         HF(path=str(tiny_checkpoint)).generate([[{"role": "user"}]], max_new_tokens=1)
 
@@ -222,15 +223,16 @@ def test_missing_chat_template_is_an_error(tmp_path, tiny_checkpoint):
 @pytest.mark.parametrize(
     "kwargs, needle",
     [
-        ({"path": ""}, "path: expected"),
-        ({"path": "m", "dtype": "fp8"}, "dtype: expected one of"),
-        ({"path": "m", "batch_size": 0}, "batch_size: expected >= 1"),
-        ({"path": "m", "max_context_tokens": 0}, "max_context_tokens"),
+        ({"path": ""}, "'path': String should have at least 1 character"),
+        ({"path": "m", "dtype": "fp8"}, "'dtype': expected one of 'auto', 'fastest'.*'fp8'"),
+        ({"path": "m", "batch_size": 0}, "'batch_size': expected greater than or equal to 1"),
+        ({"path": "m", "max_context_tokens": 0}, "'max_context_tokens': expected greater"),
+        ({"path": "m", "device": "banana"}, "'device': .*cuda.*'banana'"),
     ],
 )
 def test_field_validation(kwargs, needle):
-    with pytest.raises(ValueError, match=needle):
-        HF(**kwargs)
+    with pytest.raises(ConfigError, match=needle):
+        validate(HF, kwargs)
 
 
 @pytest.mark.parametrize("max_new_tokens", [1, 2, 40])
@@ -286,8 +288,6 @@ def test_provenance_names_the_weights_loaded(tiny_checkpoint, tmp_path, monkeypa
 def test_bad_devices_and_folders_without_a_model_are_one_line(tmp_path, tiny_checkpoint):
     import torch
 
-    with pytest.raises(UserError, match="device: expected auto, cpu, cuda"):
-        HF(path=str(tiny_checkpoint), device="banana").generate(CONVS[:1], max_new_tokens=2)
     if not torch.cuda.is_available():
         with pytest.raises(UserError, match="torch sees no CUDA GPU"):
             HF(path=str(tiny_checkpoint), device="cuda").generate(CONVS[:1], max_new_tokens=2)
@@ -298,3 +298,38 @@ def test_bad_devices_and_folders_without_a_model_are_one_line(tmp_path, tiny_che
         HF(path=str(run)).generate(CONVS[:1], max_new_tokens=2)
     text = str(info.value)
     assert "cannot load model" in text and "pass it without hf:" in text and "\n" not in text
+
+
+def remote_code_checkpoint(tiny_checkpoint: Path, folder: Path) -> Path:
+    """A copy whose config.json names its own model classes (``auto_map``) for a model type
+    transformers does not know: loading it needs ``trust_remote_code``."""
+    import json
+    import shutil
+
+    shutil.copytree(tiny_checkpoint, folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg.update(
+        model_type="needlework_custom",
+        auto_map={
+            "AutoConfig": "configuration_custom.CustomConfig",
+            "AutoModelForCausalLM": "modeling_custom.CustomModel",
+        },
+    )
+    (folder / "config.json").write_text(json.dumps(cfg))
+    return folder
+
+
+def test_a_checkpoint_with_its_own_code_is_named_and_nothing_asks(
+    tmp_path, tiny_checkpoint, monkeypatch
+):
+    """transformers asks ``[y/N]`` on stdin when trust_remote_code is left unset; it is always
+    passed, so loading never waits, and the error names the flag to set."""
+    import builtins
+
+    custom = remote_code_checkpoint(tiny_checkpoint, tmp_path / "custom")
+    monkeypatch.setattr(builtins, "input", lambda *a: pytest.fail("asked on stdin"))
+    with pytest.raises(UserError) as info:
+        HF(path=str(custom)).generate(CONVS[:1], max_new_tokens=1)
+    text = str(info.value)
+    assert text.startswith(f"hf: cannot load model '{custom}': the checkpoint ships its own")
+    assert "set trust_remote_code: true" in text and "\n" not in text

@@ -11,7 +11,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from needlework.errors import UserError
+from needlework.config import validate
+from needlework.errors import ConfigError, UserError
 from needlework.models import PromptTooLongError, load_backend
 from needlework.models.vllm import VLLM
 
@@ -136,10 +137,10 @@ def test_missing_vllm_is_a_clear_error(monkeypatch):
 
 
 def test_field_validation():
-    with pytest.raises(ValueError, match="gpu_memory_utilization"):
-        VLLM(path="m", gpu_memory_utilization=1.5)
-    with pytest.raises(ValueError, match="tensor_parallel_size"):
-        VLLM(path="m", tensor_parallel_size=0)
+    with pytest.raises(ConfigError, match="'gpu_memory_utilization': expected less than or"):
+        validate(VLLM, {"path": "m", "gpu_memory_utilization": 1.5})
+    with pytest.raises(ConfigError, match="'tensor_parallel_size': expected greater than or"):
+        validate(VLLM, {"path": "m", "tensor_parallel_size": 0})
 
 
 def test_importing_backends_loads_no_heavy_library():

@@ -9,7 +9,7 @@ import pytest
 from needlework.config import load_config
 from needlework.errors import ConfigError, DataError
 from needlework.training.config import TrainConfig
-from needlework.training.data import ChatRow, mix_rows, read_chat_rows, validate_messages
+from needlework.training.data import ChatRow, chat_row, mix_rows, read_chat_rows
 from needlework.training.hf_sft import HfSFT
 from needlework.training.sft_run import tiny_kwargs
 
@@ -42,30 +42,30 @@ def test_malformed_row_names_file_and_line(tmp_path):
 @pytest.mark.parametrize(
     ("messages", "expected"),
     [
-        ([A, U], r"messages\[0\]\.role is 'assistant' but 'user' was expected"),
-        ([U, U, A], r"messages\[1\]\.role is 'user' but 'assistant'"),
-        ([U], "must end with an assistant turn"),
-        ([U, {"role": "assistant", "content": "  "}], "final assistant turn is empty"),
-        ([U, {"role": "bot", "content": "x"}], r"messages\[1\]\.role should be one of"),
-        ([U, {"role": "assistant", "content": 3}], r"content should be a string"),
-        ([], "non-empty list"),
-        ([{"role": "system", "content": "s"}, A], r"messages\[1\]\.role is 'assistant'"),
+        ([A, U], r"'messages': turn 0 is 'assistant' but 'user' was expected"),
+        ([U, U, A], r"'messages': turn 1 is 'user' but 'assistant'"),
+        ([U], "'messages': the conversation must end with an assistant turn"),
+        ([U, {"role": "assistant", "content": "  "}], "'messages': the final assistant turn is"),
+        ([U, {"role": "bot", "content": "x"}], r"'messages.1.role': expected one of .*'bot'"),
+        ([U, {"role": "assistant", "content": 3}], r"'messages.1.content': expected str, got 3"),
+        ([], "'messages': the conversation must end with an assistant turn"),
+        ([{"role": "system", "content": "s"}, A], r"'messages': turn 1 is 'assistant'"),
     ],
 )
 def test_bad_conversations_are_rejected_with_a_reason(messages, expected):
-    with pytest.raises(DataError, match=expected) as info:
-        validate_messages(messages, "f.jsonl:7")
-    assert str(info.value).startswith("f.jsonl:7: ") and "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match=expected) as info:
+        chat_row({"messages": messages}, "f.jsonl:7")
+    assert str(info.value).startswith("f.jsonl:7: field ") and "\n" not in str(info.value)
 
 
 def test_system_message_and_multi_turn_are_accepted():
     sys = {"role": "system", "content": "s"}
-    assert len(validate_messages([sys, U, A, U, A], "w")) == 5
+    assert len(chat_row({"messages": [sys, U, A, U, A]}, "w").messages) == 5
 
 
 def test_missing_field_and_empty_file(tmp_path):
     path = write_rows(tmp_path / "t.jsonl", [{"text": "x"}])
-    with pytest.raises(DataError, match=r":1: missing field 'messages'"):
+    with pytest.raises(ConfigError, match=r":1: field 'messages': is required but missing"):
         read_chat_rows(path)
     (tmp_path / "e.jsonl").write_text("\n")
     with pytest.raises(DataError, match="no rows"):
@@ -168,7 +168,7 @@ def test_a_mix_dataset_that_cannot_load_is_one_line(tmp_path, monkeypatch):
     bad.mkdir()
     write_rows(bad / "train.jsonl", [{"messages": [U]}])
     cfg = _cfg(train_path=str(train), mix_dataset={"path": str(bad)}, mix_ratio=0.5)
-    with pytest.raises(DataError, match=r"bad_ds\[train\]:0"):
+    with pytest.raises(ConfigError, match=r"bad_ds\[train\]:0: field 'messages'"):
         load_training_rows(cfg)
 
 

@@ -119,15 +119,19 @@ def test_a_damaged_checkpoint_is_one_line_naming_its_folder(finished, tmp_path, 
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"lr_scheduler": "foo"}, r"'trainer.lr_scheduler': unknown scheduler 'foo'"),
+        ({"lr_scheduler": "foo"}, r"'trainer.lr_scheduler': foo is not a valid SchedulerType"),
         ({"lr_scheduler_kwargs": {"bogus": 1}}, r"'trainer.lr_scheduler_kwargs': .*bogus"),
         (
             {"method": "lora", "lora_target_modules": ["nosuchmod"]},
             r"'trainer.lora_target_modules': \['nosuchmod'\] matches no module",
         ),
-        ({"trl_overrides": {"adam_beta2": "banana"}}, r"adam_beta2: expected float, got 'banana'"),
+        (
+            {"trl_overrides": {"adam_beta2": "banana"}},
+            r"'trainer.trl_overrides.adam_beta2': expected float, got 'banana'",
+        ),
+        ({"trl_overrides": {"adam_beta3": 0.9}}, r"'trainer.trl_overrides.adam_beta3': unknown"),
         ({"attn_implementation": "sdpaa"}, r"unknown attention implementation 'sdpaa'"),
-        ({"model_path": "tiny:llama-h0"}, r"tiny:llama-h0: hidden=0.*must be >= 1"),
+        ({"model_path": "tiny:llama-h0"}, r"spec 'tiny:llama-h0': hidden=0.*must be >= 1"),
         ({"model_path": "tiny:llama-h130-a4"}, r"hidden=130 must split into heads=4"),
     ],
 )
@@ -178,8 +182,8 @@ def test_model_and_tokenizer_folders_without_a_tokenizer(tmp_path, tiny_checkpoi
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
-        ("seed", -1, r"'seed': expected an integer in \[0, 2\*\*32\)"),
-        ("trainer.lora_alpha", -3, r"'trainer.lora_alpha': expected > 0"),
+        ("seed", -1, r"'seed': expected greater than or equal to 0, got -1"),
+        ("trainer.lora_alpha", -3, r"'trainer.lora_alpha': expected greater than or equal to 1"),
     ],
 )
 def test_out_of_range_numbers_are_refused_when_the_config_loads(tmp_path, key, value, message):
@@ -241,3 +245,20 @@ def test_a_second_process_training_into_a_locked_folder_stops_at_once(finished, 
     busy = pytest.raises(UserError, match="another needlework train is running into this")
     with exclusive_lock(run / ".lock"), busy:  # ...or training this run
         train(cfg, resume=True)
+
+
+def test_a_base_model_with_its_own_code_names_the_flag_and_nothing_asks(
+    tmp_path, tiny_checkpoint, monkeypatch
+):
+    import builtins
+
+    from tests.models.test_hf_backend import remote_code_checkpoint
+
+    data = write_rows(tmp_path / "t.jsonl", kv_rows(4))
+    custom = remote_code_checkpoint(tiny_checkpoint, tmp_path / "custom")
+    monkeypatch.setattr(builtins, "input", lambda *a: pytest.fail("asked on stdin"))
+    with pytest.raises(
+        UserError, match=r"^trainer.model_path: .*set trainer.trust_remote_code: true"
+    ):
+        train(train_config(tmp_path / "run", data, model_path=str(custom)))
+    assert not (tmp_path / "run").exists()

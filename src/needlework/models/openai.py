@@ -30,12 +30,22 @@ import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import field
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlparse
 
-from needlework.config import config
+from pydantic import Field, ValidationError
+from typing_extensions import NotRequired, TypedDict
+
+from needlework.config import (
+    NonEmptyStr,
+    NonNegativeInt,
+    PositiveInt,
+    adapter,
+    config,
+    config_error,
+)
 from needlework.errors import UserError
-from needlework.models.base import PromptTooLongError, Streaming, validate_conversations
+from needlework.models.base import PromptTooLongError, Streaming, need, validate_conversations
 from needlework.records import Message
 from needlework.registry import backends
 
@@ -75,34 +85,22 @@ class OpenAIChat(Streaming):
         }
     )
 
-    model: str
+    model: NonEmptyStr
     """Model name as the server knows it (e.g. gpt-3.5-turbo-1106, ft:..., a vllm serve path)."""
-    base_url: str | None = None
+    base_url: Annotated[str, Field(pattern=r"^https?://")] | None = None
     """Server root ending in /v1 (e.g. http://127.0.0.1:8000/v1); None is api.openai.com."""
     api_key_env: str = "OPENAI_API_KEY"
     """Environment variable holding the API key (never put keys in configs)."""
-    concurrency: int = 16
+    concurrency: PositiveInt = 16
     """Requests in flight at once."""
-    max_retries: int = 5
+    max_retries: NonNegativeInt = 5
     """Retries per request after the first attempt: the SDK's for 408/409/429/5xx, timeouts and
     connection errors, and as many again for a 200 without a usable answer."""
-    timeout_s: float = 60.0
+    timeout_s: Annotated[float, Field(gt=0)] = 60.0
     """Per-request timeout in seconds (the SDK's)."""
     max_tokens_param: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
     """Request field for the answer budget (newer OpenAI models want max_completion_tokens)."""
     _state: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        if not self.model.strip():
-            raise ValueError("model: expected a model name")
-        if self.base_url is not None and urlparse(self.base_url).scheme not in ("http", "https"):
-            raise ValueError(f"base_url: expected an http(s) URL, got {self.base_url!r}")
-        if self.concurrency < 1:
-            raise ValueError(f"concurrency: expected >= 1, got {self.concurrency}")
-        if self.max_retries < 0:
-            raise ValueError(f"max_retries: expected >= 0, got {self.max_retries}")
-        if self.timeout_s <= 0:
-            raise ValueError(f"timeout_s: expected > 0, got {self.timeout_s}")
 
     @property
     def url(self) -> str:
@@ -142,12 +140,7 @@ class OpenAIChat(Streaming):
                 f"openai: environment variable {self.api_key_env} is not set (the "
                 f"OpenAI API needs a key; for a local server set base_url)"
             )
-        try:
-            import openai
-        except ImportError:
-            raise UserError(
-                "openai: the openai package is not installed (pip install 'needlework[openai]')"
-            ) from None
+        openai = need("openai", "openai", "pip install 'needlework[openai]'")
         client = openai.OpenAI(
             api_key=key or "no-key",
             base_url=self.url,
@@ -295,6 +288,22 @@ class OpenAIChat(Streaming):
         return text
 
 
+class _Message(TypedDict):
+    content: str
+
+
+class _Choice(TypedDict):
+    message: _Message
+    finish_reason: NotRequired[str | None]
+
+
+class _Completion(TypedDict):
+    """What is read of a 200 chat completion (other keys are ignored)."""
+
+    choices: Annotated[list[_Choice], Field(min_length=1)]
+    usage: NotRequired[dict[str, Any] | None]
+
+
 def _parse(status: int, headers: Any, body: bytes) -> tuple[str, str | None, dict[str, Any]]:
     """(answer text, finish_reason, usage) from a 200 chat completion, or BadResponse."""
     ctype = str(headers.get("content-type") or "")
@@ -311,32 +320,15 @@ def _parse(status: int, headers: Any, body: bytes) -> tuple[str, str | None, dic
         raise BadResponse(
             f"answered {status} with invalid or truncated JSON ({len(body)} bytes)", retry=True
         ) from None
-    choices = data.get("choices") if isinstance(data, dict) else None
-    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        if not isinstance(data, dict) or "choices" not in data:
-            keys = sorted(data)[:8] if isinstance(data, dict) else type(data).__name__
-            what = f"JSON that has no 'choices' (got {keys})"
-        elif isinstance(choices, list) and not choices:
-            what = "an empty 'choices' list"
-        else:
-            what = f"'choices' that is not a list of objects (got {type(choices).__name__})"
-        raise BadResponse(f"answered {status} with {what}: not a chat completion", retry=True)
-    choice = choices[0]
-    message = choice.get("message")
-    content = message.get("content") if isinstance(message, dict) else None
-    finish = choice.get("finish_reason")
-    if not isinstance(content, str):
+    try:
+        reply: _Completion = adapter(_Completion).validate_python(data)
+    except ValidationError as exc:
         raise BadResponse(
-            f"answered {status} with no answer text (choices[0].message.content is "
-            f"{type(content).__name__}, finish_reason {finish!r})",
+            f"answered {status} with no usable answer ({config_error(exc, data, 'body')})",
             retry=True,
-        )
-    usage = data.get("usage")
-    return (
-        content,
-        finish if isinstance(finish, str) else None,
-        usage if isinstance(usage, dict) else {},
-    )
+        ) from None
+    choice = reply["choices"][0]
+    return choice["message"]["content"], choice.get("finish_reason"), reply.get("usage") or {}
 
 
 def _message(exc: Any) -> str:

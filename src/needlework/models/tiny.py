@@ -63,22 +63,10 @@ def tiny_config(
     max_position_embeddings: int = 8192,
     arch: str = "llama",
 ):
-    """The model config alone (no weights), so a spec can be checked before anything is built.
-
-    Raises ``ValueError`` naming the size that cannot work (transformers would fail later with a
-    ZeroDivisionError or a shape error)."""
+    """The model config alone (no weights), so a spec can be checked before anything is built
+    (sizes as ``training.sft_run.tiny_kwargs`` checks them)."""
     from transformers import LlamaConfig, MistralConfig, Qwen2Config
 
-    sizes = {"hidden": hidden_size, "layers": num_layers, "heads": num_heads,
-             "ffn": intermediate_size}  # fmt: skip
-    small = [f"{k}={v}" for k, v in sizes.items() if v < 1]
-    if small:
-        raise ValueError(f"{', '.join(small)}: sizes must be >= 1")
-    if hidden_size % num_heads or (hidden_size // num_heads) % 2:
-        raise ValueError(
-            f"hidden={hidden_size} must split into heads={num_heads} of an even size "
-            f"(rotary embeddings), e.g. hidden={max(2, num_heads) * 16}"
-        )
     config_cls = {"llama": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen2Config}[arch]
     return config_cls(
         vocab_size=len(tokenizer),

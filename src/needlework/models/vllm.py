@@ -16,14 +16,17 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
-from needlework.config import config
+from pydantic import Field
+
+from needlework.config import NonEmptyStr, PositiveInt, config
 from needlework.errors import UserError
 from needlework.models.base import (
     Streaming,
     Weights,
     check_prompt_lengths,
+    need,
     validate_conversations,
     warn_remote_code,
 )
@@ -44,42 +47,25 @@ class VLLM(Weights, Streaming):
         {"tensor_parallel_size", "gpu_memory_utilization", "enable_prefix_caching", "chunk_size"}
     )
 
-    path: str
+    path: NonEmptyStr
     """Model folder or hub id."""
     adapter: str | None = None
     """PEFT LoRA adapter folder, served through a LoRARequest (base weights untouched)."""
-    tensor_parallel_size: int = 1
+    tensor_parallel_size: PositiveInt = 1
     """GPUs to shard the model over."""
-    dtype: str = "auto"
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
     """auto, bfloat16, float16 or float32."""
-    gpu_memory_utilization: float = 0.9
+    gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.9
     """Fraction of GPU memory vLLM may take (weights + KV cache)."""
-    max_model_len: int | None = None
+    max_model_len: PositiveInt | None = None
     """Context limit (prompt + new tokens); None takes the model's."""
     enable_prefix_caching: bool = True
     """Reuse the KV cache of shared prompt prefixes."""
     trust_remote_code: bool = False
     """Allow model code from the checkpoint (only for models you trust)."""
-    chunk_size: int = 512
+    chunk_size: PositiveInt = 512
     """Prompts per engine call; the runner saves predictions after each."""
     _state: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        if not str(self.path).strip():
-            raise ValueError("path: expected a model folder or hub id")
-        if self.tensor_parallel_size < 1:
-            raise ValueError(
-                f"tensor_parallel_size: expected >= 1, got {self.tensor_parallel_size}"
-            )
-        if not 0 < self.gpu_memory_utilization <= 1:
-            raise ValueError(
-                f"gpu_memory_utilization: expected a fraction in (0, 1], got "
-                f"{self.gpu_memory_utilization}"
-            )
-        if self.max_model_len is not None and self.max_model_len < 1:
-            raise ValueError(f"max_model_len: expected >= 1, got {self.max_model_len}")
-        if self.chunk_size < 1:
-            raise ValueError(f"chunk_size: expected >= 1, got {self.chunk_size}")
 
     def describe(self) -> str:
         name = f"vllm:{short_name(self.path)}"
@@ -124,17 +110,15 @@ class VLLM(Weights, Streaming):
         return kwargs
 
     def _lora_rank(self) -> int:
+        """The adapter's LoRA rank (``r`` of its adapter_config.json) rounded up to one vLLM
+        accepts."""
         cfg_path = Path(self.adapter or "") / "adapter_config.json"
-        if not cfg_path.is_file():
-            raise UserError(
-                f"vllm: adapter folder {self.adapter} has no adapter_config.json "
-                f"(expected a PEFT save_pretrained output)"
-            )
         try:
             rank = int(json.loads(cfg_path.read_text(encoding="utf-8"))["r"])
-        except (ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError):
             raise UserError(
-                f"vllm: {cfg_path}: expected JSON with an integer 'r' (LoRA rank)"
+                f"vllm: {cfg_path}: expected a PEFT adapter_config.json with an integer 'r' "
+                "(LoRA rank)"
             ) from None
         return next((r for r in LORA_RANKS if r >= rank), rank)
 
@@ -155,14 +139,11 @@ class VLLM(Weights, Streaming):
     def _load(self) -> dict[str, Any]:
         if "llm" in self._state:
             return self._state
-        try:
-            import vllm
-        except ImportError:
-            raise UserError(
-                "vllm: the vllm package is not installed (pip install "
-                "'needlework[vllm]' on a CUDA machine); on CPU use the hf "
-                "backend"
-            ) from None
+        vllm = need(
+            "vllm",
+            "vllm",
+            "pip install 'needlework[vllm]' on a CUDA machine; on CPU use the hf backend",
+        )
         kwargs = self.engine_kwargs()
         llm = vllm.LLM(**kwargs)
         limit = self.max_model_len
@@ -218,9 +199,7 @@ class VLLM(Weights, Streaming):
                 lora_request=st["lora"],
                 use_tqdm=False,
             )
-            if len(outs) != len(chunk):
-                raise RuntimeError(f"vllm returned {len(outs)} outputs for {len(chunk)} prompts")
-            for k, (ids, out) in enumerate(zip(chunk, outs)):
+            for k, (ids, out) in enumerate(zip(chunk, outs, strict=True)):
                 completion = out.outputs[0]
                 st["usage"]["requests"] += 1
                 st["usage"]["prompt_tokens"] += len(ids)

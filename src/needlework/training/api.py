@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from needlework.config import dump_yaml
+from needlework.config import dump_yaml, load_config
 from needlework.errors import UserError
 from needlework.io import ensure_writable_dir, exclusive_lock, write_json
 from needlework.runinfo import now, write_run_info
@@ -176,15 +176,12 @@ def _after_failure(run_dir: Path, new_folder: bool, exc: BaseException) -> None:
 
 
 def check_same_config(cfg: TrainConfig, saved: Path) -> None:
-    """Resuming under a different config would mix two runs under one config.yaml."""
-    try:
-        old = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError):
-        raise UserError(f"{saved}: unreadable; cannot check that resuming is safe") from None
-    new = yaml.safe_load(dump_yaml(cfg))
+    """Resuming under a different config would mix two runs under one config.yaml. The saved
+    one is read as a TrainConfig, so a field added since it was written compares as its
+    default."""
+    old, new = (yaml.safe_load(dump_yaml(c)) for c in (load_config(TrainConfig, saved), cfg))
     for config in (old, new):  # a label, not a setting: runs from before it was recorded resume
-        if isinstance(config, dict):
-            config.pop("variant", None)
+        config.pop("variant", None)
     diff = _diff(old, new)
     if diff:
         raise UserError(

@@ -112,7 +112,7 @@ def resolve_format(tokenizer: Any, requested: str, *, field: str) -> str:
     return requested
 
 
-def encode(tokenizer: Any, messages: list[dict[str, str]], **kwargs: Any) -> dict[str, list[int]]:
+def encode(tokenizer: Any, messages: list[Any], **kwargs: Any) -> dict[str, list[int]]:
     """``apply_chat_template`` tokenized as TRL does it (transformers 5 returns a dict)."""
     out = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True, **kwargs)
     return {k: list(v) for k, v in out.items()}
@@ -142,12 +142,12 @@ class SeqInfo:
 def measure(tokenizer: Any, row: ChatRow, fmt: str) -> SeqInfo:
     """Tokenize ``row`` the way TRL will and count total and trained tokens."""
     if fmt == ASSISTANT_MASK:
-        out = encode(tokenizer, list(row.messages), return_assistant_tokens_mask=True)
+        out = encode(tokenizer, [*row.messages], return_assistant_tokens_mask=True)
         trained = sum(out["assistant_masks"])
         info = SeqInfo(len(out["input_ids"]), trained)
     else:
         prompt = encode(tokenizer, row.prompt, add_generation_prompt=True)["input_ids"]
-        full = encode(tokenizer, list(row.messages))["input_ids"]
+        full = encode(tokenizer, [*row.messages])["input_ids"]
         start = common_prefix_length(prompt, full)
         info = SeqInfo(len(full), len(full) - start, start == len(prompt))
     if info.trained == 0:
@@ -192,7 +192,7 @@ def check_lengths(
             raise DataError(
                 f"{rows[i].source}: example has {infos[i].length} tokens with the chat "
                 f"template, more than {field}={max_length} ({len(too_long)} of {len(rows)} "
-                f"rows too long, longest {need}); raise {field} or leave it unset (auto)"
+                f"rows too long, longest {need}); increase {field} or leave it unset (auto)"
             )
         need = max_length
     if model_limit is not None and infos[longest].length > model_limit:

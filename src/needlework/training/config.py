@@ -17,11 +17,32 @@ lives here.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
-from needlework.config import config
+from pydantic import Field
+
+from needlework.config import NonEmptyStr, PositiveInt, Seed, config
 from needlework.registry import trainers
-from needlework.training.base import Trainer
+
+if TYPE_CHECKING:
+    from needlework.training.data import ChatRow
+
+
+class Trainer(Protocol):
+    """A training backend (``hf_sft``, ``openai``): a registered config unit whose fields are
+    its settings. :func:`needlework.training.api.train` reads and validates the data, prepares
+    the run folder, then calls ``preflight`` (cheap checks, before anything expensive) and
+    ``train``, whose dict is written as the run folder's ``model.json`` (docs/formats.md §B)."""
+
+    def preflight(self, cfg: TrainConfig) -> None:
+        """Fail fast with a one-line UserError: missing API key, model path, GPU for QLoRA..."""
+        ...
+
+    def train(
+        self, cfg: TrainConfig, run_dir: Path, rows: list[ChatRow], *, resume: bool
+    ) -> dict[str, Any]:
+        """Train on ``rows``, write artifacts under ``run_dir``; return the model.json content."""
+        ...
 
 
 @config
@@ -29,20 +50,14 @@ class MixDataset:
     """A chat dataset read with ``datasets.load_dataset``: a hub id (online) or a local dataset
     folder, whose rows have ``messages`` (or conversational ``prompt``/``completion``)."""
 
-    path: str
+    path: NonEmptyStr
     """Hub id (e.g. HuggingFaceH4/ultrachat_200k) or a local folder of JSONL/Parquet files."""
     split: str = "train"
     """Split to read (ultrachat_200k: train_sft)."""
     revision: str | None = None
     """Hub commit sha or tag to pin the dataset to; None = the hub's current one."""
-    limit: int | None = 20000
+    limit: PositiveInt | None = 20000
     """Read only the first N rows of the split (a 200K-row set need not be read whole)."""
-
-    def __post_init__(self) -> None:
-        if not self.path.strip():
-            raise ValueError("path: expected a hub id or a local dataset folder")
-        if self.limit is not None and self.limit < 1:
-            raise ValueError(f"limit: expected a positive row count, got {self.limit}")
 
 
 @config
@@ -56,7 +71,7 @@ class TrainConfig:
     conversational ``prompt``/``completion`` rows."""
     out_dir: Path
     """Run folder: config.yaml, run.json, train_log.jsonl, model/, model.json."""
-    seed: int = 0
+    seed: Seed = 0
     """Seeds the data mix/shuffle, model init (tiny models) and the trainer."""
     variant: str | None = None
     """Label reports group this run under (``needlework run`` sets the recipe's variant name);
@@ -65,20 +80,14 @@ class TrainConfig:
     """Another chat JSONL mixed into the synthetic data (e.g. a general instruction set)."""
     mix_dataset: MixDataset | None = None
     """Instead of ``mix_path``: a hub or local ``datasets`` chat dataset to mix in."""
-    mix_ratio: float = 0.0
+    mix_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.0
     """Share of the final training rows drawn from the mix source, in [0, 1); 0 mixes nothing in
     (a ratio sweep's first point may keep the source so its configs differ in the ratio only)."""
-    limit: int | None = None
+    limit: PositiveInt | None = None
     """Use only the first N rows of ``train_path`` (quick dry runs)."""
 
     def __post_init__(self) -> None:
-        if not 0 <= self.seed < 2**32:  # numpy/torch seeding refuses anything else, mid-setup
-            raise ValueError(f"seed: expected an integer in [0, 2**32), got {self.seed}")
-        if not 0.0 <= self.mix_ratio < 1.0:
-            raise ValueError(f"mix_ratio: expected a share in [0, 1), got {self.mix_ratio}")
         if self.mix_path is not None and self.mix_dataset is not None:
             raise ValueError("mix_dataset: give mix_path or mix_dataset, not both")
         if self.mix_ratio > 0 and self.mix_path is None and self.mix_dataset is None:
             raise ValueError("mix_ratio: > 0 needs mix_path or mix_dataset (the data to mix in)")
-        if self.limit is not None and self.limit < 1:
-            raise ValueError(f"limit: expected a positive row count, got {self.limit}")

@@ -18,66 +18,54 @@ import functools
 import hashlib
 import json
 import random
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic.dataclasses import dataclass
+
+from needlework.config import validate
 from needlework.errors import DataError
 from needlework.io import iter_jsonl
-from needlework.records import validate_messages
+from needlework.models.base import Conversation, Turn
 
-__all__ = ["ChatRow", "mix_rows", "read_chat_rows", "validate_messages"]
+__all__ = ["ChatRow", "Conversation", "chat_row", "mix_rows", "read_chat_rows"]
 
 
 @dataclass(frozen=True)
 class ChatRow:
     """One validated conversation and where it came from (for error messages)."""
 
-    messages: tuple[dict[str, str], ...]
+    messages: Conversation
     source: str
     """``path:line`` of the row in its JSONL file."""
 
     @property
-    def prompt(self) -> list[dict[str, str]]:
+    def prompt(self) -> list[Turn]:
         """Every turn before the final assistant answer."""
         return list(self.messages[:-1])
 
     @property
-    def completion(self) -> list[dict[str, str]]:
+    def completion(self) -> list[Turn]:
         """The final assistant turn (the answer trained on)."""
         return [self.messages[-1]]
 
 
-def iter_jsonl_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """``(line_number, object)`` for every non-blank line; errors name ``file:line``."""
-    return iter_jsonl(path, expected="chat JSONL rows with 'messages'")
-
-
-def row_messages(row: dict[str, Any], where: str) -> tuple[dict[str, str], ...]:
-    """The conversation of a ``messages`` row or of a conversational prompt/completion row."""
-    if "messages" in row:
-        return validate_messages(row["messages"], where)
-    if "prompt" in row and "completion" in row:
-        prompt, completion = row["prompt"], row["completion"]
-        if not isinstance(prompt, list) or not isinstance(completion, list):
-            raise DataError(
-                f"{where}: 'prompt' and 'completion' should be lists of messages "
-                f"(conversational format)"
-            )
-        return validate_messages(prompt + completion, where)
-    raise DataError(
-        f"{where}: missing field 'messages' (or conversational 'prompt' and 'completion')"
-    )
+def chat_row(row: dict[str, Any], where: str) -> ChatRow:
+    """A ``messages`` row (or a conversational prompt/completion row) as a :class:`ChatRow`;
+    else one line naming ``where`` and the field."""
+    pair = [row.get("prompt"), row.get("completion")]
+    if "messages" not in row and all(isinstance(part, list) for part in pair):
+        row = {"messages": pair[0] + pair[1]}  # type: ignore[operator]
+    fields = {k: v for k, v in row.items() if k == "messages"}
+    return validate(ChatRow, {**fields, "source": where}, source=where)
 
 
 def read_chat_rows(path: str | Path, limit: int | None = None) -> list[ChatRow]:
     """Every row of a chat JSONL file, validated; stops at the first bad row."""
     p = Path(path)
     rows: list[ChatRow] = []
-    for lineno, row in iter_jsonl_lines(p):
-        where = f"{p}:{lineno}"
-        rows.append(ChatRow(row_messages(row, where), where))
+    for lineno, row in iter_jsonl(p, expected="chat JSONL rows with 'messages'"):
+        rows.append(chat_row(row, f"{p}:{lineno}"))
         if limit is not None and len(rows) >= limit:
             break
     if not rows:
@@ -88,14 +76,13 @@ def read_chat_rows(path: str | Path, limit: int | None = None) -> list[ChatRow]:
 def mix_rows(
     primary: list[ChatRow], other: list[ChatRow], ratio: float, seed: int
 ) -> tuple[list[ChatRow], dict[str, int]]:
-    """``primary`` plus rows of ``other`` so that they make up ``ratio`` of the result.
+    """``primary`` plus rows of ``other`` so that they make up ``ratio`` (in (0, 1), checked by
+    the config) of the result.
 
     Deterministic for a seed. ``other`` rows are drawn without replacement while it is large
     enough, else every row is repeated whole passes plus a random remainder (counted in
     ``mix_passes``); the result is shuffled so batches see both sources.
     """
-    if not 0.0 < ratio < 1.0:
-        raise ValueError(f"mix_ratio: expected a share in (0, 1), got {ratio}")
     rng = random.Random(seed)
     wanted = round(len(primary) * ratio / (1.0 - ratio))
     passes, rest = divmod(wanted, len(other))
@@ -128,16 +115,13 @@ def read_dataset_rows(spec: Any) -> list[ChatRow]:
             f"mix_dataset.path: cannot load '{spec.path}' split '{spec.split}' "
             f"({type(exc).__name__}: {detail})"
         ) from None
-    rows = [
-        ChatRow(row_messages(dict(row), f"{spec.path}[{spec.split}]:{i}"), f"{spec.path}:{i}")
-        for i, row in enumerate(table)
-    ]
+    rows = [chat_row(dict(row), f"{spec.path}[{spec.split}]:{i}") for i, row in enumerate(table)]
     if not rows:
         raise DataError(f"mix_dataset: '{spec.path}' split '{spec.split}' has no rows")
     return rows
 
 
-def load_training_rows(cfg) -> tuple[list[ChatRow], dict[str, Any]]:
+def load_training_rows(cfg: Any) -> tuple[list[ChatRow], dict[str, Any]]:
     """Rows for ``cfg`` (a TrainConfig): train_path, limited and mixed as configured."""
     rows = read_chat_rows(cfg.train_path, cfg.limit)
     stats: dict[str, Any] = {"train_path": str(cfg.train_path), "primary_rows": len(rows)}

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 from dataclasses import field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from needlework.config import config
+from pydantic import Field, NonNegativeFloat, PositiveFloat
+
+from needlework.config import PositiveInt, config
 from needlework.errors import ConfigError, UserError, first_line
-from needlework.models.base import is_local_path
+from needlework.models.base import load_failure
+from needlework.models.gguf import is_local_path
 from needlework.registry import trainers
-from needlework.runinfo import version
 from needlework.training.chat import ChatFormat
 
 if TYPE_CHECKING:
@@ -67,6 +69,9 @@ class HfSFT:
     current version."""
     tokenizer_path: str | None = None
     """Tokenizer folder or hub id; default: the model's."""
+    trust_remote_code: bool = False
+    """Allow model code shipped with the checkpoint (``auto_map`` in its config; only for models
+    you trust). Off, such a model is an error naming this field; nothing is ever asked."""
     chat_template_path: str | None = None
     """A ``.jinja`` file replacing the tokenizer's chat template (saved with the result)."""
     system_prompt: str | None = None
@@ -81,28 +86,28 @@ class HfSFT:
     """Full finetuning, LoRA adapters, or LoRA on a 4-bit base (needs CUDA + bitsandbytes)."""
 
     # -- schedule
-    epochs: float = 1.0
+    epochs: PositiveFloat = 1.0
     max_steps: int = -1
     """Stop after this many optimizer steps (overrides epochs when > 0)."""
-    learning_rate: float = 2e-5
-    per_device_batch_size: int = 8
-    gradient_accumulation_steps: int = 1
-    global_batch_size: int | None = None
+    learning_rate: PositiveFloat = 2e-5
+    per_device_batch_size: PositiveInt = 8
+    gradient_accumulation_steps: PositiveInt = 1
+    global_batch_size: PositiveInt | None = None
     """Examples per optimizer step over all GPUs; sets gradient accumulation from the number of
     processes at launch (so a recipe means the same on 1 or 8 GPUs)."""
-    max_length: int | None = None
+    max_length: Annotated[int, Field(ge=8)] | None = None
     """Token limit per example; None = the longest example (measured with the chat template).
     Training stops before it starts if any example is longer (TRL would drop it silently)."""
     lr_scheduler: str = "linear"
     lr_scheduler_kwargs: dict[str, Any] = field(default_factory=dict)
-    warmup_steps: float = 0.0
+    warmup_steps: NonNegativeFloat = 0.0
     """Warmup steps (>= 1) or a fraction of the total steps (< 1)."""
     weight_decay: float = 0.0
 
     # -- LoRA
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
+    lora_r: PositiveInt = 16
+    lora_alpha: PositiveInt = 32
+    lora_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.05
     lora_target_modules: list[str] | str = "all-linear"
     merge_lora: bool = False
     """Also save the adapter merged into the base weights (``merged/``; model.json points there)."""
@@ -125,87 +130,44 @@ class HfSFT:
     """e.g. ``flash_attention_2`` on GPU; None = the transformers default (sdpa)."""
 
     # -- logging and checkpoints
-    logging_steps: int = 10
-    save_steps: int = 500
+    logging_steps: PositiveInt = 10
+    save_steps: PositiveInt = 500
     save_total_limit: int | None = 2
     trl_overrides: dict[str, Any] = field(default_factory=dict)
     """Any other ``trl.SFTConfig`` field, passed through (e.g. ``optim``, ``adam_beta2``)."""
 
     def __post_init__(self) -> None:
+        gbs, clash = self.global_batch_size, sorted(set(self.trl_overrides) & set(MANAGED))
         checks = [
-            (self.epochs > 0, "epochs", f"expected > 0, got {self.epochs}"),
-            (self.learning_rate > 0, "learning_rate", f"expected > 0, got {self.learning_rate}"),
-            (self.per_device_batch_size >= 1, "per_device_batch_size", "expected >= 1"),
-            (self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps", "expected >= 1"),
-            (
-                self.max_length is None or self.max_length >= 8,
-                "max_length",
-                "expected None (auto) or >= 8",
-            ),
-            (self.warmup_steps >= 0, "warmup_steps", "expected >= 0"),
-            (
-                self.max_steps == -1 or self.max_steps >= 1,
-                "max_steps",
-                f"expected -1 (train for epochs) or >= 1, got {self.max_steps}",
-            ),
-            (self.lora_r >= 1, "lora_r", "expected >= 1"),
-            (self.lora_alpha > 0, "lora_alpha", f"expected > 0, got {self.lora_alpha}"),
-            (0.0 <= self.lora_dropout < 1.0, "lora_dropout", "expected in [0, 1)"),
-            (self.logging_steps >= 1, "logging_steps", "expected >= 1"),
-            (self.save_steps >= 1, "save_steps", "expected >= 1"),
-            (
-                not self.merge_lora or self.method != "full",
-                "merge_lora",
-                "needs method lora or qlora",
-            ),
-        ]
+            (self.max_steps == -1 or self.max_steps >= 1, "max_steps",
+             f"expected -1 (train for epochs) or >= 1, got {self.max_steps}"),
+            (not self.merge_lora or self.method != "full", "merge_lora",
+             "needs method lora or qlora"),
+            (gbs is None or self.gradient_accumulation_steps == 1, "global_batch_size",
+             "set it or gradient_accumulation_steps, not both"),
+            (gbs is None or gbs % self.per_device_batch_size == 0, "global_batch_size",
+             f"{gbs} is not a multiple of per_device_batch_size={self.per_device_batch_size}"),
+            (not clash, "trl_overrides",
+             f"{clash[0]!r} has its own field; set '{MANAGED[clash[0]]}' instead" if clash else ""),
+        ]  # fmt: skip
         for ok, name, msg in checks:
             if not ok:
                 raise ValueError(f"{name}: {msg}")
-        if self.global_batch_size is not None:
-            if self.gradient_accumulation_steps != 1:
-                raise ValueError(
-                    "global_batch_size: set it or gradient_accumulation_steps, not both"
-                )
-            if self.global_batch_size % self.per_device_batch_size:
-                raise ValueError(
-                    f"global_batch_size: {self.global_batch_size} is not a multiple "
-                    f"of per_device_batch_size={self.per_device_batch_size}"
-                )
-        clash = sorted(set(self.trl_overrides) & set(MANAGED))
-        if clash:
-            raise ValueError(
-                f"trl_overrides: {clash[0]!r} has its own field; set '{MANAGED[clash[0]]}' instead"
-            )
 
     def preflight(self, cfg: TrainConfig) -> None:
         """Cheap checks, before a run folder or base model exists: GPU for QLoRA, trl_overrides
         keys and types, scheduler, attention, model and tokenizer sources, chat template, LoRA
         targets (each would otherwise be a traceback minutes later)."""
-        import dataclasses
-
-        from trl import SFTConfig
-
-        from needlework.training import chat, hf_checks
+        from needlework.models.gguf import is_gguf_spec
+        from needlework.training import chat
 
         if self.method == "qlora":
             _require_qlora_support()
-        known = {f.name for f in dataclasses.fields(SFTConfig)}
-        unknown = sorted(set(self.trl_overrides) - known)
-        if unknown:
-            raise ConfigError(
-                f"unknown trl.SFTConfig field {unknown[0]!r} (trl {version('trl')})",
-                field="trainer.trl_overrides",
-            )
-        hf_checks.check_override_types(self.trl_overrides)
-        hf_checks.check_schedule(self)
-        hf_checks.check_attention(self.attn_implementation)
-        if self.chat_template_path is not None and not Path(self.chat_template_path).is_file():
-            raise ConfigError(
-                f"file not found: {self.chat_template_path}", field="trainer.chat_template_path"
-            )
-        from needlework.models.gguf import is_gguf_spec
+        from needlework.training.sft_run import trl_overrides
 
+        trl_overrides(self)
+        check_schedule(self)
+        check_attention(self.attn_implementation)
         if self.model_path.startswith("tiny:"):
             config, tokenizer = _tiny_preflight(self)
         else:
@@ -215,11 +177,11 @@ class HfSFT:
             if is_gguf_spec(self.model_path):  # config and tokenizer come with the import
                 return
             config = _load_config(self)
-            tokenizer = hf_checks.load_tokenizer(self, self.model_path)
+            tokenizer = load_tokenizer(self, self.model_path)
         field_name = "trainer.chat_template_path"
         chat.set_chat_template(tokenizer, self.chat_template_path, field=field_name)
         chat.resolve_format(tokenizer, self.chat_format, field="trainer.chat_format")
-        hf_checks.check_lora_targets(self, config)
+        check_lora_targets(self, config)
 
     def train(
         self, cfg: TrainConfig, run_dir: Path, rows: list[ChatRow], *, resume: bool
@@ -233,14 +195,10 @@ def _tiny_preflight(unit: HfSFT) -> tuple[Any, Any]:
     """(config, tokenizer) of a ``tiny:`` spec, built in memory: sizes that cannot work fail
     here instead of inside transformers once ``base_model/`` is being written."""
     from needlework.models.tiny import build_char_tokenizer, tiny_config
-    from needlework.training.hf_checks import load_tokenizer
     from needlework.training.sft_run import tiny_kwargs
 
     tokenizer = build_char_tokenizer()
-    try:
-        config = tiny_config(tokenizer, **tiny_kwargs(unit.model_path))
-    except ValueError as exc:
-        raise ConfigError(f"{unit.model_path}: {exc}", field="trainer.model_path") from None
+    config = tiny_config(tokenizer, **tiny_kwargs(unit.model_path))
     if unit.tokenizer_path is not None:
         tokenizer = load_tokenizer(unit, unit.model_path)
     return config, tokenizer
@@ -252,12 +210,12 @@ def _load_config(unit: HfSFT) -> Any:
 
     rev = {"revision": unit.model_revision} if unit.model_revision else {}
     try:
-        return AutoConfig.from_pretrained(unit.model_path, **rev)
+        return AutoConfig.from_pretrained(
+            unit.model_path, trust_remote_code=unit.trust_remote_code, **rev
+        )
     except (OSError, ValueError) as exc:
-        raise UserError(
-            f"trainer.model_path: cannot read the model config of {unit.model_path} "
-            f"({first_line(exc)})"
-        ) from None
+        what = f"trainer.model_path: cannot read the model config of {unit.model_path}"
+        raise load_failure(exc, what, "trainer.trust_remote_code") from None
 
 
 def _require_qlora_support() -> None:
@@ -265,52 +223,142 @@ def _require_qlora_support() -> None:
 
     import torch
 
-    if not torch.cuda.is_available():
+    have = {
+        "a CUDA GPU": torch.cuda.is_available(),
+        "the bitsandbytes package": importlib.util.find_spec("bitsandbytes") is not None,
+    }
+    missing = [what for what, ok in have.items() if not ok]
+    if missing:
         raise UserError(
-            "trainer.method: qlora needs a CUDA GPU (bitsandbytes 4-bit weights); "
-            "on CPU use method: lora or full"
-        )
-    if importlib.util.find_spec("bitsandbytes") is None:
-        raise UserError(
-            "trainer.method: qlora needs the bitsandbytes package (pip install bitsandbytes)"
+            f"trainer.method: qlora needs {' and '.join(missing)} (4-bit weights); on CPU use "
+            "method: lora or full"
         )
 
 
 def check_model_source(spec: str, field_name: str, *, need_config: bool = True) -> None:
-    """A local folder must hold a checkpoint; a hub id must resolve (config.json only).
-
-    A ``.gguf`` file or bundled alias is checked (file, magic bytes, sha256; imported later by
-    ``resolve_model_path``); it holds its own tokenizer, so it is not a tokenizer_path.
-    """
+    """A ``.gguf`` file or bundled alias is checked (file, magic bytes, sha256; imported later
+    by ``resolve_model_path``) and is a model, never a tokenizer_path (its tokenizer comes with
+    it); a local path must exist. What a folder or hub id holds is checked by loading it."""
     from needlework.models.gguf import check_source, is_gguf_spec
 
-    if is_gguf_spec(spec):
-        if not need_config:
-            raise UserError(
-                f"{field_name}: {spec} is a GGUF model; its tokenizer comes with it as "
-                f"trainer.model_path (leave {field_name} unset)"
-            )
+    problem = ""
+    if is_gguf_spec(spec) and not need_config:
+        problem = (
+            f"{spec} is a GGUF model; its tokenizer comes with it as trainer.model_path "
+            f"(leave {field_name} unset)"
+        )
+    elif is_gguf_spec(spec):
         try:
             check_source(spec)
         except UserError as exc:
-            raise UserError(f"{field_name}: {exc}") from None
+            problem = str(exc)
+    elif is_local_path(spec) and not Path(spec).expanduser().is_dir():
+        problem = (
+            f"{spec} does not exist (expected a model folder or a hub id like "
+            "mistralai/Mistral-7B-Instruct-v0.1)"
+        )
+    if problem:
+        raise UserError(f"{field_name}: {problem}")
+
+
+# -- preflight checks: each asks the library's own public entry point, on a stand-in (a
+# one-parameter optimizer, a meta-device model, the tokenizer's template compiler), so the
+# answer is the library's, not a copy of its rules that could drift.
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+def check_schedule(unit: HfSFT) -> None:
+    """Build the configured LR scheduler on a one-parameter optimizer (transformers'
+    ``get_scheduler``, as the Trainer does): an unknown name or keyword fails here."""
+    import torch
+    from transformers import SchedulerType, get_scheduler
+
+    field_name = "trainer.lr_scheduler"
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    try:
+        name = SchedulerType(unit.lr_scheduler)
+        field_name += "_kwargs"
+        kwargs = dict(unit.lr_scheduler_kwargs)
+        get_scheduler(name, optimizer, num_warmup_steps=1, num_training_steps=10,
+                      scheduler_specific_kwargs=kwargs)  # fmt: skip
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(first_line(exc, 400), field=field_name) from None
+
+
+def check_attention(name: str | None) -> None:
+    """A known attention implementation whose package is installed (flash-attn is optional)."""
+    if name is None or "/" in name:  # the default, or a hub kernel (resolved by transformers)
         return
-    if is_local_path(spec):
-        p = Path(spec).expanduser()
-        if not p.is_dir():
-            raise UserError(
-                f"{field_name}: {spec} does not exist (expected a model folder or "
-                f"a hub id like mistralai/Mistral-7B-Instruct-v0.1)"
-            )
-        if need_config and not (p / "config.json").is_file():
-            raise UserError(f"{field_name}: {spec} has no config.json (not a saved model folder)")
+    import transformers.utils as tu
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    known = ["eager", *ALL_ATTENTION_FUNCTIONS.valid_keys()]
+    flash = name.startswith("flash_attention_")
+    usable = (
+        getattr(tu, f"is_flash_attn_{name.rsplit('_', 1)[-1]}_available", None) if flash else None
+    )
+    if name not in known:
+        problem = f"unknown attention implementation {name!r} (expected one of: {', '.join(known)})"
+    elif usable is not None and not usable(kernels_fallback_ok=True):
+        problem = (
+            f"{name} needs a CUDA GPU and its flash-attn package, not found here; leave it "
+            "unset (sdpa)"
+        )
+    else:
         return
-    from transformers import AutoConfig
+    raise ConfigError(problem, field="trainer.attn_implementation")
+
+
+def load_tokenizer(unit: HfSFT, model_path: str) -> Any:
+    """The tokenizer training will use (``tokenizer_path`` or the model's), or a one-line error
+    naming the field whose folder holds none."""
+    from transformers import AutoTokenizer
+
+    field_name = "trainer.tokenizer_path" if unit.tokenizer_path else "trainer.model_path"
+    source = unit.tokenizer_path or model_path
+    local = Path(source).expanduser()
+    if local.is_dir() and not any((local / name).is_file() for name in _TOKENIZER_FILES):
+        hint = "" if unit.tokenizer_path else "; set trainer.tokenizer_path to a tokenizer folder"
+        raise UserError(
+            f"{field_name}: {source} holds no tokenizer (none of "
+            f"{', '.join(_TOKENIZER_FILES)}){hint}"
+        )
+    rev = (
+        {"revision": unit.model_revision} if unit.model_revision and not unit.tokenizer_path else {}
+    )
+    try:
+        return AutoTokenizer.from_pretrained(
+            source, trust_remote_code=unit.trust_remote_code, **rev
+        )
+    except (OSError, ValueError, TypeError) as exc:
+        what = f"{field_name}: cannot load a tokenizer from {source}"
+        raise load_failure(exc, what, "trainer.trust_remote_code") from None
+
+
+def check_lora_targets(unit: HfSFT, text_config: Any) -> None:
+    """``lora_target_modules`` names at least one module of the model (PEFT's own matcher, on a
+    meta-device copy: no weights are read or allocated)."""
+    if unit.method == "full" or unit.lora_target_modules == "all-linear":
+        return
+    import torch
+    from peft import LoraConfig
+    from peft.tuners.tuners_utils import check_target_module_exists
+    from transformers import AutoModelForCausalLM
 
     try:
-        AutoConfig.from_pretrained(spec)
-    except (OSError, ValueError) as exc:
-        raise UserError(
-            f"{field_name}: cannot load '{spec}' (not a local folder; hub lookup "
-            f"failed: {first_line(exc)})"
-        ) from None
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(
+                text_config, trust_remote_code=unit.trust_remote_code
+            )
+    except Exception:  # an architecture that cannot be built this way: PEFT checks at load
+        return
+    lora = LoraConfig(target_modules=unit.lora_target_modules, task_type="CAUSAL_LM")
+    names = [name for name, _ in model.named_modules() if name]
+    if not any(check_target_module_exists(lora, name) for name in names):
+        linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules()
+                         if isinstance(m, torch.nn.Linear)})  # fmt: skip
+        raise ConfigError(
+            f"{unit.lora_target_modules!r} matches no module of the model "
+            f"(its linear layers: {', '.join(linear)}; or all-linear)",
+            field="trainer.lora_target_modules",
+        )

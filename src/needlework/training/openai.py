@@ -18,9 +18,11 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from needlework.config import config
+from pydantic import Field, NonNegativeFloat, PositiveFloat
+
+from needlework.config import NonNegativeInt, PositiveInt, config, validate
 from needlework.errors import ConfigError, DataError, UserError
 from needlework.io import sha256_file, write_json, write_jsonl
 from needlework.registry import trainers
@@ -46,7 +48,7 @@ class OpenAIFT:
     epochs: int | Literal["auto"] = "auto"
     batch_size: int | Literal["auto"] = "auto"
     learning_rate_multiplier: float | Literal["auto"] = "auto"
-    suffix: str | None = None
+    suffix: Annotated[str, Field(max_length=64)] | None = None
     """Up to 64 characters added to the fine-tuned model's name."""
     system_message: str | None = None
     """Prepended to rows without a system message (the official code used "Write a response that
@@ -57,36 +59,28 @@ class OpenAIFT:
     """Environment variable holding the key (never put keys in configs)."""
     token_counter: str | None = "tiktoken:cl100k_base"
     """needlework.tokenization spec for local per-example token counts; None skips counting."""
-    max_example_tokens: int = 16385
+    max_example_tokens: PositiveInt = 16385
     """Longest accepted example (gpt-3.5-turbo-1106 context); checked locally before upload."""
-    poll_interval_s: float = 30.0
-    max_wait_s: float | None = None
+    poll_interval_s: NonNegativeFloat = 30.0
+    max_wait_s: NonNegativeFloat | None = None
     """Stop polling after this long (the job keeps running; --resume polls it again)."""
-    max_retries: int = 5
+    max_retries: NonNegativeInt = 5
     """Retries per HTTP call on 429 / 5xx / connection errors (then a one-line error)."""
-    timeout_s: float = 60.0
+    timeout_s: PositiveFloat = 60.0
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size"):
+        # `PositiveInt | Literal["auto"]` would say the same, but a union's errors name the
+        # union member (`epochs.constrained-int`) instead of the field
+        for name in ("epochs", "batch_size", "learning_rate_multiplier"):
             value = getattr(self, name)
-            if value != "auto" and value < 1:
-                raise ValueError(f"{name}: expected 'auto' or >= 1, got {value}")
-        lrm = self.learning_rate_multiplier
-        if lrm != "auto" and lrm <= 0:
-            raise ValueError(f"learning_rate_multiplier: expected 'auto' or > 0, got {lrm}")
-        if self.suffix is not None and len(self.suffix) > 64:
-            raise ValueError("suffix: at most 64 characters")
-        if self.poll_interval_s < 0 or self.max_retries < 0:
-            raise ValueError("poll_interval_s: expected >= 0 (and max_retries >= 0)")
+            if value != "auto" and value <= 0:
+                raise ValueError(f"{name}: expected 'auto' or > 0, got {value}")
 
     def preflight(self, cfg: TrainConfig) -> None:
+        from needlework.models.base import need
+
         api_key(self)
-        try:
-            import openai  # noqa: F401
-        except ImportError:
-            raise UserError(
-                "trainer: the openai backend needs the openai package (pip install openai)"
-            ) from None
+        need("openai", "trainer: the openai backend", "pip install 'needlework[openai]'")
 
     def train(
         self, cfg: TrainConfig, run_dir: Path, rows: list[ChatRow], *, resume: bool
@@ -186,14 +180,13 @@ class OpenAIJob:
             import json
 
             try:
-                self.state = json.loads(self.state_path.read_text(encoding="utf-8"))
+                text = json.loads(self.state_path.read_text(encoding="utf-8"))
             except ValueError:
                 raise UserError(
                     f"{self.state_path}: not the JSON job record this run wrote; move it away "
                     "to start the finetuning job afresh"
                 ) from None
-            if not isinstance(self.state, dict):
-                raise UserError(f"{self.state_path}: expected a JSON object (the job record)")
+            self.state = validate(dict[str, Any], text, source=str(self.state_path))
 
     def save(self, **changes: Any) -> None:
         self.state.update(changes)
@@ -296,31 +289,25 @@ class OpenAIJob:
         """``fn(*args, **kwargs)``; an error the SDK's own retries did not cure is one line."""
         import openai
 
-        tries = f"after {self.unit.max_retries + 1} tries"
         transient = (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError)
         try:
             return fn(*args, **kwargs)
-        except openai.AuthenticationError:
-            raise UserError(
-                f"openai: {what}: the API key in ${self.unit.api_key_env} was rejected"
-            ) from None
-        except transient as exc:
-            raise UserError(f"openai: {what} failed {tries}: {_short(exc)}") from None
-        except openai.APIStatusError as exc:
-            raise UserError(f"openai: {what}: {_short(exc)}") from None
+        except openai.APIError as exc:
+            if isinstance(exc, openai.AuthenticationError):
+                why = f": the API key in ${self.unit.api_key_env} was rejected"
+            elif isinstance(exc, transient):
+                why = f" failed after {self.unit.max_retries + 1} tries: {_short(exc)}"
+            else:
+                why = f": {_short(exc)}"
+            raise UserError(f"openai: {what}{why}") from None
 
 
 def _short(exc: Exception) -> str:
     """``HTTP 429: <server message>`` (one line) for an SDK exception."""
+    from needlework.models.openai import _message
+
     status = getattr(exc, "status_code", None)
-    body = getattr(exc, "body", None)
-    if isinstance(body, dict) and isinstance(body.get("error"), dict):
-        body = body["error"]
-    message = body.get("message") if isinstance(body, dict) else None
-    if not message:
-        lines = str(exc).strip().splitlines()
-        message = lines[0] if lines else type(exc).__name__
-    return f"HTTP {status}: {message}" if status else message
+    return f"HTTP {status}: {_message(exc)}" if status else _message(exc)
 
 
 def _error_text(job: Any) -> str | None:

@@ -8,18 +8,20 @@ gather the weights there).
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from needlework.config import validate
 from needlework.errors import ConfigError, UserError, first_line
 from needlework.records import with_system_prompt
 from needlework.training import chat
-from needlework.training.data import ChatRow
+from needlework.training.data import ChatRow, chat_row
 from needlework.training.runfiles import (
     BASE_DIR,
     CHECKPOINTS,
@@ -34,23 +36,28 @@ _TINY = re.compile(r"tiny:(llama|mistral|qwen2)((?:-[hlai]\d+)*)$")
 
 
 def tiny_kwargs(spec: str) -> dict[str, Any]:
-    """``tiny:llama-h128-l2-a4[-i512]`` -> build_tiny_model kwargs (defaults: h64 l2 a4 i=4h)."""
+    """``tiny:llama-h128-l2-a4[-i512]`` -> build_tiny_model kwargs (defaults: h64 l2 a4 i=4h);
+    sizes that cannot work are refused here (transformers would fail later with a
+    ZeroDivisionError or a shape error)."""
     m = _TINY.match(spec)
+    knobs = {p[0]: int(p[1:]) for p in m.group(2).split("-") if p} if m else {}
+    hidden, heads = knobs.get("h", 64), knobs.get("a", 4)
+    sizes = {"hidden": hidden, "layers": knobs.get("l", 2), "heads": heads,
+             "ffn": knobs.get("i", 4 * hidden)}  # fmt: skip
+    small = [f"{k}={v}" for k, v in sizes.items() if v < 1]
     if not m:
-        raise ConfigError(
-            f"bad tiny model spec {spec!r}; expected tiny:<llama|mistral|qwen2>"
-            f"[-h<hidden>][-l<layers>][-a<heads>][-i<ffn>]",
-            field="trainer.model_path",
+        problem = "expected tiny:<llama|mistral|qwen2>[-h<hidden>][-l<layers>][-a<heads>][-i<ffn>]"
+    elif small:
+        problem = f"{', '.join(small)}: sizes must be >= 1"
+    elif hidden % heads or (hidden // heads) % 2:
+        problem = (
+            f"hidden={hidden} must split into heads={heads} of an even size (rotary "
+            f"embeddings), e.g. hidden={max(2, heads) * 16}"
         )
-    knobs = {p[0]: int(p[1:]) for p in m.group(2).split("-") if p}
-    hidden = knobs.get("h", 64)
-    return {
-        "arch": m.group(1),
-        "hidden_size": hidden,
-        "num_layers": knobs.get("l", 2),
-        "num_heads": knobs.get("a", 4),
-        "intermediate_size": knobs.get("i", 4 * hidden),
-    }
+    else:
+        return {"arch": m.group(1), "hidden_size": hidden, "num_layers": sizes["layers"],
+                "num_heads": heads, "intermediate_size": sizes["ffn"]}  # fmt: skip
+    raise ConfigError(f"bad tiny model spec {spec!r}: {problem}", field="trainer.model_path")
 
 
 def resolve_model_path(unit, cfg, run_dir: Path) -> str:
@@ -71,7 +78,7 @@ def resolve_model_path(unit, cfg, run_dir: Path) -> str:
         target = (run_dir / BASE_DIR).resolve()
         build_once(target, lambda out: build_tiny_checkpoint(out, seed=cfg.seed, **kwargs))
         return str(target)
-    from needlework.models.base import is_local_path
+    from needlework.models.gguf import is_local_path
 
     return str(Path(spec).expanduser().resolve()) if is_local_path(spec) else spec
 
@@ -171,13 +178,35 @@ def sft_config(unit, cfg, run_dir: Path, *, max_length: int, fmt: str, num_proce
         save_total_limit=unit.save_total_limit,
         report_to="none",
     )
-    args.update(unit.trl_overrides)
+    args.update(trl_overrides(unit))
     try:
         return SFTConfig(**args)
     except (TypeError, ValueError) as exc:  # e.g. an optim name or combination TRL refuses
         raise ConfigError(
             f"refused by trl.SFTConfig ({first_line(exc)})", field="trainer"
         ) from None
+
+
+@functools.cache
+def _sft_fields() -> Any:
+    """``trl.SFTConfig``'s fields as a pydantic model, every one optional."""
+    import dataclasses
+    import typing
+
+    import pydantic
+    from trl import SFTConfig
+
+    hints = typing.get_type_hints(SFTConfig)
+    fields: Any = {f.name: (hints[f.name], None) for f in dataclasses.fields(SFTConfig) if f.init}
+    settings = pydantic.ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    return pydantic.create_model("SFTConfig", __config__=settings, **fields)
+
+
+def trl_overrides(unit: Any) -> dict[str, Any]:
+    """``trl_overrides`` checked against the fields and types ``trl.SFTConfig`` declares (TRL
+    does not check: ``adam_beta2: banana`` would fail inside the optimizer)."""
+    checked = validate(_sft_fields(), unit.trl_overrides, source="", prefix="trainer.trl_overrides")
+    return checked.model_dump(exclude_unset=True)  # type: ignore[no-any-return]
 
 
 def model_init_kwargs(unit, *, cuda: bool, bf16: bool) -> dict[str, Any]:
@@ -187,7 +216,11 @@ def model_init_kwargs(unit, *, cuda: bool, bf16: bool) -> dict[str, Any]:
         # A frozen LoRA base can live in bf16 (GPU or bf16-capable CPU); fully trained weights
         # stay float32 under bf16 autocast.
         dtype = "bfloat16" if unit.method != "full" and bf16 else "float32"
-    kwargs: dict[str, Any] = {"dtype": dtype, "device_map": None}
+    kwargs: dict[str, Any] = {
+        "dtype": dtype,
+        "device_map": None,
+        "trust_remote_code": unit.trust_remote_code,
+    }
     if unit.model_revision:
         kwargs["revision"] = unit.model_revision
     if unit.attn_implementation:
@@ -282,26 +315,26 @@ def check_checkpoint(path: Path) -> None:
 
     from safetensors import safe_open
 
-    def damaged(name: str, why: str) -> UserError:
-        return UserError(
-            f"{path}: damaged checkpoint ({name}: {why}); delete this folder to resume from "
-            f"the previous checkpoint"
-        )
-
-    try:
-        json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise damaged("trainer_state.json", first_line(exc)) from None
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        name = str(file.relative_to(path))
-        if file.suffix == ".safetensors":
-            try:
+    def damage(file: Path) -> str | None:
+        try:
+            if file.name == "trainer_state.json":
+                json.loads(file.read_text(encoding="utf-8"))
+            elif file.suffix == ".safetensors":
                 with safe_open(str(file), framework="pt"):
                     pass
-            except Exception as exc:  # SafetensorError is not importable by a stable name
-                raise damaged(name, first_line(exc)) from None
-        elif file.suffix in (".pt", ".pth", ".bin") and not zipfile.is_zipfile(file):
-            raise damaged(name, "truncated or not a torch archive")
+            elif file.suffix in (".pt", ".pth", ".bin") and not zipfile.is_zipfile(file):
+                return "truncated or not a torch archive"
+        except Exception as exc:  # SafetensorError is not importable by a stable name
+            return first_line(exc)
+        return None
+
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        why = damage(file)
+        if why is not None:
+            raise UserError(
+                f"{path}: damaged checkpoint ({file.relative_to(path)}: {why}); delete this "
+                "folder to resume from the previous checkpoint"
+            )
 
 
 @dataclass
@@ -324,17 +357,19 @@ def prepare(unit, cfg, run_dir: Path, rows: list[ChatRow]) -> Prepared:
 
     model_path = resolve_model_path(unit, cfg, run_dir)
     if unit.system_prompt is not None:
+        turns: list[Any] = [list(r.messages) for r in rows]
         rows = [
-            replace(r, messages=tuple(with_system_prompt(list(r.messages), unit.system_prompt)))
-            for r in rows
+            chat_row({"messages": with_system_prompt(t, unit.system_prompt)}, r.source)
+            for r, t in zip(rows, turns)
         ]
     rev = {"revision": unit.model_revision} if unit.model_revision else {}
+    trust = {"trust_remote_code": unit.trust_remote_code}
     tokenizer = AutoTokenizer.from_pretrained(
-        unit.tokenizer_path or model_path, **({} if unit.tokenizer_path else rev)
+        unit.tokenizer_path or model_path, **trust, **({} if unit.tokenizer_path else rev)
     )
     chat.set_chat_template(tokenizer, unit.chat_template_path, field="trainer.chat_template_path")
     fmt = chat.resolve_format(tokenizer, unit.chat_format, field="trainer.chat_format")
-    text_config = AutoConfig.from_pretrained(model_path, **rev).get_text_config()
+    text_config = AutoConfig.from_pretrained(model_path, **trust, **rev).get_text_config()
     infos = chat.measure_all(tokenizer, rows, fmt, progress=is_main_process())
     max_length = chat.check_lengths(
         rows,
@@ -401,7 +436,7 @@ def run_sft(unit, cfg, run_dir: Path, rows: list[ChatRow], *, resume: bool) -> d
     update_run_info(run_dir, resumed_from=checkpoint, train_metrics=metrics)
     out = model_json(unit, prep.model_path, run_dir)
     if unit.merge_lora and is_main_process():
-        merge_adapter(run_dir / MODEL_DIR, run_dir / MERGED_DIR)
+        merge_adapter(run_dir / MODEL_DIR, run_dir / MERGED_DIR, trust=unit.trust_remote_code)
     state.wait_for_everyone()
     return out
 
@@ -461,7 +496,7 @@ def model_json(unit, model_path: str, run_dir: Path) -> dict[str, Any]:
     return {"backend": "hf", "path": model_path, "adapter": model_dir, **pinned}
 
 
-def merge_adapter(adapter_dir: Path, out_dir: Path) -> None:
+def merge_adapter(adapter_dir: Path, out_dir: Path, *, trust: bool = False) -> None:
     """Base + adapter -> plain weights in ``out_dir`` (with the tokenizer), written atomically.
 
     The base is reloaded in the dtype its checkpoint was saved in (bf16 for Mistral, float32 for
@@ -471,12 +506,16 @@ def merge_adapter(adapter_dir: Path, out_dir: Path) -> None:
     from transformers import AutoTokenizer
 
     try:
-        model = AutoPeftModelForCausalLM.from_pretrained(str(adapter_dir), dtype="auto")
+        model = AutoPeftModelForCausalLM.from_pretrained(
+            str(adapter_dir), dtype="auto", trust_remote_code=trust
+        )
     except OSError as exc:
         raise UserError(f"merge_lora: cannot reload the adapter in {adapter_dir}: {exc}") from None
     tmp = out_dir.with_name(f".{out_dir.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.merge_and_unload().save_pretrained(str(tmp))
-    AutoTokenizer.from_pretrained(str(adapter_dir)).save_pretrained(str(tmp))
+    AutoTokenizer.from_pretrained(str(adapter_dir), trust_remote_code=trust).save_pretrained(
+        str(tmp)
+    )
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)

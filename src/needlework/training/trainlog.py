@@ -61,13 +61,23 @@ def finish_history(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def plot_loss(rows: list[dict[str, Any]], path: Path, *, title: str = "") -> None:
-    """Training loss (answer tokens only, when masked) against optimizer step: the report's
-    loss figure for this one run."""
-    from needlework.reporting import plots
+    """Training loss (answer tokens only, when masked) against optimizer step, drawn as the
+    report draws one run's curve (no timestamp in the PNG: equal logs give equal bytes)."""
+    from matplotlib.figure import Figure
 
-    series = plots.Series(title or "training loss", tuple(r["step"] for r in rows),
-                          tuple(r["loss"] for r in rows))  # fmt: skip
-    plots.save(plots.loss_figure([series], title=title or "training loss"), path)
+    from needlework.io import atomic_write
+
+    title = title or "training loss"
+    steps, losses = [r["step"] for r in rows], [r["loss"] for r in rows]
+    fig = Figure(figsize=(6.0, 3.8), layout="constrained")
+    ax = fig.subplots()
+    ax.plot(steps, losses, label=title, markersize=4, markevery=max(1, len(steps) // 12),
+            color="C0", marker="o", linestyle="-")  # fmt: skip
+    ax.set(xlabel="step", ylabel="training loss", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    with atomic_write(path, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=120, metadata={"Software": None})
 
 
 def make_callback(run_dir: Path):
