@@ -45,11 +45,11 @@ def test_registered_and_yaml_round_trip():
 @pytest.mark.parametrize(
     "bad, field",
     [
-        ({"tasks": ["mmlu", "arc"]}, "tasks"),
+        ({"tasks": ["mmlu", "arc"]}, "tasks.1"),
         ({"tasks": []}, "tasks"),
         ({"tasks": ["mmlu", "mmlu"]}, "tasks"),
         ({"num_fewshot": {"gsm8k": 5}, "tasks": ["mmlu"]}, "num_fewshot"),
-        ({"num_fewshot": {"mmlu": -1}}, "num_fewshot"),
+        ({"num_fewshot": {"mmlu": -1}}, "num_fewshot.mmlu"),
         ({"fraction": 1.0}, "fraction"),
         ({"batch_size": 0}, "batch_size"),
         ({"max_gen_toks": 0}, "max_gen_toks"),
@@ -200,7 +200,7 @@ def test_loaders_fail_with_one_line_errors(tmp_path):
 
     with gzip.open(tmp_path / "gsm8k" / "gsm8k_test.jsonl.gz", "wt") as fh:
         fh.write('{"question": "q"}\n')
-    with pytest.raises(DataError, match=r"gsm8k_test.jsonl.gz:1: missing field 'answer'"):
+    with pytest.raises(UserError, match=r"gsm8k_test.jsonl.gz:1: field 'answer': is required"):
         utils.gsm8k_dataset(data_dir=str(tmp_path))
 
 

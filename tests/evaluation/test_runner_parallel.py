@@ -106,13 +106,8 @@ def test_bad_launcher_environment_is_one_line(monkeypatch):
 
     monkeypatch.setenv("RANK", "2")
     monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(UserError, match="0 <= RANK < WORLD_SIZE"):
+    with pytest.raises(UserError, match=r"RANK, WORLD_SIZE\): field 'rank': expected RANK < "):
         parallel.current()
-
-
-def test_strip_workers():
-    argv = ["eval", "--workers", "2", "--config", "x.yaml", "--workers=3", "limit=1"]
-    assert parallel.strip_workers(argv) == ["eval", "--config", "x.yaml", "limit=1"]
 
 
 @pytest.mark.slow

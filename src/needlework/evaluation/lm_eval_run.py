@@ -11,7 +11,6 @@ another model before any of this.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from collections.abc import Mapping
@@ -30,22 +29,6 @@ if TYPE_CHECKING:  # the unit calls this module, never the other way round at im
 
 log = logging.getLogger(__name__)
 WORK = "lm_eval"
-
-
-def resolve_backend(model_config: Any) -> tuple[str, Any]:
-    """(registry name, backend unit) from a unit, a ``{"name": ...}`` mapping or ``hf:PATH``."""
-    name = getattr(type(model_config), "registry_name", None)
-    if name is not None and dataclasses.is_dataclass(model_config):
-        return name, model_config
-    if isinstance(model_config, (str, Mapping)):
-        from needlework.models import load_backend
-
-        unit = load_backend(model_config)
-        return type(unit).registry_name, unit  # type: ignore[attr-defined]  # set by Registry
-    raise UserError(
-        f"general: cannot use {type(model_config).__name__} as a model "
-        "(expected a backend unit, a mapping with 'name', or 'hf:PATH')"
-    )
 
 
 def model_identity(unit: Any) -> dict[str, Any]:
@@ -70,46 +53,38 @@ def build_lm(backend: str, unit: Any, batch_size: int | None) -> Any:
 
 def data_root(bench: General) -> Path | None:
     """Absolute data_dir with every file the chosen tasks read, or a one-line DataError.
-    Without a data_dir the hub tasks are used, which an offline machine cannot reach."""
+    Without a data_dir the hub tasks are used, which an offline machine cannot reach and whose
+    questions cannot be filtered (``held_out``)."""
     import os
 
     from needlework.errors import DataError
+    from needlework.evaluation.lm_eval_tasks.utils import local_root
 
-    if bench.data_dir is None:
-        offline = [
-            v for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE") if _truthy(os.environ.get(v))
-        ]
-        if offline:
-            raise DataError(
-                f"general: no data_dir and {'/'.join(offline)} is set, so lm-eval's hub datasets "
-                "cannot load; set general.data_dir to a local copy in the ../shared/data layout "
-                "(docs/general.md), or unset it online"
-            )
-        return None
-    from needlework.evaluation.lm_eval_tasks.utils import LOCAL_FILES
-
-    root = Path(bench.data_dir).expanduser().resolve()
-    if not root.is_dir():
+    if bench.data_dir is not None:
+        return local_root(bench.data_dir, *bench.tasks)
+    if bench.held_out and {"triviaqa", "nq_open"} & set(bench.tasks):
         raise DataError(
-            f"general.data_dir: {root} is not a folder (expected the ../shared/data layout)"
+            "general.held_out: filtering questions needs the local tasks; set data_dir (or "
+            "NEEDLEWORK_DATA) to a folder in the ../shared/data layout"
         )
-    missing = [f for t in bench.tasks for f in LOCAL_FILES[t] if not (root / f).is_file()]
-    if missing:
-        raise DataError(f"general.data_dir: {root} lacks {', '.join(missing)}")
-    return root
+    flags = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+    offline = [
+        v for v in flags if os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+    ]
+    if offline:
+        raise DataError(
+            f"general: no data_dir and {'/'.join(offline)} is set, so lm-eval's hub datasets "
+            "cannot load; set general.data_dir to a local copy in the ../shared/data layout "
+            "(docs/general.md), or unset it online"
+        )
+    return None
 
 
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def run_general(
-    bench: General, model_config: Any, run_dir: Path, limit: int | None
-) -> dict[str, Any]:
+def run_general(bench: General, unit: Any, run_dir: Path, limit: int | None) -> dict[str, Any]:
     """Evaluate every planned task, write predictions.jsonl and metrics.json, return metrics."""
     import lm_eval
 
-    backend, unit = resolve_backend(model_config)
+    backend = type(unit).registry_name
     plan = bench.plan(backend)
     root = data_root(bench)
     work = ensure_writable_dir(run_dir / WORK)

@@ -17,14 +17,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-from needlework.config import config
+from needlework.config import PositiveInt, config
 from needlework.errors import DataError
+from needlework.evaluation.base import Benchmark
 from needlework.evaluation.benchmarks.common import (
-    check_positions,
-    context_tokens,
+    Positions,
     seeded_subset,
-    token_counter,
     user_turn,
+    with_context_tokens,
 )
 from needlework.evaluation.metrics import (
     best_subspan_em,
@@ -63,7 +63,7 @@ def official_path(num_docs: int, gold_position: int) -> str:
 
 @benchmarks.register("mdqa")
 @config
-class MDQA:
+class MDQA(Benchmark):
     """Multi-document QA (NQ-Open): accuracy by the gold document's position."""
 
     data_path: str = "data/lost-in-the-middle"
@@ -79,11 +79,11 @@ class MDQA:
     mode: Literal["documents", "closedbook", "oracle"] = "documents"
     """``documents`` (the benchmark), or a baseline: ``closedbook`` (question only), ``oracle``
     (gold document only). Baselines use the oracle file and ignore the document settings."""
-    num_docs: int = 20
+    num_docs: PositiveInt = 20
     """Documents per context (gold included): 10/20/30 upstream, anything when building."""
-    gold_positions: tuple[int, ...] = (0, 1, 4, 9, 14, 19)
+    gold_positions: Positions = (0, 1, 4, 9, 14, 19)
     """0-based gold indices; the paper's 1, 2, 5, 10, 15, 20 (one-based) by default."""
-    num_questions: int | None = 200
+    num_questions: PositiveInt | None = 200
     """Questions per gold position (seeded subset, the same at every position); None = all 2655."""
     distractors: Literal["random", "bm25"] = "random"
     """``build`` only: random passages (paper setting) or BM25-ranked hard negatives."""
@@ -96,25 +96,21 @@ class MDQA:
     held_out: tuple[str, ...] = ()
     """Finetuning datasets (folders or manifest.json) whose recorded questions are never asked:
     questions are chosen among the rest, so every model given the same list gets the same."""
-    max_new_tokens: int = 100
+    max_new_tokens: PositiveInt = 100
     """As Lost in the Middle; only the first line is scored."""
 
     def __post_init__(self) -> None:
-        if self.num_docs < 1:
-            raise ValueError("num_docs: must be >= 1")
-        if self.mode == "documents":
-            if not self.gold_positions:
-                raise ValueError("gold_positions: give at least one 0-based position")
-            check_positions("gold_positions", self.gold_positions, self.num_docs)
-        if self.num_questions is not None and self.num_questions < 1:
-            raise ValueError("num_questions: must be >= 1 or null (all)")
+        fits = all(p < self.num_docs for p in self.gold_positions)
+        if self.mode == "documents" and not (self.gold_positions and fits):
+            raise ValueError(
+                f"gold_positions: expected at least one, each < num_docs ({self.num_docs}), "
+                f"got {list(self.gold_positions)}"
+            )
         if self.source == "files" and self.distractors != "random":
             raise ValueError(
                 "distractors: the official files come with their own (Contriever) "
                 "distractors; use source: build for bm25"
             )
-        if self.max_new_tokens < 1:
-            raise ValueError("max_new_tokens: must be >= 1")
 
     @property
     def group_by(self) -> tuple[str, ...]:
@@ -124,7 +120,7 @@ class MDQA:
     # how wrong answers fail: invented (not in any document) or declined; closed book, wrong
     secondary_metrics = ("unsupported", "wrong_answer", "abstained")
 
-    needs_token_counter = False
+    needs_token_counter = False  # the tokenizer only records context_tokens
     report_rank = 10
 
     def figures(self) -> tuple[Figure, ...]:
@@ -171,20 +167,13 @@ class MDQA:
     # ------------------------------------------------------------------------------ samples
 
     def samples(self) -> Iterator[Sample]:
-        counter = token_counter(self.tokenizer)
-        for sample in self._build():
-            if counter is not None:
-                meta = dict(sample.meta, context_tokens=context_tokens(counter, sample.messages))
-                sample = Sample(sample.id, sample.messages, sample.answers, meta)
-            yield sample
-
-    def _build(self) -> Iterator[Sample]:
         if self.mode != "documents":
-            yield from self._baseline()
+            samples = self._baseline()
         elif self.source == "files":
-            yield from self._official()
+            samples = self._official()
         else:
-            yield from self._built()
+            samples = self._built()
+        yield from with_context_tokens(samples, self.tokenizer)
 
     def _sample(self, sid: str, rec: QARecord, prompt: str, **meta: object) -> Sample:
         return Sample(sid, user_turn(prompt), rec.answers, {"question": rec.question, **meta})
