@@ -17,10 +17,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from needlework.config import to_dict
 from needlework.errors import UserError, first_line
 from needlework.evaluation.base import report_declaration
 from needlework.heldout import load_held_out
 from needlework.io import ensure_writable_dir, sha256_text, write_json, write_jsonl
+from needlework.models.base import answer_fields
 from needlework.records import Prediction
 from needlework.runinfo import version
 
@@ -29,15 +31,6 @@ if TYPE_CHECKING:  # the unit calls this module, never the other way round at im
 
 log = logging.getLogger(__name__)
 WORK = "lm_eval"
-
-
-def model_identity(unit: Any) -> dict[str, Any]:
-    """What makes two models the same, by the runner's rule: every field but the backend's
-    speed-only ones, so a suite resumes with another batch size or endpoint like a benchmark."""
-    from needlework.config import to_dict
-    from needlework.models.base import answer_fields
-
-    return answer_fields(to_dict(unit))
 
 
 def build_lm(backend: str, unit: Any, batch_size: int | None) -> Any:
@@ -88,7 +81,9 @@ def run_general(bench: General, unit: Any, run_dir: Path, limit: int | None) -> 
     plan = bench.plan(backend)
     root = data_root(bench)
     work = ensure_writable_dir(run_dir / WORK)
-    identity = model_identity(unit)
+    # what makes two models the same, by the runner's rule: every field but the backend's
+    # speed-only ones, so a suite resumes with another batch size or endpoint like a benchmark
+    identity = answer_fields(to_dict(unit))
     count = limit if limit is not None else bench.fraction
     settings: dict[str, Any] = {
         "backend": backend,
@@ -125,8 +120,16 @@ def run_general(bench: General, unit: Any, run_dir: Path, limit: int | None) -> 
         done = _load_done(done_file, fingerprint)
         if done is None:
             if lm is None:
+                from lm_eval.tasks import TaskManager
+
+                from needlework.evaluation.lm_eval_tasks import include_path
+
                 lm = build_lm(backend, unit, bench.batch_size)
-                manager = _task_manager(plan, root, held)
+                manager = TaskManager(  # lm-eval's built-in index (slow) only for hub tasks
+                    include_path=str(include_path()),
+                    include_defaults=any(not p["task"].startswith("needlework_") for p in plan),
+                    metadata={"data_dir": str(root) if root else None, "held_out": held},
+                )
             log.info("general: %s (%s, %d-shot)", item["key"], item["task"], item["shots"])
             try:
                 res = lm_eval.simple_evaluate(
@@ -177,20 +180,6 @@ def _load_done(path: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None
     return done
 
 
-def _task_manager(plan: list[dict[str, Any]], root: Path | None, held_out: list[str]) -> Any:
-    """Our include path always; lm-eval's built-in index (slow) only when a hub task is used."""
-    from lm_eval.tasks import TaskManager
-
-    from needlework.evaluation.lm_eval_tasks import include_path
-
-    builtin = any(not p["task"].startswith("needlework_") for p in plan)
-    return TaskManager(
-        include_path=str(include_path()),
-        include_defaults=builtin,
-        metadata={"data_dir": str(root) if root else None, "held_out": held_out},
-    )
-
-
 def _convert(item: dict[str, Any], res: Mapping[str, Any]) -> dict[str, Any]:
     """One simple_evaluate result -> prediction rows and a JSON-safe task summary."""
     configs = res.get("configs", {})
@@ -224,14 +213,12 @@ def _convert(item: dict[str, Any], res: Mapping[str, Any]) -> dict[str, Any]:
         "caveat": item["caveat"],
         "lm_eval_results": lm_results,
         "lm_eval_version": {
-            k: _num(v) for k, v in res.get("versions", {}).items() if k == item["task"]
+            k: v.item() if hasattr(v, "item") else v
+            for k, v in res.get("versions", {}).items()
+            if k == item["task"]
         },
     }
     return {"rows": rows, "summary": summary}
-
-
-def _num(v: Any) -> Any:
-    return v.item() if hasattr(v, "item") else v
 
 
 def summarize(

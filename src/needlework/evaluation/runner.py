@@ -153,7 +153,8 @@ def default_out_dir(cfg: EvalConfig, now: dt.datetime | None = None) -> Path:
     """``runs/<YYYYmmdd-HHMMSS>-<labels>-<model>`` (filesystem-safe)."""
     stamp = (now or dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
     labels = "+".join(b.label() for b in cfg.benchmarks)
-    return Path("runs") / slug(f"{stamp}-{labels}-{model_id(cfg)}")
+    name = re.sub(r"[^A-Za-z0-9._+-]+", "_", f"{stamp}-{labels}-{model_id(cfg)}")
+    return Path("runs") / name.strip("_")[:150]
 
 
 GOLD = "gold-answers"
@@ -162,10 +163,6 @@ GOLD = "gold-answers"
 def model_id(cfg: EvalConfig) -> str:
     """The model's id in records and reports (``gold-answers`` for the oracle run)."""
     return cfg.model.describe() if cfg.model is not None else GOLD
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._+-]+", "_", text).strip("_")[:150]
 
 
 def prompt_sha256(sample: Sample) -> str:
@@ -432,7 +429,7 @@ def _predict(
                 scores: dict[str, float] = validate(
                     _SCORES, bench.score(sample, output), source=scorer
                 )
-                writer.write(sample, output, scores)
+                writer.write(sample, output, scores, None)
                 bar.update(1)
             return
         except PromptTooLongError as exc:
@@ -444,7 +441,8 @@ def _predict(
                     f"set on_too_long=skip to record such samples as skipped"
                 ) from None
             for k, (i, _) in enumerate(exc.items):
-                writer.skip(pending[i], exc.describe_item(k, f"sample {pending[i].id!r}"))
+                why = exc.describe_item(k, f"sample {pending[i].id!r}")
+                writer.write(pending[i], None, {}, why)
                 bar.update(1)
             pending = [s for s in pending if s.id not in writer.written]
 
@@ -485,16 +483,11 @@ class _Writer:
         os.fsync(self.fh.fileno())
         self.fh.close()
 
-    def write(self, sample: Sample, output: str, scores: dict[str, float]) -> None:
-        self._line(self._record(sample, output, scores))
-
-    def skip(self, sample: Sample, reason: str) -> None:
-        self._line(self._record(sample, None, {}, skipped=reason))
-
-    def _record(
-        self, sample: Sample, output: str | None, scores: dict[str, float], **extra: Any
-    ) -> Prediction:
-        return Prediction(
+    def write(
+        self, sample: Sample, output: str | None, scores: dict[str, float], skipped: str | None
+    ) -> None:
+        """One prediction line (a skipped sample: no output, no scores, and why)."""
+        row = Prediction(
             id=sample.id,
             benchmark=self.label,
             prompt_sha256=self.hashes[sample.id],
@@ -503,11 +496,8 @@ class _Writer:
             answers=tuple(sample.answers),
             meta=sample.meta,
             messages=sample.messages if self.store_prompts else (),
-            **extra,
-        )
-
-    def _line(self, record: Prediction) -> None:
-        row = record.to_json()
+            skipped=skipped,
+        ).to_json()
         self.fh.write(dumps(row) + "\n")
         self.fh.flush()
         self.written.add(row["id"])

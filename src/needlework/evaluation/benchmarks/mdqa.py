@@ -13,9 +13,9 @@ and ``mode: oracle`` (the gold document only). Score: ``best_subspan_em`` of the
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from needlework.config import PositiveInt, config
 from needlework.errors import DataError
@@ -38,11 +38,12 @@ from needlework.records import Figure, Sample
 from needlework.registry import benchmarks
 from needlework.sources import mdqa as mb
 from needlework.sources.data import (
+    Document,
     QARecord,
     download_verified,
     litm_checksums,
     locate,
-    verify_file,
+    read_qa_records,
 )
 
 ORACLE = "qa_data/nq-open-oracle.jsonl.gz"
@@ -175,34 +176,38 @@ class MDQA(Benchmark):
             samples = self._built()
         yield from with_context_tokens(samples, self.tokenizer)
 
-    def _sample(self, sid: str, rec: QARecord, prompt: str, **meta: object) -> Sample:
-        return Sample(sid, user_turn(prompt), rec.answers, {"question": rec.question, **meta})
+    def _sample(
+        self, sid: str, rec: QARecord, docs: Sequence[Document] | None, **meta: Any
+    ) -> Sample:
+        """The QA prompt over ``docs`` (None: closed book) for ``rec``."""
+        q = rec.question
+        prompt = mb.closedbook_prompt(q) if docs is None else mb.qa_prompt(q, docs, self.prompt)
+        return Sample(sid, user_turn(prompt), rec.answers, {"question": q, **meta})
+
+    def _records(self, upstream: str) -> list[QARecord]:
+        return read_qa_records(self._path(upstream), self.verify)
 
     def _questions(self, records: list[QARecord]) -> list[int]:
         """The seeded subset of questions, taken among those no held-out dataset used."""
-        if not self.held_out:
-            return seeded_subset(len(records), self.num_questions, self.seed, "mdqa")
-        held = load_held_out(self.held_out)
+        held = load_held_out(self.held_out) if self.held_out else set()
         allowed = [i for i, r in enumerate(records) if question_key(r.question) not in held]
         picked = seeded_subset(len(allowed), self.num_questions, self.seed, "mdqa")
         return [allowed[j] for j in picked]
 
     def _baseline(self) -> Iterator[Sample]:
-        records = mb_records(self._path(ORACLE), self.verify)
+        records = self._records(ORACLE)
         for q in self._questions(records):
             rec = records[q]
             if self.mode == "closedbook":
-                prompt = mb.closedbook_prompt(rec.question)
-                yield self._sample(f"mdqa-{q}", rec, prompt, question_index=q, num_docs=0)
+                yield self._sample(f"mdqa-{q}", rec, None, question_index=q, num_docs=0)
             else:
-                gold = rec.documents[rec.gold_index or 0]
-                prompt = mb.qa_prompt(rec.question, [gold], self.prompt)
+                gold = [rec.documents[rec.gold_index or 0]]
                 yield self._sample(
-                    f"mdqa-{q}", rec, prompt, question_index=q, num_docs=1, gold_position=0
+                    f"mdqa-{q}", rec, gold, question_index=q, num_docs=1, gold_position=0
                 )
 
     def _built(self) -> Iterator[Sample]:
-        records = mb_records(self._path(ORACLE), self.verify)
+        records = self._records(ORACLE)
         pool = mb.DistractorPool(records)
         chosen = self._questions(records)
         k = self.num_docs - 1
@@ -215,29 +220,20 @@ class MDQA(Benchmark):
                 )
                 for q in chosen
             }
+        meta = {"num_docs": self.num_docs, "distractors": self.distractors}
         for q in chosen:
             rec = records[q]
             gold = rec.documents[rec.gold_index or 0]
             distractors = [pool.docs[j] for j in picks[q]]
             for g in self.gold_positions:
                 docs = mb.insert_gold(distractors, gold, g)
-                prompt = mb.qa_prompt(rec.question, docs, self.prompt)
-                yield self._sample(
-                    f"mdqa-{self.seed}-{q}-g{g}",
-                    rec,
-                    prompt,
-                    question_index=q,
-                    gold_position=g,
-                    num_docs=self.num_docs,
-                    distractors=self.distractors,
-                )
+                sid = f"mdqa-{self.seed}-{q}-g{g}"
+                yield self._sample(sid, rec, docs, question_index=q, gold_position=g, **meta)
 
     def _official(self) -> Iterator[Sample]:
-        files = {
-            g: mb_records(self._path(official_path(self.num_docs, g)), self.verify)
-            for g in self.gold_positions
-        }
+        files = {g: self._records(official_path(self.num_docs, g)) for g in self.gold_positions}
         total = min(len(r) for r in files.values())
+        meta = {"num_docs": self.num_docs, "distractors": "contriever"}
         for q in self._questions(next(iter(files.values()))[:total]):
             for g, records in files.items():
                 rec = records[q]
@@ -247,15 +243,9 @@ class MDQA(Benchmark):
                         f"gold one at index {g}, got {len(rec.documents)} with gold "
                         f"at {rec.gold_index}"
                     )
-                prompt = mb.qa_prompt(rec.question, rec.documents, self.prompt)
+                sid = f"mdqa-litm-{q}-g{g}"
                 yield self._sample(
-                    f"mdqa-litm-{q}-g{g}",
-                    rec,
-                    prompt,
-                    question_index=q,
-                    gold_position=g,
-                    num_docs=self.num_docs,
-                    distractors="contriever",
+                    sid, rec, rec.documents, question_index=q, gold_position=g, **meta
                 )
 
     def _path(self, upstream: str) -> Path:
@@ -275,15 +265,3 @@ class MDQA(Benchmark):
             if not self.download:
                 raise
         return download_verified(upstream, Path(self.data_path) / upstream, litm_checksums())
-
-
-def mb_records(path: Path, verify: bool) -> list[QARecord]:
-    """Read a qa_data file, first checking it against the pinned hashes if it has an upstream
-    name (a file named like upstream but with other bytes would silently change results)."""
-    from needlework.sources.data import read_qa_records
-
-    if verify:
-        table = {Path(k).name: v for k, v in litm_checksums().items()}
-        if path.name in table:
-            verify_file(path, table[path.name])
-    return read_qa_records(path)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 from pydantic import Field
 from typing_extensions import TypedDict
@@ -28,6 +28,7 @@ from needlework.errors import DataError, UserError
 from needlework.io import iter_jsonl
 from needlework.sources.mmlu import mmlu_csv_split
 
+# The rows of each local file (the loaders below trust what these let through).
 Four = Annotated[list[Any], Field(min_length=4, max_length=4)]
 Index = Annotated[int, Field(ge=0, le=3)]
 
@@ -51,8 +52,11 @@ class GSM8KRow(TypedDict):
     answer: str
 
 
+QA = Annotated[str, Field(pattern=r"^Question: [\s\S]*\nAnswer:$")]
+
+
 class TriviaQARow(TypedDict):
-    context: Annotated[str, Field(pattern=r"^Question: [\s\S]*\nAnswer:$")]
+    context: QA
     answer: str
     aliases: list[Any]
 
@@ -63,8 +67,6 @@ class NQOpenRow(TypedDict):
 
 
 class ExportRow(TypedDict):
-    """A line of a file written by :func:`..export`."""
-
     id: str
     prompt: str
     sample: str
@@ -115,18 +117,15 @@ def _datasets(splits: dict[str, list[dict[str, Any]]]):
     return datasets.DatasetDict({k: datasets.Dataset.from_list(v) for k, v in splits.items()})
 
 
-Row = TypeVar("Row")
-
-
 @functools.lru_cache(maxsize=16)
 def _rows_cached(path: str, mtime_ns: int, kind: Any) -> tuple[Any, ...]:
     return tuple(validate(kind, row, source=f"{path}:{n}") for n, row in iter_jsonl(path))
 
 
-def _rows(path: Path, kind: type[Row]) -> tuple[Row, ...]:
+def _rows(path: Path, kind: Any) -> tuple[Any, ...]:
     """The rows of a (gz) JSONL file as ``kind`` (errors name file, line and field), read once
     per process (every MMLU subject reads the file)."""
-    rows: tuple[Row, ...] = _rows_cached(str(path), path.stat().st_mtime_ns, kind)  # type: ignore[arg-type]
+    rows = _rows_cached(str(path), path.stat().st_mtime_ns, kind)
     if not rows:
         raise DataError(f"{path}: no rows (an empty file; expected the ../shared/data copy)")
     return rows
