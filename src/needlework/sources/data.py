@@ -66,23 +66,15 @@ class UpstreamFile:
     sha256: str
 
 
-def data_dirs() -> list[Path]:
-    """Folders in the ``shared/data`` layout to look in for a benchmark's local files, in order:
+def find_local(folder: str, name: str) -> Path | None:
+    """``<dir>/<folder>/<name>`` in the first folder in the ``shared/data`` layout that has it:
     ``$NEEDLEWORK_DATA`` (the one documented setting; ``make test`` points it at a
     ``../shared/data`` checkout), then ``data/`` in the working directory. No other place is
     guessed."""
     from needlework.runtime import settings
 
-    data = settings().NEEDLEWORK_DATA
-    out = [data] if data is not None else []
-    out.append(Path("data"))
-    return out
-
-
-def find_local(folder: str, name: str) -> Path | None:
-    """``<dir>/<folder>/<name>`` in the first of :func:`data_dirs` that has it."""
-    for root in data_dirs():
-        if (root / folder / name).is_file():
+    for root in (settings().NEEDLEWORK_DATA, Path("data")):
+        if root is not None and (root / folder / name).is_file():
             return (root / folder / name).resolve()
     return None
 
@@ -185,36 +177,36 @@ def download_verified(
     if dest.exists():
         verify_file(dest, expected)
         return dest
+    from tqdm import tqdm
+
     url = RAW_URL.format(repo=LITM_REPO, commit=LITM_COMMIT, path=upstream_path)
+    try:
+        response = opener(url)
+    except OSError as exc:  # URLError, timeouts and refused connections are OSErrors
+        raise UserError(f"cannot download {url}: {getattr(exc, 'reason', exc)}") from None
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = make_temp_file(dest.parent, f".{dest.name}.", ".part")
     try:
-        with os.fdopen(fd, "wb") as out:
-            _copy_response(url, out, expected.size_bytes, opener, progress)
+        with (
+            os.fdopen(fd, "wb") as out,
+            response,
+            tqdm(
+                total=expected.size_bytes,
+                unit="B",
+                unit_scale=True,
+                disable=not progress,
+                desc=dest.name,
+            ) as bar,
+        ):
+            for chunk in iter(lambda: response.read(1 << 20), b""):
+                out.write(chunk)
+                bar.update(len(chunk))
         verify_file(tmp, expected)
         os.replace(tmp, dest)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return dest
-
-
-def _copy_response(url: str, out: Any, total: int, opener: Opener, progress: bool) -> None:
-    from tqdm import tqdm
-
-    try:
-        response = opener(url)
-    except OSError as exc:  # URLError, timeouts and refused connections are OSErrors
-        raise UserError(f"cannot download {url}: {getattr(exc, 'reason', exc)}") from None
-    with (
-        response,
-        tqdm(
-            total=total, unit="B", unit_scale=True, disable=not progress, desc=Path(url).name
-        ) as bar,
-    ):
-        for chunk in iter(lambda: response.read(1 << 20), b""):
-            out.write(chunk)
-            bar.update(len(chunk))
 
 
 # ---------------------------------------------------------------------------- table readers
@@ -234,27 +226,18 @@ def read_rows(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
             raise DataError(f"{p}: not a readable parquet file ({exc})") from None
         for i, row in enumerate(table.to_pylist(), 1):
             yield f"{p}:row {i}", row
-    elif name.endswith(".zip"):
-        yield from _read_zip_jsonl(p)
-    else:
-        opener = gzip.open if name.endswith(".gz") else open
-        with opener(p, "rt", encoding="utf-8") as fh:
-            yield from _json_lines(fh, str(p))
-
-
-def _json_lines(lines: Iterator[str], source: str) -> Iterator[tuple[str, dict[str, Any]]]:
-    for lineno, row in parse_jsonl_lines(lines, source):
-        yield f"{source}:{lineno}", row
-
-
-def _read_zip_jsonl(p: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    with zipfile.ZipFile(p) as zf:
-        members = [m for m in zf.namelist() if not m.endswith("/") and "__MACOSX" not in m]
-        if len(members) != 1:
-            raise DataError(f"{p}: expected one JSON-lines file inside, found {members}")
-        with zf.open(members[0]) as raw:
-            text = io.TextIOWrapper(raw, encoding="utf-8")
-            yield from _json_lines(text, f"{p}!{members[0]}")
+        return
+    if name.endswith(".zip"):
+        with zipfile.ZipFile(p) as zf:
+            members = [m for m in zf.namelist() if not m.endswith("/") and "__MACOSX" not in m]
+            if len(members) != 1:
+                raise DataError(f"{p}: expected one JSON-lines file inside, found {members}")
+            with zf.open(members[0]) as raw:
+                lines, source = io.TextIOWrapper(raw, encoding="utf-8"), f"{p}!{members[0]}"
+                yield from ((f"{source}:{n}", row) for n, row in parse_jsonl_lines(lines, source))
+        return
+    with (gzip.open if name.endswith(".gz") else open)(p, "rt", encoding="utf-8") as fh:
+        yield from ((f"{p}:{n}", row) for n, row in parse_jsonl_lines(fh, str(p)))
 
 
 # --------------------------------------------------------------- Lost-in-the-Middle record types
