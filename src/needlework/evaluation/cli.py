@@ -87,13 +87,12 @@ def eval_cmd(args: argparse.Namespace) -> int:
 
 def summary_line(metrics: dict[str, Any]) -> str:
     """``best_subspan_em 0.532 [0.504, 0.560] n=1200`` for the primary metric (or the first)."""
-    scores = metrics.get("metrics") or {}
-    name = metrics.get("primary_metric")
-    if name not in scores and scores:
-        name = next(iter(scores))
-    stat = scores.get(name) if isinstance(scores, dict) else None
-    if not isinstance(stat, dict) or "mean" not in stat:
+    scores = metrics.get("metrics") or {}  # written by this run: trusted
+    name = metrics.get("primary_metric") if metrics.get("primary_metric") in scores else None
+    stat = scores.get(name) or next(iter(scores.values()), None)
+    if stat is None:
         return "done (no summary metric)"
+    name = name or next(iter(scores))
     skipped = metrics.get("n_skipped") or 0
     return (
         f"{name} {stat['mean']:.3f} [{stat['ci_low']:.3f}, {stat['ci_high']:.3f}] "
