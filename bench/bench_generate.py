@@ -1,6 +1,6 @@
 """Generation speed of the paper's dataset vs. the floor of tokenizing each prompt once.
 
-Run:  .venv/bin/python bench/bench_generate.py [--samples 2000] [--procs 2]
+Run:  .venv/bin/python bench/bench_generate.py [--samples 2000]
 
 Paper configuration: simple_dict_kv, 85 dictionaries, 4096-token budget, answer template,
 Mistral v1 SentencePiece tokenizer, exact token counts (prompt and conversation) in every row.
@@ -10,8 +10,7 @@ Measured in one run on pinned cores:
   generator must do);
 * rows: ``iter_rows`` — sampling, budget check and exact counts, in memory (every count is
   checked against the floor's real encode);
-* generate(): the full library call writing canonical + TRL JSONL (no HF/parquet);
-* scaling: ``generate(shard=(i, n))`` in ``n`` processes, one core each, vs. 1 process.
+* generate(): the full library call writing canonical + TRL JSONL (no HF/parquet).
 
 Targets (issue #2): rows >= 1000 samples/s on one core and >= 1/3 of the floor's throughput.
 Timings on a shared machine are provisional.
@@ -21,9 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import multiprocessing as mp
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "datagen" / "simple_dict_kv_mistral_v1_wtemplate.yaml"
 
 
-# The cores we may use, read before anything is pinned (forked workers inherit the pinning).
+# The cores we may use, read before anything is pinned.
 CORES = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
 
 
@@ -51,23 +48,11 @@ def _config(n: int, out: Path):
     )
 
 
-def _shard_worker(args: tuple[int, int, int, str]) -> float:
-    i, n_procs, n, out = args
-    from needlework.datagen.pipeline import generate
-
-    _pin(i)
-    cfg = _config(n, Path(out))
-    t = time.perf_counter()
-    generate(cfg, shard=(i, n_procs) if n_procs > 1 else None, progress=False)
-    return time.perf_counter() - t
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--samples", type=int, default=2000)
-    ap.add_argument("--procs", type=int, default=2)
     args = ap.parse_args(argv)
-    from needlework.datagen.pipeline import iter_rows
+    from needlework.datagen.pipeline import generate, iter_rows
     from needlework.tokenization import load_counter
 
     _pin(0)
@@ -86,21 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         t_floor = time.perf_counter() - t
         assert counts == [r["meta"]["prompt_tokens"] for r in rows], "counts differ"
         total = sum(counts)
-        ctx = mp.get_context("fork" if sys.platform != "win32" else "spawn")
-        with ctx.Pool(1) as pool:
-            t_gen1 = pool.map(_shard_worker, [(0, 1, n, str(Path(tmp) / "one"))])[0]
         t = time.perf_counter()
-        with ctx.Pool(args.procs) as pool:
-            pool.map(
-                _shard_worker,
-                [(i, args.procs, n, str(Path(tmp) / "many")) for i in range(args.procs)],
-            )
-        t_genp = time.perf_counter() - t
-        joined = b"".join(
-            (Path(tmp) / f"many.shards/{i}-of-{args.procs}/seed0/train.jsonl").read_bytes()
-            for i in range(args.procs)
-        )
-        same = joined == (Path(tmp) / "one" / "seed0" / "train.jsonl").read_bytes()
+        generate(_config(n, Path(tmp) / "one"), progress=False)
+        t_gen1 = time.perf_counter() - t
 
     floor, rate = n / t_floor, n / t_rows
     print(
@@ -118,20 +91,12 @@ def main(argv: list[str] | None = None) -> int:
         f"| generate() to JSONL, 1 process | {t_gen1:.2f} | {n / t_gen1:.0f} | "
         f"{n / t_gen1 / floor:.2f} |"
     )
-    print(
-        f"| generate() to JSONL, {args.procs} shard processes | {t_genp:.2f} | "
-        f"{n / t_genp:.0f} | {n / t_genp / floor:.2f} |"
-    )
-    print(
-        f"\nscaling {args.procs} processes: {t_gen1 / t_genp:.2f}x; concatenated shards == "
-        f"unsharded: {same}"
-    )
     ok_abs, ok_rel = rate >= 1000, rate >= floor / 3
     print(
         f"target >= 1000 samples/s on one core: {'PASS' if ok_abs else 'FAIL'}; "
         f">= 1/3 of the floor: {'PASS' if ok_rel else 'FAIL'}"
     )
-    return 0 if (ok_abs and ok_rel and same) else 1
+    return 0 if (ok_abs and ok_rel) else 1
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ def test_validate_takes_folders_checks_every_file_and_recipe_references(tmp_path
     out, err = capsys.readouterr()
     assert "skip " in out and "accelerate config" in out
     assert (
-        "r_missing.yaml: field 'variants.0.train_config': configs/train/nope.yaml: file "
+        "r_missing.yaml: field 'variants.lora_kv.train_config': configs/train/nope.yaml: file "
         "not found" in err
     )
     assert (
@@ -141,10 +141,11 @@ def test_recipe_match_tokens_must_name_an_earlier_dataset(tmp_path, capsys, monk
 
 def test_recipe_match_tokens_reaches_the_generate_config(tmp_path, monkeypatch):
     """The recipe's dataset key becomes the generate config's match_tokens section."""
-    from needlework.experiment import DatasetSpec, _matching
+    from needlework.experiment import load_recipe
 
-    spec = DatasetSpec(config=Path("x.yaml"), match_tokens="kv", match_count="answer")
-    assert _matching(spec, tmp_path) == {
-        "match_tokens": {"dataset": str(tmp_path / "kv"), "count": "answer"}
-    }
-    assert _matching(DatasetSpec(config=Path("x.yaml")), tmp_path) == {}
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    recipe = load_recipe("configs/recipes/smollm2_baselines.yaml", [f"out_dir={tmp_path}"])
+    configs = recipe.generate_configs
+    assert configs["kv_template"].match_tokens is None
+    match = configs["multidoc_qa"].match_tokens
+    assert (match.dataset, match.count) == (tmp_path / "data" / "kv_template", "total")

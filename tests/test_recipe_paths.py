@@ -18,51 +18,34 @@ def test_no_config_holds_a_placeholder():
         assert "{out_dir}" not in path.read_text(encoding="utf-8"), path
 
 
-def _noop():
-    """A step standing in for a real one (the plan sets what it reads)."""
-    from needlework.experiment import Step
-
-    return Step("stand-in", lambda: True, lambda: None)
-
-
 def test_eval_paths_held_out_and_variant_paths_land_under_out_dir(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
-    from needlework import experiment
-
-    seen: dict = {}
-    monkeypatch.setattr(
-        experiment, "_eval_step", lambda data, *a: seen.setdefault("e", data) and _noop()
-    )
-    monkeypatch.setattr(experiment, "check_recipe", lambda *a: None)
     out = tmp_path / "exp"
-    plan(load_recipe(RECIPES / "smollm2_baselines.yaml", [f"out_dir={out}"]))
+    recipe = load_recipe(RECIPES / "smollm2_baselines.yaml", [f"out_dir={out}"])
     by_name: dict = {}
-    for b in seen["e"]["benchmarks"]:
-        by_name.setdefault(b["name"], []).append(b)
-    assert by_name["kv_retrieval"][0]["data_path"] == str(out / "data/kv_template/seed0/eval.jsonl")
+    for b in recipe.eval_template.benchmarks:
+        by_name.setdefault(type(b).registry_name, []).append(b)
+    assert by_name["kv_retrieval"][0].data_path == str(out / "data/kv_template/seed0/eval.jsonl")
     held = [str(out / "data" / d) for d in ("multidoc_qa", "in2_style", "niah_train")]
-    assert by_name["mdqa"][0]["held_out"] == held
-    assert [g["held_out"] for g in by_name["general"]] == [held, held]
-    assert "held_out" not in by_name["kv_retrieval"][0]  # it cannot exclude questions
+    assert list(by_name["mdqa"][0].held_out) == held
+    assert [list(g.held_out) for g in by_name["general"]] == [held, held]
+    assert not hasattr(by_name["kv_retrieval"][0], "held_out")  # it cannot exclude questions
 
-    trains: list = []
-    monkeypatch.setattr(experiment, "_train_step", lambda v, o, *a: trains.append(o) or _noop())
-    plan(load_recipe(RECIPES / "smollm2_mix.yaml", [f"out_dir={out}"]))
-    assert all(f"mix_path={str(out / 'data/chat/seed0/train.jsonl')!r}".replace("'", '"') in o
-               for o in trains), trains  # fmt: skip
+    recipe = load_recipe(RECIPES / "smollm2_mix.yaml", [f"out_dir={out}"])
+    trains = [recipe.train_config(v, s) for v in recipe.variants for s in v.seeds]
+    assert trains and all(t.mix_path == out / "data/chat/seed0/train.jsonl" for t in trains)
+    assert [t.out_dir for t in trains] == [out / "train" / v.name / "seed0" for v in
+                                           recipe.variants]  # fmt: skip
 
 
 def test_tiny_base_sets_the_base_model_and_every_start(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
-    from needlework import experiment
-
     out = tmp_path / "exp"
     recipe = load_recipe(RECIPES / "tiny_cpu.yaml", [f"out_dir={out}"])
     assert recipe.base_model.path == str(out / "base_model")
-    trains: list = []
-    monkeypatch.setattr(experiment, "_train_step", lambda v, o, *a: trains.append(o) or _noop())
-    plan(recipe)
-    assert trains and all(f"trainer.model_path={out / 'base_model'}" in o for o in trains)
+    trains = [recipe.train_config(v, s) for v in recipe.variants for s in v.seeds]
+    assert trains and all(t.trainer.model_path == str(out / "base_model") for t in trains)
+    assert plan(recipe)[0].title.startswith("build tiny:")
     with pytest.raises(ConfigError, match="base_model.path.*set by tiny_base"):
         load_recipe(RECIPES / "tiny_cpu.yaml", [f"out_dir={out}", "base_model.path=x"])
 
@@ -71,8 +54,34 @@ def test_tiny_base_sets_the_base_model_and_every_start(tmp_path, monkeypatch):
     "override, needle",
     [
         ("eval_paths={benchmarks.kv_retrieval.data_path: /abs/eval.jsonl}", "absolute path"),
-        ("held_out=[nope]", "field 'held_out': nope is not a dataset of the recipe"),
+        ("held_out=[nope]", "field 'held_out': 'nope' is not a dataset of the recipe"),
         ("variants.0.paths={mix_path: /abs/x.jsonl}", "absolute path"),
+        # references no step satisfies, caught when the recipe loads (before: passed --dry-run)
+        (
+            "eval_paths={benchmarks.kv_retrieval.data_path: data/kv/seed0/evl.jsonl}",
+            "field 'eval_paths': benchmarks.kv_retrieval.data_path is data/kv/seed0/evl.jsonl, "
+            "which no step of the recipe writes",
+        ),
+        (
+            "variants.0.paths={mix_path: data/chats/seed0/train.jsonl}",
+            "field 'variants.mix_0.00.paths': mix_path is data/chats/seed0/train.jsonl, which no",
+        ),
+        (
+            "variants.0.train_file=trian.jsonl",
+            "field 'variants.mix_0.00.train_file': 'trian.jsonl' is not a file dataset 'kv' "
+            "writes (it writes eval.jsonl, eval.trl.jsonl, train.jsonl, train.trl.jsonl)",
+        ),
+        (
+            "variants.0.seeds=[0, 0]",
+            "field 'variants.mix_0.00.seeds': expected distinct items, got [0, 0]",
+        ),
+        ("variants.0.seeds=[1]", "field 'variants.mix_0.00.seeds': seed 1 has no dataset"),
+        (
+            "variants.0.paths={train_path: data/kv/seed0/train.jsonl}",
+            "field 'variants.mix_0.00.paths': sets train_path, which the recipe sets itself",
+        ),
+        ("eval_overrides=[out_dir=x]", "field 'eval_overrides': sets out_dir, which the recipe"),
+        ("variants.0.dataset=kvv", "field 'variants.mix_0.00.dataset': 'kvv' is not a dataset"),
     ],
 )
 def test_bad_recipe_paths_are_one_line_errors(override, needle, monkeypatch):

@@ -51,7 +51,6 @@ def build_parser() -> argparse.ArgumentParser:
         return s
 
     g = cfg_verb("generate", "Generate synthetic retrieval datasets.")
-    g.add_argument("--shard", metavar="I/N", help="write only shard I of N (0-based)")
     g.add_argument(
         "--num-samples",
         type=int,
@@ -59,12 +58,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="override every split's sample count (quick dry runs)",
     )
     g.add_argument("--no-progress", action="store_true")
-    g.add_argument(
-        "--merge",
-        type=int,
-        metavar="N",
-        help="combine the N finished shards of this config into the full dataset",
-    )
 
     i = sub.add_parser("inspect", help="Summarise a generated dataset file or folder.")
     i.add_argument("data", metavar="DATA")
@@ -157,11 +150,11 @@ def ls_cmd(args: argparse.Namespace) -> int:
 
 
 def _ls_unit(name: str) -> int:
-    """One unit's config fields: type, default and the docstring written under the field."""
-    import dataclasses
+    """One unit's config fields, from its schema: type, limits, default and the docstring
+    written under the field."""
     import difflib
 
-    from needlework.config import CONFIG_KINDS, config_class, field_docs
+    from needlework.config import CONFIG_KINDS, config_class, describe_fields
     from needlework.registry import ALL
 
     files = [kind for kind, _ in CONFIG_KINDS.values()]  # a config file kind: its fields
@@ -176,19 +169,9 @@ def _ls_unit(name: str) -> int:
     for kind, cls in found:
         doc = (cls.__doc__ or "").strip().splitlines()
         print(f"{name} ({kind[:-1]}): {doc[0] if doc else ''}")
-        docs = field_docs(cls)
-        for f in dataclasses.fields(cls):
-            if not f.init or f.name.startswith("_"):
-                continue
-            if f.default is not dataclasses.MISSING:
-                default = repr(f.default)
-            elif f.default_factory is not dataclasses.MISSING:
-                default = repr(f.default_factory())
-            else:
-                default = "(required)"
-            kind_name = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
-            print(f"  {f.name}: {kind_name} = {default}")
-            for line in docs.get(f.name, "").splitlines():
+        for field, kind_text, default, text in describe_fields(cls):
+            print(f"  {field}: {kind_text} = {default}")
+            for line in text.splitlines():
                 print(f"      {line.strip()}")
     return 0
 
@@ -228,12 +211,7 @@ def validate_cmd(args: argparse.Namespace) -> int:
                 print(f"skip {path}  (an accelerate config: read by accelerate launch)")
                 continue
             cls = config_class(kind)
-            if kind == "recipe":  # loaded as `needlework run` loads it, then every file it names
-                from needlework.experiment import check_recipe, load_recipe
-
-                check_recipe(load_recipe(path), path)
-            else:
-                load_config(cls, path, data=data)
+            load_config(cls, path, data=data)  # a recipe: with every config it names
         except UserError as exc:
             if len(files) == 1:
                 raise

@@ -21,11 +21,12 @@ import io
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, TypeVar, get_args, get_origin
+from typing import Annotated, Any, TypeVar, cast, get_args, get_origin
 
 import pydantic
+import typing_extensions
 import yaml
-from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import AfterValidator, ConfigDict, Field, TypeAdapter, ValidationError
 
 from needlework.errors import ConfigError
 
@@ -44,9 +45,28 @@ NonNegativeInt = Annotated[int, Field(ge=0)]
 Fraction = Annotated[float, Field(ge=0, le=1)]
 Seed = Annotated[int, Field(ge=0, lt=2**32)]
 """numpy/torch seeding refuses anything else, mid-setup."""
-NonEmptyStr = Annotated[str, Field(min_length=1, pattern=r"\S")]
 
 
+def _not_blank(text: str) -> str:
+    if not text.strip():
+        raise ValueError(f"expected a non-empty string, got {text!r}")
+    return text
+
+
+def _distinct(items: Any) -> Any:
+    if len(set(items)) != len(items):
+        raise ValueError(f"expected distinct items, got {list(items)}")
+    return items
+
+
+NonEmptyStr = Annotated[str, AfterValidator(_not_blank)]
+Distinct = AfterValidator(_distinct)
+"""Add to a list/tuple type: ``Annotated[tuple[int, ...], Distinct]``."""
+
+
+@typing_extensions.dataclass_transform(
+    frozen_default=True, field_specifiers=(dataclasses.field, Field)
+)
 def config(cls: type[T]) -> type[T]:
     """A frozen pydantic dataclass with the project's settings (:data:`STRICT`)."""
     return pydantic.dataclasses.dataclass(frozen=True, config=STRICT)(cls)  # type: ignore[return-value]
@@ -94,20 +114,26 @@ def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[s
     out = copy.deepcopy(dict(data))
     for text in overrides:
         keys, value = parse_override(text)
-        node: Any = out
-        for depth, k in enumerate(keys):
-            key: str | int = _list_key(text, node, k) if isinstance(node, list) else k
-            if depth == len(keys) - 1:
-                node[key] = value
-                break
-            child = node[key] if isinstance(node, list) else node.get(key)
-            if isinstance(child, str):  # a unit given by name only: `generator: simple_dict_kv`
-                child = {"name": child}
-            elif not isinstance(child, dict | list):
-                child = {}
-            node[key] = child
-            node = child
+        set_field(out, keys, value, text)
     return out
+
+
+def set_field(data: dict[str, Any], keys: Sequence[str], value: Any, text: str = "") -> None:
+    """Set the field at the dotted ``keys`` of a config mapping in place (a list item is named
+    by its ``name`` or its index; a unit given by name only becomes ``{name: ...}``)."""
+    node: Any = data
+    for depth, k in enumerate(keys):
+        key: Any = _list_key(text or ".".join(keys), node, k) if isinstance(node, list) else k
+        if depth == len(keys) - 1:
+            node[key] = value
+            return
+        child = node[key] if isinstance(node, list) else node.get(key)
+        if isinstance(child, str):  # a unit given by name only: `generator: simple_dict_kv`
+            child = {"name": child}
+        elif not isinstance(child, dict | list):
+            child = {}
+        node[key] = child
+        node = child
 
 
 def _list_key(text: str, items: list[Any], key: str) -> int:
@@ -147,9 +173,20 @@ def validate(tp: type[T] | Any, data: Any, *, source: str = "<config>", prefix: 
     """``data`` as a ``tp``; a ValidationError becomes one :class:`ConfigError` line naming
     ``source`` and the dotted field (under ``prefix``)."""
     try:
-        return adapter(tp).validate_python(data)  # type: ignore[no-any-return]
+        return adapter(cast(Any, tp)).validate_python(data)  # type: ignore[no-any-return]
     except ValidationError as exc:
         raise config_error(exc, data, source, prefix, tp) from None
+
+
+def invalid(loc: Sequence[str | int], message: str) -> ValidationError:
+    """A validation error at a location of one's choosing, for a rule between fields whose
+    field path is not one identifier (``raise invalid(("variants", name, "seeds"), "...")``);
+    pydantic adds the path of the object being validated in front."""
+    from pydantic_core import InitErrorDetails, PydanticCustomError
+
+    error = PydanticCustomError("unit", "{msg}", {"msg": message})
+    detail = InitErrorDetails(type=error, loc=tuple(loc), input=None)
+    return ValidationError.from_exception_data("needlework", [detail])
 
 
 def load_config(
@@ -189,8 +226,14 @@ def config_error(
         msg = str(err.get("ctx", {}).get("msg", msg))
     else:
         base = kind.removesuffix("_type").removesuffix("_parsing")
-        if kind == "literal_error":
-            msg = "expected one of " + str(err["ctx"]["expected"]).replace(" or ", ", ")
+        ctx = err.get("ctx", {})
+        if kind in ("too_short", "too_long", "string_too_short", "string_too_long"):
+            most = "most" if kind.endswith("long") else "least"
+            size = ctx.get("max_length" if most == "most" else "min_length")
+            unit = "character(s)" if kind.startswith("string") else "item(s)"
+            msg = f"expected at {most} {size} {unit}"
+        elif kind == "literal_error":
+            msg = "expected one of " + str(ctx["expected"]).replace(" or ", ", ")
         elif base != kind:  # int_parsing, list_type, ...: the type named as Python names it
             msg = "expected " + _TYPE_NAMES.get(base, base)
         msg = msg.replace("Input should be ", "expected ", 1)
@@ -287,6 +330,60 @@ def field_docs(cls: type) -> dict[str, str]:
             if info.description:
                 docs[name] = info.description
     return docs
+
+
+def describe_fields(cls: type) -> list[tuple[str, str, str, str]]:
+    """``(name, type with limits, default, docstring)`` of every init field of a config class,
+    read from its schema (``needlework ls NAME``, docs/formats.md)."""
+    docs = field_docs(cls)
+    out = []
+    for name, info in getattr(cls, "__pydantic_fields__", {}).items():
+        if name.startswith("_") or info.init is False:
+            continue
+        kind = _type_text(info.annotation)
+        limits = [t for m in info.metadata for t in _limit_texts(m)]
+        if limits:
+            kind += f" ({', '.join(limits)})"
+        if info.default_factory is not None:
+            default = repr(info.default_factory())  # type: ignore[call-arg]
+        elif info.is_required():
+            default = "(required)"
+        else:
+            default = repr(info.default)
+        out.append((name, kind, default, docs.get(name, "")))
+    return out
+
+
+def _type_text(tp: Any) -> str:
+    origin, args = get_origin(tp), get_args(tp)
+    if origin is Annotated:
+        limits = [t for m in args[1:] for t in _limit_texts(m)]
+        base = _type_text(args[0])
+        return f"{base} ({', '.join(limits)})" if limits else base
+    if tp is type(None):
+        return "None"
+    if origin is typing.Literal:
+        return " | ".join(repr(a) for a in args)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return " | ".join(_type_text(a) for a in args)
+    if origin is not None:
+        inner = ", ".join("..." if a is Ellipsis else _type_text(a) for a in args)
+        return f"{getattr(origin, '__name__', str(origin))}[{inner}]"
+    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+
+
+_LIMITS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<", "min_length": "min length"}
+
+
+def _limit_texts(meta: Any) -> list[str]:
+    """``[">= 1", "<= 18"]`` for ``Field(ge=1, le=18)``-style limits (``annotated_types``
+    objects and FieldInfos carrying several of them)."""
+    out = [
+        f"{sign} {value}"
+        for attr, sign in _LIMITS.items()
+        if (value := getattr(meta, attr, None)) is not None and not callable(value)
+    ]
+    return out + [t for item in getattr(meta, "metadata", ()) for t in _limit_texts(item)]
 
 
 # -- config files ----------------------------------------------------------------------------

@@ -5,6 +5,11 @@ finetuned model on the recipe's benchmarks -> report. Each step is skipped when 
 (``manifest.json``, ``model.json``, every benchmark's ``metrics.json``), so an interrupted
 experiment picks up where it stopped; a half-finished evaluation resumes sample by sample.
 
+Loading a recipe loads every config it names once, as typed objects, and checks every reference
+between them (datasets, seeds, files a step reads, fields the recipe owns); each step's config is
+derived from those objects with ``dataclasses.replace``. Whether local data is present is checked
+by the step that reads it.
+
 Run:  needlework run configs/recipes/tiny_cpu.yaml
 """
 
@@ -12,15 +17,50 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from needlework.config import config, load_config, read_yaml, to_dict
+from pydantic import AfterValidator, Field, model_validator
+
+from needlework.config import (
+    Distinct,
+    Seed,
+    apply_overrides,
+    config,
+    config_class,
+    config_kind,
+    invalid,
+    load_config,
+    parse_override,
+    read_yaml,
+    set_field,
+    to_dict,
+)
 from needlework.errors import ConfigError, UserError
 from needlework.models.base import ChatModel
 from needlework.registry import backends, benchmarks
+
+
+def _inside(path: str) -> str:
+    if Path(path).is_absolute():
+        raise ValueError(
+            f"{path} is an absolute path; give a path inside the experiment folder, relative "
+            "to out_dir"
+        )
+    return path
+
+
+def _folder_name(name: str) -> str:
+    if name == "base" or "/" in name:
+        raise ValueError(f"'{name}' is reserved or not a folder name")
+    return name
+
+
+Inside = Annotated[str, AfterValidator(_inside)]
+"""A path inside the experiment folder, relative to ``out_dir``."""
 
 
 @config
@@ -44,29 +84,30 @@ class DatasetSpec:
 class VariantSpec:
     """One finetuning setup, trained once per seed on that seed's dataset."""
 
-    name: str
+    name: Annotated[str, AfterValidator(_folder_name)]
     """Variant label in folders and reports, e.g. ``ft_template``."""
     train_config: Path
     """A ``needlework train`` config file."""
     dataset: str
-    """Key into the recipe's ``datasets``; seed S trains on ``seed<S>/train.jsonl``."""
-    seeds: list[int] = field(default_factory=lambda: [0])
+    """Key into the recipe's ``datasets``; seed S trains on ``seed<S>/<train_file>``."""
+    seeds: Annotated[list[Seed], Field(min_length=1), Distinct] = field(default_factory=lambda: [0])
     """Seeds: each gets its own dataset seed, training seed and evaluation."""
     overrides: list[str] = field(default_factory=list)
     """``key=value`` overrides for the train config."""
     train_file: str = "train.jsonl"
     """File of the dataset's ``seed<S>/`` folder to train on (``train.openai.jsonl`` for the
     OpenAI backend)."""
-    paths: dict[str, str] = field(default_factory=dict)
+    paths: dict[str, Inside] = field(default_factory=dict)
     """Train-config fields set to paths inside the experiment folder, each given relative to
     ``out_dir``: ``mix_path: data/chat/seed0/train.jsonl``."""
 
-    def __post_init__(self) -> None:
-        _check_relative("paths", self.paths)
-        if not self.seeds:
-            raise ValueError("seeds: expected at least one seed")
-        if self.name == "base" or "/" in self.name:
-            raise ValueError(f"name: '{self.name}' is reserved or not a folder name")
+
+# Fields of each step's config that the recipe sets itself (a recipe setting one is refused).
+OWNED = {
+    "generate": ("out_dir",),
+    "train": ("train_path", "out_dir", "seed", "variant"),
+    "eval": ("model", "out_dir", "variant", "seed"),
+}
 
 
 @config
@@ -83,7 +124,7 @@ class RecipeConfig:
     """A ``needlework eval`` config; its ``model`` and ``out_dir`` are set per model."""
     datasets: dict[str, DatasetSpec] = field(default_factory=dict)
     """Datasets by name; each is generated into ``out_dir/data/<name>/``."""
-    eval_paths: dict[str, str | list[str]] = field(default_factory=dict)
+    eval_paths: dict[str, Inside | list[Inside]] = field(default_factory=dict)
     """Eval-config fields set to paths inside the experiment folder, each given relative to
     ``out_dir``: ``benchmarks.kv_retrieval.data_path: data/kv/seed0/eval.jsonl``; a list sets
     a list of paths."""
@@ -103,30 +144,42 @@ class RecipeConfig:
     ``trainer.model_path``, so the base evaluation and every variant start from the same
     weights."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _tiny_base_is_the_base_model(cls, data: Any) -> Any:
+        base = data.get("base_model") if isinstance(data, dict) else None
+        if not (isinstance(data, dict) and data.get("tiny_base") and isinstance(base, dict)):
+            return data
+        if "path" in base:
+            raise ValueError(
+                "base_model.path: is set by tiny_base (the model built at out_dir/base_model); "
+                "remove it"
+            )
+        path = str(Path(str(data.get("out_dir", ""))) / "base_model")
+        return {**data, "base_model": {**base, "path": path}}
+
     def __post_init__(self) -> None:
-        _check_relative("eval_paths", self.eval_paths)
         names = [v.name for v in self.variants]
         if len(set(names)) != len(names):
             raise ValueError(f"variants: names must be unique, got {names}")
-        seen: list[str] = []
-        for name, spec in self.datasets.items():
-            if spec.match_tokens is not None and spec.match_tokens not in seen:
-                raise ValueError(
-                    f"datasets: '{name}' matches the tokens of '{spec.match_tokens}', which is "
-                    f"not a dataset listed before it (listed before: {', '.join(seen) or 'none'})"
+        listed = list(self.datasets)
+        for i, (name, spec) in enumerate(self.datasets.items()):
+            if spec.match_tokens is not None and spec.match_tokens not in listed[:i]:
+                raise invalid(
+                    ("datasets", name, "match_tokens"),
+                    f"'{name}' matches the tokens of "
+                    f"'{spec.match_tokens}', which is not a dataset listed before it "
+                    f"(listed before: {', '.join(listed[:i]) or 'none'})",
                 )
-            seen.append(name)
-        unknown = [d for d in self.held_out if d not in self.datasets]
-        if unknown:
-            raise ValueError(
-                f"held_out: {', '.join(unknown)} is not a dataset of the recipe "
-                f"(datasets: {', '.join(self.datasets) or 'none'})"
-            )
-        for v in self.variants:
-            if v.dataset not in self.datasets:
-                raise ValueError(
-                    f"variants: '{v.name}' uses unknown dataset '{v.dataset}' "
-                    f"(datasets: {', '.join(self.datasets) or 'none'})"
+        for loc, name in [
+            *((("held_out",), n) for n in self.held_out),
+            *((("variants", v.name, "dataset"), v.dataset) for v in self.variants),
+        ]:
+            if name not in self.datasets:
+                raise invalid(
+                    loc,
+                    f"{name!r} is not a dataset of the recipe (datasets: "
+                    f"{', '.join(self.datasets) or 'none'})",
                 )
         if self.tiny_base is not None:
             from needlework.training.sft_run import tiny_kwargs
@@ -135,6 +188,192 @@ class RecipeConfig:
                 tiny_kwargs(self.tiny_base)
             except UserError as exc:
                 raise ValueError(f"tiny_base: {str(exc).split(': ', 1)[-1]}") from None
+        self._check_owned()
+        self._check_references()
+
+    # -- the configs the recipe names, loaded once ----------------------------------------------
+    @functools.cached_property
+    def generate_configs(self) -> dict[str, Any]:
+        """Each dataset's generate config, its ``out_dir`` in the experiment."""
+        out = {}
+        for name, spec in self.datasets.items():
+            owned: dict[str, Any] = {"out_dir": str(self.out_dir / "data" / name)}
+            if spec.match_tokens is not None:
+                target = str(self.out_dir / "data" / spec.match_tokens)
+                owned["match_tokens"] = {"dataset": target, "count": spec.match_count}
+            where = ("datasets", name, "config")
+            out[name] = _child(where, spec.config, "generate", spec.overrides, owned)
+        return out
+
+    @functools.cached_property
+    def train_configs(self) -> dict[str, Any]:
+        """Each variant's train config, as for its first seed (:meth:`train_config` sets one)."""
+        out = {}
+        for v in self.variants:
+            owned = self._train_owned(v, v.seeds[0])
+            paths = {key: str(self.out_dir / p) for key, p in v.paths.items()}
+            if self.tiny_base:
+                paths["trainer.model_path"] = str(self.out_dir / "base_model")
+            where = ("variants", v.name, "train_config")
+            out[v.name] = _child(where, v.train_config, "train", v.overrides, {**paths, **owned})
+        return out
+
+    @functools.cached_property
+    def eval_template(self) -> Any:
+        """The eval config for the base model; each evaluation replaces the model and folder."""
+        sets: dict[str, Any] = {
+            key: [str(self.out_dir / p) for p in value]
+            if isinstance(value, list)
+            else str(self.out_dir / value)
+            for key, value in self.eval_paths.items()
+        }
+        sets.update(model=to_dict(self.base_model), out_dir=str(self.out_dir / "eval" / "base"))
+        folders = [str(self.out_dir / "data" / name) for name in self.held_out]
+
+        def hold_out(data: dict[str, Any]) -> dict[str, Any]:
+            if not folders or not isinstance(data.get("benchmarks"), list):
+                return data
+            return {**data, "benchmarks": [_with_held_out(b, folders) for b in data["benchmarks"]]}
+
+        return _child(
+            ("eval_config",), self.eval_config, "eval", self.eval_overrides, sets, hold_out
+        )
+
+    def train_config(self, variant: VariantSpec, seed: int) -> Any:
+        """The train config of one variant and seed."""
+        return replace(self.train_configs[variant.name], **self._train_owned(variant, seed))
+
+    def eval_config_for(self, model: Any, variant: str, seed: int | None, out: Path) -> Any:
+        """The eval config of one model: the template with its model, folder and tags."""
+        return replace(self.eval_template, model=model, out_dir=out, variant=variant, seed=seed)
+
+    def _train_owned(self, variant: VariantSpec, seed: int) -> dict[str, Any]:
+        data = self.out_dir / "data" / variant.dataset / f"seed{seed}" / variant.train_file
+        run_dir = self.out_dir / "train" / variant.name / f"seed{seed}"
+        return {"train_path": data, "out_dir": run_dir, "seed": seed, "variant": variant.name}
+
+    # -- cross-references ------------------------------------------------------------------------
+    def _check_owned(self) -> None:
+        """No recipe setting may set a field the recipe sets itself (it would be overwritten)."""
+        sets = [
+            *((("datasets", n, "overrides"), "generate", _keys(s.overrides)) for n, s in
+              self.datasets.items()),
+            *((("variants", v.name, "overrides"), "train", _keys(v.overrides)) for v in
+              self.variants),
+            *((("variants", v.name, "paths"), "train", list(v.paths)) for v in self.variants),
+            (("eval_overrides",), "eval", _keys(self.eval_overrides)),
+            (("eval_paths",), "eval", list(self.eval_paths)),
+        ]  # fmt: skip
+        for loc, kind, keys in sets:
+            clash = [k for k in keys if k.split(".")[0] in OWNED[kind]]
+            if clash:
+                raise invalid(
+                    loc,
+                    f"sets {clash[0]}, which the recipe sets itself for every step "
+                    f"({', '.join(OWNED[kind])}); remove it",
+                )
+
+    def _check_references(self) -> None:
+        """Every file a step reads is one a step writes: datasets' seeds and files, the paths
+        the recipe gives inside out_dir."""
+        files, trees = self._written()
+        for v in self.variants:
+            seeds = self.generate_configs[v.dataset].seeds
+            for seed in v.seeds:
+                if seed not in seeds:
+                    raise invalid(
+                        ("variants", v.name, "seeds"),
+                        f"seed {seed} has no dataset: '{v.dataset}' is generated for seeds "
+                        f"{list(seeds)}",
+                    )
+                wanted = f"data/{v.dataset}/seed{seed}/{v.train_file}"
+                if wanted not in files:
+                    raise invalid(
+                        ("variants", v.name, "train_file"),
+                        f"'{v.train_file}' is not a file dataset '{v.dataset}' writes (it "
+                        f"writes {_listing(files, v.dataset, seed)})",
+                    )
+        given: list[tuple[tuple[str, ...], Mapping[str, str | list[str]]]] = [
+            *((("variants", v.name, "paths"), v.paths) for v in self.variants),
+            (("eval_paths",), self.eval_paths),
+        ]
+        for loc, paths in given:
+            for key, value in paths.items():
+                for p in value if isinstance(value, list) else [value]:
+                    norm = Path(p).as_posix()
+                    if norm not in files and not any(norm.startswith(t + "/") for t in trees):
+                        raise invalid(
+                            loc,
+                            f"{key} is {p}, which no step of the recipe writes (datasets "
+                            "write data/<dataset>/seed<S>/<split>.jsonl, trainings "
+                            "train/<variant>/seed<S>/)",
+                        )
+        self.train_configs, self.eval_template  # noqa: B018 (load them: errors name the field)
+
+    def _written(self) -> tuple[set[str], set[str]]:
+        """Paths inside out_dir that the steps write: files and folders (exact), and folders
+        written whole (anything inside them counts)."""
+        files: set[str] = set()
+        trees = {"base_model"} if self.tiny_base else set()
+        suffixes = {"openai": ".openai.jsonl", "trl": ".trl.jsonl", "parquet": ".parquet"}
+        for name, cfg in self.generate_configs.items():
+            files |= {f"data/{name}", f"data/{name}/manifest.json"}
+            for seed in cfg.seeds:
+                folder = f"data/{name}/seed{seed}"
+                files.add(folder)
+                trees |= {f"{folder}/hf" for f in cfg.formats if f == "hf"}
+                for split in ("train", "eval"):
+                    files.add(f"{folder}/{split}.jsonl")
+                    files |= {f"{folder}/{split}{suffixes[f]}" for f in cfg.formats if f != "hf"}
+        for v in self.variants:
+            trees |= {f"train/{v.name}/seed{s}" for s in v.seeds}
+        return files, trees
+
+
+def _keys(overrides: Sequence[str]) -> list[str]:
+    return [".".join(parse_override(o)[0]) for o in overrides]
+
+
+def _listing(files: set[str], dataset: str, seed: int) -> str:
+    folder = f"data/{dataset}/seed{seed}/"
+    return ", ".join(sorted(p[len(folder) :] for p in files if p.startswith(folder)))
+
+
+def _with_held_out(item: Any, folders: list[str]) -> Any:
+    """A benchmark entry with ``held_out`` set when its unit can exclude questions."""
+    unit = {"name": item} if isinstance(item, str) else item
+    cls = benchmarks.get_or_none(unit.get("name")) if isinstance(unit, dict) else None
+    if cls is None or "held_out" not in {f.name for f in dataclasses.fields(cls)}:
+        return item
+    return {**unit, "held_out": folders}
+
+
+def _child(
+    where: tuple[str, ...],
+    path: Path,
+    kind: str,
+    overrides: Sequence[str],
+    sets: Mapping[str, Any],
+    adjust: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> Any:
+    """Load one config the recipe names, as the recipe runs it: its overrides, then the fields
+    the recipe sets (dotted keys); an error names the recipe field and the file."""
+    try:
+        data = read_yaml(path)
+        found = config_kind(data)
+        if found != kind:
+            what = _a(found) if found else "not a needlework"
+            raise ConfigError(f"is {what} config; expected {_a(kind)} config", source=str(path))
+        data = apply_overrides(data, overrides)
+        for key, value in sets.items():
+            set_field(data, key.split("."), value)
+        return load_config(config_class(kind), path, data=adjust(data) if adjust else data)
+    except UserError as exc:
+        raise invalid(where, str(exc)) from None
+
+
+def _a(word: str) -> str:
+    return ("an " if word[0] in "aeiou" else "a ") + word
 
 
 @dataclass
@@ -150,151 +389,29 @@ class Step:
     """Trains or evaluates a model: under ``--jobs N`` it runs in a process of its own."""
 
 
-def _check_relative(name: str, paths: Mapping[str, str | list[str]]) -> None:
-    for key, value in paths.items():
-        for p in value if isinstance(value, list) else [value]:
-            if Path(p).is_absolute():
-                raise ValueError(
-                    f"{name}: '{key}' is {p}, an absolute path; give a path inside the "
-                    "experiment folder, relative to out_dir"
-                )
-
-
-def path_overrides(paths: Mapping[str, str | list[str]], root: Path) -> list[str]:
-    """``key=value`` overrides setting each field to its path (or paths) under ``root``."""
-    import json
-
-    def under(value: str | list[str]) -> str | list[str]:
-        return [str(root / p) for p in value] if isinstance(value, list) else str(root / value)
-
-    return [f"{key}={json.dumps(under(value))}" for key, value in paths.items()]
-
-
-def _variant_overrides(recipe: RecipeConfig, variant: VariantSpec, root: Path) -> list[str]:
-    """A variant's own overrides, then the paths the recipe sets inside ``root``."""
-    base = [f"trainer.model_path={root / 'base_model'}"] if recipe.tiny_base else []
-    return [*variant.overrides, *path_overrides(variant.paths, root), *base]
-
-
-def _eval_data(recipe: RecipeConfig, data: dict[str, Any], root: Path) -> dict[str, Any]:
-    """The eval config as the recipe runs it: its overrides, its paths under ``root`` and the
-    held-out folders on every benchmark that takes them."""
-    from needlework.config import apply_overrides
-
-    data = apply_overrides(data, [*recipe.eval_overrides, *path_overrides(recipe.eval_paths, root)])
-    if not recipe.held_out or not isinstance(data.get("benchmarks"), list):
-        return data
-    folders = [str(root / "data" / name) for name in recipe.held_out]
-    items = []
-    for item in data["benchmarks"]:
-        unit = {"name": item} if isinstance(item, str) else item
-        name = unit.get("name") if isinstance(unit, dict) else None
-        cls = benchmarks.get(name) if isinstance(name, str) and name in benchmarks.names() else None
-        if cls is not None and "held_out" in {f.name for f in dataclasses.fields(cls)}:
-            unit = {**unit, "held_out": folders}
-        items.append(unit)
-    return {**data, "benchmarks": items}
-
-
-def _check_ref(
-    recipe_src: str,
-    where: str,
-    path: Path,
-    kind: str,
-    overrides: list[str],
-    replace: dict[str, Any] | None = None,
-    adjust: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-) -> Any:
-    """Load one config a recipe names, as the recipe will (overrides included, or ``adjust``
-    instead, then ``replace`` set over it); any error names the recipe, the field and the
-    referenced file."""
-    from needlework.config import apply_overrides, config_class, config_kind
-
-    try:
-        data = read_yaml(path)
-        found = config_kind(data)
-        if found != kind:
-            what = _a(found) if found else "not a needlework"
-            raise ConfigError(f"is {what} config; expected {_a(kind)} config", source=str(path))
-        data = adjust(data) if adjust is not None else apply_overrides(data, overrides)
-        data = {**data, **(replace or {})}
-        return load_config(config_class(kind), path, data=data)
-    except UserError as exc:
-        raise ConfigError(str(exc), source=recipe_src, field=where) from None
-
-
-def _a(word: str) -> str:
-    return ("an " if word[0] in "aeiou" else "a ") + word
-
-
-def check_recipe(recipe: RecipeConfig, source: str | Path) -> None:
-    """Every config the recipe names loads with its overrides, before any step runs (a typo
-    in the last variant must not surface after an hour of training the first)."""
-    src = str(source)
-    scratch = recipe.out_dir / ".check"  # for the paths a step sets itself (nothing is written)
-    for name, spec in recipe.datasets.items():
-        _check_ref(
-            src, f"datasets.{name}.config", spec.config, "generate",
-            [*spec.overrides, f"out_dir={scratch}"], _matching(spec, scratch),
-        )  # fmt: skip
-    for i, variant in enumerate(recipe.variants):
-        _check_ref(
-            src,
-            f"variants.{i}.train_config",
-            variant.train_config,
-            "train",
-            [
-                *_variant_overrides(recipe, variant, recipe.out_dir),
-                f"train_path={scratch}/train.jsonl",
-                f"out_dir={scratch}",
-            ],
-        )
-    # the model is set per step (base, then each trained one): checked apart, not here
-    probe = {"model": {"name": "scripted"}, "out_dir": str(scratch)}
-
-    def adjust(data: dict[str, Any]) -> dict[str, Any]:
-        return _eval_data(recipe, data, recipe.out_dir)
-
-    _check_ref(src, "eval_config", recipe.eval_config, "eval", [], probe, adjust)
-
-
-def plan(recipe: RecipeConfig, source: str | Path = "<recipe>") -> list[Step]:
-    """The ordered steps of an experiment; pure apart from reading config files, each of
-    which is checked first (:func:`check_recipe`)."""
-
-    check_recipe(recipe, source)
-
+def plan(recipe: RecipeConfig) -> list[Step]:
+    """The ordered steps of an experiment (pure: the recipe's configs are loaded already)."""
     out = recipe.out_dir
     steps: list[Step] = []
-
     if recipe.tiny_base:
         steps.append(_tiny_base_step(recipe.tiny_base, out / "base_model"))
-    for name, spec in recipe.datasets.items():
-        steps.append(_generate_step(name, spec, out / "data" / name, _matching(spec, out / "data")))
+    for name, cfg in recipe.generate_configs.items():
+        steps.append(_generate_step(name, cfg))
         steps[-1].after = tuple(range(len(steps) - 1))  # the base model, the datasets it matches
     prep = tuple(range(len(steps)))  # every model step reads the base model and the data
 
-    eval_data = _eval_data(recipe, read_yaml(recipe.eval_config), out)
-    base = to_dict(recipe.base_model)
     if recipe.evaluate_base:
-        steps.append(_eval_step(eval_data, "base", None, lambda: base, out / "eval" / "base"))
+        base = recipe.eval_config_for(recipe.base_model, "base", None, out / "eval" / "base")
+        steps.append(_eval_step(base, lambda cfg: cfg))
         steps[-1].after = prep
     for variant in recipe.variants:
         for seed in variant.seeds:
-            run_dir = out / "train" / variant.name / f"seed{seed}"
-            data = out / "data" / variant.dataset / f"seed{seed}" / variant.train_file
-            overrides = _variant_overrides(recipe, variant, out)
-            steps.append(_train_step(variant, overrides, seed, data, run_dir))
+            train = recipe.train_config(variant, seed)
+            steps.append(_train_step(train))
             steps[-1].after = prep
-            steps.append(
-                _eval_step(
-                    eval_data,
-                    variant.name,
-                    seed,
-                    _trained_model(base, run_dir),
-                    out / "eval" / variant.name / f"seed{seed}",
-                )
-            )
+            where = out / "eval" / variant.name / f"seed{seed}"
+            evaluation = recipe.eval_config_for(recipe.base_model, variant.name, seed, where)
+            steps.append(_eval_step(evaluation, _trained(recipe.base_model, train.out_dir)))
             steps[-1].after = (*prep, len(steps) - 2)
     if recipe.report:
         steps.append(
@@ -318,103 +435,55 @@ def _tiny_base_step(spec: str, target: Path) -> Step:
     return Step(f"build {spec} -> {target}", lambda: (target / "config.json").is_file(), run)
 
 
-def _matching(spec: DatasetSpec, data_root: Path) -> dict[str, Any]:
-    """The generate-config ``match_tokens`` section a dataset spec asks for (or nothing)."""
-    if spec.match_tokens is None:
-        return {}
-    target = data_root / spec.match_tokens
-    return {"match_tokens": {"dataset": str(target), "count": spec.match_count}}
-
-
-def _generate_step(name: str, spec: DatasetSpec, out_dir: Path, extra: dict[str, Any]) -> Step:
+def _generate_step(name: str, cfg: Any) -> Step:
     def run() -> None:
-        from needlework.config import apply_overrides
-        from needlework.datagen.pipeline import GenerateConfig, generate
+        from needlework.datagen.pipeline import generate
 
-        data = {**apply_overrides(read_yaml(spec.config), spec.overrides), **extra}
-        data["out_dir"] = str(out_dir)
-        generate(load_config(GenerateConfig, spec.config, data=data))
+        generate(cfg)
 
-    return Step(f"generate {name} -> {out_dir}", lambda: (out_dir / "manifest.json").is_file(), run)
+    out = Path(cfg.out_dir)
+    return Step(f"generate {name} -> {out}", lambda: (out / "manifest.json").is_file(), run)
 
 
-def _train_step(
-    variant: VariantSpec, overrides: list[str], seed: int, data: Path, run_dir: Path
-) -> Step:
+def _train_step(cfg: Any) -> Step:
     def run() -> None:
         from needlework.training.api import train
-        from needlework.training.config import TrainConfig
 
-        cfg = load_config(
-            TrainConfig,
-            variant.train_config,
-            [
-                *overrides,
-                f"train_path={data}",
-                f"out_dir={run_dir}",
-                f"seed={seed}",
-                f"variant={variant.name}",
-            ],
-        )
         train(cfg, resume=True)
 
-    return Step(
-        f"train {variant.name} seed {seed} -> {run_dir}",
-        lambda: (run_dir / "model.json").is_file(),
-        run,
-        heavy=True,
-    )
+    run_dir = Path(cfg.out_dir)
+    title = f"train {cfg.variant} seed {cfg.seed} -> {run_dir}"
+    return Step(title, lambda: (run_dir / "model.json").is_file(), run, heavy=True)
 
 
-def _trained_model(base: dict[str, Any], run_dir: Path) -> Callable[[], dict[str, Any]]:
-    """The finetuned model as a backend spec: the base's settings, the run's weights/model id."""
+def _trained(base: Any, run_dir: Path) -> Callable[[Any], Any]:
+    """The eval config with the finetuned model (known once training wrote model.json): the
+    base model's settings, the run's weights or model id."""
 
-    def spec() -> dict[str, Any]:
+    def with_model(cfg: Any) -> Any:
+        from needlework.config import build_unit
         from needlework.models import read_model_json
 
         trained = read_model_json(run_dir / "model.json")
-        backend = trained.pop("name")
-        if backend == base["name"]:
-            return {**base, **trained}
-        return {"name": backend, **trained}
+        spec = {**to_dict(base), **trained} if trained["name"] == to_dict(base)["name"] else trained
+        model = build_unit(backends, spec, source=str(run_dir / "model.json"), field="model")
+        return replace(cfg, model=model)
 
-    return spec
+    return with_model
 
 
-def _eval_step(
-    eval_data: dict[str, Any],
-    variant: str,
-    seed: int | None,
-    model: Callable[[], dict[str, Any]],
-    eval_dir: Path,
-) -> Step:
-    from needlework.evaluation.runner import EvalConfig
-
-    def build() -> Any:
-        data = {
-            **eval_data,
-            "model": model(),
-            "out_dir": str(eval_dir),
-            "variant": variant,
-            "seed": seed,
-        }
-        return load_config(EvalConfig, data=data)
-
-    probe = load_config(
-        EvalConfig, data={**eval_data, "model": {"name": "scripted"}, "out_dir": str(eval_dir)}
-    )
-    labels = [b.label() for b in probe.benchmarks]
-
-    def done() -> bool:
-        return all((eval_dir / label / "metrics.json").is_file() for label in labels)
+def _eval_step(cfg: Any, finish: Callable[[Any], Any]) -> Step:
+    labels = [b.label() for b in cfg.benchmarks]
+    out = Path(cfg.out_dir)
 
     def run() -> None:
         from needlework.evaluation.runner import evaluate
 
-        evaluate(build())
+        evaluate(finish(cfg))
 
-    seed_txt = f" seed {seed}" if seed is not None else ""
-    title = f"eval {variant}{seed_txt} on {', '.join(labels)} -> {eval_dir}"
+    seed = f" seed {cfg.seed}" if cfg.seed is not None else ""
+    title = f"eval {cfg.variant}{seed} on {', '.join(labels)} -> {out}"
+    done = lambda: all((out / label / "metrics.json").is_file() for label in labels)  # noqa: E731
     return Step(title, done, run, heavy=True)
 
 
@@ -425,23 +494,8 @@ def _report(paths: list[Path], out_dir: Path) -> None:
 
 
 def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> RecipeConfig:
-    """Load a recipe (with ``tiny_base``, the base model's path is the model it builds)."""
-    from needlework.config import apply_overrides
-
-    data = apply_overrides(read_yaml(path), list(overrides))
-    out_dir = data.get("out_dir")
-    if not isinstance(out_dir, str) or not out_dir:
-        raise ConfigError("is required: the experiment folder", source=str(path), field="out_dir")
-    base = data.get("base_model")
-    if data.get("tiny_base") and isinstance(base, dict):
-        if "path" in base:
-            raise ConfigError(
-                "is set by tiny_base (the model built at out_dir/base_model); remove it",
-                source=str(path),
-                field="base_model.path",
-            )
-        data["base_model"] = {**base, "path": str(Path(out_dir) / "base_model")}
-    return load_config(RecipeConfig, path, data=data)
+    """A recipe with every config it names loaded and every reference checked."""
+    return load_config(RecipeConfig, path, overrides)
 
 
 EXPERIMENT_ENTRIES = {"base_model", "data", "eval", "train", "logs", "report"}
@@ -453,13 +507,13 @@ def check_out_dir(out: Path) -> None:
     anything else would get the experiment's files mixed in among its own."""
     if out.exists() and not out.is_dir():
         raise UserError(f"out_dir: {out} exists and is not a folder")
-    if out.is_dir():
-        stray = sorted(p.name for p in out.iterdir() if p.name not in EXPERIMENT_ENTRIES)
-        if stray:
-            raise UserError(
-                f"out_dir: {out} holds {stray[0]}, which no needlework experiment writes; give a "
-                "new folder or an earlier experiment's"
-            )
+    stray = sorted(p.name for p in out.iterdir() if p.name not in EXPERIMENT_ENTRIES) if (
+        out.is_dir()) else []  # fmt: skip
+    if stray:
+        raise UserError(
+            f"out_dir: {out} holds {stray[0]}, which no needlework experiment writes; give a "
+            "new folder or an earlier experiment's"
+        )
 
 
 def run_recipe(
@@ -482,7 +536,7 @@ def run_recipe(
         raise UserError(f"--jobs: expected at least 1 process, got {jobs}")
     recipe = load_recipe(path, overrides)
     check_out_dir(recipe.out_dir)
-    steps = plan(recipe, path)
+    steps = plan(recipe)
     if step is not None and not 1 <= step <= len(steps):
         raise UserError(f"--step: the recipe has steps 1 to {len(steps)}, got {step}")
     if step is not None and not dry_run:

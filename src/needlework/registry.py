@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from needlework.errors import ConfigError, ContractError
 
@@ -91,15 +91,12 @@ class Registry(Generic[T]):
 
     def validate_unit(self, value: Any) -> T:
         """``{"name": ..., fields...}`` (or just the name, or a built unit) -> the unit."""
-        from pydantic import ValidationError
-        from pydantic_core import InitErrorDetails, PydanticCustomError
-
-        from needlework.config import adapter
+        from needlework.config import adapter, invalid
 
         if isinstance(value, tuple(self.items_classes())):
             return value  # type: ignore[return-value]
         value = {"name": value} if isinstance(value, str) else value
-        problem, loc = "", ()
+        problem, loc = "", cast("tuple[str, ...]", ())
         if not isinstance(value, Mapping) or "name" not in value:
             problem = (
                 f"expected a mapping with a 'name:' key choosing a {self.kind} "
@@ -108,11 +105,10 @@ class Registry(Generic[T]):
         elif str(value["name"]) not in self.names():
             problem, loc = self.unknown(str(value["name"])), ("name",)
         if problem:
-            error = PydanticCustomError("unit", "{msg}", {"msg": problem})
-            detail = InitErrorDetails(type=error, loc=loc, input=value)
-            raise ValidationError.from_exception_data(self.kind, [detail])
+            raise invalid(loc, problem)
         fields = {k: v for k, v in value.items() if k != "name"}
-        return adapter(self._units[str(value["name"])]).validate_python(fields)  # type: ignore[no-any-return]
+        unit: Any = self._units[str(value["name"])]
+        return adapter(unit).validate_python(fields)  # type: ignore[no-any-return]
 
     def items_classes(self) -> list[type[T]]:
         self._load()

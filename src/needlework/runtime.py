@@ -44,7 +44,9 @@ class Settings:
 def settings() -> Settings:
     """The environment as :class:`Settings` (unset or empty variables take the default); a bad
     value is one line naming the variable."""
-    names = [f for f in Settings.__dataclass_fields__]
+    import dataclasses
+
+    names = [f.name for f in dataclasses.fields(Settings)]
     env = {k: os.environ[k] for k in names if os.environ.get(k, "").strip()}
     return validate(Settings, env, source="environment")
 

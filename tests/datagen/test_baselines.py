@@ -15,7 +15,7 @@ from tests.conftest import shared_file
 from needlework.config import load_config
 from needlework.datagen.base import Slot
 from needlework.datagen.passages import load_partition, sentences
-from needlework.datagen.pipeline import GenerateConfig, generate, merge_shards
+from needlework.datagen.pipeline import GenerateConfig, generate
 from needlework.errors import UserError
 from needlework.evaluation.benchmarks.mdqa import MDQA
 from needlework.heldout import load_held_out, question_key
@@ -277,22 +277,6 @@ def test_match_tokens_reaches_the_reference_count(tmp_path, oracle):
     assert total["count"] == "total" and total["reached_tokens"] >= total["target_tokens"]
 
 
-def test_match_tokens_survives_sharding(tmp_path, oracle):
-    ref = tmp_path / "kv"
-    generate(cfg_for(ref, {"name": "simple_dict_kv", "num_dicts": 6}, num_train=6), progress=False)
-    gen = {"name": "multidoc_qa", "data_path": str(oracle), "num_docs": 3}
-    gen["answer_style"] = "restate"
-    cfg = cfg_for(tmp_path / "mdqa", gen)
-    match = {"dataset": str(ref), "count": "answer"}
-    cfg = load_config(GenerateConfig, data={**_as_data(cfg), "match_tokens": match})
-    whole = generate(cfg, progress=False)
-    for i in range(2):
-        generate(cfg, shard=(i, 2), progress=False)
-    merged = merge_shards(cfg, 2, progress=False)
-    assert merged["seeds"] == whole["seeds"] and "token_match" in merged["seeds"]["0"]
-    assert merged["files"] == whole["files"]
-
-
 def _as_data(cfg: GenerateConfig) -> dict:
     from needlework.config import to_dict
 
@@ -305,6 +289,12 @@ def test_match_tokens_missing_reference_is_a_clear_error(tmp_path, oracle):
         GenerateConfig, data={**_as_data(cfg), "match_tokens": {"dataset": str(tmp_path / "none")}}
     )
     with pytest.raises(UserError, match="match_tokens.dataset: .*seed0/train.jsonl not found"):
+        generate(cfg, progress=False)
+    assert not (tmp_path / "x").exists()
+    bad = tmp_path / "none" / "seed0" / "train.jsonl"
+    bad.parent.mkdir(parents=True)
+    bad.write_text('{"messages": [{"role": "user", "content": "q"}]}\n{"messages": []}\n')
+    with pytest.raises(UserError, match=r"train\.jsonl:2: field 'messages': .*at least 1 item"):
         generate(cfg, progress=False)
     assert not (tmp_path / "x").exists()
 

@@ -125,7 +125,7 @@ def test_probe_below_occurrences_builds_the_minimal_prompt():
         ({"occurrences": 1}, "occurrences"),
         ({"num_dicts": 3, "occurrences": 4}, "num_dicts"),
         ({"value_digits": (1, 1), "occurrences": 5}, "value_digits"),
-        ({"key_digits": (0, 3)}, "key_digits"),
+        ({"key_digits": (0, 3)}, "key_digits.0"),
         ({"dict_size_range": (4, 3)}, "dict_size_range"),
         ({"frac_top5": 0.99, "frac_0": 0.05}, "frac_top5"),
     ],

@@ -137,8 +137,8 @@ def test_same_seed_same_task_other_seed_differs():
         ({"num_dicts": 2, "near_miss_count": 5}, "near_miss_count"),
         ({"num_dicts": 1}, "num_dicts"),
         ({"key_digits": (4, 3)}, "key_digits"),
-        ({"key_digits": (1, 1)}, "key_digits"),
-        ({"key_digits": (1, 3)}, "key_digits"),
+        ({"key_digits": (1, 1)}, "key_digits.0"),
+        ({"key_digits": (1, 3)}, "key_digits.0"),
         ({"dict_size_range": (4, 3)}, "dict_size_range"),
     ],
 )
@@ -164,5 +164,7 @@ def test_generate_end_to_end(tmp_path):
 
 def test_one_digit_keys_say_key_digits_needs_two():
     """Not the empty range 'differ_digits: must be in [1, 0]' of the hostile sweep."""
-    with pytest.raises(ConfigError, match=r"field 'key_digits': lower bound must be >= 2 for near"):
+    with pytest.raises(
+        ConfigError, match=r"field 'key_digits.0': expected greater than or equal to 2, got 1"
+    ):
         validate(NearMissKV, {"key_digits": (1, 1)})

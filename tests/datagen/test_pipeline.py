@@ -1,4 +1,4 @@
-"""generate(): contract layout, determinism, sharding, budgets, atomicity and CLI errors."""
+"""generate(): contract layout, determinism, budgets, atomicity and CLI errors."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 from needlework.cli import main
 from needlework.config import load_config
 from needlework.datagen import pipeline
-from needlework.datagen.formatting import SYSTEM_MESSAGE, validate_openai_row
-from needlework.datagen.pipeline import GenerateConfig, generate, merge_shards
-from needlework.errors import DataError, UserError
+from needlework.datagen.formatting import SYSTEM_MESSAGE
+from needlework.datagen.pipeline import GenerateConfig, generate, iter_rows
+from needlework.errors import DataError
 from needlework.io import read_jsonl, sha256_file
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -121,76 +121,16 @@ def test_same_config_same_bytes_and_other_seed_differs(tmp_path):
     assert a != b and a.count("\n") == b.count("\n")
 
 
-def test_shards_concatenate_to_the_unsharded_bytes(tmp_path):
-    out = tmp_path / "ds"
-    cfg = tiny(out, num_train=10, num_eval=5, seeds=(0, 3))
-    generate(cfg, progress=False)
-    whole = snapshot(out)
-    for i in range(3):
-        generate(cfg, shard=(i, 3), progress=False)
-    for seed in (0, 3):
-        for name in ("train.jsonl", "eval.jsonl", "train.openai.jsonl", "eval.trl.jsonl"):
-            joined = b"".join(
-                (Path(f"{out}.shards") / f"{i}-of-3" / f"seed{seed}" / name).read_bytes()
-                for i in range(3)
-            )
-            assert joined == whole[f"seed{seed}/{name}"], name
-    # merging the shards rebuilds the same folder, manifest included
-    generate_again = snapshot(out)
-    merge_shards(cfg, 3, progress=False)
-    merged = snapshot(out, skip=("run.json",))
-    assert merged == generate_again
+def test_each_sample_draws_from_its_own_rng(tmp_path):
+    """Sample k of a split is the same whichever samples are made with it (a slice of a split
+    equals that slice of the whole split), so token matching can size a split by a prefix."""
+    from needlework.tokenization import load_counter
 
-
-def _shards(cfg: GenerateConfig, n: int) -> Path:
-    for i in range(n):
-        generate(cfg, shard=(i, n), progress=False)
-    return Path(f"{cfg.out_dir}.shards")
-
-
-def _refused(cfg: GenerateConfig, n: int, match: str) -> None:
-    """merge_shards fails with one line matching ``match`` and writes nothing at all."""
-    before = sorted(p.name for p in cfg.out_dir.parent.iterdir())
-    with pytest.raises(UserError, match=match) as err:
-        merge_shards(cfg, n, progress=False)
-    assert "\n" not in str(err.value)
-    assert not cfg.out_dir.exists()
-    assert sorted(p.name for p in cfg.out_dir.parent.iterdir()) == before
-
-
-def test_merge_refuses_shards_of_another_config(tmp_path):
-    """The hostile-sweep repro: a shard of another num_train used to merge into duplicated ids
-    with rc 0; another generator field, or merging with another config, likewise."""
-    cfg = tiny(tmp_path / "ds", num_train=8, num_eval=4)
-    root = _shards(cfg, 2)
-    generate(tiny(tmp_path / "ds", num_train=5, num_eval=4), shard=(1, 2), progress=False)
-    _refused(cfg, 2, r"1-of-2 was generated with a different config \(num_train: shard 5, merge 8")
-    generate(cfg, shard=(1, 2), progress=False)
-    other_gen = dataclasses.replace(
-        cfg, generator=dataclasses.replace(cfg.generator, answer_template=False)
-    )
-    generate(other_gen, shard=(0, 2), progress=False)
-    _refused(cfg, 2, r"0-of-2 was generated .*generator\.answer_template: shard false, merge true")
-    generate(cfg, shard=(0, 2), progress=False)
-    _refused(tiny(tmp_path / "ds", num_train=8, num_eval=4, seeds=(1,)), 2, r"seeds: shard \[0\]")
-    merge_shards(cfg, 2, progress=False)  # the matching shards still merge
-    assert (tmp_path / "ds" / "manifest.json").is_file() and root.is_dir()
-
-
-def test_merge_refuses_damaged_or_misnumbered_shards(tmp_path):
-    cfg = tiny(tmp_path / "ds", num_train=8, num_eval=4)
-    root = _shards(cfg, 2)
-    train = root / "1-of-2" / "seed0" / "train.jsonl"
-    data = train.read_bytes()
-    train.write_bytes(data[: len(data) // 2])  # truncated
-    _refused(cfg, 2, r"1-of-2: seed0/train\.jsonl does not match the sha256")
-    train.write_bytes(data.replace(b"value", b"VALUE", 1))  # same size, other bytes
-    _refused(cfg, 2, r"1-of-2: seed0/train\.jsonl does not match the sha256")
-    train.write_bytes(data)
-    (root / "1-of-2").rename(root / "keep")
-    generate(cfg, shard=(1, 3), progress=False)
-    (root / "1-of-3").rename(root / "1-of-2")  # shard 1 of 3 posing as 1 of 2
-    _refused(cfg, 2, r"1-of-2: manifest\.json says shard \[1, 3\], expected \[1, 2\]")
+    cfg = tiny(tmp_path / "ds", num_train=10, num_eval=5)
+    counter = load_counter(cfg.tokenizer)
+    sizes = {"train": 10, "eval": 5}
+    whole = list(iter_rows(cfg, counter, 3, "train", 4, range(10), sizes))
+    assert list(iter_rows(cfg, counter, 3, "train", 4, range(4, 8), sizes)) == whole[4:8]
 
 
 def test_paper_config_respects_the_budget_under_real_mistral(tmp_path):
@@ -280,6 +220,8 @@ def tiny_yaml(tmp_path) -> Path:
         (["seeds=[]"], "field 'seeds'"),
         (["generator.bogus=1"], "unknown key(s) 'bogus'"),
         (["formats=[xml]"], "field 'formats.0'"),
+        (["formats=[trl,trl]"], "field 'formats'"),
+        (["system_message="], "field 'system_message'"),
     ],
 )
 def test_bad_input_exits_2_without_output(overrides, match, tiny_yaml, tmp_path, capsys):
@@ -301,7 +243,7 @@ def test_unwritable_or_foreign_output_exits_2(tiny_yaml, tmp_path, capsys):
         ["generate", "--config", str(tiny_yaml), f"out_dir={afile / 'sub'}"],
         capsys,
         tmp_path,
-        "is not writable",
+        "afile/sub: cannot be created",
     )
     foreign = tmp_path / "mine"
     foreign.mkdir()
@@ -315,39 +257,20 @@ def test_unwritable_or_foreign_output_exits_2(tiny_yaml, tmp_path, capsys):
     assert (foreign / "notes.txt").read_text() == "keep me"
 
 
-def test_malformed_config_and_shard_exit_2(tmp_path, tiny_yaml, capsys):
+def test_malformed_config_and_bad_num_samples_exit_2(tmp_path, tiny_yaml, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("generator: {name: simple_dict_kv\nout_dir: x\n")
     _cli_fails(["generate", "--config", str(bad)], capsys, tmp_path, "invalid YAML")
     _cli_fails(
-        ["generate", "--config", str(tiny_yaml), "--shard", "3/2"], capsys, tmp_path, "--shard"
+        ["generate", "--config", str(tiny_yaml), "--num-samples", "0"],
+        capsys,
+        tmp_path,
+        "--num-samples: expected greater than or equal to 1, got 0",
     )
 
 
-@pytest.mark.parametrize(
-    "extra, match",
-    [
-        (["--merge", "0"], "--merge: expected the number of shards N >= 1, got 0"),
-        (["--merge", "-1"], "--merge: expected the number of shards N >= 1, got -1"),
-        (["--merge", "2", "--shard", "0/2"], "--merge: cannot be combined with --shard"),
-    ],
-)
-def test_bad_merge_arguments_exit_2(extra, match, tmp_path, tiny_yaml, capsys):
-    args = ["generate", "--config", str(tiny_yaml), f"out_dir={tmp_path / 'out'}", *extra]
-    _cli_fails(args, capsys, tmp_path, match)
-    assert not (tmp_path / "out.shards").exists()
-
-
-def test_merge_of_mismatched_shards_exits_2_through_the_cli(tmp_path, tiny_yaml, capsys):
-    base = ["generate", "--config", str(tiny_yaml), f"out_dir={tmp_path / 'out'}", "--no-progress"]
-    assert main([*base, "--shard", "0/2", "--num-samples", "4"]) == 0
-    assert main([*base, "--shard", "1/2", "num_train=3", "num_eval=4"]) == 0
-    capsys.readouterr()
-    _cli_fails([*base, "--merge", "2", "--num-samples", "4"], capsys, tmp_path, "out.shards/1-of-2")
-
-
 def test_dataset_folders_get_the_umask_mode(tmp_path, monkeypatch):
-    """mkdtemp makes 0700 folders; a finished dataset (or shard) must be 0o777 & ~umask."""
+    """mkdtemp makes 0700 folders; a finished dataset must be 0o777 & ~umask."""
     import needlework.io
 
     monkeypatch.setattr(needlework.io, "_UMASK", 0o022)
@@ -356,8 +279,6 @@ def test_dataset_folders_get_the_umask_mode(tmp_path, monkeypatch):
     assert out.stat().st_mode & 0o777 == 0o755
     generate(tiny(out), progress=False)  # replacing an earlier dataset: same mode
     assert out.stat().st_mode & 0o777 == 0o755
-    generate(tiny(out), shard=(0, 2), progress=False)
-    assert (Path(f"{out}.shards") / "0-of-2").stat().st_mode & 0o777 == 0o755
     monkeypatch.setattr(needlework.io, "_UMASK", 0o027)
     folder = needlework.io.make_temp_dir(tmp_path, ".x.", ".tmp")
     assert folder.stat().st_mode & 0o777 == 0o750
@@ -385,27 +306,6 @@ def test_cli_generate_and_inspect(tiny_yaml, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "10 rows" in text and "gold position" in text and "[assistant] The value of key" in text
     assert main(["inspect", str(tmp_path / "nothing")]) == 2
-
-
-def test_openai_rows_are_validated():
-    good = {
-        "messages": [
-            {"role": "system", "content": "s"},
-            {"role": "user", "content": "u"},
-            {"role": "assistant", "content": "a"},
-        ]
-    }
-    validate_openai_row(good, "x:1")
-    bad = [
-        {"messages": good["messages"], "meta": {}},
-        {"messages": good["messages"][:2]},
-        {"messages": [good["messages"][0], good["messages"][2], good["messages"][1]]},
-        {"messages": [{"role": "user", "content": ""}, good["messages"][2]]},
-        {"messages": []},
-    ]
-    for row in bad:
-        with pytest.raises(DataError, match="^x:1: "):
-            validate_openai_row(row, "x:1")
 
 
 def test_kill_9_leftovers_are_removed_by_the_next_run_and_sigterm_cleans_up(tmp_path):

@@ -3,7 +3,7 @@
 A generator knows nothing about tokenizers, budgets, splits or files: the pipeline
 (:mod:`needlework.datagen.pipeline`) decides how many units (dictionaries, passages) fit the
 token budget (:mod:`needlework.datagen.budget`), where the gold unit goes
-(:func:`needlework.datagen.dicts.gold_positions`), and which RNG and :class:`Slot` each sample
+(:func:`needlework.datagen.dicts.gold_position_plan`), and which RNG and :class:`Slot` each sample
 gets, then asks the generator for the text. That keeps every generator one small pure function
 of its RNG (and, for generators built on real questions, of its slot).
 """
@@ -12,9 +12,20 @@ from __future__ import annotations
 
 import functools
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Annotated, Any, ClassVar, Protocol, TypeVar, runtime_checkable
+
+from pydantic import Field
+
+from needlework.errors import UserError
+
+S = TypeVar("S", bound=Sequence[Any])
+T = TypeVar("T")
+
+UnitCount = Annotated[int, Field(ge=2)]
+"""Units per prompt: the gold one and at least one other."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +83,42 @@ class Generator(Protocol):
         """One task with ``num_units`` units and the gold one at ``gold_position``. ``slot`` is
         None for the budget search's probe prompts."""
         ...
+
+
+class GoldFractions:
+    """The rule between the gold-position fields every generator here declares (``frac_0``,
+    ``frac_top5``, each a :data:`~needlework.config.Fraction`): a mixin, so the fields keep
+    their place in each class (and in its ``config.yaml``)."""
+
+    frac_0: float
+    frac_top5: float
+
+    def __post_init__(self) -> None:
+        if self.frac_0 + self.frac_top5 > 1:
+            raise ValueError("frac_top5: frac_0 + frac_top5 must be <= 1")
+
+
+def slot_item(
+    items: Sequence[T], rng: random.Random, slot: Slot | None, key: str, have: str, more: str
+) -> T:
+    """The item (a real question) sample ``slot`` uses: one distinct item per sample of a seed,
+    in an order seeded by ``key`` and the seed; a probe (no slot) draws one from ``rng``. A seed
+    wanting more than there are is an error saying what there is (``have``, with ``{n}``) and
+    which field to raise for ``more``."""
+    if slot is None:
+        return items[int(rng.random() * len(items))]
+    order = _order(len(items), f"{key}:{slot.seed}")
+    if slot.ordinal >= len(order):
+        raise UserError(
+            f"num_train: {have.format(n=len(order))}; sample {slot.ordinal + 1} of seed "
+            f"{slot.seed} needs one more (lower num_train + num_eval or raise {more})"
+        )
+    return items[order[slot.ordinal]]
+
+
+@functools.lru_cache(maxsize=8)
+def _order(n: int, key: str) -> tuple[int, ...]:
+    return tuple(random.Random(key).sample(range(n), n))
 
 
 @functools.cache

@@ -14,6 +14,7 @@ binary search, as a function). Each probe step costs one encode per probe prompt
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,6 +43,10 @@ class Budget:
     def fits(self, prompt_tokens: int, conversation_tokens: int) -> bool:
         return prompt_tokens < self.prompt_limit and conversation_tokens <= self.max_context_tokens
 
+    def all_fit(self, sizes: list[tuple[int, int]]) -> bool:
+        """Every ``(prompt, conversation)`` token count fits."""
+        return all(self.fits(p, c) for p, c in sizes)
+
     def describe(self) -> str:
         return (
             f"prompt < {self.prompt_limit} tokens (max_context_tokens "
@@ -61,37 +66,14 @@ def measure(counter: TokenCounter, task: Task) -> tuple[int, int]:
     return counter.count(task.prompt), counter.count_chat(cast("list[Message]", messages(task)))
 
 
-class _Prober:
-    """Deterministic probe prompts (gold first) and the all-probes-fit predicate, memoised."""
-
-    def __init__(
-        self, gen: Generator, counter: TokenCounter, budget: Budget, key: str, probes: int
-    ):
-        self.gen, self.counter, self.budget = gen, counter, budget
-        self.key, self.probes = key, probes
-        self.cache: dict[int, tuple[bool, int, float]] = {}
-        self.sizes: dict[int, list[tuple[int, int]]] = {}
-
-    def run(self, n: int) -> tuple[bool, int, float]:
-        """(all probes fit, largest prompt, mean prompt) in tokens at ``n`` dictionaries."""
-        if n not in self.cache:
-            sizes = []
-            for j in range(self.probes):
-                task = self.gen.build(random.Random(f"{self.key}:probe:{j}"), n, 0)
-                sizes.append(measure(self.counter, task))
-            counts = [p for p, _ in sizes]
-            ok = all(self.budget.fits(p, c) for p, c in sizes)
-            self.sizes[n] = sizes
-            self.cache[n] = (ok, max(counts), sum(counts) / len(counts))
-        return self.cache[n]
-
-    def fits(self, n: int) -> bool:
-        return self.run(n)[0]
-
-    def overrun(self, n: int) -> str:
-        """What the probe samples at ``n`` units take, for the budget limits they break."""
-        self.run(n)
-        return overrun(self.sizes[n], self.budget)
+def probe_sizes(
+    gen: Generator, counter: TokenCounter, key: str, n: int, probes: int
+) -> list[tuple[int, int]]:
+    """(prompt, conversation) tokens of the deterministic probe prompts (gold first) at ``n``
+    units."""
+    return [
+        measure(counter, gen.build(random.Random(f"{key}:probe:{j}"), n, 0)) for j in range(probes)
+    ]
 
 
 def overrun(sizes: list[tuple[int, int]], budget: Budget) -> str:
@@ -115,20 +97,6 @@ def overrun(sizes: list[tuple[int, int]], budget: Budget) -> str:
     return "; ".join(parts) or f"samples need {budget.describe()}"
 
 
-def _too_small(gen: Generator, counter: TokenCounter, prober: _Prober) -> UserError:
-    return UserError(
-        f"max_context_tokens: budget too small for even num_{gen.unit}=2 with tokenizer "
-        f"{counter.name}: probe {prober.overrun(2)}"
-    )
-
-
-def _unit_limit(gen: Generator) -> tuple[int, str] | None:
-    """The most units a generator can put in one prompt and why (``max_units``, e.g. distinct
-    record ids), or None where only the budget limits it."""
-    limit = getattr(gen, "max_units", None)
-    return cast("tuple[int, str] | None", limit)
-
-
 def fit_num_units(
     gen: Generator,
     counter: TokenCounter,
@@ -139,11 +107,18 @@ def fit_num_units(
     max_dicts: int = 1_000_000,
 ) -> int:
     """Largest number of units at which all ``probes`` probe prompts fit ``budget``."""
-    prober = _Prober(gen, counter, budget, key, probes)
-    ok, _, _ = prober.run(2)
-    if not ok:
-        raise _too_small(gen, counter, prober)
-    limit = _unit_limit(gen)
+    sizes = functools.cache(lambda n: probe_sizes(gen, counter, key, n, probes))
+
+    def largest(n: int) -> int:
+        return max(p for p, _ in sizes(n))
+
+    if not budget.all_fit(sizes(2)):
+        raise UserError(
+            f"max_context_tokens: budget too small for even num_{gen.unit}=2 with tokenizer "
+            f"{counter.name}: probe {overrun(sizes(2), budget)}"
+        )
+    # max_units: the most units the generator can put in one prompt, and why (distinct ids)
+    limit: tuple[int, str] | None = getattr(gen, "max_units", None)
     if limit is not None and limit[0] < max_dicts:
         max_dicts = max(2, limit[0])  # build() cannot go past it: never probe beyond
     else:
@@ -151,7 +126,7 @@ def fit_num_units(
     # Secant steps on the largest probe prompt vs the limit give a close first guess ...
     target = budget.prompt_limit - 1
     a, b = 2, min(10, max_dicts)
-    fa, fb = prober.run(a)[1], prober.run(b)[1]
+    fa, fb = largest(a), largest(b)
     for _ in range(3):
         slope = (fb - fa) / (b - a) if b != a else 0
         if slope <= 0:
@@ -159,9 +134,11 @@ def fit_num_units(
         nxt = max(2, min(max_dicts, int(b + (target - fb) / slope)))
         if nxt == b:
             break
-        a, fa, b, fb = b, fb, nxt, prober.run(nxt)[1]
+        a, fa, b, fb = b, fb, nxt, largest(nxt)
     # ... then gallop from it to a bracket and bisect (counts up to 2 are known to fit).
-    found = max(2, largest_fitting(lambda n: n <= 2 or (n <= max_dicts and prober.fits(n)), b))
+    found = max(
+        2, largest_fitting(lambda n: n <= 2 or (n <= max_dicts and budget.all_fit(sizes(n))), b)
+    )
     if limit is not None and found >= max_dicts:
         # the budget takes every unit the generator can build, and would take more
         raise UserError(
@@ -182,18 +159,15 @@ def check_fixed(
     key: str,
     probes: int = 8,
 ) -> None:
-    """Fail early (before any output) when a fixed unit count cannot fit the budget at all."""
-    sizes = []
-    for j in range(probes):
-        task = gen.build(random.Random(f"{key}:probe:{j}"), num_units, 0)
-        p, c = measure(counter, task)
-        if budget.fits(p, c):
-            return
-        sizes.append((p, c))
+    """Fail early (before any output) when a fixed unit count cannot fit the budget at all (no
+    probe prompt fits)."""
+    sizes = probe_sizes(gen, counter, key, num_units, probes)
+    if any(budget.fits(p, c) for p, c in sizes):
+        return
     field = f"num_{gen.unit}"
     if num_units <= 2:
         advice = f"{field}=2 is the least: raise max_context_tokens"
-    elif _Prober(gen, counter, budget, key, probes).fits(2):
+    elif budget.all_fit(probe_sizes(gen, counter, key, 2, probes)):
         advice = f"lower {field} or set it to null to choose it by budget"
     else:
         advice = f"not even {field}=2 fits: raise max_context_tokens"

@@ -7,35 +7,17 @@ import sys
 
 
 def generate_cmd(args: argparse.Namespace) -> int:
-    from needlework.config import dry_run_done, load_config
-    from needlework.datagen.pipeline import (
-        GenerateConfig,
-        check_num_shards,
-        generate,
-        merge_shards,
-        parse_shard,
-        with_num_samples,
-    )
-    from needlework.errors import UserError
+    from needlework.config import PositiveInt, dry_run_done, load_config, validate
+    from needlework.datagen.pipeline import GenerateConfig, generate
 
-    if args.merge is not None:
-        # --merge N rebuilds the whole dataset from N shards; --shard writes one of them
-        if args.shard:
-            raise UserError(
-                "--merge: cannot be combined with --shard (write each shard with --shard I/N, "
-                "then combine them with --merge N alone)"
-            )
-        check_num_shards(args.merge)
-    shard = parse_shard(args.shard) if args.shard else None
-    cfg = load_config(GenerateConfig, args.config, args.overrides)
-    if args.num_samples is not None:
-        cfg = with_num_samples(cfg, args.num_samples)
+    overrides = list(args.overrides)
+    if args.num_samples is not None:  # every split gets N samples (quick dry runs)
+        n: int = validate(PositiveInt, args.num_samples, source="--num-samples")
+        overrides += [f"num_train={n}", f"num_eval={n}"]
+    cfg = load_config(GenerateConfig, args.config, overrides)
     if dry_run_done("generate", args):
         return 0
-    if args.merge is not None:
-        manifest = merge_shards(cfg, args.merge, progress=not args.no_progress)
-    else:
-        manifest = generate(cfg, shard=shard, progress=not args.no_progress)
+    manifest = generate(cfg, progress=not args.no_progress)
     for seed, info in manifest["seeds"].items():
         parts = ", ".join(
             f"{split} {s['n']} (prompt tokens {s['prompt_tokens']['min']}-"

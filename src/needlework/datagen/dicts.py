@@ -10,73 +10,57 @@ from __future__ import annotations
 import functools
 import random
 from collections.abc import Sequence
-from typing import ClassVar, NamedTuple
+from typing import Annotated, ClassVar, NamedTuple
 
-from needlework.config import config
+from pydantic import AfterValidator, Field
+
+from needlework.config import Fraction, PositiveInt, config
+from needlework.datagen.base import GoldFractions, UnitCount
 
 # Largest population list a NumberPool materialises (2**20 strings is ~60 MB, built in ~0.2 s).
 _POOL_LIMIT = 1 << 20
 
 
-def check_range(name: str, value: Sequence[int], *, minimum: int) -> tuple[int, int]:
-    """Validate an inclusive ``[lo, hi]`` config range; errors name the field."""
-    if len(value) != 2:
-        raise ValueError(f"{name}: expected [lo, hi], got {list(value)}")
-    lo, hi = int(value[0]), int(value[1])
-    if lo < minimum:
-        raise ValueError(f"{name}: lower bound must be >= {minimum}, got {lo}")
-    if lo > hi:
-        raise ValueError(f"{name}: contradictory range [{lo}, {hi}] (lo > hi)")
-    return lo, hi
+def _ordered(bounds: tuple[int, int]) -> tuple[int, int]:
+    if bounds[0] > bounds[1]:
+        raise ValueError(f"expected [lo, hi] with lo <= hi, got {list(bounds)}")
+    return bounds
 
 
-def check_fraction(name: str, value: float) -> None:
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name}: expected a fraction in [0, 1], got {value}")
+Ordered = AfterValidator(_ordered)
+"""An inclusive ``[lo, hi]`` range: ``lo <= hi``."""
+Range = Annotated[tuple[PositiveInt, PositiveInt], Ordered]
+"""An inclusive ``[lo, hi]`` range of counts (>= 1)."""
+DigitCount = Annotated[int, Field(ge=1, le=18)]
+"""Digits of a number (at most 18: a NumberPool draws it as an int)."""
+DigitRange = Annotated[tuple[DigitCount, DigitCount], Ordered]
+"""An inclusive ``[lo, hi]`` range of digit counts."""
 
 
 @config
-class DictTask:
-    """The fields, checks and naming every dictionary-retrieval generator shares; a generator
-    subclasses it (frozen dataclass), adds its own fields (its digit ranges among them, named in
-    ``digit_fields``) and may redeclare a field to change its default."""
+class DictTask(GoldFractions):
+    """The fields, rules and naming every dictionary-retrieval generator shares; a generator
+    subclasses it (frozen dataclass), adds its own fields (its digit ranges among them) and may
+    redeclare a field to change its default."""
 
     unit: ClassVar[str] = "dicts"
     prompt_stem: ClassVar[str]
     """``prompts/<stem>.txt`` (no answer template) and ``<stem>_wtemplate.txt``."""
-    digit_fields: ClassVar[tuple[str, ...]] = ("key_digits", "value_digits")
-    """The subclass's digit-count range fields (each checked as 1..18 digits)."""
 
-    num_dicts: int | None = 85
+    num_dicts: UnitCount | None = 85
     """Dictionaries per prompt (paper: 85 at 4K); null = as many as fit max_context_tokens."""
-    gold_dict_size: int = 3
+    gold_dict_size: PositiveInt = 3
     """Pairs in the gold dictionary (paper: 3)."""
-    dict_size_range: tuple[int, int] = (3, 4)
+    dict_size_range: Range = (3, 4)
     """Pairs in each other dictionary, inclusive (paper: randint(3, 4))."""
     answer_template: bool = True
     """Append the answer template to the prompt (the paper trains both variants)."""
-    frac_0: float = 0.05
+    frac_0: Fraction = 0.05
     """Fraction of samples per split with the gold dictionary (the first one, where there are
     several) forced first (paper: 0.05)."""
-    frac_top5: float = 0.03
+    frac_top5: Fraction = 0.03
     """Further fraction with it in the first int(N*0.05) positions (paper: 0.03; N = samples in
     the split, the official quirk)."""
-
-    def __post_init__(self) -> None:
-        if self.num_dicts is not None and self.num_dicts < 2:
-            raise ValueError(f"num_dicts: need at least 2 dictionaries, got {self.num_dicts}")
-        if self.gold_dict_size < 1:
-            raise ValueError(f"gold_dict_size: must be >= 1, got {self.gold_dict_size}")
-        check_range("dict_size_range", self.dict_size_range, minimum=1)
-        for name in self.digit_fields:
-            value = getattr(self, name)
-            check_range(name, value, minimum=1)
-            if value[1] > 18:
-                raise ValueError(f"{name}: at most 18 digits")
-        check_fraction("frac_0", self.frac_0)
-        check_fraction("frac_top5", self.frac_top5)
-        if self.frac_0 + self.frac_top5 > 1:
-            raise ValueError("frac_top5: frac_0 + frac_top5 must be <= 1")
 
     @property
     def prompt_name(self) -> str:
@@ -96,8 +80,6 @@ class NumberPool:
     """
 
     def __init__(self, lo: int, hi: int):
-        if not 1 <= lo <= hi <= 18:
-            raise ValueError(f"digit range [{lo}, {hi}] outside 1..18")
         self.lo, self.hi = lo, hi
         sizes = {d: 9 * 10 ** (d - 1) for d in range(lo, hi + 1)}
         biggest = sizes[hi]
@@ -119,6 +101,22 @@ class NumberPool:
             return self._pop[int(rng.random() * len(self._pop))]
         d = self.lo + int(rng.random() * (self.hi - self.lo + 1))
         return str(10 ** (d - 1) + int(rng.random() * 9 * 10 ** (d - 1)))
+
+
+class NumberPools:
+    """The shared number pools of a generator's ``key_digits`` and ``value_digits`` fields,
+    built on first use (a mixin: the fields stay where each generator declares them)."""
+
+    key_digits: tuple[int, int]
+    value_digits: tuple[int, int]
+
+    @functools.cached_property
+    def _keys(self) -> NumberPool:
+        return number_pool(*self.key_digits)
+
+    @functools.cached_property
+    def _values(self) -> NumberPool:
+        return number_pool(*self.value_digits)
 
 
 class GoldPlan(NamedTuple):
@@ -151,11 +149,7 @@ def gold_position_plan(
     """
     positions = [rng.randrange(num_dicts) for _ in range(num_samples)]
     n0 = int(num_samples * frac_0)
-    n5 = int(num_samples * frac_top5)
-    if n0 + n5 > num_samples:
-        raise ValueError(
-            f"frac_0 + frac_top5: {n0} + {n5} samples exceed the {num_samples} samples of the split"
-        )
+    n5 = int(num_samples * frac_top5)  # n0 + n5 <= num_samples: frac_0 + frac_top5 <= 1
     forced = rng.sample(range(num_samples), n0)
     chosen = set(forced)
     front = rng.sample([i for i in range(num_samples) if i not in chosen], n5)
@@ -165,13 +159,6 @@ def gold_position_plan(
     for i in front:
         positions[i] = rng.randrange(front_range)
     return GoldPlan(positions, forced, front)
-
-
-def gold_positions(
-    rng: random.Random, num_samples: int, num_dicts: int, frac_0: float, frac_top5: float
-) -> list[int]:
-    """Just the positions of :func:`gold_position_plan`."""
-    return gold_position_plan(rng, num_samples, num_dicts, frac_0, frac_top5).positions
 
 
 def render_dict(pairs: dict[str, str]) -> str:

@@ -17,7 +17,7 @@ import random
 from typing import ClassVar
 
 from needlework.config import config
-from needlework.datagen.base import Slot, Task, load_prompt
+from needlework.datagen.base import Slot, Task, UnitCount, load_prompt
 from needlework.datagen.passages import (
     PassageTask,
     distractor_indices,
@@ -32,13 +32,8 @@ class In2Style(PassageTask):
 
     unit: ClassVar[str] = "passages"
 
-    num_passages: int | None = None
+    num_passages: UnitCount | None = None
     """Passages per context, the answering one included; null = as many as fit the budget."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.num_passages is not None and self.num_passages < 2:
-            raise ValueError(f"num_passages: need at least 2 passages, got {self.num_passages}")
 
     @property
     def num_units(self) -> int | None:

@@ -16,46 +16,40 @@ from __future__ import annotations
 import functools
 import random
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
-from needlework.config import config
-from needlework.datagen.base import Slot, Task, load_prompt
+from pydantic import Field
+
+from needlework.config import Distinct, Fraction, NonEmptyStr, config
+from needlework.datagen.base import GoldFractions, Slot, Task, load_prompt, slot_item
 from needlework.errors import UserError
 from needlework.registry import generators
 
 TARBALL = "mmlu_data_csv.tar.gz"
 DEFAULT_DATA_PATH = "data/mmlu"
-SPLITS = ("dev", "val")
+SPLITS: tuple[Literal["dev", "val"], ...] = ("dev", "val")
 LETTERS = "ABCD"
 
 
 @generators.register("mmlu_chat")
 @config
-class MmluChat:
+class MmluChat(GoldFractions):
     """One MMLU dev/val question and its choices -> the correct letter and choice text."""
 
-    data_path: str = DEFAULT_DATA_PATH
+    data_path: NonEmptyStr = DEFAULT_DATA_PATH
     """The MMLU release tarball (``mmlu_data_csv.tar.gz``) or a folder holding it (default looked
     for in ``$NEEDLEWORK_DATA/mmlu``, then ``data/mmlu``)."""
-    splits: tuple[str, ...] = SPLITS
-    """Which of the release's non-test splits to draw from."""
-    max_question_words: int = 120
+    splits: Annotated[tuple[Literal["dev", "val"], ...], Field(min_length=1), Distinct] = SPLITS
+    """Which of the release's non-test splits to draw from (never test, which the general suite
+    evaluates)."""
+    max_question_words: Annotated[int, Field(ge=5)] = 120
     """Questions (choices included) longer than this are never used, so rows stay short."""
-    frac_0: float = 0.0
+    frac_0: Fraction = 0.0
     """Unused (one question per prompt): kept 0 so the gold position is always 0."""
-    frac_top5: float = 0.0
+    frac_top5: Fraction = 0.0
     """Unused, as ``frac_0``."""
 
     unit: ClassVar[str] = "questions"
-
-    def __post_init__(self) -> None:
-        if not self.data_path:
-            raise ValueError("data_path: give the MMLU tarball or a folder holding it")
-        bad = [s for s in self.splits if s not in SPLITS]
-        if bad or not self.splits:
-            raise ValueError(f"splits: expected some of {list(SPLITS)} (never test), got {bad}")
-        if self.max_question_words < 5:
-            raise ValueError(f"max_question_words: expected >= 5, got {self.max_question_words}")
 
     @property
     def num_units(self) -> int:
@@ -64,18 +58,13 @@ class MmluChat:
     def build(
         self, rng: random.Random, num_units: int, gold_position: int, slot: Slot | None = None
     ) -> Task:
-        docs = _questions(str(_tarball(self.data_path)), self.splits, self.max_question_words)
-        if slot is None:
-            doc = docs[int(rng.random() * len(docs))]
-        else:
-            order = _order(len(docs), slot.seed)
-            if slot.ordinal >= len(order):
-                raise UserError(
-                    f"num_train: {len(order)} MMLU {'+'.join(self.splits)} questions are short "
-                    f"enough; sample {slot.ordinal + 1} of seed {slot.seed} needs one more "
-                    "(lower num_train + num_eval or raise generator.max_question_words)"
-                )
-            doc = docs[order[slot.ordinal]]
+        from needlework.sources.data import locate
+
+        where = "generator.data_path"
+        tarball = locate(self.data_path, DEFAULT_DATA_PATH, "mmlu", (TARBALL,), field=where)
+        docs = _questions(str(tarball), self.splits, self.max_question_words)
+        have = f"{{n}} MMLU {'+'.join(self.splits)} questions are short enough"
+        doc = slot_item(docs, rng, slot, "mmlu_chat", have, "generator.max_question_words")
         a, b, c, d = (str(x).strip() for x in doc["choices"])
         question = doc["question"].strip()
         prompt = load_prompt("mmlu_chat").format(question=question, a=a, b=b, c=c, d=d)
@@ -85,12 +74,6 @@ class MmluChat:
             f"{letter}. {(a, b, c, d)[doc['answer']]}",
             {"subject": doc["subject"], "mmlu_split": doc["split"], "answer_letter": letter},
         )
-
-
-def _tarball(data_path: str) -> Path:
-    from needlework.sources.data import locate
-
-    return locate(data_path, DEFAULT_DATA_PATH, "mmlu", (TARBALL,), field="generator.data_path")
 
 
 @functools.lru_cache(maxsize=4)
@@ -108,8 +91,3 @@ def _questions(
     if not out:
         raise UserError(f"{tar_path}: no {'+'.join(splits)} question within max_question_words")
     return tuple(out)
-
-
-@functools.lru_cache(maxsize=8)
-def _order(n: int, seed: int) -> tuple[int, ...]:
-    return tuple(random.Random(f"mmlu_chat:{seed}").sample(range(n), n))

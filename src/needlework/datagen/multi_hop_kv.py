@@ -19,13 +19,17 @@ others uniform over the remaining positions (``hop_positions`` in the meta, in h
 
 from __future__ import annotations
 
+import functools
 import random
-from typing import ClassVar
+from typing import Annotated, ClassVar
+
+from pydantic import Field
 
 from needlework.config import config
-from needlework.datagen.base import Slot, Task, load_prompt
+from needlework.datagen.base import Slot, Task, UnitCount, load_prompt
 from needlework.datagen.dicts import (
     DictTask,
+    DigitRange,
     NumberPool,
     dict_lines,
     number_pool,
@@ -49,21 +53,18 @@ class MultiHopKV(DictTask):
     """Integer dictionaries where values are keys; follow a key through ``hops`` lookups."""
 
     prompt_stem: ClassVar[str] = "multi_hop_kv"
-    digit_fields: ClassVar[tuple[str, ...]] = ("digits",)
 
-    num_dicts: int | None = 83
+    num_dicts: UnitCount | None = 83
     """Dictionaries per prompt (83: one below what the budget search finds for the paper's 4K
     mistral:v1 budget, as 85 is for the simple task); null = as many as fit max_context_tokens."""
-    hops: int = 2
+    hops: Annotated[int, Field(ge=2)] = 2
     """Lookups in the chain (>= 2; 2 = the shortest real multi-hop question)."""
-    digits: tuple[int, int] = (3, 4)
+    digits: DigitRange = (3, 4)
     """Digit count of keys and values, inclusive (3-4, as the simple task); one range for both,
     since every chain value is also a key."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.hops < 2:
-            raise ValueError(f"hops: a multi-hop chain needs >= 2 lookups, got {self.hops}")
         if self.num_dicts is not None and self.num_dicts < self.hops:
             raise ValueError(
                 f"num_dicts: the {self.hops} hops need {self.hops} distinct dictionaries, got "
@@ -74,7 +75,10 @@ class MultiHopKV(DictTask):
             raise ValueError(
                 f"digits: {distinct} distinct numbers are too few for a chain of {self.hops} hops"
             )
-        object.__setattr__(self, "_numbers", number_pool(*self.digits))
+
+    @functools.cached_property
+    def _numbers(self) -> NumberPool:
+        return number_pool(*self.digits)
 
     def build(
         self, rng: random.Random, num_dicts: int, gold_position: int, slot: Slot | None = None
@@ -82,7 +86,7 @@ class MultiHopKV(DictTask):
         """One task. The budget search probes from 2 dictionaries up; below ``hops`` the prompt
         has ``hops`` dictionaries, the very prompt it has at ``num_dicts = hops`` for the same
         RNG, so the search never settles on a count the chain cannot fill."""
-        pool: NumberPool = self._numbers  # type: ignore[attr-defined]
+        pool = self._numbers
         num_dicts = max(num_dicts, self.hops)
         chain: list[str] = []
         while len(chain) < self.hops + 1:

@@ -13,16 +13,21 @@ docs/datagen.md, built on the knobs of the official ``DictRetrievalDataConfig``.
 
 from __future__ import annotations
 
+import functools
 import random
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
-from needlework.config import config
-from needlework.datagen.base import Slot, Task, load_prompt
+from pydantic import Field
+
+from needlework.config import Fraction, NonNegativeInt, PositiveInt, config
+from needlework.datagen.base import Slot, Task, UnitCount, load_prompt
 from needlework.datagen.dicts import (
     DictTask,
+    DigitRange,
     NumberPool,
-    check_fraction,
-    check_range,
+    NumberPools,
+    Ordered,
+    Range,
     dict_lines,
     number_pool,
 )
@@ -35,47 +40,41 @@ def _key_text(key: tuple[str, ...]) -> str:
 
 @generators.register("multi_subkey_dict_kv")
 @config
-class MultiSubkeyDictKV(DictTask):
+class MultiSubkeyDictKV(DictTask, NumberPools):
     """Tuple-of-integers keys; find the key holding given subkeys, its value and dictionary."""
 
     prompt_stem: ClassVar[str] = "multi_subkey_dict_kv"
-    digit_fields: ClassVar[tuple[str, ...]] = ("subkey_digits", "value_digits")
 
-    num_dicts: int | None = 49
+    num_dicts: UnitCount | None = 49
     """Dictionaries per prompt (paper: 49 for GPT-3.5 Turbo); null = as many as fit the budget."""
-    gold_dict_size: int = 3
+    gold_dict_size: PositiveInt = 3
     """Pairs in the gold dictionary (unknown in the paper; 3 as in the simple task)."""
-    dict_size_range: tuple[int, int] = (3, 4)
+    dict_size_range: Range = (3, 4)
     """Pairs in each other dictionary, inclusive (unknown; 3-4 as in the simple task)."""
-    frac_0: float = 0.0
+    frac_0: Fraction = 0.0
     """Fraction of samples per split with the gold dictionary forced first (unknown; 0)."""
-    frac_top5: float = 0.0
+    frac_top5: Fraction = 0.0
     """Further fraction with the gold dictionary in the first int(N*0.05) positions (0)."""
-    gold_key_size: int = 3
-    """Subkeys in the gold key (the paper's figure shows 3)."""
-    key_size_range: tuple[int, int] = (3, 4)
+    gold_key_size: Annotated[int, Field(ge=2)] = 3
+    """Subkeys in the gold key (the paper's figure shows 3; a multi-subkey key has >= 2)."""
+    key_size_range: Annotated[tuple[Annotated[int, Field(ge=2)], int], Ordered] = (3, 4)
     """Subkeys in each other key, inclusive (the figure shows 3-4)."""
-    common_subkey_size: int = 2
+    common_subkey_size: NonNegativeInt = 2
     """Gold subkeys that distractor keys may contain (the figure suggests 2); < gold_key_size."""
-    prob_ng_has_common: float = 0.5
+    prob_ng_has_common: Fraction = 0.5
     """Probability that a distractor key draws from the common subkeys at all (unknown; 0.5)."""
-    prob_ng_per_common: float = 0.5
+    prob_ng_per_common: Fraction = 0.5
     """Then the probability of including each common subkey (unknown; 0.5)."""
-    subkey_digits: tuple[int, int] = (3, 3)
+    subkey_digits: DigitRange = (3, 3)
     """Digit count of subkeys, inclusive (official builder default: 3)."""
-    value_digits: tuple[int, int] = (4, 4)
+    value_digits: DigitRange = (4, 4)
     """Digit count of values, inclusive (official builder default: 4)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_range("key_size_range", self.key_size_range, minimum=2)
-        if self.gold_key_size < 2:
+        if self.common_subkey_size >= self.gold_key_size:
             raise ValueError(
-                f"gold_key_size: a multi-subkey key needs >= 2 subkeys, got {self.gold_key_size}"
-            )
-        if not 0 <= self.common_subkey_size < self.gold_key_size:
-            raise ValueError(
-                f"common_subkey_size: must be in [0, gold_key_size-1], got "
+                f"common_subkey_size: must be < gold_key_size ({self.gold_key_size}), got "
                 f"{self.common_subkey_size}"
             )
         if self.key_size_range[0] <= self.common_subkey_size:
@@ -86,14 +85,14 @@ class MultiSubkeyDictKV(DictTask):
         distinct = 9 * 10 ** (self.subkey_digits[1] - 1)
         if max(self.key_size_range[1], self.gold_key_size) * 2 > distinct:
             raise ValueError("subkey_digits: too few distinct subkeys for the key sizes")
-        check_fraction("prob_ng_has_common", self.prob_ng_has_common)
-        check_fraction("prob_ng_per_common", self.prob_ng_per_common)
-        object.__setattr__(self, "_subkeys", number_pool(*self.subkey_digits))
-        object.__setattr__(self, "_values", number_pool(*self.value_digits))
+
+    @functools.cached_property
+    def _subkeys(self) -> NumberPool:
+        return number_pool(*self.subkey_digits)
 
     def _fill(self, rng: random.Random, key: list[str], size: int) -> list[str]:
         """Top ``key`` up to ``size`` distinct subkeys and shuffle it (random positions)."""
-        pool: NumberPool = self._subkeys  # type: ignore[attr-defined]
+        pool = self._subkeys
         while len(key) < size:
             s = pool.one(rng)
             if s not in key:
@@ -117,7 +116,7 @@ class MultiSubkeyDictKV(DictTask):
     def build(
         self, rng: random.Random, num_dicts: int, gold_position: int, slot: Slot | None = None
     ) -> Task:
-        values: NumberPool = self._values  # type: ignore[attr-defined]
+        values = self._values
         gold_list = self._fill(rng, [], self.gold_key_size)
         common = gold_list[: self.common_subkey_size]
         gold_key = tuple(self._fill(rng, list(gold_list), self.gold_key_size))

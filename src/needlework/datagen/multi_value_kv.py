@@ -21,17 +21,13 @@ prompt order and ``first_position`` the first.
 from __future__ import annotations
 
 import random
-from typing import ClassVar
+from typing import Annotated, ClassVar
+
+from pydantic import Field
 
 from needlework.config import config
-from needlework.datagen.base import Slot, Task, load_prompt
-from needlework.datagen.dicts import (
-    DictTask,
-    NumberPool,
-    dict_lines,
-    number_pool,
-    render_dict,
-)
+from needlework.datagen.base import Slot, Task, UnitCount, load_prompt
+from needlework.datagen.dicts import DictTask, DigitRange, NumberPools, dict_lines, render_dict
 from needlework.registry import generators
 
 FILL_VALUE, FILL_DICT = "<fill-in-value>", "<fill-in-dictionary-name>"
@@ -46,28 +42,23 @@ def _answer(gold_key: str, items: list[tuple[str, str]]) -> str:
 
 @generators.register("multi_value_kv")
 @config
-class MultiValueKV(DictTask):
+class MultiValueKV(DictTask, NumberPools):
     """Integer dictionaries where one key recurs with different values; report them all."""
 
     prompt_stem: ClassVar[str] = "multi_value_kv"
 
-    num_dicts: int | None = 84
+    num_dicts: UnitCount | None = 84
     """Dictionaries per prompt (84: one below what the budget search finds for the paper's 4K
     mistral:v1 budget, as 85 is for the simple task); null = as many as fit max_context_tokens."""
-    occurrences: int = 3
+    occurrences: Annotated[int, Field(ge=2)] = 3
     """Dictionaries holding the gold key (>= 2; 3 = more than one needle without long answers)."""
-    key_digits: tuple[int, int] = (3, 4)
+    key_digits: DigitRange = (3, 4)
     """Digit count of keys, inclusive (3-4, as the simple task)."""
-    value_digits: tuple[int, int] = (3, 4)
+    value_digits: DigitRange = (3, 4)
     """Digit count of values, inclusive (3-4, as the simple task)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.occurrences < 2:
-            raise ValueError(
-                f"occurrences: a multi-value key occurs in >= 2 dictionaries, got "
-                f"{self.occurrences}"
-            )
         if self.num_dicts is not None and self.num_dicts < self.occurrences:
             raise ValueError(
                 f"num_dicts: the {self.occurrences} occurrences need {self.occurrences} distinct "
@@ -79,8 +70,6 @@ class MultiValueKV(DictTask):
                 f"value_digits: {distinct} distinct values are too few for {self.occurrences} "
                 "distinct gold values"
             )
-        object.__setattr__(self, "_keys", number_pool(*self.key_digits))
-        object.__setattr__(self, "_values", number_pool(*self.value_digits))
 
     def build(
         self, rng: random.Random, num_dicts: int, gold_position: int, slot: Slot | None = None
@@ -88,8 +77,7 @@ class MultiValueKV(DictTask):
         """One task. The budget search probes from 2 dictionaries up; below ``occurrences`` the
         prompt has ``occurrences`` dictionaries, the very prompt it has at ``num_dicts =
         occurrences`` for the same RNG, so the search never settles below it."""
-        keys: NumberPool = self._keys  # type: ignore[attr-defined]
-        vals: NumberPool = self._values  # type: ignore[attr-defined]
+        keys, vals = self._keys, self._values
         occ = self.occurrences
         num_dicts = max(num_dicts, occ)
         others = [p for p in range(num_dicts) if p != gold_position]

@@ -17,7 +17,7 @@ import random
 from typing import ClassVar, Literal
 
 from needlework.config import config
-from needlework.datagen.base import Slot, Task, load_prompt
+from needlework.datagen.base import Slot, Task, UnitCount, load_prompt
 from needlework.datagen.passages import (
     PassageTask,
     bm25_indices,
@@ -35,17 +35,12 @@ class MultidocQA(PassageTask):
 
     unit: ClassVar[str] = "docs"
 
-    num_docs: int | None = 20
+    num_docs: UnitCount | None = 20
     """Passages per prompt, gold included (MDQA's 20); null = as many as fit the budget."""
     distractors: Literal["random", "bm25"] = "random"
     """Random passages, or the BM25-best passages for the question (hard negatives)."""
     answer_style: Literal["short", "restate"] = "short"
     """``short``: the NQ answer; ``restate``: the supporting sentence, then the answer."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.num_docs is not None and self.num_docs < 2:
-            raise ValueError(f"num_docs: need at least 2 passages, got {self.num_docs}")
 
     @property
     def num_units(self) -> int | None:

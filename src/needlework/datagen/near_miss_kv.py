@@ -21,15 +21,19 @@ from __future__ import annotations
 
 import math
 import random
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
-from needlework.config import config
+from pydantic import Field
+
+from needlework.config import PositiveInt, config
 from needlework.datagen.base import Slot, Task, load_prompt
 from needlework.datagen.dicts import (
     DictTask,
-    NumberPool,
+    DigitCount,
+    DigitRange,
+    NumberPools,
+    Ordered,
     dict_lines,
-    number_pool,
     render_bodies,
 )
 from needlework.registry import generators
@@ -54,41 +58,36 @@ def near_miss_total(num_digits: int, differ: int) -> int:
 
 @generators.register("near_miss_kv")
 @config
-class NearMissKV(DictTask):
+class NearMissKV(DictTask, NumberPools):
     """The simple dictionary task where some distractor keys differ from the gold key by a digit."""
 
     prompt_stem: ClassVar[str] = "near_miss_kv"
 
-    near_miss_count: int = 5
+    near_miss_count: PositiveInt = 5
     """Near-miss keys placed per prompt, outside the gold dictionary (5: a handful, so they stay
     a minority of ~300 keys but a lookup by approximate match will usually hit one)."""
-    differ_digits: int = 1
+    differ_digits: PositiveInt = 1
     """Digit positions in which each near miss differs from the gold key (1: the closest miss);
     at most key_digits' lower bound - 1, so other keys can stay clearly different."""
-    key_digits: tuple[int, int] = (3, 4)
-    """Digit count of keys, inclusive (3-4, as the simple task)."""
-    value_digits: tuple[int, int] = (3, 4)
+    key_digits: Annotated[tuple[Annotated[int, Field(ge=2, le=18)], DigitCount], Ordered] = (3, 4)
+    """Digit count of keys, inclusive (3-4, as the simple task); at least 2, as a near miss
+    shares all but differ_digits digits with the gold key."""
+    value_digits: DigitRange = (3, 4)
     """Digit count of values, inclusive (3-4, as the simple task)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         shortest = self.key_digits[0]
-        if shortest < 2:
-            # a 1-digit key has no digit left in common with a near miss of it
+        if self.differ_digits >= shortest:
             raise ValueError(
-                f"key_digits: lower bound must be >= 2 for near misses (a near miss shares all "
-                f"but differ_digits digits with the gold key), got {list(self.key_digits)}"
-            )
-        if not 1 <= self.differ_digits < shortest:
-            raise ValueError(
-                f"differ_digits: must be in [1, {shortest - 1}] (key_digits lower bound - 1), "
+                f"differ_digits: must be < key_digits' lower bound ({shortest}), "
                 f"got {self.differ_digits}"
             )
         most = near_miss_total(shortest, self.differ_digits)
-        if not 1 <= self.near_miss_count <= most:
+        if self.near_miss_count > most:
             raise ValueError(
-                f"near_miss_count: must be in [1, {most}] ({shortest}-digit keys have {most} "
-                f"near misses at {self.differ_digits} digit(s)), got {self.near_miss_count}"
+                f"near_miss_count: {shortest}-digit keys have {most} near misses at "
+                f"{self.differ_digits} digit(s), got {self.near_miss_count}"
             )
         if (
             self.num_dicts is not None
@@ -98,8 +97,6 @@ class NearMissKV(DictTask):
                 f"near_miss_count: {self.near_miss_count} near misses do not fit the "
                 f"{self.num_dicts - 1} other dictionaries"
             )
-        object.__setattr__(self, "_keys", number_pool(*self.key_digits))
-        object.__setattr__(self, "_values", number_pool(*self.value_digits))
 
     def _near_misses(self, rng: random.Random, gold: str, count: int) -> list[str]:
         out: list[str] = []
@@ -118,8 +115,7 @@ class NearMissKV(DictTask):
     ) -> Task:
         """One task. A budget probe with too few distractor pairs for ``near_miss_count`` (2
         dictionaries) places as many near misses as there are pairs."""
-        keys: NumberPool = self._keys  # type: ignore[attr-defined]
-        vals: NumberPool = self._values  # type: ignore[attr-defined]
+        keys, vals = self._keys, self._values
         gold_key, gold_value = keys.one(rng), vals.one(rng)
         lo, hi = self.dict_size_range
         span = hi - lo + 1

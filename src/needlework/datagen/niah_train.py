@@ -18,8 +18,8 @@ import functools
 import random
 from typing import ClassVar, Literal
 
-from needlework.config import config
-from needlework.datagen.base import Slot, Task, load_prompt
+from needlework.config import PositiveInt, config
+from needlework.datagen.base import Slot, Task, UnitCount, load_prompt
 from needlework.datagen.passages import PassageTask, sentences
 from needlework.registry import generators
 from needlework.sources.haystack import FILLER
@@ -76,18 +76,11 @@ class NIAHTrain(PassageTask):
     """``filler``: the NIAH benchmark's bland sentences; ``passages``: Wikipedia passages of
     the oracle file's training partition (their questions are then held out; ``data_path``,
     ``train_share``, ``partition_seed`` and ``max_passage_words`` apply only then)."""
-    num_passages: int | None = None
+    num_passages: UnitCount | None = None
     """Haystack units per prompt (a passage, or ``filler_sentences`` filler sentences); null =
     as many as fit the budget."""
-    filler_sentences: int = 5
+    filler_sentences: PositiveInt = 5
     """Sentences per filler unit."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.num_passages is not None and self.num_passages < 2:
-            raise ValueError(f"num_passages: need at least 2 units, got {self.num_passages}")
-        if self.filler_sentences < 1:
-            raise ValueError(f"filler_sentences: must be >= 1, got {self.filler_sentences}")
 
     @property
     def num_units(self) -> int | None:

@@ -20,9 +20,12 @@ import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
-from needlework.config import config
-from needlework.datagen.base import Slot
+from pydantic import Field
+
+from needlework.config import Fraction, NonEmptyStr, config
+from needlework.datagen.base import GoldFractions, Slot, slot_item
 from needlework.errors import DataError, UserError
 from needlework.sources.answers import contains_answer, normalize_answer
 from needlework.sources.data import (
@@ -40,33 +43,25 @@ DEFAULT_DATA_PATH = "data/lost-in-the-middle"
 
 
 @config
-class PassageTask:
-    """The fields and checks every factual baseline generator shares: where the oracle file is
-    and how its passages are partitioned (the same partition for every generator given the same
-    fields). A generator subclasses it (frozen dataclass) and adds its own fields."""
+class PassageTask(GoldFractions):
+    """The fields every factual baseline generator shares: where the oracle file is and how its
+    passages are partitioned (the same partition for every generator given the same fields). A
+    generator subclasses it (frozen dataclass) and adds its own fields."""
 
-    data_path: str = DEFAULT_DATA_PATH
+    data_path: NonEmptyStr = DEFAULT_DATA_PATH
     """The Lost-in-the-Middle oracle file or a folder holding it (default looked for in
     ``$NEEDLEWORK_DATA``, then ``data/``)."""
-    train_share: float = 0.5
+    train_share: Annotated[float, Field(gt=0, lt=1)] = 0.5
     """Share of the oracle's passages reserved for training data (the rest stays unseen)."""
     partition_seed: int = 0
     """Seeds the train/held-out passage partition (the same for every baseline generator)."""
-    max_passage_words: int = 100
+    max_passage_words: Annotated[int, Field(ge=10)] = 100
     """Passages longer than this are never used (the oracle chunks passages to ~100 words; a
     few longer ones, tables mostly, would make prompts swing in length)."""
-    frac_0: float = 0.0
+    frac_0: Fraction = 0.0
     """Fraction of samples with the gold unit forced first (0: depth uniform)."""
-    frac_top5: float = 0.0
+    frac_top5: Fraction = 0.0
     """Further fraction with the gold unit among the first positions (0)."""
-
-    def __post_init__(self) -> None:
-        if not self.data_path:
-            raise ValueError("data_path: give the oracle file or a folder holding it")
-        if not 0.0 < self.train_share < 1.0:
-            raise ValueError(f"train_share: expected a share in (0, 1), got {self.train_share}")
-        if self.max_passage_words < 10:
-            raise ValueError(f"max_passage_words: expected >= 10, got {self.max_passage_words}")
 
     def partition(self) -> Partition:
         """The oracle file's passages, split as these fields say (read once per process)."""
@@ -105,16 +100,8 @@ class Partition:
     def question(self, rng: random.Random, slot: Slot | None, salt: str) -> int:
         """The record asked by ``slot``: one distinct question per sample of a seed (a seeded
         order of the eligible questions); probes (no slot) draw one from ``rng``."""
-        if slot is None:
-            return self.eligible[int(rng.random() * len(self.eligible))]
-        order = _order(self.eligible, f"{salt}:{slot.seed}")
-        if slot.ordinal >= len(order):
-            raise UserError(
-                f"num_train: the training partition has {len(order)} usable questions; "
-                f"sample {slot.ordinal + 1} of seed {slot.seed} needs one more (lower num_train "
-                "+ num_eval or raise generator.train_share)"
-            )
-        return order[slot.ordinal]
+        have = "the training partition has {n} usable questions"
+        return slot_item(self.eligible, rng, slot, salt, have, "generator.train_share")
 
     def passage(self, index: int) -> Document:
         return _gold(self.records[index])
@@ -131,11 +118,6 @@ class Partition:
         for i in self.train:
             out.setdefault(self.passage(i).text, []).append(self.records[i].question)
         return {t: tuple(qs) for t, qs in out.items()}
-
-
-@functools.lru_cache(maxsize=8)
-def _order(indices: tuple[int, ...], key: str) -> tuple[int, ...]:
-    return tuple(random.Random(key).sample(indices, len(indices)))
 
 
 @functools.lru_cache(maxsize=4)

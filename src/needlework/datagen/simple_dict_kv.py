@@ -19,9 +19,9 @@ from needlework.config import config
 from needlework.datagen.base import Slot, Task, load_prompt
 from needlework.datagen.dicts import (
     DictTask,
-    NumberPool,
+    DigitRange,
+    NumberPools,
     dict_lines,
-    number_pool,
     render_bodies,
 )
 from needlework.registry import generators
@@ -29,26 +29,20 @@ from needlework.registry import generators
 
 @generators.register("simple_dict_kv")
 @config
-class SimpleDictKV(DictTask):
+class SimpleDictKV(DictTask, NumberPools):
     """Integer key -> integer value dictionaries; find one key's value and dictionary."""
 
     prompt_stem: ClassVar[str] = "simple_dict_kv"
 
-    key_digits: tuple[int, int] = (3, 4)
+    key_digits: DigitRange = (3, 4)
     """Digit count of keys, inclusive (paper: 3-4 digits, i.e. 100..9999)."""
-    value_digits: tuple[int, int] = (3, 4)
+    value_digits: DigitRange = (3, 4)
     """Digit count of values, inclusive (paper: 3-4 digits)."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        object.__setattr__(self, "_keys", number_pool(*self.key_digits))
-        object.__setattr__(self, "_values", number_pool(*self.value_digits))
 
     def build(
         self, rng: random.Random, num_dicts: int, gold_position: int, slot: Slot | None = None
     ) -> Task:
-        keys: NumberPool = self._keys  # type: ignore[attr-defined]
-        vals: NumberPool = self._values  # type: ignore[attr-defined]
+        keys, vals = self._keys, self._values
         gold_key, gold_value = keys.one(rng), vals.one(rng)
         lo, hi = self.dict_size_range
         span = hi - lo + 1

@@ -20,31 +20,40 @@ retrieval), but ``gold_dict_name`` records the 1-based row number.
 
 from __future__ import annotations
 
+import functools
 import json
 import random
-import re
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
-from needlework.config import config
-from needlework.datagen.base import Slot, Task, load_prompt
-from needlework.datagen.dicts import NumberPool, check_fraction, check_range, number_pool
+from pydantic import AfterValidator, Field
+
+from needlework.config import Distinct, Fraction, PositiveInt, config
+from needlework.datagen.base import GoldFractions, Slot, Task, UnitCount, load_prompt
+from needlework.datagen.dicts import DigitRange, NumberPool, NumberPools, number_pool
 from needlework.registry import generators
 
-NAME = re.compile(r"^[a-z][a-z_]*$")
+
+def _not_id(name: str) -> str:
+    if name == "id":
+        raise ValueError("expected a field name other than 'id' (every record has its id)")
+    return name
+
+
+FieldName = Annotated[str, Field(pattern=r"^[a-z][a-z_]*$"), AfterValidator(_not_id)]
 
 
 @generators.register("structured_records")
 @config
-class StructuredRecords:
+class StructuredRecords(GoldFractions, NumberPools):
     """Records with an id and integer fields, as JSON lines or a table; find one field."""
 
-    num_records: int | None = 110
+    num_records: UnitCount | None = 110
     """Records per prompt (110: one below what the budget search finds for 3-field JSON records
     in the paper's 4K mistral:v1 budget; tables fit ~180); null = as many as fit the budget."""
-    fields: int = 3
+    fields: PositiveInt = 3
     """Fields per record besides the id (3: as many numbers per line as a simple-task
     dictionary holds pairs)."""
-    field_names: tuple[str, ...] = (
+    field_names: Annotated[tuple[FieldName, ...], Field(min_length=1), Distinct] = (
         "price",
         "stock",
         "weight",
@@ -54,58 +63,39 @@ class StructuredRecords:
         "score",
         "count",
     )
-    """Names the fields are drawn from (``fields`` of them per prompt, in this order): plain
-    lowercase words, so the question and the columns read naturally."""
+    """Names the fields are drawn from (``fields`` of them per prompt, in this order): distinct
+    plain lowercase words other than ``id``, so the question and the columns read naturally."""
     format: Literal["json", "table"] = "json"
     """``json``: one ``json.dumps`` object per line; ``table``: a header line, then rows of
     ``|``-separated values."""
-    id_digits: tuple[int, int] = (3, 4)
+    id_digits: DigitRange = (3, 4)
     """Digit count of record ids, inclusive (3-4, as the simple task's keys)."""
-    value_digits: tuple[int, int] = (3, 4)
+    value_digits: DigitRange = (3, 4)
     """Digit count of field values, inclusive (3-4, as the simple task's values)."""
     answer_template: bool = True
     """Append the answer template to the prompt (the paper trains both variants)."""
-    frac_0: float = 0.05
+    frac_0: Fraction = 0.05
     """Fraction of samples per split with the gold record forced first (0.05, the paper's
     simple-task value)."""
-    frac_top5: float = 0.03
+    frac_top5: Fraction = 0.03
     """Further fraction with the gold record in the first int(N*0.05) rows (0.03, the paper's
     simple-task value)."""
 
     def __post_init__(self) -> None:
-        if self.num_records is not None and self.num_records < 2:
-            raise ValueError(f"num_records: need at least 2 records, got {self.num_records}")
-        if len(set(self.field_names)) != len(self.field_names) or not all(
-            NAME.match(n) and n != "id" for n in self.field_names
-        ):
+        super().__post_init__()
+        if self.fields > len(self.field_names):
             raise ValueError(
-                f"field_names: expected distinct lowercase words other than 'id', got "
-                f"{list(self.field_names)}"
+                f"fields: must be <= {len(self.field_names)} (the field_names), got {self.fields}"
             )
-        if not self.field_names:
-            raise ValueError("field_names: expected at least one field name, got []")
-        if not 1 <= self.fields <= len(self.field_names):
-            raise ValueError(
-                f"fields: must be in [1, {len(self.field_names)}] (the field_names), got "
-                f"{self.fields}"
-            )
-        if self.format not in ("json", "table"):
-            raise ValueError(f"format: expected 'json' or 'table', got {self.format!r}")
-        for name, value in (("id_digits", self.id_digits), ("value_digits", self.value_digits)):
-            check_range(name, value, minimum=1)
-            if value[1] > 18:
-                raise ValueError(f"{name}: at most 18 digits")
         if self.num_records is not None and self.num_records > self._distinct_ids:
             raise ValueError(
                 f"num_records: {self.num_records} distinct ids do not exist with id_digits "
                 f"{list(self.id_digits)}"
             )
-        check_fraction("frac_0", self.frac_0)
-        check_fraction("frac_top5", self.frac_top5)
-        if self.frac_0 + self.frac_top5 > 1:
-            raise ValueError("frac_top5: frac_0 + frac_top5 must be <= 1")
-        object.__setattr__(self, "_ids", number_pool(*self.id_digits))
-        object.__setattr__(self, "_values", number_pool(*self.value_digits))
+
+    @functools.cached_property
+    def _ids(self) -> NumberPool:
+        return number_pool(*self.id_digits)
 
     @property
     def max_units(self) -> tuple[int, str]:
@@ -141,13 +131,7 @@ class StructuredRecords:
     def build(
         self, rng: random.Random, num_records: int, gold_position: int, slot: Slot | None = None
     ) -> Task:
-        if num_records > self._distinct_ids:
-            raise ValueError(
-                f"num_records: {num_records} distinct ids do not exist with id_digits "
-                f"{list(self.id_digits)}"
-            )
-        ids_pool: NumberPool = self._ids  # type: ignore[attr-defined]
-        vals: NumberPool = self._values  # type: ignore[attr-defined]
+        ids_pool, vals = self._ids, self._values
         chosen = set(rng.sample(range(len(self.field_names)), self.fields))
         names = [n for i, n in enumerate(self.field_names) if i in chosen]
         ids: list[str] = []

@@ -11,12 +11,25 @@ characters and say so.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
+from typing_extensions import TypedDict
+
+from needlework.config import Fraction, NonNegativeInt, validate
+from needlework.datagen.formatting import stats
 from needlework.errors import DataError
-from needlework.io import read_jsonl
+from needlework.io import iter_jsonl
 
 BINS = 10
+
+
+class _Meta(TypedDict, total=False):
+    """What the summary reads of a row's ``meta`` (other keys are shown, not read)."""
+
+    prompt_tokens: NonNegativeInt
+    conversation_tokens: NonNegativeInt
+    gold_depth: Fraction
+    gold_position: NonNegativeInt
 
 
 def _files(path: Path) -> list[Path]:
@@ -65,21 +78,20 @@ def inspect_data(path: str | Path) -> dict[str, Any]:
     by_file: dict[str, int] = {}
     for f in files:
         count = 0
-        for lineno, row in enumerate(read_jsonl(f), 1):
+        for lineno, row in iter_jsonl(f):
             msgs = _messages(row, f"{f}:{lineno}")
-            meta: dict[str, Any] = (
-                cast("dict[str, Any]", row.get("meta")) if isinstance(row.get("meta"), dict) else {}
-            )
-            if "prompt_tokens" in meta:
-                lengths.append(int(meta["prompt_tokens"]))
-                conv.append(int(meta.get("conversation_tokens", meta["prompt_tokens"])))
+            meta = row.get("meta") or {}
+            read: _Meta = validate(_Meta, meta, source=f"{f}:{lineno}", prefix="meta")
+            if "prompt_tokens" in read:
+                lengths.append(read["prompt_tokens"])
+                conv.append(read.get("conversation_tokens", read["prompt_tokens"]))
             else:
                 unit = "characters"
                 user = [m["content"] for m in msgs if m.get("role") == "user"]
                 lengths.append(len(user[-1]) if user else 0)
-            if "gold_depth" in meta:
-                depths.append(float(meta["gold_depth"]))
-                positions_0 += meta.get("gold_position") == 0
+            if "gold_depth" in read:
+                depths.append(read["gold_depth"])
+                positions_0 += read.get("gold_position") == 0
             if example is None:
                 example = {"file": str(f), "id": row.get("id"), "messages": msgs, "meta": meta}
             count += 1
@@ -95,16 +107,12 @@ def inspect_data(path: str | Path) -> dict[str, Any]:
         "files": by_file,
         "n": n,
         "length_unit": unit,
-        "prompt_length": _stats(lengths),
-        "conversation_tokens": _stats(conv) if conv else None,
+        "prompt_length": stats(lengths, 1),
+        "conversation_tokens": stats(conv, 1) if conv else None,
         "gold_depth_histogram": hist if depths else None,
         "gold_position_0": positions_0,
         "example": example,
     }
-
-
-def _stats(values: list[int]) -> dict[str, float]:
-    return {"min": min(values), "mean": round(sum(values) / len(values), 1), "max": max(values)}
 
 
 def _clip(text: str, head: int = 300, tail: int = 300) -> str:

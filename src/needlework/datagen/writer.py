@@ -9,18 +9,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from needlework.datagen.formatting import openai_report, openai_row, stats, trl_row
 from needlework.errors import DataError, UserError
 from needlework.heldout import held_out_entry
-from needlework.io import STAGE_LOCK, dumps, sha256_file, write_json
+from needlework.io import STAGE_LOCK, check_creatable, dumps, sha256_file, write_json
 from needlework.tokenization import TokenCounter
-
-if TYPE_CHECKING:
-    from needlework.datagen.pipeline import GenerateConfig
 
 MANIFEST_FORMAT = "needlework-dataset/1"
 
@@ -43,11 +40,7 @@ def check_target(path: Path) -> None:
                 f"out_dir: {path} is not empty and holds no needlework dataset "
                 "(refusing to replace it)"
             )
-    ancestor = path.parent
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
-        raise UserError(f"out_dir: cannot create {path} ({ancestor} is not writable)")
+    check_creatable(path, f"out_dir: {path}")
 
 
 class SplitWriter:
@@ -57,24 +50,26 @@ class SplitWriter:
         self,
         folder: Path,
         split: str,
-        cfg: GenerateConfig,
         counter: TokenCounter,
         stack: contextlib.ExitStack,
+        *,
+        formats: Sequence[str],
+        system_message: str,
         keep_rows: bool,
     ):
-        self.folder, self.split, self.cfg, self.counter = folder, split, cfg, counter
+        self.counter, self.system_message = counter, system_message
         self.files = {
             "canonical": stack.enter_context(
                 (folder / f"{split}.jsonl").open("w", encoding="utf-8")
             )
         }
         for fmt in ("openai", "trl"):
-            if fmt in cfg.formats:
+            if fmt in formats:
                 self.files[fmt] = stack.enter_context(
                     (folder / f"{split}.{fmt}.jsonl").open("w", encoding="utf-8")
                 )
         self.metas: list[dict[str, Any]] = []
-        self.openai: list[dict[str, Any]] = []
+        self.openai_tokens: list[int] = []
         self.rows: list[dict[str, Any]] | None = [] if keep_rows else None
         self.digests: set[bytes] = set()
         self.questions: set[str] = set()
@@ -82,9 +77,9 @@ class SplitWriter:
     def add(self, row: dict[str, Any]) -> None:
         self.files["canonical"].write(dumps(row) + "\n")
         if "openai" in self.files:
-            o = openai_row(row, self.cfg.system_message)
+            o = openai_row(row, self.system_message)
             self.files["openai"].write(dumps(o) + "\n")
-            self.openai.append(o)
+            self.openai_tokens.append(self.counter.count_chat(o["messages"]))
         if "trl" in self.files:
             self.files["trl"].write(dumps(trl_row(row)) + "\n")
         self.metas.append(row["meta"])
@@ -118,8 +113,7 @@ class SplitWriter:
                 }
             )
         if "openai" in self.files:
-            where = str(self.folder.name) + f"/{self.split}.openai.jsonl"
-            out["openai"] = openai_report(self.openai, self.counter, where)
+            out["openai"] = openai_report(self.openai_tokens, self.counter.name)
         return out
 
 
@@ -141,12 +135,10 @@ def write_hf(folder: Path, rows: dict[str, list[dict[str, Any]]], formats) -> No
 
 
 def finish(
-    stage: Path,
-    cfg: GenerateConfig,
-    seeds: dict[str, Any],
-    shard: tuple[int, int] | None,
-    questions: set[str],
+    stage: Path, header: dict[str, Any], seeds: dict[str, Any], questions: set[str]
 ) -> dict[str, Any]:
+    """Write ``manifest.json``: ``header`` (generator, tokenizer, budget), each seed's summary,
+    every file's sha256 and size, and the real questions used (for evaluation to hold out)."""
     files = {}
     for path in sorted(p for p in stage.rglob("*") if p.is_file() and p.name != STAGE_LOCK):
         rel = path.relative_to(stage).as_posix()
@@ -154,11 +146,8 @@ def finish(
             files[rel] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
     manifest = {
         "format": MANIFEST_FORMAT,
-        "generator": cfg.generator_name,
-        "tokenizer": cfg.tokenizer,
-        "max_context_tokens": cfg.max_context_tokens,
-        "reserve_tokens": cfg.reserve_tokens,
-        "shard": list(shard) if shard else None,
+        **header,
+        "shard": None,  # no longer written in shards; kept so manifests stay byte-identical
         "seeds": seeds,
         "files": files,
     }
