@@ -203,7 +203,7 @@ def test_cli_short_form_and_config_file(tmp_path, capsys):
     "argv, needle",
     [
         (["eval", "--benchmark", "nw_test_arith"], "no model"),
-        (["eval", "--gold-answers"], "field 'benchmarks': Tuple should have at least 1 item"),
+        (["eval", "--gold-answers"], "field 'benchmarks': expected at least 1 item(s)"),
         (
             ["eval", "--gold-answers", "--model", "scripted:echo", "--benchmark", "nw_test_arith"],
             "asks no model",
@@ -227,7 +227,7 @@ def test_cli_errors_exit_2_with_one_line(argv, needle, capsys, tmp_path):
 
 
 def test_config_validation(tmp_path):
-    with pytest.raises(ConfigError, match="field 'benchmarks': Tuple should have at least 1"):
+    with pytest.raises(ConfigError, match=r"field 'benchmarks': expected at least 1 item\(s\)"):
         make_cfg(tmp_path, benchmarks=[])
     with pytest.raises(ConfigError, match="share the run-folder label"):
         make_cfg(tmp_path, benchmarks=["nw_test_arith", {"name": "nw_test_arith"}])

@@ -3,27 +3,16 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Annotated, TypeVar
+from collections.abc import Iterable, Iterator
+from typing import Annotated
 
-from pydantic import AfterValidator, Field
+from pydantic import Field
 
-from needlework.config import NonNegativeInt
+from needlework.config import Distinct, NonNegativeInt
 from needlework.records import Message, Sample
 
-T = TypeVar("T", bound=Sequence[object])
-
-
-def _distinct(items: T) -> T:
-    if len(set(items)) != len(items):
-        raise ValueError(f"expected distinct values, got {list(items)}")
-    return items
-
-
-Positions = Annotated[tuple[NonNegativeInt, ...], AfterValidator(_distinct)]
+Positions = Annotated[tuple[NonNegativeInt, ...], Distinct]
 """Distinct 0-based positions."""
-Distinct = AfterValidator(_distinct)
-"""Added to a tuple field's ``Annotated``: its items must be distinct."""
 Tag = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]*$")]
 """A label suffix: letters, digits, '_', '-' or '.'."""
 

@@ -23,10 +23,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
-from needlework.config import NonNegativeInt, PositiveInt, config
+from needlework.config import Distinct, NonNegativeInt, PositiveInt, config
 from needlework.errors import UserError
 from needlework.evaluation.base import Benchmark
-from needlework.evaluation.benchmarks.common import Distinct
 from needlework.records import Figure
 from needlework.registry import benchmarks
 
