@@ -121,7 +121,7 @@ def test_ls_name_shows_a_units_fields_with_their_docstrings(capsys):
     assert main(["ls", "mdqa"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("mdqa (benchmark): Multi-document QA")
-    assert "  num_docs: int = 20" in out and "gold_positions" in out
+    assert "  num_docs: int (>= 1) = 20" in out and "gold_positions" in out
     assert "Fetch missing files from github.com/nelson-liu/lost-in-the-middle" in out
     assert main(["ls", "mdq"]) == 2
     assert "no unit named 'mdq'; did you mean mdqa?" in capsys.readouterr().err

@@ -85,8 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         metavar="N",
-        help="data-parallel: N processes on this machine (launched with torchrun), each with "
-        "cores/N threads; under accelerate launch or torchrun the launcher's processes are used",
+        help="data-parallel: N processes on this machine, each with cores/N threads; under "
+        "accelerate launch or torchrun the launcher's processes are used",
     )
 
     r = sub.add_parser("report", help="Compare run folders: markdown, CSV, PNG plots.")

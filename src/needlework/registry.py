@@ -179,16 +179,7 @@ backends: Registry = Registry(
 benchmarks: Registry = Registry(
     "benchmark",
     "needlework.evaluation",
-    (
-        "label",
-        "group_by",
-        "primary_metric",
-        "secondary_metrics",
-        "max_new_tokens",
-        "figures",
-        "report_rank",
-        "needs_token_counter",
-    ),
+    ("label", "group_by", "primary_metric"),  # label(): subclass evaluation.base.Benchmark
     either=(("samples", "score"), ("run_suite",)),
 )
 

@@ -13,8 +13,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from needlework.evaluation.base import Benchmark
 from needlework.models.base import Backend, check_prompt_lengths
-from needlework.records import Figure, Sample
+from needlework.records import Sample
 from needlework.registry import backends, benchmarks
 
 CRASH: dict[str, Any] = {"after": None}  # set by a test: raise after this many answers
@@ -22,27 +23,18 @@ CALLS: list[list[str]] = []  # prompts each generate call received
 
 
 @dataclass(frozen=True)
-class ArithBench:
+class ArithBench(Benchmark):
     """i + i for i in range(num_samples); every ``long_every``-th prompt padded long."""
 
     num_samples: int = 12
-    variant: str = ""
+    tag: str = ""
     prompt_style: str = "plain"
     long_every: int = 0
     score_kind: str = "float"
 
     group_by = ("bucket",)
     primary_metric = "exact_match"
-    secondary_metrics = ()
     max_new_tokens = 5
-    needs_token_counter = False
-    report_rank = 100
-
-    def figures(self) -> tuple[Figure, ...]:
-        return (Figure("line", heading="{label} by bucket", name="by_bucket", x="bucket"),)
-
-    def label(self) -> str:
-        return "nw_test_arith" + (f"_{self.variant}" if self.variant else "")
 
     def samples(self) -> Iterator[Sample]:
         for i in range(self.num_samples):
@@ -78,23 +70,13 @@ class DuplicateIdBench(ArithBench):
 
 
 @dataclass(frozen=True)
-class SuiteBench:
+class SuiteBench(Benchmark):
     """Delegates everything (like the lm-eval ``general`` suite)."""
 
     group_by = ()
     primary_metric = "acc"
-    secondary_metrics = ()
-    max_new_tokens = 1
-    needs_token_counter = False
-    report_rank = 100
-
-    def figures(self) -> tuple[Figure, ...]:
-        return ()
 
     seen: list = field(default_factory=list, compare=False, repr=False)
-
-    def label(self) -> str:
-        return "nw_test_suite"
 
     def run_suite(self, model_config: Any, run_dir: Any, limit: int | None) -> dict[str, Any]:
         self.seen.append((model_config, run_dir, limit))

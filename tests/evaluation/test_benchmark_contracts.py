@@ -112,3 +112,28 @@ def test_config_round_trip(bench):
 def test_labels_are_distinct():
     labels = [build_unit(benchmarks, c).label() for c in CONFIGS.values()]
     assert len(set(labels)) == len(labels), labels
+
+
+def test_what_a_benchmark_does_not_write_is_derived():
+    """The narrow contract: samples, score, primary_metric and group_by; the rest defaults."""
+    from needlework.config import config
+    from needlework.evaluation.base import Benchmark
+
+    @config
+    class Grid(Benchmark):
+        tag: str = ""
+        tokenizer: str | None = None
+        primary_metric = "acc"
+        group_by = ("length", "depth")
+
+    grid = Grid(tag="v2")
+    assert grid.label() == "grid_v2" and Grid().label() == "grid"
+    assert grid.needs_token_counter and grid.report_rank == 100
+    assert grid.max_new_tokens is None and grid.secondary_metrics == ()
+    (heatmap,) = grid.figures()
+    assert (heatmap.kind, heatmap.x, heatmap.y) == ("heatmap", "length", "depth")
+    Grid.group_by = ("length",)
+    (line,) = Grid().figures()
+    assert (line.kind, line.x, line.name) == ("line", "length", "by_length")
+    Grid.group_by = ()
+    assert Grid().figures() == ()

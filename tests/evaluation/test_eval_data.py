@@ -117,9 +117,17 @@ def test_default_opener_is_blocked_by_the_offline_guard(tmp_path):
 
 
 def test_embedded_checksums_equal_the_shared_table():
+    import csv
+
     tsv = shared_file("lost-in-the-middle", "UPSTREAM_CHECKSUMS.tsv")
-    assert data.litm_checksums(tsv) == data.litm_checksums()
-    assert len(data.litm_checksums()) == 19
+    rows = csv.DictReader(tsv.read_text().splitlines(), delimiter="\t")
+    shared = {
+        r["upstream_path"]: data.UpstreamFile(
+            r["upstream_path"], r["git_blob_sha1_at_29b8a6d"], int(r["size_bytes"]), r["sha256"]
+        )
+        for r in rows
+    }
+    assert shared == data.litm_checksums() and len(shared) == 19
 
 
 def test_shared_files_verify_against_the_pinned_table():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from needlework.errors import DataError
+from needlework.errors import DataError, UserError
 from needlework.evaluation.benchmarks.flenqa import FLenQA, flenqa_prompt, key_facts
 from needlework.sources.prompts import PROMPTS_DIR
 
@@ -155,21 +155,23 @@ def test_parquet_and_zip_give_the_same_samples(tmp_path):
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"drop": "mixin"}, r":2: missing field 'mixin'"),
-        ({"set": ("dataset", "Other")}, r":2: field 'dataset' is 'Other'"),
-        ({"set": ("ctx_size", "250")}, r":2: field 'ctx_size' should be int"),
-        ({"set": ("label", "Maybe")}, r":2: field 'label' should be 'True' or 'False'"),
+        ({"drop": "mixin"}, r":2: field 'mixin': is required but missing"),
+        ({"set": ("dataset", "Other")}, r":2: field 'dataset': expected one of 'PIR', .*'Other'"),
+        ({"set": ("ctx_size", "big")}, r":2: field 'ctx_size': expected int, got 'big'"),
+        ({"set": ("label", "Maybe")}, r":2: field 'label': expected one of 'True', .*'Maybe'"),
+        ({"drop": "rule", "row": 9}, r":10: field 'rule': is required for Simplified RuleTaker"),
     ],
 )
 def test_bad_rows_name_file_line_and_field(tmp_path, change, message):
-    rows = [json.loads(line) for line in FIXTURE.read_text().splitlines()][:3]
+    rows = [json.loads(line) for line in FIXTURE.read_text().splitlines()]
+    bad = rows[change.get("row", 1)]
     if "drop" in change:
-        del rows[1][change["drop"]]
+        del bad[change["drop"]]
     else:
-        rows[1][change["set"][0]] = change["set"][1]
+        bad[change["set"][0]] = change["set"][1]
     path = tmp_path / "bad.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    with pytest.raises(DataError, match=r"bad\.jsonl" + message):
+    with pytest.raises(UserError, match=r"bad\.jsonl" + message):
         list(FLenQA(data_path=str(path)).samples())
 
 

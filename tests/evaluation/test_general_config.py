@@ -45,11 +45,11 @@ def test_registered_and_yaml_round_trip():
 @pytest.mark.parametrize(
     "bad, field",
     [
-        ({"tasks": ["mmlu", "arc"]}, "tasks"),
+        ({"tasks": ["mmlu", "arc"]}, "tasks.1"),
         ({"tasks": []}, "tasks"),
         ({"tasks": ["mmlu", "mmlu"]}, "tasks"),
         ({"num_fewshot": {"gsm8k": 5}, "tasks": ["mmlu"]}, "num_fewshot"),
-        ({"num_fewshot": {"mmlu": -1}}, "num_fewshot"),
+        ({"num_fewshot": {"mmlu": -1}}, "num_fewshot.mmlu"),
         ({"fraction": 1.0}, "fraction"),
         ({"batch_size": 0}, "batch_size"),
         ({"max_gen_toks": 0}, "max_gen_toks"),
@@ -200,7 +200,7 @@ def test_loaders_fail_with_one_line_errors(tmp_path):
 
     with gzip.open(tmp_path / "gsm8k" / "gsm8k_test.jsonl.gz", "wt") as fh:
         fh.write('{"question": "q"}\n')
-    with pytest.raises(DataError, match=r"gsm8k_test.jsonl.gz:1: missing field 'answer'"):
+    with pytest.raises(UserError, match=r"gsm8k_test.jsonl.gz:1: field 'answer': is required"):
         utils.gsm8k_dataset(data_dir=str(tmp_path))
 
 
@@ -252,3 +252,22 @@ def test_rows_from_samples_merges_filters_and_picks_the_best_choice():
     (row,) = rows_from_samples("mmlu", "needlework_mmlu::x", mc, "multiple_choice")
     assert row["id"] == "mmlu-anatomy-7" and row["output"] == "C"
     assert row["scores"] == {"mmlu/acc": 1.0} and row["meta"]["subject"] == "anatomy"
+
+
+def test_data_is_checked_when_the_suite_runs_not_when_it_loads(tmp_path):
+    """held_out needs the local tasks: a config without data_dir loads (validate, --dry-run),
+    and the run stops in one line before its folder is made."""
+    from needlework.config import load_config
+    from needlework.evaluation.runner import EvalConfig, evaluate
+
+    bench = {"name": "general", "tasks": ["triviaqa"], "held_out": [str(tmp_path / "ds")]}
+    data = {"model": "scripted", "benchmarks": [bench], "out_dir": str(tmp_path / "runs")}
+    cfg = load_config(EvalConfig, data=data)
+    assert cfg.benchmarks[0].data_dir is None
+    with pytest.raises(DataError, match="general.held_out: filtering questions needs the local"):
+        evaluate(cfg, progress=False)
+    assert not (tmp_path / "runs").exists()
+    missing = load_config(EvalConfig, data={**data, "benchmarks": [{**bench, "data_dir": "x"}]})
+    with pytest.raises(DataError, match="missing triviaqa/triviaqa_sm_sub.jsonl.gz"):
+        evaluate(missing, progress=False)
+    assert not (tmp_path / "runs").exists()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from tests.conftest import shared_file
 
-from needlework.errors import DataError
+from needlework.errors import DataError, UserError
 from needlework.evaluation.benchmarks.kv_retrieval import KVRetrieval, kv_prompt, move_record
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -99,7 +99,7 @@ def test_needlework_row_errors(tmp_path):
     rows = [json.loads(line) for line in EVAL.read_text().splitlines()][:3]
     del rows[2]["meta"]["gold_value"]
     path = write_rows(tmp_path / "e.jsonl", rows)
-    with pytest.raises(DataError, match=r"e\.jsonl:3: meta: missing field 'gold_value'"):
+    with pytest.raises(UserError, match=r"e\.jsonl:3: field 'meta.gold_value': is required"):
         list(KVRetrieval(data_path=str(path)).samples())
     rows = [json.loads(line) for line in EVAL.read_text().splitlines()][:2]
     rows[1]["messages"] = rows[1]["messages"][:1]
@@ -136,7 +136,7 @@ def test_litm_errors_and_validation(tmp_path):
         tmp_path / "kv.jsonl",
         [{"ordered_kv_records": [["a", "1"], ["b", "2"]], "key": "c", "value": "3"}],
     )
-    with pytest.raises(DataError, match=r"kv\.jsonl:1: field 'ordered_kv_records' must hold"):
+    with pytest.raises(UserError, match=r"kv\.jsonl:1: field 'ordered_kv_records': expected"):
         list(KVRetrieval(data_path=str(bad), source="lost_in_the_middle").samples())
 
 

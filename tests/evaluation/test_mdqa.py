@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from tests.conftest import shared_file
 
-from needlework.errors import DataError
+from needlework.errors import DataError, UserError
 from needlework.evaluation.benchmarks.mdqa import MDQA, official_path
 from needlework.sources.answers import contains_answer
 from needlework.sources.data import Document, read_qa_records
@@ -208,13 +208,13 @@ def test_data_errors_name_file_line_and_field(tmp_path):
     with pytest.raises(DataError, match=r"bad\.jsonl\.gz:2: invalid JSON"):
         list(built(data_path=str(bad_json)).samples())
     no_answers = write_gz(tmp_path / "noans.jsonl.gz", [json.dumps({"question": "q", "ctxs": []})])
-    with pytest.raises(DataError, match=r"noans\.jsonl\.gz:1: missing field 'answers'"):
+    with pytest.raises(UserError, match=r"noans\.jsonl\.gz:1: field 'answers': is required"):
         list(built(data_path=str(no_answers)).samples())
     no_title = write_gz(
         tmp_path / "notitle.jsonl.gz",
         [json.dumps({"question": "q", "answers": ["a"], "ctxs": [{"text": "x"}]})],
     )
-    with pytest.raises(DataError, match=r"notitle\.jsonl\.gz:1: ctxs\[0\]: missing field 'title'"):
+    with pytest.raises(UserError, match=r"notitle\.jsonl\.gz:1: field 'ctxs.0.title': is required"):
         list(built(data_path=str(no_title)).samples())
 
 

@@ -203,11 +203,6 @@ def test_depth_bin(depth, bins, edge):
     assert m.depth_bin(depth, bins) == edge
 
 
-def test_depth_bin_rejects_out_of_range():
-    with pytest.raises(ValueError, match="depth"):
-        m.depth_bin(1.5, 10)
-
-
 def test_format_match_ignores_numbers_but_not_wording():
     from needlework.evaluation.metrics import format_match
 

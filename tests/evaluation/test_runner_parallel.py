@@ -106,17 +106,12 @@ def test_bad_launcher_environment_is_one_line(monkeypatch):
 
     monkeypatch.setenv("RANK", "2")
     monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(UserError, match="0 <= RANK < WORLD_SIZE"):
+    with pytest.raises(UserError, match=r"RANK, WORLD_SIZE\): field 'rank': expected RANK < "):
         parallel.current()
 
 
-def test_strip_workers():
-    argv = ["eval", "--workers", "2", "--config", "x.yaml", "--workers=3", "limit=1"]
-    assert parallel.strip_workers(argv) == ["eval", "--config", "x.yaml", "limit=1"]
-
-
 @pytest.mark.slow
-def test_workers_flag_launches_torchrun_and_matches_single_process(tmp_path, tiny_checkpoint):
+def test_workers_flag_launches_processes_and_matches_single_process(tmp_path, tiny_checkpoint):
     """The real launch: ``needlework eval --workers 2`` on the tiny HF model, two processes."""
     data = Path(__file__).parents[1] / "fixtures" / "kv_eval_tiny.jsonl"
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
@@ -211,3 +206,36 @@ def test_killing_the_launcher_stops_its_workers(tmp_path, signal_name):
             time.sleep(0.2)
         assert _processes_mentioning(str(out)) == []
     assert not (out / "kv_retrieval" / "metrics.json").exists()  # stopped, not finished
+
+
+def _eval_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
+    cmd = [sys.executable, "-m", "needlework", "eval", "--model", "scripted:echo", *args]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize(
+    "case, needle",
+    [
+        ("missing data", "nope.jsonl: not found; make an eval split"),
+        ("out is a file", "cannot create output folder"),
+        ("suite", "general: lm-eval runs a suite in one process"),
+    ],
+)
+def test_worker_failures_are_one_line_once(tmp_path, case, needle):
+    """Every error inside ``eval --workers 2`` is said once, in one line, exit 2, with no
+    launcher traceback and nothing written; the general suite is refused before any work."""
+    fixture = Path(__file__).parents[1] / "fixtures" / "kv_eval_tiny.jsonl"
+    out = tmp_path / "out"
+    args = ["--benchmark", "kv_retrieval", f"benchmarks.0.data_path={fixture}", "--out", str(out)]
+    if case == "missing data":
+        args[2] = f"benchmarks.0.data_path={tmp_path / 'nope.jsonl'}"
+    elif case == "out is a file":
+        out.write_text("not a folder")
+    else:
+        args = ["--suite", "general", "--out", str(out)]
+    done = _eval_cli(*args, "--workers", "2", cwd=tmp_path)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and needle in lines[0], done.stderr
+    assert lines[0].startswith("needlework eval: error: ")
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["out"] if out.is_file() else [])

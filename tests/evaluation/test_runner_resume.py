@@ -253,5 +253,5 @@ def test_undecodable_run_records_are_clear_errors_or_redone(tmp_path):
     assert json.loads((run / "metrics.json").read_text())["n"] > 0
     assert (run / "predictions.jsonl").read_bytes() == good
     (run / "config.yaml").write_bytes(b"\xff\xfe garbage \x80")
-    with pytest.raises(UserError, match="config.yaml: unreadable; cannot check"):
+    with pytest.raises(UserError, match="config.yaml: not UTF-8 text"):
         evaluate(cfg, progress=False)

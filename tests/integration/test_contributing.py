@@ -31,52 +31,27 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass
 
-from needlework.records import Figure, Sample
+from needlework.config import PositiveInt, config
+from needlework.evaluation.base import Benchmark
+from needlework.records import Sample
 from needlework.registry import benchmarks
 
 
 @benchmarks.register("number_echo")
-@dataclass(frozen=True)
-class NumberEcho:
+@config
+class NumberEcho(Benchmark):
     """Repeat the number marked as the answer; accuracy by how many numbers surround it."""
 
-    num_samples: int = 12
+    num_samples: PositiveInt = 12
     """Samples in all, spread over the sizes."""
-    sizes: tuple[int, ...] = (2, 4, 8)
+    sizes: tuple[PositiveInt, ...] = (2, 4, 8)
     """Numbers per prompt."""
     seed: int = 0
     """Chooses the numbers."""
-    tokenizer: str | None = None
-    """Unused here: this benchmark is not sized in tokens."""
 
-    def __post_init__(self) -> None:
-        if self.num_samples < 1:
-            raise ValueError("num_samples: expected >= 1")
-
-    group_by = ("size",)
     primary_metric = "exact"
-    secondary_metrics = ()
-    max_new_tokens = 8
-    needs_token_counter = False
-    report_rank = 100
-
-    def figures(self) -> tuple[Figure, ...]:
-        return (
-            Figure(
-                "line",
-                heading="Number echo ({label}): {metric} by prompt size",
-                name="by_size",
-                x="size",
-                xlabel="numbers in the prompt",
-                title="Number echo: {metric} by prompt size",
-                caption="Number echo by size",
-            ),
-        )
-
-    def label(self) -> str:
-        return "number_echo"
+    group_by = ("size",)
 
     def samples(self) -> Iterator[Sample]:
         rng = random.Random(self.seed)
@@ -277,10 +252,14 @@ def test_new_benchmark_and_backend_validate_evaluate_and_report_with_a_figure(co
     # miss_every 4 answers "none" to prompts 0, 4, 8: 9 of 12 right
     assert metrics["metrics"]["exact"]["mean"] == pytest.approx(9 / 12)
     assert sum(r["scores"]["exact"] for r in rows) == 9
-    assert metrics["figures"][0]["name"] == "by_size"
+    # what the benchmark did not write is derived: a line over its one breakdown, rank 100
+    assert metrics["figures"] == [
+        {"kind": "line", "heading": "{label}: {metric} by size", "name": "by_size", "x": "size"}
+    ]
+    assert metrics["report_rank"] == 100 and metrics["secondary_metrics"] == []
     cli("report", str(run), "--out", str(root / "report"))
     text = (root / "report" / "report.md").read_text()
-    assert "## Number echo (number_echo): exact by prompt size" in text
+    assert "## number_echo: exact by size" in text
     assert (root / "report" / "figures" / "number_echo_by_size.png").stat().st_size > 1000
     assert "No problems found" in text
 
@@ -301,10 +280,10 @@ def test_a_unit_missing_a_member_is_refused_with_the_list(contributed):
     path = root / "src" / "needlework" / "evaluation" / "benchmarks" / "number_echo.py"
     good = path.read_text()
     try:
-        path.write_text(good.replace("    report_rank = 100\n", ""))
+        path.write_text(good.replace('    primary_metric = "exact"\n', ""))
         done = cli("ls", ok=False)
         assert done.returncode != 0
-        assert "lacks required member(s): report_rank" in done.stderr
+        assert "lacks required member(s): primary_metric" in done.stderr
         assert "Traceback" not in done.stderr and done.returncode == 2
     finally:
         path.write_text(good)

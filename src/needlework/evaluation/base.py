@@ -1,79 +1,79 @@
-"""The benchmark contract: samples in, per-sample scores out; aggregation lives in the runner."""
+"""The benchmark contract: samples in, per-sample scores out; aggregation lives in the runner.
+
+A benchmark writes what only it knows: ``samples()``, ``score()``, ``primary_metric`` (its
+score names) and ``group_by`` (the sample fields its scores are broken down by). Everything
+else has a default in :class:`Benchmark`, derived from those declarations, which a benchmark
+overrides where it knows better (as ``models.base.Backend`` does for backends).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from needlework.records import Figure, Sample
 
 
-class Evaluated(Protocol):
-    """What every registered benchmark unit has, whether it is scored sample by sample
-    (:class:`Benchmark`) or runs as a whole (:class:`Suite`).
+class Benchmark:
+    """Base of every registered benchmark unit: a frozen ``@config`` dataclass registered with
+    ``@benchmarks.register("name")`` in ``benchmarks/name.py``, whose fields are its settings.
 
-    ``group_by`` names ``Sample.meta`` fields the runner breaks metrics down by (a field, never a
-    metric name); ``primary_metric`` is the score reports plot; ``secondary_metrics`` are scores
-    reports show beside it (tables, a figure panel per breakdown), recorded in metrics.json so
-    reporting needs no list of its own. ``max_new_tokens`` None asks the runner to size the answer
-    budget from the longest gold answer (``answer_budget``). ``figures()`` and ``report_rank``
-    tell reports how to draw the breakdowns and where the sections go; the runner records both
-    in metrics.json.
+    A suite that runs and scores itself (the lm-eval ``general`` suite) writes ``run_suite``
+    (and, if it needs data, ``preflight``) instead of ``samples()``/``score()``.
     """
 
-    group_by: tuple[str, ...]
-    primary_metric: str
-    secondary_metrics: tuple[str, ...]
-    max_new_tokens: int | None
-    needs_token_counter: bool
-    """Prompts are sized in the model's tokens: a ``tokenizer`` field left None is set to the
-    backend's ``token_counter()`` when the eval config is built (e.g. NIAH's haystack)."""
-    report_rank: int
-    """Where this benchmark's sections go in a report, lowest first (the paper's order: MDQA
-    10, FLenQA 20, KV retrieval 30, NIAH 40, general 50; a new benchmark, e.g. 100)."""
+    if TYPE_CHECKING:  # written by each benchmark (registration fails without them)
 
-    def figures(self) -> tuple[Figure, ...]:
-        """How reports draw this benchmark's breakdowns (empty: tables only)."""
-        ...
+        @property
+        def primary_metric(self) -> str:
+            """The score reports plot (a key of ``score()``'s dict)."""
 
-    def label(self) -> str:
-        """Run-folder label: the registry name plus the variant, e.g. ``flenqa_cot``."""
-        ...
+        @property
+        def group_by(self) -> tuple[str, ...]:
+            """``Sample.meta`` fields the runner breaks every score down by."""
 
+        def samples(self) -> Iterator[Sample]:
+            """Deterministic samples (same config, same order, same text)."""
 
-class Benchmark(Evaluated, Protocol):
-    """A registered frozen dataclass (``@benchmarks.register("mdqa")``): samples in, per-sample
-    scores out."""
+        def score(self, sample: Sample, output: str) -> dict[str, float]:
+            """Per-sample scores from pure metric functions in ``evaluation/metrics.py``."""
 
-    def samples(self) -> Iterator[Sample]:
-        """Deterministic samples (same config, same order, same text)."""
-        ...
-
-    def score(self, sample: Sample, output: str) -> dict[str, float]:
-        """Per-sample scores from pure metric functions in ``evaluation/metrics.py``."""
-        ...
-
-
-class Suite(Evaluated, Protocol):
-    """A benchmark that runs and scores itself as a whole (the lm-eval ``general`` suite):
-    registered like a benchmark, with ``run_suite`` instead of ``samples()``/``score()``. The
-    runner hands it the model config and the run folder and records what it returns."""
-
-    def run_suite(self, model_config: Any, run_dir: Any, limit: int | None) -> dict[str, Any]:
-        """Run every task, write predictions.jsonl and metrics.json; return the metrics."""
-        ...
-
-
-class Declares(Protocol):
-    """What reports need of a benchmark or suite (read-only, so properties qualify)."""
+    secondary_metrics: tuple[str, ...] = ()
+    """Scores reports show beside the primary one (tables, a figure panel per breakdown)."""
+    max_new_tokens: int | None = None
+    """The answer budget; None sizes it from the longest gold answer (:func:`answer_budget`)."""
 
     @property
-    def report_rank(self) -> int: ...
+    def report_rank(self) -> int:
+        """Where this benchmark's sections go in a report, lowest first (the paper's order:
+        MDQA 10, FLenQA 20, KV retrieval 30, NIAH 40, general 50; any other 100)."""
+        return 100
 
-    def figures(self) -> tuple[Figure, ...]: ...
+    @property
+    def needs_token_counter(self) -> bool:
+        """Prompts are sized in the model's tokens: a ``tokenizer`` field left None is set to the
+        backend's ``token_counter()`` when the eval config is built. Default: has that field."""
+        return "tokenizer" in getattr(self, "__dataclass_fields__", {})
+
+    def label(self) -> str:
+        """Run-folder label: the registry name, plus the ``tag`` field where there is one."""
+        name = getattr(type(self), "registry_name", type(self).__name__.lower())
+        tag = getattr(self, "tag", "")
+        return f"{name}_{tag}" if tag else name
+
+    def figures(self) -> tuple[Figure, ...]:
+        """How reports draw the breakdowns: a line over the one ``group_by`` field, a heatmap
+        over the first two when there are more (none without a breakdown)."""
+        x, y = (*self.group_by, "", "")[:2]
+        if not x:
+            return ()
+        if not y:
+            return (Figure("line", heading=f"{{label}}: {{metric}} by {x}", name=f"by_{x}", x=x),)
+        heading = f"{{label}}: {{metric}} by {x} × {y}"
+        return (Figure("heatmap", heading=heading, name="heatmap", x=x, y=y),)
 
 
-def report_declaration(bench: Declares) -> dict[str, Any]:
+def report_declaration(bench: Any) -> dict[str, Any]:
     """What metrics.json records of how reports draw ``bench`` (see records.Figure); a
     ContractError naming the unit when ``figures()``/``report_rank`` are not what reports read."""
     from needlework.errors import ContractError

@@ -49,32 +49,15 @@ def to_messages(context: str) -> list[Message]:
 
 def cut_at_stop(text: str, until: Sequence[str]) -> str:
     """The text before the earliest stop string (lm-eval's ``until``), as HF generation does."""
-    cut = len(text)
-    for stop in until:
-        if stop:
-            at = text.find(stop)
-            if at != -1:
-                cut = min(cut, at)
-    return text[:cut]
+    return text[: min((text.find(s) for s in until if s and s in text), default=len(text))]
 
 
 class ChatModelLM(LM):
     """lm-eval ``LM`` over a needlework chat backend: generation only, greedy, order kept."""
 
-    def __init__(self, model: Any, *, batch_size: int = 64, progress: bool = True) -> None:
+    def __init__(self, model: ChatModel, *, batch_size: int = 64, progress: bool = True) -> None:
         super().__init__()
-        from needlework.models.base import Backend
-
-        self.model: ChatModel = model  # checked below: a Backend with generate
-        if not isinstance(model, Backend) or not callable(getattr(model, "generate", None)):
-            raise UserError(
-                f"{type(model).__name__}: not a needlework chat model (expected a "
-                "needlework.models.base.Backend with a generate method)"
-            )
-        if batch_size < 1:
-            raise UserError(f"batch_size: expected >= 1, got {batch_size}")
-        self.batch_size = batch_size
-        self.progress = progress
+        self.model, self.batch_size, self.progress = model, batch_size, progress
 
     def describe(self) -> str:
         return self.model.describe()
@@ -106,11 +89,7 @@ class ChatModelLM(LM):
                 chunk = indices[start : start + self.batch_size]
                 convs = [to_messages(requests[i].args[0]) for i in chunk]
                 texts = self.model.generate(convs, max_new_tokens=max_new_tokens)
-                if len(texts) != len(chunk):
-                    raise UserError(
-                        f"{self.describe()}: returned {len(texts)} outputs for {len(chunk)} prompts"
-                    )
-                for i, text in zip(chunk, texts):
+                for i, text in zip(chunk, texts, strict=True):
                     out[i] = cut_at_stop(text, stops[i])
                     self.cache_hook.add_partial("generate_until", requests[i].args, out[i])
                 bar.update(len(chunk))

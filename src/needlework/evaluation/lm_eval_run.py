@@ -11,17 +11,18 @@ another model before any of this.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from needlework.config import to_dict
 from needlework.errors import UserError, first_line
 from needlework.evaluation.base import report_declaration
 from needlework.heldout import load_held_out
 from needlework.io import ensure_writable_dir, sha256_text, write_json, write_jsonl
+from needlework.models.base import answer_fields
 from needlework.records import Prediction
 from needlework.runinfo import version
 
@@ -30,31 +31,6 @@ if TYPE_CHECKING:  # the unit calls this module, never the other way round at im
 
 log = logging.getLogger(__name__)
 WORK = "lm_eval"
-
-
-def resolve_backend(model_config: Any) -> tuple[str, Any]:
-    """(registry name, backend unit) from a unit, a ``{"name": ...}`` mapping or ``hf:PATH``."""
-    name = getattr(type(model_config), "registry_name", None)
-    if name is not None and dataclasses.is_dataclass(model_config):
-        return name, model_config
-    if isinstance(model_config, (str, Mapping)):
-        from needlework.models import load_backend
-
-        unit = load_backend(model_config)
-        return type(unit).registry_name, unit  # type: ignore[attr-defined]  # set by Registry
-    raise UserError(
-        f"general: cannot use {type(model_config).__name__} as a model "
-        "(expected a backend unit, a mapping with 'name', or 'hf:PATH')"
-    )
-
-
-def model_identity(unit: Any) -> dict[str, Any]:
-    """What makes two models the same, by the runner's rule: every field but the backend's
-    speed-only ones, so a suite resumes with another batch size or endpoint like a benchmark."""
-    from needlework.config import to_dict
-    from needlework.models.base import answer_fields
-
-    return answer_fields(to_dict(unit))
 
 
 def build_lm(backend: str, unit: Any, batch_size: int | None) -> Any:
@@ -70,50 +46,44 @@ def build_lm(backend: str, unit: Any, batch_size: int | None) -> Any:
 
 def data_root(bench: General) -> Path | None:
     """Absolute data_dir with every file the chosen tasks read, or a one-line DataError.
-    Without a data_dir the hub tasks are used, which an offline machine cannot reach."""
+    Without a data_dir the hub tasks are used, which an offline machine cannot reach and whose
+    questions cannot be filtered (``held_out``)."""
     import os
 
     from needlework.errors import DataError
+    from needlework.evaluation.lm_eval_tasks.utils import local_root
 
-    if bench.data_dir is None:
-        offline = [
-            v for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE") if _truthy(os.environ.get(v))
-        ]
-        if offline:
-            raise DataError(
-                f"general: no data_dir and {'/'.join(offline)} is set, so lm-eval's hub datasets "
-                "cannot load; set general.data_dir to a local copy in the ../shared/data layout "
-                "(docs/general.md), or unset it online"
-            )
-        return None
-    from needlework.evaluation.lm_eval_tasks.utils import LOCAL_FILES
-
-    root = Path(bench.data_dir).expanduser().resolve()
-    if not root.is_dir():
+    if bench.data_dir is not None:
+        return local_root(bench.data_dir, *bench.tasks)
+    if bench.held_out and {"triviaqa", "nq_open"} & set(bench.tasks):
         raise DataError(
-            f"general.data_dir: {root} is not a folder (expected the ../shared/data layout)"
+            "general.held_out: filtering questions needs the local tasks; set data_dir (or "
+            "NEEDLEWORK_DATA) to a folder in the ../shared/data layout"
         )
-    missing = [f for t in bench.tasks for f in LOCAL_FILES[t] if not (root / f).is_file()]
-    if missing:
-        raise DataError(f"general.data_dir: {root} lacks {', '.join(missing)}")
-    return root
+    flags = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+    offline = [
+        v for v in flags if os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+    ]
+    if offline:
+        raise DataError(
+            f"general: no data_dir and {'/'.join(offline)} is set, so lm-eval's hub datasets "
+            "cannot load; set general.data_dir to a local copy in the ../shared/data layout "
+            "(docs/general.md), or unset it online"
+        )
+    return None
 
 
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def run_general(
-    bench: General, model_config: Any, run_dir: Path, limit: int | None
-) -> dict[str, Any]:
+def run_general(bench: General, unit: Any, run_dir: Path, limit: int | None) -> dict[str, Any]:
     """Evaluate every planned task, write predictions.jsonl and metrics.json, return metrics."""
     import lm_eval
 
-    backend, unit = resolve_backend(model_config)
+    backend = type(unit).registry_name
     plan = bench.plan(backend)
     root = data_root(bench)
     work = ensure_writable_dir(run_dir / WORK)
-    identity = model_identity(unit)
+    # what makes two models the same, by the runner's rule: every field but the backend's
+    # speed-only ones, so a suite resumes with another batch size or endpoint like a benchmark
+    identity = answer_fields(to_dict(unit))
     count = limit if limit is not None else bench.fraction
     settings: dict[str, Any] = {
         "backend": backend,
@@ -150,8 +120,16 @@ def run_general(
         done = _load_done(done_file, fingerprint)
         if done is None:
             if lm is None:
+                from lm_eval.tasks import TaskManager
+
+                from needlework.evaluation.lm_eval_tasks import include_path
+
                 lm = build_lm(backend, unit, bench.batch_size)
-                manager = _task_manager(plan, root, held)
+                manager = TaskManager(  # lm-eval's built-in index (slow) only for hub tasks
+                    include_path=str(include_path()),
+                    include_defaults=any(not p["task"].startswith("needlework_") for p in plan),
+                    metadata={"data_dir": str(root) if root else None, "held_out": held},
+                )
             log.info("general: %s (%s, %d-shot)", item["key"], item["task"], item["shots"])
             try:
                 res = lm_eval.simple_evaluate(
@@ -202,20 +180,6 @@ def _load_done(path: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None
     return done
 
 
-def _task_manager(plan: list[dict[str, Any]], root: Path | None, held_out: list[str]) -> Any:
-    """Our include path always; lm-eval's built-in index (slow) only when a hub task is used."""
-    from lm_eval.tasks import TaskManager
-
-    from needlework.evaluation.lm_eval_tasks import include_path
-
-    builtin = any(not p["task"].startswith("needlework_") for p in plan)
-    return TaskManager(
-        include_path=str(include_path()),
-        include_defaults=builtin,
-        metadata={"data_dir": str(root) if root else None, "held_out": held_out},
-    )
-
-
 def _convert(item: dict[str, Any], res: Mapping[str, Any]) -> dict[str, Any]:
     """One simple_evaluate result -> prediction rows and a JSON-safe task summary."""
     configs = res.get("configs", {})
@@ -249,14 +213,12 @@ def _convert(item: dict[str, Any], res: Mapping[str, Any]) -> dict[str, Any]:
         "caveat": item["caveat"],
         "lm_eval_results": lm_results,
         "lm_eval_version": {
-            k: _num(v) for k, v in res.get("versions", {}).items() if k == item["task"]
+            k: v.item() if hasattr(v, "item") else v
+            for k, v in res.get("versions", {}).items()
+            if k == item["task"]
         },
     }
     return {"rows": rows, "summary": summary}
-
-
-def _num(v: Any) -> Any:
-    return v.item() if hasattr(v, "item") else v
 
 
 def summarize(

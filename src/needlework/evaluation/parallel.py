@@ -5,12 +5,13 @@ Run:  needlework eval --config configs/eval/kv_retrieval.yaml --workers 2       
       torchrun --nnodes 2 --nproc-per-node 8 ... -m needlework eval --config ...   # 2 nodes
 
 No process group is needed: the launcher's ``RANK``/``WORLD_SIZE`` (set by ``accelerate launch``,
-torchrun and ``--workers``) choose which samples a process owns (every ``WORLD_SIZE``-th, by
-position in the benchmark's order, so the split does not depend on what is already done). Each
-process appends its predictions to ``<run>/shards/w<W>-r<R>.jsonl`` as batches finish; rank 0 then
-waits until every sample has a row in the run folder, writes predictions.jsonl in the benchmark's
-order (the same bytes as a single-process run) and the metrics, and removes the shards. A resumed
-run, with any number of processes, counts the rows of every shard file as done.
+torchrun, and ``--workers``, which starts the processes itself) choose which samples a process
+owns (every ``WORLD_SIZE``-th, by position in the benchmark's order, so the split does not depend
+on what is already done). Each process appends its predictions to ``<run>/shards/w<W>-r<R>.jsonl``
+as batches finish; rank 0 then waits until every sample has a row in the run folder, writes
+predictions.jsonl in the benchmark's order (the same bytes as a single-process run) and the
+metrics, and removes the shards. A resumed run, with any number of processes, counts the rows of
+every shard file as done.
 """
 
 from __future__ import annotations
@@ -19,21 +20,29 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from needlework.config import NonNegativeInt, PositiveInt, config, validate
 from needlework.errors import UserError
 
 SHARDS = "shards"
+ERRORS = "NEEDLEWORK_WORKER_ERRORS"
+"""Set by :func:`launch` for its workers: the folder each writes its one-line error to."""
 
 
-@dataclass(frozen=True)
+@config
 class Worker:
     """This process's place in the launch."""
 
-    rank: int = 0
-    world: int = 1
+    rank: NonNegativeInt = 0
+    """``RANK``: this process's index."""
+    world: PositiveInt = 1
+    """``WORLD_SIZE``: processes in the launch."""
+
+    def __post_init__(self) -> None:
+        if self.rank >= self.world:
+            raise ValueError(f"rank: expected RANK < WORLD_SIZE ({self.world}), got {self.rank}")
 
     @property
     def is_main(self) -> bool:
@@ -48,17 +57,8 @@ class Worker:
 
 def current() -> Worker:
     """Rank and world size from the launcher's environment (1 process outside a launcher)."""
-    try:
-        rank = int(os.environ.get("RANK", "0"))
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-    except ValueError:
-        raise UserError(
-            f"RANK={os.environ.get('RANK')!r} / WORLD_SIZE={os.environ.get('WORLD_SIZE')!r}: "
-            f"expected integers (set by accelerate launch or torchrun)"
-        ) from None
-    if world < 1 or not 0 <= rank < world:
-        raise UserError(f"RANK={rank}, WORLD_SIZE={world}: expected 0 <= RANK < WORLD_SIZE")
-    return Worker(rank, world)
+    env = {"rank": os.environ.get("RANK", "0"), "world": os.environ.get("WORLD_SIZE", "1")}
+    return validate(Worker, env, source="environment (RANK, WORLD_SIZE)")
 
 
 def shard_files(run_dir: Path) -> list[Path]:
@@ -98,51 +98,46 @@ def wait_for_all(
 
 
 def launch(argv: Sequence[str], workers: int) -> int:
-    """Re-run ``needlework`` with ``argv`` as ``workers`` local processes through torchrun.
+    """Run ``needlework`` with ``argv`` as ``workers`` local processes, each with its
+    ``RANK``/``WORLD_SIZE`` and cores/workers threads (NEEDLEWORK_THREADS), so together they
+    never oversubscribe the machine; returns the first failure's exit code, else 0.
 
-    Each worker gets cores/workers threads (NEEDLEWORK_THREADS), so together they never
-    oversubscribe the machine; torchrun's own default of one thread is replaced by that.
-    torchrun stops its workers when it gets SIGTERM: it gets one when this process is
-    interrupted, and from Linux when this process dies (``kill -9``), so no worker runs on
-    unwatched.
+    A worker that fails on bad input writes its one-line error to a folder shared with this
+    process instead of printing it; the first is raised here, once, after the other workers are
+    stopped. The workers stop when this process is interrupted, and (asked of Linux) when it
+    dies, even by ``kill -9``, so none runs on unwatched.
     """
     import subprocess
+    import tempfile
 
     from needlework.runtime import die_with_parent, env_for_processes
 
-    env = env_for_processes(workers)
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc-per-node={workers}",
-        "-m",
-        "needlework",
-        *argv,
-    ]
-    proc = subprocess.Popen(cmd, env=env, preexec_fn=die_with_parent)
-    try:
-        return proc.wait()
-    except BaseException:  # Ctrl-C or SIGTERM here: let torchrun stop its workers, then go
-        proc.terminate()
-        proc.wait()
-        raise
+    with tempfile.TemporaryDirectory(prefix="needlework-workers-") as errors:
+        env = {**env_for_processes(workers), ERRORS: errors, "WORLD_SIZE": str(workers)}
+        cmd = [sys.executable, "-m", "needlework", *argv]
+        procs = [
+            subprocess.Popen(cmd, env={**env, "RANK": str(r)}, preexec_fn=die_with_parent)
+            for r in range(workers)
+        ]
+        try:
+            while (codes := [p.poll() for p in procs]) and any(c is None for c in codes):
+                if any(codes):  # one failed: the others stop (their rows are kept)
+                    break
+                time.sleep(0.1)
+        finally:  # also on Ctrl-C or SIGTERM here
+            for p in procs:
+                p.terminate()
+            codes = [p.wait() for p in procs]
+        failed = sorted(Path(errors).iterdir(), key=lambda p: p.stat().st_mtime_ns)
+        if failed:
+            raise UserError(failed[0].read_text(encoding="utf-8"))
+    return next((c for c in codes if c), 0)
 
 
-def strip_workers(argv: Sequence[str]) -> list[str]:
-    """``argv`` without ``--workers N`` / ``--workers=N`` (the launched processes must not
-    launch again)."""
-    out: list[str] = []
-    skip = False
-    for arg in argv:
-        if skip:
-            skip = False
-            continue
-        if arg == "--workers":
-            skip = True
-            continue
-        if arg.startswith("--workers="):
-            continue
-        out.append(arg)
-    return out
+def report_failure(exc: UserError) -> bool:
+    """In a worker of :func:`launch`: hand ``exc`` to the launcher, which says it once (True);
+    elsewhere False."""
+    errors = os.environ.get(ERRORS)
+    if errors:
+        Path(errors, f"rank{current().rank}").write_text(str(exc), encoding="utf-8")
+    return bool(errors)

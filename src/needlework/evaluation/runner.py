@@ -19,9 +19,12 @@ stops with a line naming the sample; ``skip`` records it in predictions.jsonl wi
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import datetime as dt
+import io
+import itertools
 import json
 import logging
 import os
@@ -31,13 +34,15 @@ import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, cast
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, ValidationInfo, field_validator
 
 from needlework import registry
-from needlework.config import config
+from needlework.config import PositiveInt, config, read_yaml, validate
 from needlework.errors import DataError, UserError
 from needlework.evaluation import parallel
-from needlework.evaluation.base import Benchmark, Suite, answer_budget, report_declaration
+from needlework.evaluation.base import Benchmark, answer_budget, report_declaration
 from needlework.io import (
     dumps,
     ensure_writable_dir,
@@ -64,16 +69,20 @@ class EvalConfig:
     model: Annotated[ChatModel, registry.backends] | None = None
     """The model: a backend unit (``name: hf`` plus its fields; see ``needlework ls``); none
     for a ``gold_answers`` run."""
-    benchmarks: tuple[Annotated[Benchmark, registry.benchmarks], ...] = ()
-    """Benchmark units; each gets its own run folder named by its label."""
+    benchmarks: Annotated[
+        tuple[Annotated[Benchmark, registry.benchmarks], ...],
+        Field(min_length=1, validate_default=True),
+    ] = ()
+    """Benchmark units; each gets its own run folder named by its label. One sized in the
+    model's tokens (``needs_token_counter``) with no ``tokenizer`` gets the model's."""
     gold_answers: bool = False
     """The oracle run: answer every sample with its first accepted answer, no model asked, so
     each primary metric should read 1.0 (an end-to-end check of data, prompts and scorers)."""
     out_dir: Path | None = None
     """Folder holding one run folder per benchmark; None: runs/<time>-<benchmarks>-<model>."""
-    limit: int | None = None
+    limit: PositiveInt | None = None
     """Only the first N samples of each benchmark (quick dry runs); None: all."""
-    max_new_tokens: int | None = None
+    max_new_tokens: PositiveInt | None = None
     """Override every benchmark's answer budget; None keeps each benchmark's own."""
     on_too_long: Literal["error", "skip"] = "error"
     """A prompt over the model's context: stop (error) or record it as skipped (skip)."""
@@ -85,37 +94,31 @@ class EvalConfig:
     """Keep each sample's prompt turns in predictions.jsonl (the HTML report shows what the
     model saw); false keeps only their sha256 (smaller files for long prompts)."""
 
+    @field_validator("benchmarks")
+    @classmethod
+    def _hand_over_tokenizer(cls, benches: tuple[Any, ...], info: ValidationInfo) -> Any:
+        model = info.data.get("model")
+        own = model.token_counter() if model is not None else None
+        return tuple(
+            dataclasses.replace(b, tokenizer=own)
+            if own is not None and b.needs_token_counter and getattr(b, "tokenizer", "") is None
+            else b
+            for b in benches
+        )
+
     def __post_init__(self) -> None:
-        if not self.benchmarks:
-            raise ValueError("benchmarks: expected at least one benchmark")
-        if self.limit is not None and self.limit < 1:
-            raise ValueError(f"limit: expected >= 1, got {self.limit}")
-        if self.max_new_tokens is not None and self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens: expected >= 1, got {self.max_new_tokens}")
         if (self.model is None) != self.gold_answers:
             raise ValueError(
-                "model: expected a model (e.g. name: hf, path: ./model), or gold_answers: true "
-                "for the oracle run"
+                "model: no model given (--model hf:./model, or a 'model:' section); "
+                "gold_answers: true is the oracle run, which needs none"
                 if self.model is None
                 else "model: a gold_answers run asks no model; remove one of the two"
             )
-        suites = [b.label() for b in self.benchmarks if _is_suite(b)]
+        suites = [b.label() for b in self.benchmarks if is_suite(b)]
         if self.gold_answers and suites:
             raise ValueError(
                 f"gold_answers: {', '.join(suites)} is scored by lm-eval, which has no oracle "
                 "run; evaluate a model on it"
-            )
-        own = self.model.token_counter() if self.model is not None else None
-        if own is not None:  # benchmarks sized in the model's tokens get its tokenizer
-            object.__setattr__(
-                self,
-                "benchmarks",
-                tuple(
-                    dataclasses.replace(b, tokenizer=own)  # type: ignore[type-var]
-                    if b.needs_token_counter and getattr(b, "tokenizer", "") is None
-                    else b
-                    for b in self.benchmarks
-                ),
             )
         labels = [b.label() for b in self.benchmarks]
         dupes = sorted({x for x in labels if labels.count(x) > 1})
@@ -133,16 +136,16 @@ def evaluate(cfg: EvalConfig, *, progress: bool = True) -> list[Path]:
     for bench in cfg.benchmarks:
         run_cfg = dataclasses.replace(cfg, benchmarks=(bench,), out_dir=root)
         run_dir = root / bench.label()
-        if _is_suite(bench):
-            _run_suite(run_cfg, cast("Suite", bench), run_dir)
+        if is_suite(bench):
+            _run_suite(run_cfg, bench, run_dir)
         else:
             run_benchmark(run_cfg, bench, run_dir, progress=progress)
         paths.append(run_dir)
     return paths
 
 
-def _is_suite(bench: Any) -> bool:
-    """A Suite (registered beside the benchmarks) runs and scores itself."""
+def is_suite(bench: Any) -> bool:
+    """A suite (registered beside the benchmarks) runs and scores itself."""
     return callable(getattr(bench, "run_suite", None))
 
 
@@ -150,7 +153,8 @@ def default_out_dir(cfg: EvalConfig, now: dt.datetime | None = None) -> Path:
     """``runs/<YYYYmmdd-HHMMSS>-<labels>-<model>`` (filesystem-safe)."""
     stamp = (now or dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
     labels = "+".join(b.label() for b in cfg.benchmarks)
-    return Path("runs") / slug(f"{stamp}-{labels}-{model_id(cfg)}")
+    name = re.sub(r"[^A-Za-z0-9._+-]+", "_", f"{stamp}-{labels}-{model_id(cfg)}")
+    return Path("runs") / name.strip("_")[:150]
 
 
 GOLD = "gold-answers"
@@ -159,10 +163,6 @@ GOLD = "gold-answers"
 def model_id(cfg: EvalConfig) -> str:
     """The model's id in records and reports (``gold-answers`` for the oracle run)."""
     return cfg.model.describe() if cfg.model is not None else GOLD
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._+-]+", "_", text).strip("_")[:150]
 
 
 def prompt_sha256(sample: Sample) -> str:
@@ -402,28 +402,13 @@ def _saved_rows(run_dir: Path) -> dict[str, dict[str, Any]]:
 
 
 def select_samples(bench: Benchmark, limit: int | None) -> list[Sample]:
-    """The first ``limit`` samples, checked: Sample records with unique ids and messages."""
-    out: list[Sample] = []
-    seen: set[str] = set()
-    for sample in bench.samples():
-        if limit is not None and len(out) >= limit:
-            break
-        if not isinstance(sample, Sample):
-            raise TypeError(
-                f"{bench.label()}: samples() yielded {type(sample).__name__}, "
-                f"expected records.Sample"
-            )
-        if sample.id in seen:
-            raise DataError(
-                f"{bench.label()}: duplicate sample id '{sample.id}' (ids must be "
-                f"unique for resuming)"
-            )
-        if not sample.messages:
-            raise DataError(f"{bench.label()}: sample '{sample.id}' has no messages")
-        seen.add(sample.id)
-        out.append(sample)
-    if not out:
-        raise DataError(f"{bench.label()}: the benchmark produced no samples")
+    """The first ``limit`` samples, checked: at least one, with unique ids (for resuming)."""
+    out = list(itertools.islice(bench.samples(), limit))
+    ids = [s.id for s in out]
+    dupe = next((i for i, n in collections.Counter(ids).items() if n > 1), None)
+    if not out or dupe is not None:
+        what = f"duplicate sample id {dupe!r} (ids must be unique)" if dupe else "no samples"
+        raise DataError(f"{bench.label()}: the benchmark produced {what}")
     return out
 
 
@@ -437,10 +422,14 @@ def _predict(
     bar: Any,
 ) -> None:
     """Generate, score and save every pending sample; too-long prompts per ``on_too_long``."""
+    scorer = f"{bench.label()}: score()"
     while pending:
         try:
             for sample, output in _stream(model, pending, max_new):
-                writer.write(sample, output, _scores(bench, sample, output))
+                scores: dict[str, float] = validate(
+                    _SCORES, bench.score(sample, output), source=scorer
+                )
+                writer.write(sample, output, scores, None)
                 bar.update(1)
             return
         except PromptTooLongError as exc:
@@ -452,7 +441,8 @@ def _predict(
                     f"set on_too_long=skip to record such samples as skipped"
                 ) from None
             for k, (i, _) in enumerate(exc.items):
-                writer.skip(pending[i], exc.describe_item(k, f"sample {pending[i].id!r}"))
+                why = exc.describe_item(k, f"sample {pending[i].id!r}")
+                writer.write(pending[i], None, {}, why)
                 bar.update(1)
             pending = [s for s in pending if s.id not in writer.written]
 
@@ -467,21 +457,10 @@ def _stream(
         return
     convs = [list(s.messages) for s in samples]
     for i, text in model.generate_iter(convs, max_new_tokens=max_new):
-        if not isinstance(text, str):
-            raise TypeError(f"{model.describe()} returned {type(text).__name__}, expected str")
         yield samples[i], text
 
 
-def _scores(bench: Benchmark, sample: Sample, output: str) -> dict[str, float]:
-    scores = bench.score(sample, output)
-    if not isinstance(scores, Mapping) or not scores:
-        raise TypeError(f"{bench.label()}: score() must return a non-empty dict of floats")
-    out = {}
-    for name, value in scores.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(f"{bench.label()}: score '{name}' is {value!r}, expected a number")
-        out[str(name)] = float(value)
-    return out
+_SCORES = Annotated[dict[str, float], Field(min_length=1)]
 
 
 class _Writer:
@@ -504,16 +483,11 @@ class _Writer:
         os.fsync(self.fh.fileno())
         self.fh.close()
 
-    def write(self, sample: Sample, output: str, scores: dict[str, float]) -> None:
-        self._line(self._record(sample, output, scores))
-
-    def skip(self, sample: Sample, reason: str) -> None:
-        self._line(self._record(sample, None, {}, skipped=reason))
-
-    def _record(
-        self, sample: Sample, output: str | None, scores: dict[str, float], **extra: Any
-    ) -> Prediction:
-        return Prediction(
+    def write(
+        self, sample: Sample, output: str | None, scores: dict[str, float], skipped: str | None
+    ) -> None:
+        """One prediction line (a skipped sample: no output, no scores, and why)."""
+        row = Prediction(
             id=sample.id,
             benchmark=self.label,
             prompt_sha256=self.hashes[sample.id],
@@ -522,11 +496,8 @@ class _Writer:
             answers=tuple(sample.answers),
             meta=sample.meta,
             messages=sample.messages if self.store_prompts else (),
-            **extra,
-        )
-
-    def _line(self, record: Prediction) -> None:
-        row = record.to_json()
+            skipped=skipped,
+        ).to_json()
         self.fh.write(dumps(row) + "\n")
         self.fh.flush()
         self.written.add(row["id"])
@@ -554,13 +525,10 @@ def load_predictions(path: Path, *, trim: bool = True) -> dict[str, dict[str, An
         )
         with path.open("r+b") as fh:
             fh.truncate(keep)
-    try:
-        text = data[:keep].decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 JSON lines ({exc.reason})") from None
+    lines = io.TextIOWrapper(io.BytesIO(data[:keep]), encoding="utf-8")  # decoded as read
     rows: dict[str, dict[str, Any]] = {}
-    for n, row in parse_jsonl_lines(text.splitlines(), str(path)):
-        Prediction.check(row, f"{path}: record {n}")
+    for n, row in parse_jsonl_lines(lines, str(path)):
+        Prediction.check(row, f"{path}:{n}")
         rows[row["id"]] = row
     return rows
 
@@ -568,17 +536,12 @@ def load_predictions(path: Path, *, trim: bool = True) -> dict[str, dict[str, An
 def check_resumable(run_dir: Path, cfg: EvalConfig) -> dict[str, list[Any]]:
     """A run folder may only be resumed by the same model and benchmark config; returns the
     speed-only model fields that changed (``{field: [before, now]}``, e.g. the endpoint)."""
-    import yaml
-
     from needlework.config import to_dict
 
     old_path = run_dir / "config.yaml"
     if not old_path.is_file():
         return {}
-    try:
-        old = yaml.safe_load(old_path.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError):
-        raise UserError(f"{old_path}: unreadable; cannot check that resuming is safe") from None
+    old = read_yaml(old_path)
     new = to_dict(cfg)
     before: dict[str, Any] = old["model"] if isinstance(old.get("model"), dict) else {}
     pairs = [
@@ -639,12 +602,15 @@ def _usage_delta(before: Mapping[str, int], after: Mapping[str, int]) -> dict[st
     return {k: v - before.get(k, 0) for k, v in after.items() if isinstance(v, (int, float))}
 
 
-def _run_suite(cfg: EvalConfig, bench: Suite, run_dir: Path) -> dict[str, Any]:
-    """Delegate a whole suite (lm-eval ``general``) that runs and scores itself."""
+def _run_suite(cfg: EvalConfig, bench: Any, run_dir: Path) -> dict[str, Any]:
+    """Delegate a whole suite (lm-eval ``general``) that runs and scores itself; what it needs
+    (``preflight``) is checked before its folder is made."""
     from needlework.runinfo import now, write_run_info
 
     assert cfg.model is not None  # EvalConfig refuses gold_answers with a suite
     changed = check_resumable(run_dir, cfg)
+    if hasattr(bench, "preflight"):
+        bench.preflight(cfg.model)
     with _new_run_folder(run_dir, True):
         write_run_info(
             run_dir,
@@ -657,8 +623,6 @@ def _run_suite(cfg: EvalConfig, bench: Suite, run_dir: Path) -> dict[str, Any]:
         )
         start = time.monotonic()
         metrics = bench.run_suite(cfg.model, run_dir, cfg.limit)
-    if not isinstance(metrics, dict):
-        raise TypeError(f"{bench.label()}: run_suite() must return the metrics dict")
     write_json(run_dir / "metrics.json", metrics)
     update_run_info(
         run_dir, status="complete", finished=now(), elapsed_s=round(time.monotonic() - start, 3)

@@ -16,10 +16,14 @@ import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, TypeVar
 
+import pydantic
+from pydantic import Field
+
+from needlework.config import validate
 from needlework.errors import DataError, UserError
-from needlework.io import make_temp_file, parse_jsonl_lines, require, require_file, sha256_file
+from needlework.io import make_temp_file, parse_jsonl_lines, require_file, sha256_file
 
 LITM_REPO = "nelson-liu/lost-in-the-middle"
 LITM_COMMIT = "29b8a6d042ce29abccee3db1a73171a107d7e6af"
@@ -62,23 +66,15 @@ class UpstreamFile:
     sha256: str
 
 
-def data_dirs() -> list[Path]:
-    """Folders in the ``shared/data`` layout to look in for a benchmark's local files, in order:
+def find_local(folder: str, name: str) -> Path | None:
+    """``<dir>/<folder>/<name>`` in the first folder in the ``shared/data`` layout that has it:
     ``$NEEDLEWORK_DATA`` (the one documented setting; ``make test`` points it at a
     ``../shared/data`` checkout), then ``data/`` in the working directory. No other place is
     guessed."""
     from needlework.runtime import settings
 
-    data = settings().NEEDLEWORK_DATA
-    out = [data] if data is not None else []
-    out.append(Path("data"))
-    return out
-
-
-def find_local(folder: str, name: str) -> Path | None:
-    """``<dir>/<folder>/<name>`` in the first of :func:`data_dirs` that has it."""
-    for root in data_dirs():
-        if (root / folder / name).is_file():
+    for root in (settings().NEEDLEWORK_DATA, Path("data")):
+        if root is not None and (root / folder / name).is_file():
             return (root / folder / name).resolve()
     return None
 
@@ -115,47 +111,10 @@ def locate(
     )
 
 
-def parse_checksums(text: str, source: str = "<checksums>") -> dict[str, UpstreamFile]:
-    """Rows of ``path blob size sha256`` (whitespace- or tab-separated; UPSTREAM_CHECKSUMS.tsv
-    layout with its header and extra columns also accepted) -> {upstream path: UpstreamFile}."""
-    out: dict[str, UpstreamFile] = {}
-    lines = text.splitlines()
-    header = lines[0].split("\t") if lines and "\t" in lines[0] else None
-    if header and "upstream_path" in header:
-        col = {name: header.index(name) for name in header}
-        for lineno, line in enumerate(lines[1:], 2):
-            if not line.strip():
-                continue
-            cells = line.split("\t")
-            try:
-                row = UpstreamFile(
-                    cells[col["upstream_path"]],
-                    cells[col["git_blob_sha1_at_29b8a6d"]],
-                    int(cells[col["size_bytes"]]),
-                    cells[col["sha256"]],
-                )
-            except (IndexError, KeyError, ValueError):
-                raise DataError(f"{source}:{lineno}: malformed checksum row") from None
-            out[row.path] = row
-        return out
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        cells = line.split()
-        if len(cells) != 4 or not cells[2].isdigit():
-            raise DataError(f"{source}:{lineno}: expected 'path blob_sha1 size sha256'")
-        out[cells[0]] = UpstreamFile(cells[0], cells[1], int(cells[2]), cells[3])
-    return out
-
-
-def litm_checksums(path: str | Path | None = None) -> dict[str, UpstreamFile]:
-    """The pinned Lost-in-the-Middle table, or the one in ``path`` (an UPSTREAM_CHECKSUMS.tsv)."""
-    if path is None:
-        return parse_checksums(_LITM_CHECKSUMS, "needlework.sources.data")
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"{p}: checksum table not found")
-    return parse_checksums(p.read_text(encoding="utf-8"), str(p))
+def litm_checksums() -> dict[str, UpstreamFile]:
+    """The pinned Lost-in-the-Middle table: {upstream path: UpstreamFile}."""
+    rows = (line.split() for line in _LITM_CHECKSUMS.splitlines())
+    return {path: UpstreamFile(path, blob, int(size), sha) for path, blob, size, sha in rows}
 
 
 def git_blob_sha1(path: str | Path) -> str:
@@ -218,36 +177,36 @@ def download_verified(
     if dest.exists():
         verify_file(dest, expected)
         return dest
+    from tqdm import tqdm
+
     url = RAW_URL.format(repo=LITM_REPO, commit=LITM_COMMIT, path=upstream_path)
+    try:
+        response = opener(url)
+    except OSError as exc:  # URLError, timeouts and refused connections are OSErrors
+        raise UserError(f"cannot download {url}: {getattr(exc, 'reason', exc)}") from None
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = make_temp_file(dest.parent, f".{dest.name}.", ".part")
     try:
-        with os.fdopen(fd, "wb") as out:
-            _copy_response(url, out, expected.size_bytes, opener, progress)
+        with (
+            os.fdopen(fd, "wb") as out,
+            response,
+            tqdm(
+                total=expected.size_bytes,
+                unit="B",
+                unit_scale=True,
+                disable=not progress,
+                desc=dest.name,
+            ) as bar,
+        ):
+            for chunk in iter(lambda: response.read(1 << 20), b""):
+                out.write(chunk)
+                bar.update(len(chunk))
         verify_file(tmp, expected)
         os.replace(tmp, dest)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return dest
-
-
-def _copy_response(url: str, out: Any, total: int, opener: Opener, progress: bool) -> None:
-    from tqdm import tqdm
-
-    try:
-        response = opener(url)
-    except OSError as exc:  # URLError, timeouts and refused connections are OSErrors
-        raise UserError(f"cannot download {url}: {getattr(exc, 'reason', exc)}") from None
-    with (
-        response,
-        tqdm(
-            total=total, unit="B", unit_scale=True, disable=not progress, desc=Path(url).name
-        ) as bar,
-    ):
-        for chunk in iter(lambda: response.read(1 << 20), b""):
-            out.write(chunk)
-            bar.update(len(chunk))
 
 
 # ---------------------------------------------------------------------------- table readers
@@ -267,49 +226,45 @@ def read_rows(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
             raise DataError(f"{p}: not a readable parquet file ({exc})") from None
         for i, row in enumerate(table.to_pylist(), 1):
             yield f"{p}:row {i}", row
-    elif name.endswith(".zip"):
-        yield from _read_zip_jsonl(p)
-    else:
-        opener = gzip.open if name.endswith(".gz") else open
-        with opener(p, "rt", encoding="utf-8") as fh:
-            yield from _json_lines(fh, str(p))
-
-
-def _json_lines(lines: Iterator[str], source: str) -> Iterator[tuple[str, dict[str, Any]]]:
-    for lineno, row in parse_jsonl_lines(lines, source):
-        yield f"{source}:{lineno}", row
-
-
-def _read_zip_jsonl(p: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    with zipfile.ZipFile(p) as zf:
-        members = [m for m in zf.namelist() if not m.endswith("/") and "__MACOSX" not in m]
-        if len(members) != 1:
-            raise DataError(f"{p}: expected one JSON-lines file inside, found {members}")
-        with zf.open(members[0]) as raw:
-            text = io.TextIOWrapper(raw, encoding="utf-8")
-            yield from _json_lines(text, f"{p}!{members[0]}")
+        return
+    if name.endswith(".zip"):
+        with zipfile.ZipFile(p) as zf:
+            members = [m for m in zf.namelist() if not m.endswith("/") and "__MACOSX" not in m]
+            if len(members) != 1:
+                raise DataError(f"{p}: expected one JSON-lines file inside, found {members}")
+            with zf.open(members[0]) as raw:
+                lines, source = io.TextIOWrapper(raw, encoding="utf-8"), f"{p}!{members[0]}"
+                yield from ((f"{source}:{n}", row) for n, row in parse_jsonl_lines(lines, source))
+        return
+    with (gzip.open if name.endswith(".gz") else open)(p, "rt", encoding="utf-8") as fh:
+        yield from ((f"{p}:{n}", row) for n, row in parse_jsonl_lines(fh, str(p)))
 
 
 # --------------------------------------------------------------- Lost-in-the-Middle record types
 
 
-@dataclass(frozen=True)
+@pydantic.dataclasses.dataclass(frozen=True)
 class Document:
-    """One passage as the MDQA prompt shows it."""
+    """One passage as the MDQA prompt shows it (a ``ctxs`` item; other keys are ignored)."""
 
     title: str
     text: str
     isgold: bool = False
 
 
-@dataclass(frozen=True)
+@pydantic.dataclasses.dataclass(frozen=True)
 class QARecord:
     """One ``qa_data`` line: question, accepted answers, documents in prompt order."""
 
     question: str
-    answers: tuple[str, ...]
-    documents: tuple[Document, ...]
-    where: str
+    answers: Annotated[tuple[str, ...], Field(min_length=1)]
+    ctxs: Annotated[tuple[Document, ...], Field(min_length=1)]
+    where: str = ""
+    """The ``file:line`` it was read from."""
+
+    @property
+    def documents(self) -> tuple[Document, ...]:
+        return self.ctxs
 
     @property
     def gold_index(self) -> int | None:
@@ -317,60 +272,44 @@ class QARecord:
         return golds[0] if golds else None
 
 
-def read_qa_records(path: str | Path) -> list[QARecord]:
-    """Read a Lost-in-the-Middle ``qa_data`` file (``question``, ``answers``, ``ctxs``)."""
-    records = []
-    for where, row in read_rows(path):
-        question = require(row, "question", str, where)
-        answers = require(row, "answers", list, where)
-        if not answers or not all(isinstance(a, str) for a in answers):
-            raise DataError(f"{where}: field 'answers' should be a non-empty list of strings")
-        docs = []
-        for j, ctx in enumerate(require(row, "ctxs", list, where)):
-            if not isinstance(ctx, dict):
-                raise DataError(f"{where}: field 'ctxs[{j}]' should be an object")
-            title = require(ctx, "title", str, f"{where}: ctxs[{j}]")
-            text = require(ctx, "text", str, f"{where}: ctxs[{j}]")
-            docs.append(Document(title, text, bool(ctx.get("isgold", False))))
-        if not docs:
-            raise DataError(f"{where}: field 'ctxs' is empty")
-        records.append(QARecord(question, tuple(answers), tuple(docs), where))
+@pydantic.dataclasses.dataclass(frozen=True)
+class KVRecord:
+    """One Lost-in-the-Middle ``kv_retrieval_data`` line: the records in order, and the pair
+    asked for."""
+
+    ordered_kv_records: Annotated[tuple[tuple[str, str], ...], Field(min_length=2)]
+    key: str
+    value: str
+    where: str = ""
+    """The ``file:line`` it was read from."""
+
+    def __post_init__(self) -> None:
+        keys = [k for k, _ in self.ordered_kv_records]
+        if len(set(keys)) != len(keys) or (self.key, self.value) not in self.ordered_kv_records:
+            raise ValueError(
+                "ordered_kv_records: expected [key, value] pairs with distinct keys, the pair "
+                "asked for among them"
+            )
+
+
+R = TypeVar("R", QARecord, KVRecord)
+
+
+def read_records(path: str | Path, kind: type[R], verify: bool = False) -> list[R]:
+    """Every line of a Lost-in-the-Middle file as a ``kind`` (errors name file, line and
+    field); with ``verify``, a file named like an upstream file is first checked against the
+    pinned hashes (one with other bytes would silently change results)."""
+    table = {Path(k).name: v for k, v in litm_checksums().items()}
+    if verify and Path(path).name in table:
+        verify_file(path, table[Path(path).name])
+    records: list[R] = [
+        validate(kind, {**row, "where": where}, source=where) for where, row in read_rows(path)
+    ]
     if not records:
         raise DataError(f"{path}: no records")
     return records
 
 
-@dataclass(frozen=True)
-class KVRecord:
-    """One Lost-in-the-Middle ``kv_retrieval_data`` line."""
-
-    records: tuple[tuple[str, str], ...]
-    key: str
-    value: str
-    where: str
-
-
-def read_kv_records(path: str | Path) -> list[KVRecord]:
-    """Read a ``kv-retrieval-*_keys.jsonl.gz`` file (``ordered_kv_records``, ``key``, ``value``)."""
-    out = []
-    for where, row in read_rows(path):
-        pairs = require(row, "ordered_kv_records", list, where)
-        key = require(row, "key", str, where)
-        value = require(row, "value", str, where)
-        if not all(
-            isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p)
-            for p in pairs
-        ):
-            raise DataError(f"{where}: field 'ordered_kv_records' should be [key, value] pairs")
-        records = tuple((k, v) for k, v in pairs)
-        if len(records) < 2 or (key, value) not in records:
-            raise DataError(
-                f"{where}: field 'ordered_kv_records' must hold the pair "
-                "[key, value] and at least 2 records"
-            )
-        if len({k for k, _ in records}) != len(records):
-            raise DataError(f"{where}: field 'ordered_kv_records' has duplicate keys")
-        out.append(KVRecord(records, key, value, where))
-    if not out:
-        raise DataError(f"{path}: no records")
-    return out
+def read_qa_records(path: str | Path, verify: bool = False) -> list[QARecord]:
+    """A ``qa_data`` file (``question``, ``answers``, ``ctxs``)."""
+    return read_records(path, QARecord, verify)

@@ -34,8 +34,6 @@ def format_documents(documents: Sequence[Document]) -> str:
 
 def qa_prompt(question: str, documents: Sequence[Document], template: str = "qa") -> str:
     """The Lost-in-the-Middle QA prompt (template file with its trailing newline stripped)."""
-    if not question or not documents:
-        raise ValueError("qa_prompt: needs a question and at least one document")
     text = load_prompt(template).rstrip("\n")
     return text.format(question=question, search_results=format_documents(documents))
 
@@ -47,8 +45,6 @@ def closedbook_prompt(question: str) -> str:
 
 def insert_gold(distractors: Sequence[Document], gold: Document, position: int) -> list[Document]:
     """The distractors with the gold passage inserted at 0-based ``position``."""
-    if not 0 <= position <= len(distractors):
-        raise ValueError(f"gold position {position} outside 0..{len(distractors)}")
     return [*distractors[:position], gold, *distractors[position:]]
 
 

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Iterator
+from typing import Annotated
 
-from needlework.records import Message
+from pydantic import Field
 
-if TYPE_CHECKING:
-    from needlework.tokenization import TokenCounter
+from needlework.config import Distinct, NonNegativeInt
+from needlework.records import Message, Sample
+
+Positions = Annotated[tuple[NonNegativeInt, ...], Distinct]
+"""Distinct 0-based positions."""
+Tag = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]*$")]
+"""A label suffix: letters, digits, '_', '-' or '.'."""
 
 
 def user_turn(text: str) -> tuple[Message, ...]:
@@ -16,18 +22,18 @@ def user_turn(text: str) -> tuple[Message, ...]:
     return ({"role": "user", "content": text},)
 
 
-def token_counter(spec: str | None) -> TokenCounter | None:
-    """``load_counter(spec)``, or None when no tokenizer was configured."""
-    if spec is None:
-        return None
+def with_context_tokens(samples: Iterable[Sample], tokenizer: str | None) -> Iterator[Sample]:
+    """The samples, each with ``context_tokens`` (what the model sees: the conversation with its
+    chat template and generation prompt) last in its meta when a tokenizer spec is set."""
+    if tokenizer is None:
+        yield from samples
+        return
     from needlework.tokenization import load_counter
 
-    return load_counter(spec)
-
-
-def context_tokens(counter: TokenCounter, messages: tuple[Message, ...]) -> int:
-    """What the model sees: the conversation with its chat template and generation prompt."""
-    return counter.count_chat(list(messages), add_generation_prompt=True)
+    counter = load_counter(tokenizer)
+    for s in samples:
+        tokens = counter.count_chat(list(s.messages), add_generation_prompt=True)
+        yield Sample(s.id, s.messages, s.answers, dict(s.meta, context_tokens=tokens))
 
 
 def seeded_subset(total: int, size: int | None, seed: int, salt: str) -> list[int]:
@@ -39,13 +45,3 @@ def seeded_subset(total: int, size: int | None, seed: int, salt: str) -> list[in
         return list(range(total))
     rng = random.Random(f"{salt}-{seed}")
     return sorted(rng.sample(range(total), size))
-
-
-def check_positions(name: str, positions: tuple[int, ...], limit: int | None) -> None:
-    """``ValueError("<name>: ...")`` unless positions are distinct, >= 0 and < limit."""
-    if len(set(positions)) != len(positions):
-        raise ValueError(f"{name}: positions must be distinct, got {list(positions)}")
-    for p in positions:
-        if p < 0 or (limit is not None and p >= limit):
-            bound = f" and < {limit}" if limit is not None else ""
-            raise ValueError(f"{name}: each position must be >= 0{bound}, got {p}")

@@ -12,16 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from needlework.config import config
+from typing_extensions import NotRequired, TypedDict
+
+from needlework.config import PositiveInt, config, validate
 from needlework.errors import DataError, first_line
-from needlework.evaluation.benchmarks.common import (
-    context_tokens,
-    seeded_subset,
-    token_counter,
-    user_turn,
-)
+from needlework.evaluation.base import Benchmark
+from needlework.evaluation.benchmarks.common import seeded_subset, user_turn, with_context_tokens
 from needlework.evaluation.metrics import (
     OTHER_REFUSED,
     flenqa_category,
@@ -36,6 +34,7 @@ from needlework.sources.data import read_rows
 from needlework.sources.prompts import fill, load_prompt
 
 HUB_ID = "alonj/FLenQA"
+Task = Literal["PIR", "MonoRel", "Simplified RuleTaker"]
 # the sample's ``dataset`` field -> prompt file stem (``_cot`` appended with chain of thought)
 TASK_PROMPTS = {
     "PIR": "flenqa_pir",
@@ -44,7 +43,27 @@ TASK_PROMPTS = {
 }
 
 
-def flenqa_prompt(row: dict[str, Any], cot: bool) -> str:
+Row = TypedDict(
+    "Row",
+    {
+        "dataset": Task,
+        "assertion/question": str,
+        "mixin": str,
+        "label": Literal["True", "False", "true", "false", True, False],
+        "ctx_size": int,
+        "padding_type": str,
+        "dispersion": str,
+        "rule": NotRequired[list[Any] | str | None],  # Simplified RuleTaker rows only
+        "facts": NotRequired[Any],
+        "statement": NotRequired[Any],
+        "global_sample_id": NotRequired[Any],
+        "sample_id": NotRequired[Any],
+    },
+)
+"""One FLenQA row (a file line or hub row); other columns are dropped."""
+
+
+def flenqa_prompt(row: Row, cot: bool) -> str:
     """The authors' prompt for one row: chosen by ``row['dataset']``, trailing newline kept.
 
     ``rule`` (a list) goes in as Python's ``str()`` of it, as the authors' f-strings do.
@@ -56,7 +75,7 @@ def flenqa_prompt(row: dict[str, Any], cot: bool) -> str:
     return fill(load_prompt(stem), values)
 
 
-def key_facts(row: dict[str, Any]) -> list[str]:
+def key_facts(row: Row) -> list[str]:
     """What ``cot_coverage`` counts: ``facts``, or RuleTaker's ``statement`` items.
 
     The notebook iterates ``sample['statement']``; a plain-string statement is taken as one item
@@ -70,7 +89,7 @@ def key_facts(row: dict[str, Any]) -> list[str]:
 
 @benchmarks.register("flenqa")
 @config
-class FLenQA:
+class FLenQA(Benchmark):
     """FLenQA true/false reasoning: accuracy by task, context size, dispersion and padding."""
 
     data_path: str = HUB_ID
@@ -81,7 +100,7 @@ class FLenQA:
     """Hub revision (commit sha or tag) to pin the dataset to; None = the hub's current one."""
     cot: bool = False
     """Chain-of-thought prompts (label ``flenqa_cot``), scored with cot_coverage/early_response."""
-    tasks: tuple[str, ...] = ()
+    tasks: tuple[Task, ...] = ()
     """Keep only these ``dataset`` values (PIR, MonoRel, Simplified RuleTaker); empty = all."""
     ctx_sizes: tuple[int, ...] = ()
     """Keep only these ``ctx_size`` values (250, 500, 1000, 2000, 3000); empty = all."""
@@ -89,30 +108,19 @@ class FLenQA:
     """Keep only these ``padding_type`` values; empty = all."""
     dispersions: tuple[str, ...] = ()
     """Keep only these ``dispersion`` values (first, middle, last, random); empty = all."""
-    num_samples: int | None = None
+    num_samples: PositiveInt | None = None
     """Seeded subset of the rows left after filtering; None = all."""
     seed: int = 0
     """Chooses the subset."""
     tokenizer: str | None = None
     """``load_counter`` spec to record ``context_tokens`` per sample."""
-    max_new_tokens: int = 400
+    max_new_tokens: PositiveInt = 400
     """The authors' limit, in both modes. Without CoT a compliant model stops after a word, so the
     limit only costs time on models that ramble, and there the last-mention rule needs the text."""
 
-    def __post_init__(self) -> None:
-        unknown = [t for t in self.tasks if t not in TASK_PROMPTS]
-        if unknown:
-            raise ValueError(f"tasks: unknown {unknown}; expected some of {list(TASK_PROMPTS)}")
-        if self.num_samples is not None and self.num_samples < 1:
-            raise ValueError("num_samples: must be >= 1 or null (all)")
-        if self.max_new_tokens < 1:
-            raise ValueError("max_new_tokens: must be >= 1")
-
     group_by = ("task", "ctx_size", "dispersion", "padding_type")
     primary_metric = "correct"
-    secondary_metrics = ()
-
-    needs_token_counter = False
+    needs_token_counter = False  # the tokenizer only records context_tokens
 
     @property
     def report_rank(self) -> int:
@@ -150,32 +158,32 @@ class FLenQA:
         return scores
 
     def samples(self) -> Iterator[Sample]:
-        rows = [
-            (i, where, row) for i, (where, row) in enumerate(self._rows()) if self._keep(row, where)
-        ]
-        counter = token_counter(self.tokenizer)
-        for k in seeded_subset(len(rows), self.num_samples, self.seed, "flenqa"):
-            index, where, row = rows[k]
-            messages = user_turn(flenqa_prompt(row, self.cot))
-            label = str(row["label"])
-            meta = {
-                "task": row["dataset"],
-                "ctx_size": row["ctx_size"],
-                "dispersion": row["dispersion"],
-                "padding_type": row["padding_type"],
-                "label": label,
-                "global_sample_id": row.get("global_sample_id"),
-                "sample_id": row.get("sample_id"),
-                "row": index,
-                "cot": self.cot,
-                "key_facts": key_facts(row),
-            }
-            if counter is not None:
-                meta["context_tokens"] = context_tokens(counter, messages)
-            yield Sample(f"flenqa-{index}", messages, (label,), meta)
+        rows = [(i, row) for i, row in enumerate(self._rows()) if self._keep(row)]
+        yield from with_context_tokens(
+            (
+                self._sample(*rows[k])
+                for k in seeded_subset(len(rows), self.num_samples, self.seed, "flenqa")
+            ),
+            self.tokenizer,
+        )
 
-    def _keep(self, row: dict[str, Any], where: str) -> bool:
-        validate_row(row, where)
+    def _sample(self, index: int, row: Row) -> Sample:
+        label = str(row["label"])
+        meta = {
+            "task": row["dataset"],
+            "ctx_size": row["ctx_size"],
+            "dispersion": row["dispersion"],
+            "padding_type": row["padding_type"],
+            "label": label,
+            "global_sample_id": row.get("global_sample_id"),
+            "sample_id": row.get("sample_id"),
+            "row": index,
+            "cot": self.cot,
+            "key_facts": key_facts(row),
+        }
+        return Sample(f"flenqa-{index}", user_turn(flenqa_prompt(row, self.cot)), (label,), meta)
+
+    def _keep(self, row: Row) -> bool:
         return (
             (not self.tasks or row["dataset"] in self.tasks)
             and (not self.ctx_sizes or row["ctx_size"] in self.ctx_sizes)
@@ -183,12 +191,15 @@ class FLenQA:
             and (not self.dispersions or row["dispersion"] in self.dispersions)
         )
 
-    def _rows(self) -> Iterator[tuple[str, dict[str, Any]]]:
+    def _rows(self) -> Iterator[Row]:
         path = Path(self.data_path)
-        if path.exists() or path.suffix or "/" not in self.data_path:
-            yield from read_rows(path)
-            return
-        yield from _hub_rows(self.data_path, self.split, self.revision)
+        local = path.exists() or path.suffix or "/" not in self.data_path
+        lines = read_rows(path) if local else _hub_rows(self.data_path, self.split, self.revision)
+        for where, raw in lines:
+            row: Row = validate(Row, raw, source=where)
+            if row["dataset"] == "Simplified RuleTaker" and row.get("rule") is None:
+                raise DataError(f"{where}: field 'rule': is required for Simplified RuleTaker")
+            yield row
 
 
 def _hub_rows(
@@ -207,30 +218,3 @@ def _hub_rows(
         ) from None
     for i, row in enumerate(table, 1):
         yield f"{hub_id}[{split}]:row {i}", dict(row)
-
-
-_FIELDS: tuple[tuple[str, type | tuple[type, ...]], ...] = (
-    ("dataset", str),
-    ("assertion/question", str),
-    ("mixin", str),
-    ("label", (str, bool)),
-    ("ctx_size", int),
-    ("padding_type", str),
-    ("dispersion", str),
-)
-
-
-def validate_row(row: dict[str, Any], where: str) -> None:
-    """One-line DataError naming ``file:line`` and the field that is missing or malformed."""
-    from needlework.io import require
-
-    for name, kind in _FIELDS:
-        require(row, name, kind, where)
-    if row["dataset"] not in TASK_PROMPTS:
-        raise DataError(
-            f"{where}: field 'dataset' is {row['dataset']!r}; expected one of {list(TASK_PROMPTS)}"
-        )
-    if str(row["label"]).lower() not in ("true", "false"):
-        raise DataError(f"{where}: field 'label' should be 'True' or 'False', got {row['label']!r}")
-    if row["dataset"] == "Simplified RuleTaker":
-        require(row, "rule", (list, str), where)

@@ -17,13 +17,15 @@ letter-answer variants (``generative``).
 
 from __future__ import annotations
 
-import os
 from dataclasses import field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from needlework.config import config
+from pydantic import Field, field_validator
+
+from needlework.config import Distinct, NonNegativeInt, PositiveInt, config
 from needlework.errors import UserError
+from needlework.evaluation.base import Benchmark
 from needlework.records import Figure
 from needlework.registry import benchmarks
 
@@ -36,7 +38,7 @@ class TaskSpec:
     """lm-eval's built-in task or group (reads the Hugging Face hub)."""
     local_task: str
     """The ``needlework_*`` copy reading ``data_dir`` (same prompt and metric)."""
-    shots: int
+    shots: NonNegativeInt
     """Default few-shot count (spec §4.3)."""
     primary: str
     """lm-eval metric key (``metric`` or ``metric,filter``) reported as the task's score."""
@@ -49,7 +51,8 @@ class TaskSpec:
 
 
 GEN_PRIMARY = "exact_match,letter"
-TASKS: dict[str, TaskSpec] = {
+TaskName = Literal["mmlu", "hellaswag", "gsm8k", "triviaqa", "nq_open"]
+TASKS: dict[TaskName, TaskSpec] = {
     "mmlu": TaskSpec("mmlu", "needlework_mmlu", 0, "acc", gen_task="needlework_mmlu_gen"),
     "hellaswag": TaskSpec(
         "hellaswag",
@@ -85,27 +88,33 @@ TASKS: dict[str, TaskSpec] = {
 
 @benchmarks.register("general")
 @config
-class General:
+class General(Benchmark):
     """MMLU, HellaSwag, GSM8K, TriviaQA and NQ-Open, run and scored by lm-evaluation-harness."""
 
-    tasks: tuple[str, ...] = ("mmlu", "hellaswag", "gsm8k", "triviaqa", "nq_open")
+    tasks: Annotated[tuple[TaskName, ...], Field(min_length=1), Distinct] = (
+        "mmlu",
+        "hellaswag",
+        "gsm8k",
+        "triviaqa",
+        "nq_open",
+    )
     """Which of mmlu, hellaswag, gsm8k, triviaqa, nq_open to run, in this order."""
-    data_dir: str | None = None
+    data_dir: Annotated[str | None, Field(validate_default=True)] = None
     """Folder in the ../shared/data layout (offline, local copies); None = ``$NEEDLEWORK_DATA``
     when it is set, else lm-eval's hub tasks."""
-    num_fewshot: dict[str, int] = field(default_factory=dict)
+    num_fewshot: dict[str, NonNegativeInt] = field(default_factory=dict)
     """Per-task shot overrides, e.g. {mmlu: 5}; defaults: gsm8k 5, the rest 0 (docs/general.md)."""
     generative: bool | None = None
     """Letter-answer MMLU/HellaSwag; None = only when the backend has no log-probabilities."""
     apply_chat_template: bool = False
     """Wrap prompts in the model's chat template (few-shot examples as turns). lm-eval's default,
     and the paper's likely setting, is off; chat endpoints always receive messages."""
-    batch_size: int | None = None
+    batch_size: PositiveInt | None = None
     """Requests per model call; None = the backend's own batch_size (or 64 for chat endpoints)."""
-    fraction: float | None = None
+    fraction: Annotated[float, Field(gt=0, lt=1)] | None = None
     """Evaluate the first fraction (0-1) of each (sub)task, e.g. 0.2 for the paper's GPT-3.5
     MMLU subset; the runner's ``limit`` (a count per subtask) wins when both are set."""
-    max_gen_toks: int | None = None
+    max_gen_toks: PositiveInt | None = None
     """Cap on generated tokens for every generative task (smoke runs, tests); None keeps each
     task's own limit (lm-eval's 256 unless the task sets one). Changes scores: recorded."""
     request_cache: bool = True
@@ -114,40 +123,22 @@ class General:
     """Finetuning datasets (folders or manifest.json) whose recorded questions TriviaQA and
     NQ-Open drop (local data only: the hub tasks cannot be filtered)."""
 
-    # The Benchmark protocol's fields; lm-eval task configs set the real generation limits.
     group_by = ("subject",)
-    max_new_tokens = 256
-    secondary_metrics = ()  # every task's scores have their own table
+    max_new_tokens = 256  # lm-eval's task configs set the real generation limits
+    report_rank = 50
+
+    @field_validator("data_dir")
+    @classmethod
+    def _from_environment(cls, value: str | None) -> str | None:
+        from needlework.runtime import settings
+
+        data = settings().NEEDLEWORK_DATA
+        return str(data) if value is None and data is not None else value
 
     def __post_init__(self) -> None:
-        if self.data_dir is None and os.environ.get("NEEDLEWORK_DATA"):
-            object.__setattr__(self, "data_dir", os.environ["NEEDLEWORK_DATA"])
-        if not self.tasks:
-            raise ValueError(f"tasks: give at least one of {', '.join(TASKS)}")
-        bad = [t for t in self.tasks if t not in TASKS]
-        if bad:
-            raise ValueError(f"tasks: unknown {bad}; expected some of {', '.join(TASKS)}")
-        if len(set(self.tasks)) != len(self.tasks):
-            raise ValueError(f"tasks: listed twice in {list(self.tasks)}")
-        for task, shots in self.num_fewshot.items():
-            if task not in self.tasks:
-                raise ValueError(f"num_fewshot: '{task}' is not one of tasks {list(self.tasks)}")
-            if not isinstance(shots, int) or shots < 0:
-                raise ValueError(f"num_fewshot: {task} needs an integer >= 0, got {shots!r}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise ValueError(f"batch_size: expected >= 1, got {self.batch_size}")
-        if self.max_gen_toks is not None and self.max_gen_toks < 1:
-            raise ValueError(f"max_gen_toks: expected >= 1, got {self.max_gen_toks}")
-        if self.fraction is not None and not 0 < self.fraction < 1:
-            raise ValueError(
-                f"fraction: expected a share strictly between 0 and 1, got {self.fraction} "
-                "(leave it null for the whole of every task)"
-            )
-        if self.held_out and not self.data_dir and {"triviaqa", "nq_open"} & set(self.tasks):
-            raise ValueError(
-                "held_out: filtering questions needs the local tasks; set data_dir (or "
-                "NEEDLEWORK_DATA) to a folder in the ../shared/data layout"
-            )
+        extra = set(self.num_fewshot) - set(self.tasks)
+        if extra:
+            raise ValueError(f"num_fewshot: {sorted(extra)} not among tasks {list(self.tasks)}")
 
     @property
     def primary_metric(self) -> str:
@@ -156,9 +147,6 @@ class General:
         if self.generative and TASKS[key].gen_task:
             return f"{key}_gen/{GEN_PRIMARY}"
         return f"{key}/{TASKS[key].primary}"
-
-    needs_token_counter = False
-    report_rank = 50
 
     def figures(self) -> tuple[Figure, ...]:
         return (
@@ -208,10 +196,16 @@ class General:
             )
         return out
 
-    def run_suite(
-        self, model_config: Any, run_dir: str | Path, limit: int | None
-    ) -> dict[str, Any]:
+    def preflight(self, model: Any) -> None:
+        """What a run needs, checked before its folder is made: a plan the backend can run, and
+        the local files (or the hub) the tasks read."""
+        from needlework.evaluation.lm_eval_run import data_root
+
+        self.plan(type(model).registry_name)
+        data_root(self)
+
+    def run_suite(self, model: Any, run_dir: str | Path, limit: int | None) -> dict[str, Any]:
         """Run every task through lm-eval, write predictions.jsonl and metrics.json (returned)."""
         from needlework.evaluation.lm_eval_run import run_general
 
-        return run_general(self, model_config, Path(run_dir), limit)
+        return run_general(self, model, Path(run_dir), limit)

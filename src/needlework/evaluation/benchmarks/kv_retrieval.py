@@ -16,16 +16,20 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from needlework.config import config
+from pydantic import Field, ValidationInfo, field_validator
+from typing_extensions import NotRequired, TypedDict
+
+from needlework.config import NonNegativeInt, PositiveInt, config, validate
 from needlework.errors import DataError
+from needlework.evaluation.base import Benchmark
 from needlework.evaluation.benchmarks.common import (
-    check_positions,
-    context_tokens,
+    Positions,
+    Tag,
     seeded_subset,
-    token_counter,
     user_turn,
+    with_context_tokens,
 )
 from needlework.evaluation.metrics import (
     depth_bin,
@@ -35,25 +39,40 @@ from needlework.evaluation.metrics import (
     parse_kv_answer,
     same_value,
 )
-from needlework.io import require
 from needlework.records import Figure, Sample, validate_messages
 from needlework.registry import benchmarks
 from needlework.sources.data import (
+    KVRecord,
     download_verified,
     litm_checksums,
-    read_kv_records,
+    read_records,
     read_rows,
 )
 from needlework.sources.prompts import load_prompt
 
-# meta fields every needlework eval row must carry, with their JSON types
-_META: dict[str, type | tuple[type, ...]] = {
-    "gold_key": (str, int, list),
-    "gold_value": (str, int),
-    "gold_dict_name": (str, int),
-    "gold_position": int,
-    "num_dicts": int,
-}
+
+class Meta(TypedDict):
+    """What a needlework eval row's ``meta`` must carry (and the optional fields kept)."""
+
+    gold_key: str | int | list[Any]
+    gold_value: str | int
+    gold_dict_name: str | int
+    gold_position: NonNegativeInt
+    num_dicts: PositiveInt
+    gold_depth: NotRequired[Any]
+    prompt_tokens: NotRequired[Any]
+    generator: NotRequired[Any]
+    seed: NotRequired[Any]
+    split: NotRequired[Any]
+    index: NotRequired[Any]
+
+
+class Row(TypedDict):
+    """One line of a needlework ``eval.jsonl`` (``needlework generate``)."""
+
+    id: NotRequired[Any]
+    messages: list[Any]
+    meta: Meta
 
 
 def format_kv_records(records: list[tuple[str, str]]) -> str:
@@ -73,18 +92,19 @@ def kv_prompt(records: list[tuple[str, str]], key: str, query_aware: bool = Fals
 
 
 def move_record(
-    records: tuple[tuple[str, str], ...], key: str, position: int
+    records: tuple[tuple[str, str], ...], key: str, position: int | None
 ) -> list[tuple[str, str]]:
-    """The records with the one for ``key`` popped and re-inserted at ``position``."""
+    """The records with the one for ``key`` popped and re-inserted at ``position`` (None: as
+    they are)."""
     out = list(records)
-    index = next(i for i, (k, _) in enumerate(out) if k == key)
-    out.insert(position, out.pop(index))
+    if position is not None:
+        out.insert(position, out.pop(next(i for i, (k, _) in enumerate(out) if k == key)))
     return out
 
 
 @benchmarks.register("kv_retrieval")
 @config
-class KVRetrieval:
+class KVRetrieval(Benchmark):
     """Key-value retrieval: synthetic dictionaries or UUID JSON records (Lost in the Middle)."""
 
     data_path: str = "data/smollm2_kv_demo/seed0/eval.jsonl"
@@ -93,7 +113,7 @@ class KVRetrieval:
     ``kv-retrieval-*_keys.jsonl.gz``."""
     source: Literal["needlework", "lost_in_the_middle"] = "needlework"
     """Which format ``data_path`` is in."""
-    gold_positions: tuple[int, ...] = ()
+    gold_positions: Positions = ()
     """lost_in_the_middle only: move the gold record to each of these 0-based indices (one sample
     per record and position); empty keeps the file's order."""
     download: bool = False
@@ -101,38 +121,32 @@ class KVRetrieval:
     (``kv-retrieval-75_keys.jsonl.gz``, 140, 300), fetch it at the pinned commit and verify it."""
     query_aware: bool = False
     """lost_in_the_middle only: the query-aware-contextualization prompt (key also on top)."""
-    num_samples: int | None = None
+    num_samples: PositiveInt | None = None
     """Seeded subset of the file's rows; None = all."""
     seed: int = 0
     """Chooses the subset."""
-    depth_bins: int = 10
+    depth_bins: PositiveInt = 10
     """Equal-width bins of the gold depth (``gold_depth_bin`` group)."""
     tokenizer: str | None = None
     """``load_counter`` spec to record ``context_tokens`` (needlework rows carry prompt_tokens)."""
-    tag: str = ""
+    tag: Tag = ""
     """Appended to the label, to tell variants apart (e.g. ``wtemplate``)."""
-    max_new_tokens: int | None = None
+    max_new_tokens: Annotated[PositiveInt | None, Field(validate_default=True)] = None
     """None: Lost in the Middle's 100 for its files; for needlework rows, sized by the runner
     from the longest gold answer in the model's tokens (the answer has a fixed format, so a
     model that keeps talking past it is wrong anyway and is not worth 100 tokens of decoding)."""
 
+    @field_validator("max_new_tokens")
+    @classmethod
+    def _litm_budget(cls, value: int | None, info: ValidationInfo) -> int | None:
+        return 100 if value is None and info.data.get("source") == "lost_in_the_middle" else value
+
     def __post_init__(self) -> None:
-        check_positions("gold_positions", self.gold_positions, None)
         if self.gold_positions and self.source != "lost_in_the_middle":
             raise ValueError(
                 "gold_positions: only for source lost_in_the_middle (needlework "
                 "rows are generated with their gold position)"
             )
-        if self.depth_bins < 1:
-            raise ValueError("depth_bins: must be >= 1")
-        if self.num_samples is not None and self.num_samples < 1:
-            raise ValueError("num_samples: must be >= 1 or null (all)")
-        if self.tag and not re.fullmatch(r"[A-Za-z0-9_.-]+", self.tag):
-            raise ValueError("tag: use letters, digits, '_', '-' or '.'")
-        if self.max_new_tokens is not None and self.max_new_tokens < 1:
-            raise ValueError("max_new_tokens: must be >= 1 or null (from the answers)")
-        if self.max_new_tokens is None and self.source == "lost_in_the_middle":
-            object.__setattr__(self, "max_new_tokens", 100)  # the reference scripts' limit
 
     group_by = ("gold_position", "gold_depth_bin")
     # did the answer follow the template: tells "learnt the format" from "learnt retrieval"
@@ -142,7 +156,7 @@ class KVRetrieval:
     def primary_metric(self) -> str:
         return "both_correct" if self.source == "needlework" else "substring_match"
 
-    needs_token_counter = False
+    needs_token_counter = False  # the tokenizer only records context_tokens
     report_rank = 30
 
     def figures(self) -> tuple[Figure, ...]:
@@ -187,13 +201,8 @@ class KVRetrieval:
         }
 
     def samples(self) -> Iterator[Sample]:
-        counter = token_counter(self.tokenizer)
         make = self._litm if self.source == "lost_in_the_middle" else self._needlework
-        for sample in make():
-            if counter is not None:
-                meta = dict(sample.meta, context_tokens=context_tokens(counter, sample.messages))
-                sample = Sample(sample.id, sample.messages, sample.answers, meta)
-            yield sample
+        yield from with_context_tokens(make(), self.tokenizer)
 
     def _bin(self, position: int, count: int) -> float:
         return depth_bin(position / (count - 1) if count > 1 else 0.0, self.depth_bins)
@@ -207,45 +216,29 @@ class KVRetrieval:
             )
         rows = list(read_rows(self.data_path))
         for k in seeded_subset(len(rows), self.num_samples, self.seed, "kv_retrieval"):
-            where, row = rows[k]
-            prompt, answer = split_conversation(row, where)
-            meta = require(row, "meta", dict, where)
-            for name, kind in _META.items():
-                require(meta, name, kind, f"{where}: meta")
-            keep = {
-                n: meta[n]
-                for n in (
-                    *_META,
-                    "gold_depth",
-                    "prompt_tokens",
-                    "generator",
-                    "seed",
-                    "split",
-                    "index",
-                )
-                if n in meta
-            }
-            if not 0 <= meta["gold_position"] < meta["num_dicts"]:
+            where, raw = rows[k]
+            row: Row = validate(Row, raw, source=where)
+            turns: tuple[Any, ...] = validate_messages(row["messages"], where)
+            meta: dict[str, Any] = dict(row["meta"])
+            if meta["gold_position"] >= meta["num_dicts"]:
                 raise DataError(
-                    f"{where}: meta field 'gold_position' should be in "
-                    f"0..num_dicts-1, got {meta['gold_position']}"
+                    f"{where}: field 'meta.gold_position': expected < num_dicts "
+                    f"({meta['num_dicts']}), got {meta['gold_position']}"
                 )
-            keep["gold_depth_bin"] = self._bin(meta["gold_position"], meta["num_dicts"])
+            meta["gold_depth_bin"] = self._bin(meta["gold_position"], meta["num_dicts"])
             sid = str(row.get("id") or f"kv_retrieval-{Path(self.data_path).stem}-{k}")
-            yield Sample(sid, prompt, (answer,), keep)
+            yield Sample(sid, turns[:-1], (turns[-1]["content"],), meta)
 
     def _litm(self) -> Iterator[Sample]:
-        records = read_kv_records(self._litm_path())
+        records = read_records(self._litm_path(), KVRecord)
         stem = Path(self.data_path).name.split(".")[0]
         for k in seeded_subset(len(records), self.num_samples, self.seed, "kv_retrieval"):
             rec = records[k]
-            n = len(rec.records)
+            n = len(rec.ordered_kv_records)
             for pos in self.gold_positions or (None,):
                 if pos is not None and pos >= n:
                     raise DataError(f"{rec.where}: gold position {pos} but only {n} records")
-                order = (
-                    move_record(rec.records, rec.key, pos) if pos is not None else list(rec.records)
-                )
+                order = move_record(rec.ordered_kv_records, rec.key, pos)
                 gold = next(i for i, (key, _) in enumerate(order) if key == rec.key)
                 sid = f"kv_retrieval-{stem}-{k}" + (f"-g{pos}" if pos is not None else "")
                 meta = {
@@ -268,9 +261,3 @@ class KVRetrieval:
         if upstream is None:
             raise DataError(f"{path}: not found, and no upstream file has this name to download")
         return download_verified(upstream, path, table)
-
-
-def split_conversation(row: dict[str, Any], where: str) -> tuple[tuple[Any, ...], str]:
-    """(prompt turns, gold answer): every turn before the final assistant turn, and its text."""
-    turns = validate_messages(require(row, "messages", list, where), where)
-    return turns[:-1], turns[-1]["content"]

@@ -13,18 +13,18 @@ and ``mode: oracle`` (the gold document only). Score: ``best_subspan_em`` of the
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from needlework.config import config
+from needlework.config import PositiveInt, config
 from needlework.errors import DataError
+from needlework.evaluation.base import Benchmark
 from needlework.evaluation.benchmarks.common import (
-    check_positions,
-    context_tokens,
+    Positions,
     seeded_subset,
-    token_counter,
     user_turn,
+    with_context_tokens,
 )
 from needlework.evaluation.metrics import (
     best_subspan_em,
@@ -38,11 +38,12 @@ from needlework.records import Figure, Sample
 from needlework.registry import benchmarks
 from needlework.sources import mdqa as mb
 from needlework.sources.data import (
+    Document,
     QARecord,
     download_verified,
     litm_checksums,
     locate,
-    verify_file,
+    read_qa_records,
 )
 
 ORACLE = "qa_data/nq-open-oracle.jsonl.gz"
@@ -63,7 +64,7 @@ def official_path(num_docs: int, gold_position: int) -> str:
 
 @benchmarks.register("mdqa")
 @config
-class MDQA:
+class MDQA(Benchmark):
     """Multi-document QA (NQ-Open): accuracy by the gold document's position."""
 
     data_path: str = "data/lost-in-the-middle"
@@ -79,11 +80,11 @@ class MDQA:
     mode: Literal["documents", "closedbook", "oracle"] = "documents"
     """``documents`` (the benchmark), or a baseline: ``closedbook`` (question only), ``oracle``
     (gold document only). Baselines use the oracle file and ignore the document settings."""
-    num_docs: int = 20
+    num_docs: PositiveInt = 20
     """Documents per context (gold included): 10/20/30 upstream, anything when building."""
-    gold_positions: tuple[int, ...] = (0, 1, 4, 9, 14, 19)
+    gold_positions: Positions = (0, 1, 4, 9, 14, 19)
     """0-based gold indices; the paper's 1, 2, 5, 10, 15, 20 (one-based) by default."""
-    num_questions: int | None = 200
+    num_questions: PositiveInt | None = 200
     """Questions per gold position (seeded subset, the same at every position); None = all 2655."""
     distractors: Literal["random", "bm25"] = "random"
     """``build`` only: random passages (paper setting) or BM25-ranked hard negatives."""
@@ -96,25 +97,21 @@ class MDQA:
     held_out: tuple[str, ...] = ()
     """Finetuning datasets (folders or manifest.json) whose recorded questions are never asked:
     questions are chosen among the rest, so every model given the same list gets the same."""
-    max_new_tokens: int = 100
+    max_new_tokens: PositiveInt = 100
     """As Lost in the Middle; only the first line is scored."""
 
     def __post_init__(self) -> None:
-        if self.num_docs < 1:
-            raise ValueError("num_docs: must be >= 1")
-        if self.mode == "documents":
-            if not self.gold_positions:
-                raise ValueError("gold_positions: give at least one 0-based position")
-            check_positions("gold_positions", self.gold_positions, self.num_docs)
-        if self.num_questions is not None and self.num_questions < 1:
-            raise ValueError("num_questions: must be >= 1 or null (all)")
+        fits = all(p < self.num_docs for p in self.gold_positions)
+        if self.mode == "documents" and not (self.gold_positions and fits):
+            raise ValueError(
+                f"gold_positions: expected at least one, each < num_docs ({self.num_docs}), "
+                f"got {list(self.gold_positions)}"
+            )
         if self.source == "files" and self.distractors != "random":
             raise ValueError(
                 "distractors: the official files come with their own (Contriever) "
                 "distractors; use source: build for bm25"
             )
-        if self.max_new_tokens < 1:
-            raise ValueError("max_new_tokens: must be >= 1")
 
     @property
     def group_by(self) -> tuple[str, ...]:
@@ -124,7 +121,7 @@ class MDQA:
     # how wrong answers fail: invented (not in any document) or declined; closed book, wrong
     secondary_metrics = ("unsupported", "wrong_answer", "abstained")
 
-    needs_token_counter = False
+    needs_token_counter = False  # the tokenizer only records context_tokens
     report_rank = 10
 
     def figures(self) -> tuple[Figure, ...]:
@@ -171,49 +168,46 @@ class MDQA:
     # ------------------------------------------------------------------------------ samples
 
     def samples(self) -> Iterator[Sample]:
-        counter = token_counter(self.tokenizer)
-        for sample in self._build():
-            if counter is not None:
-                meta = dict(sample.meta, context_tokens=context_tokens(counter, sample.messages))
-                sample = Sample(sample.id, sample.messages, sample.answers, meta)
-            yield sample
-
-    def _build(self) -> Iterator[Sample]:
         if self.mode != "documents":
-            yield from self._baseline()
+            samples = self._baseline()
         elif self.source == "files":
-            yield from self._official()
+            samples = self._official()
         else:
-            yield from self._built()
+            samples = self._built()
+        yield from with_context_tokens(samples, self.tokenizer)
 
-    def _sample(self, sid: str, rec: QARecord, prompt: str, **meta: object) -> Sample:
-        return Sample(sid, user_turn(prompt), rec.answers, {"question": rec.question, **meta})
+    def _sample(
+        self, sid: str, rec: QARecord, docs: Sequence[Document] | None, **meta: Any
+    ) -> Sample:
+        """The QA prompt over ``docs`` (None: closed book) for ``rec``."""
+        q = rec.question
+        prompt = mb.closedbook_prompt(q) if docs is None else mb.qa_prompt(q, docs, self.prompt)
+        return Sample(sid, user_turn(prompt), rec.answers, {"question": q, **meta})
+
+    def _records(self, upstream: str) -> list[QARecord]:
+        return read_qa_records(self._path(upstream), self.verify)
 
     def _questions(self, records: list[QARecord]) -> list[int]:
         """The seeded subset of questions, taken among those no held-out dataset used."""
-        if not self.held_out:
-            return seeded_subset(len(records), self.num_questions, self.seed, "mdqa")
-        held = load_held_out(self.held_out)
+        held = load_held_out(self.held_out) if self.held_out else set()
         allowed = [i for i, r in enumerate(records) if question_key(r.question) not in held]
         picked = seeded_subset(len(allowed), self.num_questions, self.seed, "mdqa")
         return [allowed[j] for j in picked]
 
     def _baseline(self) -> Iterator[Sample]:
-        records = mb_records(self._path(ORACLE), self.verify)
+        records = self._records(ORACLE)
         for q in self._questions(records):
             rec = records[q]
             if self.mode == "closedbook":
-                prompt = mb.closedbook_prompt(rec.question)
-                yield self._sample(f"mdqa-{q}", rec, prompt, question_index=q, num_docs=0)
+                yield self._sample(f"mdqa-{q}", rec, None, question_index=q, num_docs=0)
             else:
-                gold = rec.documents[rec.gold_index or 0]
-                prompt = mb.qa_prompt(rec.question, [gold], self.prompt)
+                gold = [rec.documents[rec.gold_index or 0]]
                 yield self._sample(
-                    f"mdqa-{q}", rec, prompt, question_index=q, num_docs=1, gold_position=0
+                    f"mdqa-{q}", rec, gold, question_index=q, num_docs=1, gold_position=0
                 )
 
     def _built(self) -> Iterator[Sample]:
-        records = mb_records(self._path(ORACLE), self.verify)
+        records = self._records(ORACLE)
         pool = mb.DistractorPool(records)
         chosen = self._questions(records)
         k = self.num_docs - 1
@@ -226,29 +220,20 @@ class MDQA:
                 )
                 for q in chosen
             }
+        meta = {"num_docs": self.num_docs, "distractors": self.distractors}
         for q in chosen:
             rec = records[q]
             gold = rec.documents[rec.gold_index or 0]
             distractors = [pool.docs[j] for j in picks[q]]
             for g in self.gold_positions:
                 docs = mb.insert_gold(distractors, gold, g)
-                prompt = mb.qa_prompt(rec.question, docs, self.prompt)
-                yield self._sample(
-                    f"mdqa-{self.seed}-{q}-g{g}",
-                    rec,
-                    prompt,
-                    question_index=q,
-                    gold_position=g,
-                    num_docs=self.num_docs,
-                    distractors=self.distractors,
-                )
+                sid = f"mdqa-{self.seed}-{q}-g{g}"
+                yield self._sample(sid, rec, docs, question_index=q, gold_position=g, **meta)
 
     def _official(self) -> Iterator[Sample]:
-        files = {
-            g: mb_records(self._path(official_path(self.num_docs, g)), self.verify)
-            for g in self.gold_positions
-        }
+        files = {g: self._records(official_path(self.num_docs, g)) for g in self.gold_positions}
         total = min(len(r) for r in files.values())
+        meta = {"num_docs": self.num_docs, "distractors": "contriever"}
         for q in self._questions(next(iter(files.values()))[:total]):
             for g, records in files.items():
                 rec = records[q]
@@ -258,15 +243,9 @@ class MDQA:
                         f"gold one at index {g}, got {len(rec.documents)} with gold "
                         f"at {rec.gold_index}"
                     )
-                prompt = mb.qa_prompt(rec.question, rec.documents, self.prompt)
+                sid = f"mdqa-litm-{q}-g{g}"
                 yield self._sample(
-                    f"mdqa-litm-{q}-g{g}",
-                    rec,
-                    prompt,
-                    question_index=q,
-                    gold_position=g,
-                    num_docs=self.num_docs,
-                    distractors="contriever",
+                    sid, rec, rec.documents, question_index=q, gold_position=g, **meta
                 )
 
     def _path(self, upstream: str) -> Path:
@@ -286,15 +265,3 @@ class MDQA:
             if not self.download:
                 raise
         return download_verified(upstream, Path(self.data_path) / upstream, litm_checksums())
-
-
-def mb_records(path: Path, verify: bool) -> list[QARecord]:
-    """Read a qa_data file, first checking it against the pinned hashes if it has an upstream
-    name (a file named like upstream but with other bytes would silently change results)."""
-    from needlework.sources.data import read_qa_records
-
-    if verify:
-        table = {Path(k).name: v for k, v in litm_checksums().items()}
-        if path.name in table:
-            verify_file(path, table[path.name])
-    return read_qa_records(path)

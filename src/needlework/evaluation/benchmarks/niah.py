@@ -14,12 +14,15 @@ most ``context_length`` tokens; the measured count is recorded as ``context_toke
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Iterator
+from typing import Annotated
 
-from needlework.config import config
+from pydantic import Field
+
+from needlework.config import PositiveInt, config
 from needlework.errors import ConfigError, DataError
-from needlework.evaluation.benchmarks.common import token_counter, user_turn
+from needlework.evaluation.base import Benchmark
+from needlework.evaluation.benchmarks.common import Tag, user_turn
 from needlework.evaluation.metrics import best_subspan_em, exact_match, first_line
 from needlework.io import require_file
 from needlework.records import Figure, Sample
@@ -29,47 +32,36 @@ from needlework.sources.haystack import FILLER, build_needle_item, split_sentenc
 
 @benchmarks.register("niah")
 @config
-class NIAH:
+class NIAH(Benchmark):
     """Needle in a haystack: accuracy over context length x needle depth."""
 
     tokenizer: str | None = None
     """The model's tokenizer as a ``load_counter`` spec (e.g. ``hf:<model dir>``); None: the
     evaluated model's own (its backend's ``token_counter()``; an API model needs one set)."""
-    context_lengths: tuple[int, ...] = (1024, 2048, 4096)
+    context_lengths: Annotated[tuple[PositiveInt, ...], Field(min_length=1)] = (1024, 2048, 4096)
     """Target prompt sizes in tokens (prompt as the model sees it; the answer comes on top)."""
-    depth_percents: tuple[float, ...] = (0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100)
+    depth_percents: Annotated[
+        tuple[Annotated[float, Field(ge=0, le=100)], ...], Field(min_length=1)
+    ] = (0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100)
     """Needle depths, in percent of the haystack (0 = first sentence, 100 = last)."""
-    num_samples: int = 1
+    num_samples: PositiveInt = 1
     """Samples per cell, each with its own key and value."""
     haystack_path: str | None = None
     """A local UTF-8 text file (e.g. essays); None = the generated filler."""
-    needle: str = "The special magic number for {key} is {value}."
+    needle: Annotated[str, Field(pattern=r"\{key\}[\s\S]*\{value\}|\{value\}[\s\S]*\{key\}")] = (
+        "The special magic number for {key} is {value}."
+    )
     """The hidden sentence; must contain ``{key}`` and ``{value}``."""
     seed: int = 0
     """Chooses keys and values."""
-    tag: str = ""
+    tag: Tag = ""
     """Appended to the label, to tell haystacks or needles apart."""
-    max_new_tokens: int = 32
+    max_new_tokens: PositiveInt = 32
     """The answer is one number."""
-
-    def __post_init__(self) -> None:
-        if not self.context_lengths or any(n < 1 for n in self.context_lengths):
-            raise ValueError("context_lengths: give positive token counts")
-        if not self.depth_percents or any(not 0 <= d <= 100 for d in self.depth_percents):
-            raise ValueError("depth_percents: give values in 0..100")
-        if self.num_samples < 1:
-            raise ValueError("num_samples: must be >= 1")
-        if "{key}" not in self.needle or "{value}" not in self.needle:
-            raise ValueError("needle: must contain {key} and {value}")
-        if self.tag and not re.fullmatch(r"[A-Za-z0-9_.-]+", self.tag):
-            raise ValueError("tag: use letters, digits, '_', '-' or '.'")
 
     group_by = ("context_length", "depth_percent")
     primary_metric = "best_subspan_em"
-    secondary_metrics = ()
-
-    needs_token_counter = True  # the haystack is filled to lengths in the model's tokens
-    report_rank = 40
+    report_rank = 40  # needs_token_counter (its tokenizer field): the haystack is sized in tokens
 
     def figures(self) -> tuple[Figure, ...]:
         return (
@@ -88,9 +80,6 @@ class NIAH:
             ),
         )
 
-    def label(self) -> str:
-        return "niah" + (f"_{self.tag}" if self.tag else "")
-
     def score(self, sample: Sample, output: str) -> dict[str, float]:
         # First non-empty line only, as MDQA does: echoing the haystack must not find the needle.
         answer = first_line(output.strip())
@@ -106,9 +95,9 @@ class NIAH:
         try:
             units = split_sentences(path.read_text(encoding="utf-8"))
         except UnicodeDecodeError:
-            raise DataError(f"{path}: haystack is not UTF-8 text") from None
+            units = []
         if not units:
-            raise DataError(f"{path}: haystack file has no text")
+            raise DataError(f"{path}: expected UTF-8 text (the haystack's sentences)")
         return units
 
     def samples(self) -> Iterator[Sample]:
@@ -118,8 +107,9 @@ class NIAH:
                 "hf and vllm models hand theirs over, API models cannot)",
                 field="tokenizer",
             )
-        counter = token_counter(self.tokenizer)
-        assert counter is not None  # self.tokenizer is set (checked above)
+        from needlework.tokenization import load_counter
+
+        counter = load_counter(self.tokenizer)
         units = self.haystack_units()
         for length in self.context_lengths:
             hint = 0

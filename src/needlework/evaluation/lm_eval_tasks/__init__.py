@@ -26,7 +26,7 @@ import functools
 import json
 from itertools import islice
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from needlework.errors import UserError
 from needlework.evaluation.base import answer_budget
@@ -85,24 +85,16 @@ def _split_turns(sample: Sample) -> tuple[str, str]:
 
 def export(benchmark: Any, out_dir: str | Path, *, limit: int | None = None) -> Path:
     """Write ``needlework_<label>.jsonl`` + ``.yaml`` into ``out_dir``; return the YAML path.
+    ``benchmark`` is a registered unit (lm-eval rebuilds it from its config to score).
 
     The YAML is an lm-eval task with absolute data paths (relative ones would resolve against
     the current directory), the benchmark's ``max_new_tokens`` as ``max_gen_toks`` and one metric
     per score the benchmark reports.
     """
-    import dataclasses
-
     from needlework.config import to_dict
 
     if callable(getattr(benchmark, "run_suite", None)):
         raise UserError(f"{benchmark.label()}: already an lm-eval suite; nothing to export")
-    # cast: keep ``benchmark`` typed Any (is_dataclass would narrow it to DataclassInstance)
-    is_unit = dataclasses.is_dataclass(cast(Any, benchmark))
-    if not (is_unit and hasattr(type(benchmark), "registry_name")):
-        raise UserError(
-            f"{type(benchmark).__name__}: only registered benchmark units can be "
-            "exported (lm-eval rebuilds the unit from its config to score)"
-        )
     out = ensure_writable_dir(Path(out_dir).expanduser().resolve())
     task = f"needlework_{benchmark.label()}"
     config = json.dumps(to_dict(benchmark), sort_keys=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from needlework.errors import UserError
 
@@ -48,33 +49,24 @@ def export_config(
     config: str, out_dir: str, *, limit: int | None = None, overrides: list[str] | None = None
 ) -> list:
     """Export every benchmark of an eval config (or a single benchmark unit file)."""
-    from needlework.config import apply_overrides, build_unit, read_yaml
-    from needlework.errors import ConfigError
+    from typing import Annotated
+
+    from needlework.config import apply_overrides, read_yaml, validate
     from needlework.evaluation.lm_eval_tasks import export
     from needlework.registry import benchmarks
 
     data = apply_overrides(read_yaml(config), overrides or [])
-    if "benchmarks" in data:
-        units = data["benchmarks"]
-        if not isinstance(units, list):
-            raise ConfigError(
-                "expected a list of benchmark units", source=config, field="benchmarks"
-            )
-        field = "benchmarks"
-    elif "name" in data:
-        units, field = [data], ""
-    else:
-        raise ConfigError(
-            "expected a 'benchmarks:' list or a benchmark unit with 'name:'", source=config
-        )
-    paths = []
-    for i, unit in enumerate(units):
-        bench = build_unit(
-            benchmarks, unit, source=config, field=f"{field}[{i}]" if field else "benchmark"
-        )
-        if callable(getattr(bench, "run_suite", None)):
-            continue  # the general suite already is lm-eval
-        paths.append(export(bench, out_dir, limit=limit))
+    if "benchmarks" not in data and "name" not in data:
+        raise UserError(f"{config}: expected a 'benchmarks:' list or a benchmark unit with 'name:'")
+    units = data.get("benchmarks", [data])
+    built: list[Any] = validate(
+        list[Annotated[Any, benchmarks]],
+        units,
+        source=config,
+        prefix="benchmarks" if "benchmarks" in data else "benchmark",
+    )
+    # the general suite already is lm-eval
+    paths = [export(b, out_dir, limit=limit) for b in built if not hasattr(b, "run_suite")]
     if not paths:
         raise UserError(f"{config}: no benchmark to export (general runs in lm-eval already)")
     return paths

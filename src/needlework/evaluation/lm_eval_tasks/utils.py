@@ -18,11 +18,62 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import Field
+from typing_extensions import TypedDict
+
+from needlework.config import validate
 from needlework.errors import DataError, UserError
-from needlework.io import read_jsonl, require
+from needlework.io import iter_jsonl
 from needlework.sources.mmlu import mmlu_csv_split
+
+# The rows of each local file (the loaders below trust what these let through).
+Four = Annotated[list[Any], Field(min_length=4, max_length=4)]
+Index = Annotated[int, Field(ge=0, le=3)]
+
+
+class MMLURow(TypedDict):
+    question: str
+    subject: str
+    choices: Four
+    answer_index: Index
+
+
+class HellaSwagRow(TypedDict):
+    activity_label: str
+    ctx: str
+    endings: Four
+    label: Index
+
+
+class GSM8KRow(TypedDict):
+    question: str
+    answer: str
+
+
+QA = Annotated[str, Field(pattern=r"^Question: [\s\S]*\nAnswer:$")]
+
+
+class TriviaQARow(TypedDict):
+    context: QA
+    answer: str
+    aliases: list[Any]
+
+
+class NQOpenRow(TypedDict):
+    question: str
+    answer: list[Any]
+
+
+class ExportRow(TypedDict):
+    id: str
+    prompt: str
+    sample: str
+    benchmark: str
+    system: str
+    answer: str
+
 
 # Files each local task reads, relative to data_dir (the ../shared/data layout).
 LOCAL_FILES: dict[str, tuple[str, ...]] = {
@@ -34,21 +85,23 @@ LOCAL_FILES: dict[str, tuple[str, ...]] = {
 }
 
 
-def _data_dir(data_dir: Any, task: str) -> Path | None:
+def local_root(data_dir: Any, *tasks: str) -> Path | None:
+    """Absolute ``data_dir`` holding every file the tasks read (None when none is given); else
+    a one-line DataError naming the missing files."""
     if data_dir in (None, ""):
         return None
     root = Path(str(data_dir)).expanduser().resolve()
-    missing = [f for f in LOCAL_FILES[task] if not (root / f).is_file()]
+    missing = [f for t in tasks for f in LOCAL_FILES[t] if not (root / f).is_file()]
     if missing:
         raise DataError(
-            f"{root}: missing {', '.join(missing)} (needed by the local {task} "
+            f"{root}: missing {', '.join(missing)} (needed by the local {'/'.join(tasks)} "
             "task; expected the ../shared/data layout, see docs/general.md)"
         )
     return root
 
 
 def _need_local(data_dir: Any, task: str) -> Path:
-    root = _data_dir(data_dir, task)
+    root = local_root(data_dir, task)
     if root is None:
         raise UserError(
             f"needlework_{task}: no data_dir given; pass --metadata "
@@ -65,13 +118,14 @@ def _datasets(splits: dict[str, list[dict[str, Any]]]):
 
 
 @functools.lru_cache(maxsize=16)
-def _jsonl_cached(path: str, mtime_ns: int) -> tuple[dict[str, Any], ...]:
-    return tuple(read_jsonl(path))
+def _rows_cached(path: str, mtime_ns: int, kind: Any) -> tuple[Any, ...]:
+    return tuple(validate(kind, row, source=f"{path}:{n}") for n, row in iter_jsonl(path))
 
 
-def _rows(path: Path) -> tuple[dict[str, Any], ...]:
-    """Rows of a (gz) JSONL file, parsed once per process (every MMLU subject reads the file)."""
-    rows = _jsonl_cached(str(path), path.stat().st_mtime_ns)
+def _rows(path: Path, kind: Any) -> tuple[Any, ...]:
+    """The rows of a (gz) JSONL file as ``kind`` (errors name file, line and field), read once
+    per process (every MMLU subject reads the file)."""
+    rows = _rows_cached(str(path), path.stat().st_mtime_ns, kind)
     if not rows:
         raise DataError(f"{path}: no rows (an empty file; expected the ../shared/data copy)")
     return rows
@@ -85,20 +139,13 @@ def _mmlu_local(root: str) -> dict[str, dict[str, list[dict[str, Any]]]]:
     """subject -> {"test": docs, "dev": docs} in cais/mmlu's schema (answer = index)."""
     base = Path(root) / "mmlu"
     out: dict[str, dict[str, list[dict[str, Any]]]] = {}
-    path = base / "mmlu_test.jsonl.gz"
-    for i, row in enumerate(_rows(path), 1):
-        where = f"{path}:{i}"
-        subject = require(row, "subject", str, where)
-        choices = require(row, "choices", list, where)
-        answer = require(row, "answer_index", int, where)
-        if len(choices) != 4 or not 0 <= answer < 4:
-            raise DataError(f"{where}: expected 4 choices and answer_index 0-3")
-        out.setdefault(subject, {"test": [], "dev": []})["test"].append(
+    for row in _rows(base / "mmlu_test.jsonl.gz", MMLURow):
+        out.setdefault(row["subject"], {"test": [], "dev": []})["test"].append(
             {
-                "question": require(row, "question", str, where),
-                "subject": subject,
-                "choices": [str(c) for c in choices],
-                "answer": answer,
+                "question": row["question"],
+                "subject": row["subject"],
+                "choices": [str(c) for c in row["choices"]],
+                "answer": row["answer_index"],
             }
         )
     for doc in mmlu_csv_split(base / "mmlu_data_csv.tar.gz", "dev"):
@@ -108,9 +155,7 @@ def _mmlu_local(root: str) -> dict[str, dict[str, list[dict[str, Any]]]]:
 
 def mmlu_dataset(data_dir: Any = None, subject: str | None = None, **_: Any):
     """One MMLU subject: ``test`` (evaluated) and ``dev`` (the 5 few-shot examples)."""
-    if not subject:
-        raise UserError("needlework_mmlu: dataset_kwargs.subject is required")
-    root = _data_dir(data_dir, "mmlu")
+    root = local_root(data_dir, "mmlu")
     if root is None:  # hub (generative variant without local data)
         import datasets
 
@@ -134,7 +179,7 @@ def hellaswag_dataset(data_dir: Any = None, **_: Any):
     """
     from lm_eval.tasks.hellaswag.utils import preprocess
 
-    root = _data_dir(data_dir, "hellaswag")
+    root = local_root(data_dir, "hellaswag")
     if root is None:
         import datasets
 
@@ -150,25 +195,14 @@ def hellaswag_dataset(data_dir: Any = None, **_: Any):
             for d in hub
         ]
         return _datasets({"validation": docs})
-    path = root / LOCAL_FILES["hellaswag"][0]
-    docs = []
-    for i, row in enumerate(_rows(path), 1):
-        where = f"{path}:{i}"
-        endings = require(row, "endings", list, where)
-        label = require(row, "label", int, where)
-        if len(endings) != 4 or not 0 <= label < 4:
-            raise DataError(f"{where}: expected 4 endings and label 0-3")
-        docs.append(
-            {
-                "query": preprocess(
-                    require(row, "activity_label", str, where)
-                    + ": "
-                    + require(row, "ctx", str, where)
-                ),
-                "choices": [preprocess(str(e)) for e in endings],
-                "label": label,
-            }
-        )
+    docs = [
+        {
+            "query": preprocess(row["activity_label"] + ": " + row["ctx"]),
+            "choices": [preprocess(str(e)) for e in row["endings"]],
+            "label": row["label"],
+        }
+        for row in _rows(root / LOCAL_FILES["hellaswag"][0], HellaSwagRow)
+    ]
     return _datasets({"validation": docs})
 
 
@@ -177,15 +211,8 @@ def hellaswag_dataset(data_dir: Any = None, **_: Any):
 
 def gsm8k_dataset(data_dir: Any = None, **_: Any):
     """GSM8K test (question, answer); there is no local train split, see the YAML."""
-    path = _need_local(data_dir, "gsm8k") / LOCAL_FILES["gsm8k"][0]
-    docs = [
-        {
-            "question": require(r, "question", str, f"{path}:{i}"),
-            "answer": require(r, "answer", str, f"{path}:{i}"),
-        }
-        for i, r in enumerate(_rows(path), 1)
-    ]
-    return _datasets({"test": docs})
+    rows = _rows(_need_local(data_dir, "gsm8k") / LOCAL_FILES["gsm8k"][0], GSM8KRow)
+    return _datasets({"test": [{"question": r["question"], "answer": r["answer"]} for r in rows]})
 
 
 def _keep(held_out: Any) -> Any:
@@ -203,21 +230,11 @@ def triviaqa_dataset(data_dir: Any = None, held_out: Any = (), **_: Any):
     without the questions of ``held_out`` datasets."""
     path = _need_local(data_dir, "triviaqa") / LOCAL_FILES["triviaqa"][0]
     keep = _keep(held_out)
-    docs = []
-    for i, r in enumerate(_rows(path), 1):
-        where = f"{path}:{i}"
-        ctx = require(r, "context", str, where)
-        if not (ctx.startswith("Question: ") and ctx.endswith("\nAnswer:")):
-            raise DataError(f"{where}: context should look like 'Question: ...\\nAnswer:'")
-        aliases = [str(a) for a in require(r, "aliases", list, where)]
-        if not keep(ctx[len("Question: ") : -len("\nAnswer:")]):
-            continue
-        docs.append(
-            {
-                "question": ctx[len("Question: ") : -len("\nAnswer:")],
-                "answer": {"value": require(r, "answer", str, where), "aliases": aliases},
-            }
-        )
+    docs = [
+        {"question": q, "answer": {"value": r["answer"], "aliases": [str(a) for a in r["aliases"]]}}
+        for r in _rows(path, TriviaQARow)
+        if keep(q := r["context"][len("Question: ") : -len("\nAnswer:")])
+    ]
     return _datasets({"validation": docs})
 
 
@@ -227,12 +244,9 @@ def nq_open_dataset(data_dir: Any = None, held_out: Any = (), **_: Any):
     path = _need_local(data_dir, "nq_open") / LOCAL_FILES["nq_open"][0]
     keep = _keep(held_out)
     docs = [
-        {
-            "question": require(r, "question", str, f"{path}:{i}"),
-            "answer": [str(a) for a in require(r, "answer", list, f"{path}:{i}")],
-        }
-        for i, r in enumerate(_rows(path), 1)
-        if keep(require(r, "question", str, f"{path}:{i}"))
+        {"question": r["question"], "answer": [str(a) for a in r["answer"]]}
+        for r in _rows(path, NQOpenRow)
+        if keep(r["question"])
     ]
     return _datasets({"validation": docs})
 
@@ -242,29 +256,8 @@ def nq_open_dataset(data_dir: Any = None, held_out: Any = (), **_: Any):
 
 def export_dataset(data_file: Any = None, **_: Any):
     """Docs of a file written by ``needlework.evaluation.lm_eval_tasks.export``."""
-    if not data_file:
-        raise UserError("exported needlework task: dataset_kwargs.data_file is missing")
     path = Path(str(data_file)).expanduser().resolve()
-    docs = []
-    for i, r in enumerate(read_jsonl(path), 1):
-        where = f"{path}:{i}"
-        require(r, "id", str, where)
-        require(r, "prompt", str, where)
-        require(r, "sample", str, where)
-        require(r, "benchmark", str, where)
-        docs.append(
-            {
-                "id": r["id"],
-                "system": str(r.get("system") or ""),
-                "prompt": r["prompt"],
-                "answer": str(r.get("answer") or ""),
-                "sample": r["sample"],
-                "benchmark": r["benchmark"],
-            }
-        )
-    if not docs:
-        raise DataError(f"{path}: no samples")
-    return _datasets({"test": docs})
+    return _datasets({"test": [dict(r) for r in _rows(path, ExportRow)]})
 
 
 def process_export(doc: dict[str, Any], results: list[str]) -> dict[str, float]:

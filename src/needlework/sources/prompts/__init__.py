@@ -18,11 +18,7 @@ PROMPTS_DIR = Path(__file__).resolve().parent
 @functools.cache
 def load_prompt(name: str) -> str:
     """The raw text of ``prompts/<name>.txt`` (UTF-8, nothing stripped)."""
-    path = PROMPTS_DIR / f"{name}.txt"
-    if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in PROMPTS_DIR.glob("*.txt")))
-        raise ValueError(f"prompt: no template named '{name}' (known: {known})")
-    return path.read_bytes().decode("utf-8")
+    return (PROMPTS_DIR / f"{name}.txt").read_bytes().decode("utf-8")
 
 
 def fill(template: str, values: Mapping[str, str]) -> str:
