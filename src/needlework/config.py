@@ -275,13 +275,21 @@ _COMPARISONS = (
 def _is_union_tag(part: str) -> bool:
     """pydantic names a union member's error by its type: ``int``, ``constrained-float``,
     ``literal['a']``, ``function-after[...]``, a class name; our fields are snake_case."""
-    return any(c in part for c in "[-") or part in _TYPE_TAGS or part[:1].isupper()
+    class_name = part[:1].isupper() and not part.isupper()  # not NEEDLEWORK_THREADS
+    return any(c in part for c in "[-") or part in _TYPE_TAGS or class_name
 
 
 _TYPE_TAGS = {"int", "float", "str", "bool", "none", "list", "dict", "tuple", "bytes", "set"}
 
 
-_TYPE_NAMES = {"string": "str", "dict": "a mapping", "list": "a list", "tuple": "a list"}
+_TYPE_NAMES = {
+    "string": "str",
+    "dict": "a mapping",
+    "list": "a list",
+    "tuple": "a list",
+    "model": "a mapping",
+    "dataclass": "a mapping",
+}
 
 
 def _named_loc(loc: list[Any], data: Any) -> list[str]:
