@@ -16,9 +16,12 @@ import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
-from needlework.errors import DataError, UserError
+from needlework.config import validate
+from needlework.errors import DataError, UserError, first_line
+
+T = TypeVar("T")
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -101,8 +104,26 @@ def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
         yield row
 
 
+def read_json(path: str | Path, tp: type[T]) -> T:
+    """The JSON file at ``path`` as a ``tp`` (validated: a record of needlework.records); one
+    line naming the file when it cannot be read, is not UTF-8 JSON or is not a ``tp``."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: not UTF-8, not JSON
+        raise DataError(f"{path}: unreadable JSON ({why_unreadable(exc)})") from None
+    return validate(tp, data, source=str(path))
+
+
+def why_unreadable(exc: BaseException) -> str:
+    """A one-line reason for an unreadable file (undecodable bytes said as such)."""
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not UTF-8 text: {exc.reason} at byte {exc.start}"
+    return "nested too deeply" if isinstance(exc, RecursionError) else first_line(exc)
+
+
 def require(row: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
-    """Fetch ``row[key]`` checking its type; ``where`` is ``"file:line"`` for the error."""
+    """Fetch ``row[key]`` checking its type; ``where`` is ``"file:line"`` for the error.
+    (To be deleted once every reader validates its rows with ``config.validate``.)"""
     if key not in row:
         raise DataError(f"{where}: missing field '{key}'")
     value = row[key]

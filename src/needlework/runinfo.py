@@ -15,22 +15,10 @@ from needlework import __version__
 from needlework.config import dump_yaml
 from needlework.io import write_json, write_text
 
-TRACKED = (
-    "torch",
-    "transformers",
-    "trl",
-    "peft",
-    "accelerate",
-    "datasets",
-    "tokenizers",
-    "tiktoken",
-    "mistral-common",
-    "sentencepiece",
-    "lm-eval",
-    "vllm",
-    "openai",
-    "numpy",
-)
+# fmt: off
+TRACKED = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "tokenizers",
+           "tiktoken", "mistral-common", "sentencepiece", "lm-eval", "vllm", "openai", "numpy")
+# fmt: on
 
 
 def version(dist: str) -> str | None:

@@ -205,7 +205,7 @@ def _choose_baseline(runs: list[EvalRun], wanted: str | None) -> str | None:
     """
     variants = list(dict.fromkeys(r.variant for r in runs))
     if wanted is None:
-        if any(r.info.get("variant") == "base" for r in runs):
+        if any(r.info.variant == "base" for r in runs):
             return "base"
         return variants[0] if variants else None
     if wanted in variants:
@@ -240,7 +240,10 @@ class ReportBuilder:
     def __init__(self, out: Path, found: Discovery, baseline: str | None) -> None:
         self.out, self.found, self.baseline = out, found, baseline
         groups = group_runs(found.runs)
-        rank = {lb: min(r.rank for g in vs.values() for r in g.runs) for lb, vs in groups.items()}
+        rank = {
+            lb: min(r.metrics.report_rank for g in vs.values() for r in g.runs)
+            for lb, vs in groups.items()
+        }
         self.groups = {lb: groups[lb] for lb in sorted(groups, key=rank.__getitem__)}
         self.problems = list(found.problems) + check_groups(self.groups)
         for label, variants in self.groups.items():
@@ -356,7 +359,7 @@ class ReportBuilder:
                 rows.append(Row(group, overall(group), delta))
             for metric in secondary_metrics(list(variants.values())):
                 for group in variants.values():
-                    if not all(metric in r.metrics["metrics"] for r in group.runs):
+                    if not group.has(metric):
                         continue
                     delta = None
                     if base is not None and group is not base:
@@ -381,7 +384,7 @@ class ReportBuilder:
         md = Table(["benchmark", "metric", "variant", "n", "score [95% CI]", f"Δ vs {base_name}"])
         for label, variants in self.groups.items():
             first = next(iter(variants.values()))
-            names = list(dict.fromkeys(m for r in first.runs for m in r.metrics["metrics"]))
+            names = list(dict.fromkeys(m for r in first.runs for m in r.metrics.metrics))
             if any(f.kind == "scores" for f in self.declared(label)) or len(names) < 2:
                 continue
             base = self.base_of(label)
