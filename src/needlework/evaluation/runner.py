@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, cast
 
 from needlework import registry
-from needlework.config import config
+from needlework.config import config, validate
 from needlework.errors import DataError, UserError
 from needlework.evaluation import parallel
 from needlework.evaluation.base import Benchmark, Suite, answer_budget, report_declaration
@@ -560,7 +560,7 @@ def load_predictions(path: Path, *, trim: bool = True) -> dict[str, dict[str, An
         raise DataError(f"{path}: not UTF-8 JSON lines ({exc.reason})") from None
     rows: dict[str, dict[str, Any]] = {}
     for n, row in parse_jsonl_lines(text.splitlines(), str(path)):
-        Prediction.check(row, f"{path}: record {n}")
+        validate(Prediction, row, source=f"{path}:{n}")
         rows[row["id"]] = row
     return rows
 
