@@ -131,25 +131,19 @@ def _run_folders(root: Path) -> list[Path]:
     """Folders that look like runs, depth-first in name order, not descending into runs."""
     out: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root):
-        names = set(filenames)
-        here = Path(dirpath)
-        if {METRICS, PREDICTIONS} & names or _is_empty_eval_run(here, names):
+        names, here = set(filenames), Path(dirpath)
+        try:  # an eval run that wrote its run.json but no results yet (crashed or running)
+            started = RUN_INFO in names and read_json(here / RUN_INFO, RunInfo).benchmark
+        except UserError:
+            started = None
+        if {METRICS, PREDICTIONS} & names or started:
             out.append(here)
             dirnames[:] = []
             continue
-        if MODEL_JSON in names:
-            # A training run may hold its own evaluations below it, so keep descending.
+        if MODEL_JSON in names:  # a training run may hold its own evaluations below it
             out.append(here)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
     return out
-
-
-def _is_empty_eval_run(folder: Path, names: set[str]) -> bool:
-    """An eval run that wrote its run.json but no results yet (crashed or still running)."""
-    try:
-        return RUN_INFO in names and read_json(folder / RUN_INFO, RunInfo).benchmark is not None
-    except UserError:
-        return False
 
 
 def _read(tp: type[T], path: Path, problems: list[str], then: str) -> T | None:
@@ -163,90 +157,68 @@ def _read(tp: type[T], path: Path, problems: list[str], then: str) -> T | None:
 
 
 def _load_folder(folder: Path, found: Discovery) -> None:
-    info = RunInfo()
+    info, config, problems = RunInfo(), {}, found.problems
     if (folder / RUN_INFO).is_file():
-        why = "its variant, seed and model are not used"
-        info = _read(RunInfo, folder / RUN_INFO, found.problems, why) or info
+        info = _read(RunInfo, folder / RUN_INFO, problems, NOT_USED) or info
+    if (folder / CONFIG).is_file():
+        try:
+            config = read_yaml(folder / CONFIG)
+        except UserError as exc:
+            problems.append(f"{exc}; its variant, seed and model spec are not used")
+    # ``variant``/``seed`` from run.json, else from the resolved config.yaml; seed only with a
+    # variant (a bare ``seed`` may be a sampling seed, not a training seed)
+    tags = {"variant": info.variant, "seed": info.seed} if info.variant is not None else config
+    variant = None if tags.get("variant") is None else str(tags["variant"])
+    seed = None if variant is None or tags.get("seed") is None else str(tags["seed"])
     if (folder / METRICS).is_file():
-        run = _load_eval(folder, info, found.problems)
-        if run is not None:
-            found.runs.append(run)
+        metrics = _read(Metrics, folder / METRICS, problems, "run left out of the report")
+        if metrics is None:
+            return
+        # The runner writes the label (``mdqa_20docs``) as ``benchmark`` and the registry name
+        # as ``benchmark_name``; sections are chosen by the registry name, comparisons by the
+        # label (in old runs only, the folder name).
+        bench = metrics.benchmark_name or metrics.benchmark
+        label = metrics.label or (metrics.benchmark if metrics.benchmark_name else None)
+        label = label or (folder.name if folder.name.startswith(bench) else bench)
+        model = model_id(info.model or metrics.model)
+        shown = model if variant is None else variant
+        run = EvalRun(folder, bench, label, model, shown, seed, metrics, info)
+        run.model_spec, run.variant_from_model = config.get("model"), variant is None
+        run.figures, run.predictions = (
+            _figures(folder, metrics, problems),
+            _predictions(run, problems),
+        )
+        found.runs.append(run)
     elif (folder / PREDICTIONS).is_file() or info.benchmark is not None:
         have = PREDICTIONS if (folder / PREDICTIONS).is_file() else RUN_INFO
-        found.problems.append(
+        problems.append(
             f"{folder}: {METRICS} missing (has {have}; the run is unfinished or failed); "
             "run left out of the report"
         )
-    else:
-        found.training.append(_load_train(folder, info, found.problems))
+    else:  # a run without a variant is labelled by the model it wrote, as eval runs are
+        model = _read(TrainedModel, folder / MODEL_JSON, problems, "the model is shown as unknown")
+        label = model_id(model and model.model_dump()) if variant is None else variant
+        found.training.append(TrainRun(folder, model, label, seed, _loss(folder, problems), config))
 
 
-def _load_eval(folder: Path, info: RunInfo, problems: list[str]) -> EvalRun | None:
-    metrics = _read(Metrics, folder / METRICS, problems, "run left out of the report")
-    if metrics is None:
-        return None
-    # The runner writes the label (``mdqa_20docs``) as ``benchmark`` and the registry name as
-    # ``benchmark_name``; sections are chosen by the registry name, comparisons by the label.
-    bench = metrics.benchmark_name or metrics.benchmark
-    label = metrics.label or (metrics.benchmark if metrics.benchmark_name else None)
-    # Old runs only (the runner records the label in metrics.json): the folder name.
-    label = label or (folder.name if folder.name.startswith(bench) else bench)
-    config = _read_config(folder, problems)
-    model = model_id(info.model or metrics.model)
-    variant, seed = _variant_and_seed(info, config)
-    run = EvalRun(
-        path=folder,
-        benchmark=bench,
-        label=label,
-        model=model,
-        variant=str(variant) if variant is not None else model,
-        seed=str(seed) if seed is not None else None,
-        metrics=metrics,
-        info=info,
-        model_spec=config.get("model"),
-        variant_from_model=variant is None,
-        figures=_figures(folder / METRICS, metrics, problems),
-    )
-    run.predictions = _load_predictions(folder, run, problems)
-    return run
+NOT_USED = "its variant, seed and model are not used"
 
 
-def _figures(path: Path, metrics: Metrics, problems: list[str]) -> tuple[Figure, ...]:
-    """The benchmark's figures from metrics.json; a problem line for each that is malformed
-    (it is left out) or when there are none (tables only)."""
+def _figures(folder: Path, metrics: Metrics, problems: list[str]) -> tuple[Figure, ...]:
+    """The figures its benchmark declared; a problem line for each that is malformed (left
+    out) or when none are recorded (tables only)."""
+    path, figures = folder / METRICS, []
     if metrics.figures is None:
         problems.append(
             f"{path}: records no 'figures' (written by an older needlework?); "
             "its runs get tables but no figures"
         )
-    figures = []
     for i, item in enumerate(metrics.figures or ()):
         try:
             figures.append(validate(Figure, item, source=str(path), prefix=f"figures.{i}"))
         except UserError as exc:
             problems.append(f"{exc}; that figure is left out")
     return tuple(figures)
-
-
-def _read_config(folder: Path, problems: list[str]) -> dict[str, Any]:
-    """The run's resolved config.yaml ({} when missing or unreadable; a problem line when it
-    is there but cannot be read)."""
-    if not (folder / CONFIG).is_file():
-        return {}
-    try:
-        return read_yaml(folder / CONFIG)
-    except UserError as exc:
-        problems.append(f"{exc}; its variant, seed and model spec are not used")
-        return {}
-
-
-def _variant_and_seed(info: RunInfo, config: dict[str, Any]) -> tuple[Any, Any]:
-    """``variant``/``seed`` from run.json, else from the resolved config.yaml; seed only with a
-    variant (a bare ``seed`` may be a sampling seed, not a training seed)."""
-    if info.variant is not None:
-        return info.variant, info.seed
-    variant = config.get("variant")
-    return variant, (config.get("seed") if variant is not None else None)
 
 
 def label_models(runs: list[EvalRun]) -> None:
@@ -342,11 +314,11 @@ def model_id(value: Any) -> str:
     return "unknown-model"
 
 
-def _load_predictions(folder: Path, run: EvalRun, problems: list[str]) -> list[Prediction] | None:
-    path = folder / PREDICTIONS
+def _predictions(run: EvalRun, problems: list[str]) -> list[Prediction] | None:
+    path = run.path / PREDICTIONS
     if not path.is_file():
         problems.append(
-            f"{folder}: {PREDICTIONS} missing; its aggregate metrics are shown but it takes "
+            f"{run.path}: {PREDICTIONS} missing; its aggregate metrics are shown but it takes "
             "no part in paired deltas or per-sample views"
         )
         return None
@@ -365,7 +337,7 @@ def _load_predictions(folder: Path, run: EvalRun, problems: list[str]) -> list[P
     # a suite (metrics.json ``tasks``) counts requests, not predictions.jsonl rows
     if run.n is not None and run.n != len(rows) and not run.metrics.tasks:
         problems.append(
-            f"{folder}: {METRICS} says n={run.n} but {PREDICTIONS} has {len(rows)} samples "
+            f"{run.path}: {METRICS} says n={run.n} but {PREDICTIONS} has {len(rows)} samples "
             "(metrics written before the run finished?)"
         )
     return list(rows.values())
@@ -374,37 +346,17 @@ def _load_predictions(folder: Path, run: EvalRun, problems: list[str]) -> list[P
 def _drop_duplicates(found: Discovery) -> None:
     """Two runs for the same variant, seed and label: keep the first given, say so."""
     kept: dict[tuple[str, str | None, str], EvalRun] = {}
-    runs = []
     for run in found.runs:
-        key = (run.variant, run.seed, run.label)
-        if key in kept:
+        first = kept.setdefault((run.variant, run.seed, run.label), run)
+        if first is not run:
             found.problems.append(
-                f"{run.path}: same variant/seed/benchmark as {kept[key].path} "
+                f"{run.path}: same variant/seed/benchmark as {first.path} "
                 f"({run.name}); kept the first, left this one out"
             )
-            continue
-        kept[key] = run
-        runs.append(run)
-    found.runs = runs
+    found.runs = list(kept.values())
 
 
-def _load_train(folder: Path, info: RunInfo, problems: list[str]) -> TrainRun:
-    model = _read(TrainedModel, folder / MODEL_JSON, problems, "the model is shown as unknown")
-    config = _read_config(folder, problems)
-    # config.yaml ``variant``/``seed`` (``needlework run`` records them); a run without a
-    # variant is labelled by the model it wrote, as plain eval runs are
-    variant, seed = _variant_and_seed(info, config)
-    return TrainRun(
-        path=folder,
-        model=model,
-        variant=str(variant) if variant is not None else model_id(model and model.model_dump()),
-        seed=str(seed) if seed is not None else None,
-        loss=_loss_log(folder, problems),
-        config=config,
-    )
-
-
-def _loss_log(folder: Path, problems: list[str]) -> list[tuple[float, float]]:
+def _loss(folder: Path, problems: list[str]) -> list[tuple[float, float]]:
     """(step, loss) from a JSONL log or the newest HF ``trainer_state.json`` in the folder; a
     log that is there but unreadable is a problem line."""
     for name in TRAIN_LOGS:
@@ -429,11 +381,9 @@ def _checkpoint_step(path: Path) -> tuple[int, str]:
 
 
 def _steps_and_losses(rows: list[Any]) -> list[tuple[float, float]]:
-    out = []
-    for row in rows:
-        if not isinstance(row, dict):
-            continue
-        step, loss = row.get("step"), row.get("loss")
-        if isinstance(step, (int, float)) and isinstance(loss, (int, float)):
-            out.append((float(step), float(loss)))
-    return out
+    num = (int, float)
+    return [
+        (float(r["step"]), float(r["loss"]))
+        for r in rows
+        if isinstance(r, dict) and isinstance(r.get("step"), num) and isinstance(r.get("loss"), num)
+    ]
