@@ -44,23 +44,24 @@ def parse_jsonl_lines(lines: Iterable[str], source: str) -> Iterator[tuple[int, 
     Errors are one line naming ``source:line``: invalid JSON, a non-object line, or bytes that
     are not UTF-8 / a broken gzip stream (raised while reading ``lines``).
     """
-    numbered = enumerate(lines, 1)
-    while True:
-        try:
-            lineno, line = next(numbered)
-        except StopIteration:
-            return
-        except (UnicodeDecodeError, OSError, EOFError) as exc:
-            raise DataError(f"{source}: cannot read as JSON lines ({exc})") from None
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{source}:{lineno}: invalid JSON ({exc.msg})") from None
-        if not isinstance(row, dict):
-            raise DataError(f"{source}:{lineno}: expected a JSON object, got {type(row).__name__}")
-        yield lineno, row
+    try:
+        for lineno, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                why = (
+                    ""
+                    if isinstance(row, dict)
+                    else f"expected a JSON object, got {type(row).__name__}"
+                )
+            except json.JSONDecodeError as exc:
+                why = f"invalid JSON ({exc.msg})"
+            if why:
+                raise DataError(f"{source}:{lineno}: {why}")
+            yield lineno, row
+    except (UnicodeDecodeError, OSError, EOFError) as exc:
+        raise DataError(f"{source}: cannot read as JSON lines ({exc})") from None
 
 
 def check_creatable(path: str | Path, label: str | None = None) -> None:
@@ -71,10 +72,9 @@ def check_creatable(path: str | Path, label: str | None = None) -> None:
     parent = p.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
-    if not parent.is_dir():
-        raise UserError(f"{label or p}: cannot be created ({parent} is a file, not a folder)")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise UserError(f"{label or p}: cannot be created ({parent} is not writable)")
+    why = "is a file, not a folder" if not parent.is_dir() else "is not writable"
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"{label or p}: cannot be created ({parent} {why})")
 
 
 def require_file(path: str | Path, expected: str) -> Path:
@@ -100,8 +100,7 @@ def iter_jsonl(
 
 def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
     """Yield JSON objects from a ``.jsonl`` or ``.jsonl.gz`` file; errors name file and line."""
-    for _, row in iter_jsonl(path):
-        yield row
+    return (row for _, row in iter_jsonl(path))
 
 
 def read_json(path: str | Path, tp: type[T]) -> T:
@@ -110,15 +109,11 @@ def read_json(path: str | Path, tp: type[T]) -> T:
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError) as exc:  # ValueError: not UTF-8, not JSON
-        raise DataError(f"{path}: unreadable JSON ({why_unreadable(exc)})") from None
+        why = first_line(exc)
+        if isinstance(exc, UnicodeDecodeError):
+            why = f"not UTF-8 text: {exc.reason} at byte {exc.start}"
+        raise DataError(f"{path}: unreadable JSON ({why})") from None
     return validate(tp, data, source=str(path))
-
-
-def why_unreadable(exc: BaseException) -> str:
-    """A one-line reason for an unreadable file (undecodable bytes said as such)."""
-    if isinstance(exc, UnicodeDecodeError):
-        return f"not UTF-8 text: {exc.reason} at byte {exc.start}"
-    return "nested too deeply" if isinstance(exc, RecursionError) else first_line(exc)
 
 
 def require(row: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
@@ -138,10 +133,11 @@ def ensure_writable_dir(path: str | Path) -> Path:
     p = Path(path)
     try:
         p.mkdir(parents=True, exist_ok=True)
+        why = "" if os.access(p, os.W_OK) else "output folder is not writable"
     except OSError as exc:
-        raise UserError(f"{p}: cannot create output folder ({exc.strerror})") from None
-    if not os.access(p, os.W_OK):
-        raise UserError(f"{p}: output folder is not writable")
+        why = f"cannot create output folder ({exc.strerror})"
+    if why:
+        raise UserError(f"{p}: {why}")
     return p
 
 

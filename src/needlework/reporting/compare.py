@@ -78,12 +78,8 @@ def group_runs(runs: list[EvalRun]) -> dict[str, dict[str, Group]]:
     """label -> variant -> Group, both in first-seen order."""
     out: dict[str, dict[str, Group]] = {}
     for run in runs:
-        by_variant = out.setdefault(run.label, {})
-        group = by_variant.get(run.variant)
-        if group is None:
-            by_variant[run.variant] = Group(run.variant, run.label, run.benchmark, [run])
-        else:
-            group.runs.append(run)
+        new = Group(run.variant, run.label, run.benchmark, [])
+        out.setdefault(run.label, {}).setdefault(run.variant, new).runs.append(run)
     return out
 
 
@@ -93,18 +89,14 @@ def check_groups(groups: dict[str, dict[str, Group]]) -> list[str]:
     for label, variants in groups.items():
         for group in variants.values():
             first = group.runs[0]
-            odd = [
-                r
-                for r in group.runs
-                if (r.benchmark, r.primary_metric) != (first.benchmark, first.primary_metric)
-            ]
-            for run in odd:
+            kind = (first.benchmark, first.primary_metric)
+            for run in [r for r in group.runs if (r.benchmark, r.primary_metric) != kind]:
                 problems.append(
                     f"{run.path}: {run.benchmark}/{run.primary_metric} differs from the other "
                     f"seeds of {group.variant} on {label} ({first.benchmark}/"
                     f"{first.primary_metric}, {first.path}); left out of the report"
                 )
-            group.runs = [r for r in group.runs if all(r is not o for o in odd)]
+            group.runs = [r for r in group.runs if (r.benchmark, r.primary_metric) == kind]
     return problems
 
 
@@ -113,18 +105,10 @@ def combine(per_seed: list[Mean]) -> Stat:
     if len(per_seed) == 1:
         s = per_seed[0]
         return Stat(s.mean, s.ci_low, s.ci_high, s.n)
-    means = [s.mean for s in per_seed]
-    sizes = {s.n for s in per_seed}
-    return Stat(
-        mean=statistics.fmean(means),
-        ci_low=None,
-        ci_high=None,
-        n=sizes.pop() if len(sizes) == 1 else None,
-        seeds=len(means),
-        seed_min=min(means),
-        seed_max=max(means),
-        seed_std=statistics.stdev(means),
-    )
+    means, sizes = [s.mean for s in per_seed], {s.n for s in per_seed}
+    n = sizes.pop() if len(sizes) == 1 else None
+    spread = (len(means), min(means), max(means), statistics.stdev(means))
+    return Stat(statistics.fmean(means), None, None, n, *spread)
 
 
 def overall(group: Group, metric: str | None = None) -> Stat:

@@ -55,14 +55,13 @@ def _prompt(row: Prediction) -> str:
 
 def pick_samples(run: EvalRun, per_run: int) -> list[Prediction]:
     """Up to ``per_run`` samples scored below 1 and ``per_run`` at 1 or more, file order."""
-    wrong: list[Prediction] = []
-    right: list[Prediction] = []
+    taken, out = {True: 0, False: 0}, []
     for row in run.predictions or []:
-        bucket = right if row.scores.get(run.primary_metric, 0) >= 1 else wrong
-        if len(bucket) < per_run:
-            bucket.append(row)
-    chosen = {id(r) for r in wrong + right}
-    return [r for r in run.predictions or [] if id(r) in chosen]
+        right = row.scores.get(run.primary_metric, 0) >= 1
+        if taken[right] < per_run:
+            taken[right] += 1
+            out.append(row)
+    return out
 
 
 def samples_html(run: EvalRun, per_run: int) -> str:
