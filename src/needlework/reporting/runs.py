@@ -196,9 +196,13 @@ def _load_folder(folder: Path, found: Discovery) -> None:
             "run left out of the report"
         )
     else:  # a run without a variant is labelled by the model it wrote, as eval runs are
-        model = _read(TrainedModel, folder / MODEL_JSON, problems, "the model is shown as unknown")
-        label = model_id(model and model.model_dump()) if variant is None else variant
-        found.training.append(TrainRun(folder, model, label, seed, _loss(folder, problems), config))
+        trained = _read(
+            TrainedModel, folder / MODEL_JSON, problems, "the model is shown as unknown"
+        )
+        label = model_id(trained and trained.model_dump()) if variant is None else variant
+        found.training.append(
+            TrainRun(folder, trained, label, seed, _loss(folder, problems), config)
+        )
 
 
 NOT_USED = "its variant, seed and model are not used"
@@ -207,7 +211,7 @@ NOT_USED = "its variant, seed and model are not used"
 def _figures(folder: Path, metrics: Metrics, problems: list[str]) -> tuple[Figure, ...]:
     """The figures its benchmark declared; a problem line for each that is malformed (left
     out) or when none are recorded (tables only)."""
-    path, figures = folder / METRICS, []
+    path, figures = folder / METRICS, list[Figure]()
     if metrics.figures is None:
         problems.append(
             f"{path}: records no 'figures' (written by an older needlework?); "
@@ -326,7 +330,7 @@ def _predictions(run: EvalRun, problems: list[str]) -> list[Prediction] | None:
     duplicates = 0
     try:
         for lineno, row in iter_jsonl(path):
-            pred = validate(Prediction, row, source=f"{path}:{lineno}")
+            pred: Prediction = validate(Prediction, row, source=f"{path}:{lineno}")
             duplicates += pred.id in rows
             rows.setdefault(pred.id, pred)
     except UserError as exc:
