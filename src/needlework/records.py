@@ -363,33 +363,34 @@ class HeldOut(BaseModel):
     asks them."""
 
     model_config = RECORD
-    normalisation: str
+    normalisation: str | None = None
     """How questions are compared (``needlework.heldout.question_key``)."""
-    count: int
+    count: int | None = None
     """Number of questions."""
     questions: list[str]
     """The questions, sorted, as written."""
 
 
 class Manifest(BaseModel):
-    """``manifest.json`` of a dataset written by ``needlework generate``."""
+    """``manifest.json`` of a dataset written by ``needlework generate``. ``seeds`` makes a
+    file a dataset manifest; a hand-made one listing only ``held_out`` questions is read too."""
 
     model_config = RECORD
-    format: str
-    """``needlework-dataset/1``."""
-    generator: str
-    """The generator unit's name."""
-    tokenizer: str
-    """Token counter spec the lengths are measured in."""
-    max_context_tokens: int | None
-    """The prompt budget."""
-    reserve_tokens: int
-    """Tokens kept free of the budget for the answer."""
-    shard: tuple[int, int] | None
-    """``[index, count]`` of a shard; None for a whole dataset."""
     seeds: dict[str, dict[str, Any]]
     """Per seed: units per prompt, and per split the counts and token statistics."""
-    files: dict[str, dict[str, Any]]
+    format: str | None = None
+    """``needlework-dataset/1``."""
+    generator: str | None = None
+    """The generator unit's name."""
+    tokenizer: str | None = None
+    """Token counter spec the lengths are measured in."""
+    max_context_tokens: int | None = None
+    """The prompt budget."""
+    reserve_tokens: int | None = None
+    """Tokens kept free of the budget for the answer."""
+    shard: tuple[int, int] | None = None
+    """``[index, count]`` of a shard; None for a whole dataset."""
+    files: dict[str, dict[str, Any]] = {}
     """Every file by relative path: its ``sha256`` and ``bytes``."""
     held_out: HeldOut | None = None
     """Real benchmark questions used (baseline generators only)."""
