@@ -46,14 +46,14 @@ def test_malformed_row_names_file_and_line(tmp_path):
         ([U, U, A], r"messages\[1\]\.role is 'user' but 'assistant'"),
         ([U], "must end with an assistant turn"),
         ([U, {"role": "assistant", "content": "  "}], "final assistant turn is empty"),
-        ([U, {"role": "bot", "content": "x"}], r"messages\[1\]\.role should be one of"),
-        ([U, {"role": "assistant", "content": 3}], r"content should be a string"),
-        ([], "non-empty list"),
+        ([U, {"role": "bot", "content": "x"}], r"field 'messages\.1\.role': expected one of"),
+        ([U, {"role": "assistant", "content": 3}], r"field 'messages\.1\.content': expected str"),
+        ([], r"field 'messages': List should have at least 1 item"),
         ([{"role": "system", "content": "s"}, A], r"messages\[1\]\.role is 'assistant'"),
     ],
 )
 def test_bad_conversations_are_rejected_with_a_reason(messages, expected):
-    with pytest.raises(DataError, match=expected) as info:
+    with pytest.raises(ConfigError, match=expected) as info:
         validate_messages(messages, "f.jsonl:7")
     assert str(info.value).startswith("f.jsonl:7: ") and "\n" not in str(info.value)
 
@@ -168,7 +168,7 @@ def test_a_mix_dataset_that_cannot_load_is_one_line(tmp_path, monkeypatch):
     bad.mkdir()
     write_rows(bad / "train.jsonl", [{"messages": [U]}])
     cfg = _cfg(train_path=str(train), mix_dataset={"path": str(bad)}, mix_ratio=0.5)
-    with pytest.raises(DataError, match=r"bad_ds\[train\]:0"):
+    with pytest.raises(ConfigError, match=r"bad_ds\[train\]:0: field 'messages'"):
         load_training_rows(cfg)
 
 
