@@ -266,12 +266,10 @@ def tokens_label(key: str) -> str:
 def depth_label(field_name: str, keys: list[str]) -> Callable[[str], str]:
     """Depth keys as percentages: ``*percent*`` fields (and any with values above 1) are
     percent already; other depth fields are fractions 0..1 of the context."""
-    values = []
-    for k in keys:
-        try:
-            values.append(float(k))
-        except ValueError:
-            return str
+    try:
+        values = [float(k) for k in keys]
+    except ValueError:
+        return str
     scale = 1.0 if "percent" in field_name or any(v > 1 for v in values) else 100.0
     return lambda k: f"{round(float(k) * scale, 6):g}%"
 
@@ -407,14 +405,10 @@ def general_delta(group: Group, base: Group, metric: str) -> Delta:
         return Delta(None, note=f"{base.variant} has no {metric}")
     mine, theirs = overall(group, metric), overall(base, metric)
     if mine.n != theirs.n or mine.n is None:
-        return Delta(
-            None, note=f"{metric}: sample counts differ ({mine.n} vs {theirs.n}); no delta"
-        )
-    return Delta(
-        mine.mean - theirs.mean,
-        n=mine.n,
-        note="no per-sample scores: unpaired difference of means, no CI",
-    )
+        why = f"{metric}: sample counts differ ({mine.n} vs {theirs.n}); no delta"
+        return Delta(None, note=why)
+    why = "no per-sample scores: unpaired difference of means, no CI"
+    return Delta(mine.mean - theirs.mean, n=mine.n, note=why)
 
 
 def other_breakdowns(b: ReportBuilder) -> str:
@@ -456,9 +450,8 @@ def training_section(b: ReportBuilder) -> str:
         )
         if t.loss:
             name = t.variant + (f" seed {t.seed}" if t.seed is not None else "")
-            series.append(
-                plots.Series(name, tuple(s for s, _ in t.loss), tuple(v for _, v in t.loss))
-            )
+            steps, losses = zip(*t.loss)
+            series.append(plots.Series(name, steps, losses))
     img = b.figure("training_loss", plots.loss_figure(series), "Training loss") if series else ""
     return f"## Training runs\n\n{table.to_markdown()}\n{img}"
 
@@ -471,10 +464,7 @@ def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in data.items():
         name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{name}."))
-        else:
-            out[name] = value
+        out |= _flat(value, f"{name}.") if isinstance(value, dict) else {name: value}
     return out
 
 
