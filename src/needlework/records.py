@@ -18,7 +18,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator, with_config
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    model_validator,
+    with_config,
+)
 from typing_extensions import TypedDict
 
 from needlework.config import config, validate
@@ -348,8 +356,8 @@ class TrainedModel(BaseModel):
     inside the run folder is written ``./model`` (relative to the model.json)."""
 
     model_config = OPEN_RECORD
-    backend: str
-    """The inference backend (``hf``, ``openai`` ...)."""
+    backend: Annotated[str, Field(validation_alias=AliasChoices("backend", "name"))]
+    """The inference backend (``hf``, ``openai`` ...); ``name`` is read as well."""
     path: str | None = None
     """Model folder or hub id (``hf``)."""
     adapter: str | None = None

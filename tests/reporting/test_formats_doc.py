@@ -64,6 +64,8 @@ def render() -> str:
         for name, default in _defaults(cls).items():
             kind = cls.__annotations__[name]
             kind = getattr(kind, "__forward_arg__", kind)  # TypedDict keys are ForwardRefs
+            if kind.startswith("Annotated["):  # the type without its pydantic metadata
+                kind = kind.removeprefix("Annotated[").split(",")[0]
             shown = "required" if default is REQUIRED else f"`{json.dumps(default)}`"
             doc = props[name].get("description", "")
             out.append(f"| `{name}` | `{_cell(kind)}` | {shown} | {_cell(doc)} |")

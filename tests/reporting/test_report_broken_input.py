@@ -190,3 +190,37 @@ def test_garbage_log_and_model_json_are_problem_lines(tmp_path):
     assert f"{train / 'model.json'}: expected " in problems
     assert "; the model is shown as unknown" in problems
     assert f"{train / 'train_log.jsonl'}:1: invalid JSON" in problems
+
+
+def test_misshapen_records_are_one_problem_line_naming_file_field_and_value(tmp_path):
+    """Each run file is validated against its record (docs/formats.md §R); what fails is left
+    out with the schema's one line, and the rest of the report is still drawn."""
+    base, ft = _pair(tmp_path)
+    lines = (ft / "predictions.jsonl").read_text().splitlines()
+    row = json.loads(lines[2])
+    row["scores"]["best_subspan_em"] = "yes"
+    (ft / "predictions.jsonl").write_text("\n".join([*lines[:2], json.dumps(row), *lines[3:]]))
+    metrics = json.loads((base / "metrics.json").read_text())
+    (base / "run.json").write_text(json.dumps({"variant": 3}))
+    train = _train_run(tmp_path, model={"path": "/m"})
+    other = fakes.write_run(
+        tmp_path / "other" / "mdqa",
+        benchmark="mdqa",
+        model="hf:other",
+        rows=fakes.mdqa_rows(random.Random(3), fakes.acc_ft, per_pos=2),
+        primary="best_subspan_em",
+        extra={"primary_metric": "accuracy"},
+    )
+    result = build_report([tmp_path], tmp_path / "out")
+    problems = _problems(result)
+    assert (
+        f"{ft / 'predictions.jsonl'}:3: field 'scores.best_subspan_em': expected float, "
+        "got 'yes'; predictions of this run ignored"
+    ) in problems
+    assert f"{base / 'run.json'}: field 'variant': expected str, got 3; its variant" in problems
+    assert f"{train / 'model.json'}: field 'backend': is required but missing" in problems
+    assert (
+        f"{other / 'metrics.json'}: field 'primary_metric': 'accuracy' has no entry in "
+        "'metrics'; run left out of the report"
+    ) in problems
+    assert metrics["primary_metric"] in result.path.read_text()  # the other runs are reported
