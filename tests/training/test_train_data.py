@@ -48,7 +48,7 @@ def test_malformed_row_names_file_and_line(tmp_path):
         ([U, {"role": "assistant", "content": "  "}], "final assistant turn is empty"),
         ([U, {"role": "bot", "content": "x"}], r"field 'messages\.1\.role': expected one of"),
         ([U, {"role": "assistant", "content": 3}], r"field 'messages\.1\.content': expected str"),
-        ([], r"field 'messages': List should have at least 1 item"),
+        ([], r"field 'messages': expected at least 1 item"),
         ([{"role": "system", "content": "s"}, A], r"messages\[1\]\.role is 'assistant'"),
     ],
 )
