@@ -8,8 +8,8 @@ naming the file and field) and trusts the type after. docs/formats.md §R render
 * dataset folder: ``config.yaml``, ``run.json``, ``manifest.json`` (:class:`Manifest`).
 
 JSON files are records (pydantic models: optional parts, unknown keys refused unless said);
-a :class:`Prediction` is a plain dataclass, so writers' values go out exactly as given, checked
-only when read; a chat turn is a :class:`Message` dict.
+a :class:`Prediction` and a :class:`Figure` are frozen ``@config`` dataclasses (code builds
+them); a chat turn is a :class:`Message` dict.
 """
 
 from __future__ import annotations
@@ -111,13 +111,11 @@ class Sample:
     meta: Mapping[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@config
 class Prediction:
     """One line of ``predictions.jsonl``: a model's output for one sample and its scores,
     appended as samples finish. Every writer (the runner, the lm-eval suite) builds its lines
     with this class; readers validate each line (``validate(Prediction, row, ...)``)."""
-
-    __pydantic_config__ = RECORD
 
     id: str
     """Sample id, unique in the run (``mdqa-0-17``)."""

@@ -6,14 +6,13 @@ Regenerate after changing a record:  PYTHONPATH=src python tests/reporting/test_
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
-import json
+import typing
 from pathlib import Path
 from typing import Any
 
 from needlework import records
-from needlework.config import adapter
+from needlework.config import _type_text, adapter, describe_fields
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "formats.md"
 BEGIN = "<!-- records: rendered from needlework.records by tests/reporting/test_formats_doc.py -->"
@@ -30,24 +29,15 @@ RECORDS = [
     ("`manifest.json`", records.Manifest),
     ("`manifest.json` `held_out`", records.HeldOut),
 ]
-REQUIRED = object()
 
 
-def _defaults(cls: Any) -> dict[str, Any]:
-    if dataclasses.is_dataclass(cls):
-        missing = dataclasses.MISSING
-        return {
-            f.name: f.default
-            if f.default is not missing
-            else (f.default_factory() if f.default_factory is not missing else REQUIRED)
-            for f in dataclasses.fields(cls)
-        }
-    if hasattr(cls, "model_fields"):
-        return {
-            name: REQUIRED if f.is_required() else f.get_default(call_default_factory=True)
-            for name, f in cls.model_fields.items()
-        }
-    return dict.fromkeys(cls.__annotations__, REQUIRED)  # a TypedDict: every key required
+def _fields(cls: Any) -> list[tuple[str, str, str, str]]:
+    """``(name, type, default, docstring)`` per field, as ``needlework ls`` shows a config's."""
+    if hasattr(cls, "__pydantic_fields__"):
+        return describe_fields(cls)
+    docs = adapter(cls).json_schema()["properties"]  # a TypedDict: every key required
+    hints = typing.get_type_hints(cls)
+    return [(k, _type_text(hints[k]), "(required)", docs[k]["description"]) for k in hints]
 
 
 def _cell(text: str) -> str:
@@ -58,16 +48,10 @@ def render() -> str:
     """The §R block: per record its docstring and a field table (type, default, meaning)."""
     out = [BEGIN, ""]
     for title, cls in RECORDS:
-        props = adapter(cls).json_schema()["properties"]
         out += [f"### {title}: `{cls.__name__}`", "", inspect.cleandoc(cls.__doc__), ""]
         out += ["| field | type | default | meaning |", "|---|---|---|---|"]
-        for name, default in _defaults(cls).items():
-            kind = cls.__annotations__[name]
-            kind = getattr(kind, "__forward_arg__", kind)  # TypedDict keys are ForwardRefs
-            if kind.startswith("Annotated["):  # the type without its pydantic metadata
-                kind = kind.removeprefix("Annotated[").split(",")[0]
-            shown = "required" if default is REQUIRED else f"`{json.dumps(default)}`"
-            doc = props[name].get("description", "")
+        for name, kind, default, doc in _fields(cls):
+            shown = "required" if default == "(required)" else f"`{default}`"
             out.append(f"| `{name}` | `{_cell(kind)}` | {shown} | {_cell(doc)} |")
         out.append("")
     return "\n".join([*out, END])
@@ -88,8 +72,7 @@ def test_formats_md_shows_every_record_field_as_declared():
 
 def test_every_record_field_has_a_docstring():
     for _, cls in RECORDS:
-        props = adapter(cls).json_schema()["properties"]
-        assert all(p.get("description") for p in props.values()), cls.__name__
+        assert all(doc for _, _, _, doc in _fields(cls)), cls.__name__
 
 
 if __name__ == "__main__":
