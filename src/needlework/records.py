@@ -29,7 +29,7 @@ from pydantic import (
 )
 from typing_extensions import TypedDict
 
-from needlework.config import config, validate
+from needlework.config import config, invalid, validate
 
 RECORD = ConfigDict(extra="forbid", use_attribute_docstrings=True, frozen=True)
 OPEN_RECORD = ConfigDict(extra="allow", use_attribute_docstrings=True, frozen=True)
@@ -54,21 +54,23 @@ def _conversation(turns: list[Message]) -> list[Message]:
     """A training conversation: optional system turn, then user/assistant alternating, ending
     with a non-empty assistant answer."""
     first = 1 if turns[0]["role"] == "system" else 0
-    roles = [m["role"] for m in turns[first:]]
-    wrong = [i for i, role in enumerate(roles) if role != ("user", "assistant")[i % 2]]
-    if wrong:
-        i = wrong[0]
+    expected = {i: ("user", "assistant")[(i - first) % 2] for i in range(first, len(turns))}
+    wrong = next((i for i, role in expected.items() if turns[i]["role"] != role), None)
+    loc: tuple[int | str, ...] = ()
+    if wrong is not None:
+        loc = (wrong, "role")
         why = (
-            f"messages[{first + i}].role is {roles[i]!r} but {('user', 'assistant')[i % 2]!r} "
-            "was expected (optional system first, then user/assistant alternating)"
+            f"is {turns[wrong]['role']!r} but {expected[wrong]!r} was expected "
+            "(optional system first, then user/assistant alternating)"
         )
-    elif not roles or roles[-1] != "assistant":
+    elif turns[-1]["role"] != "assistant":
         why = "the conversation must end with an assistant turn (the answer to train on)"
     elif not turns[-1]["content"].strip():
+        loc = (len(turns) - 1, "content")
         why = "the final assistant turn is empty (nothing to train on)"
     else:
         return turns
-    raise ValueError(why)
+    raise invalid(loc, why)
 
 
 Conversation = Annotated[Turns, AfterValidator(_conversation)]
