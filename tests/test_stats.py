@@ -9,7 +9,6 @@ import pytest
 
 from needlework.stats import (
     Z95,
-    mean_and_spread,
     mean_ci,
     paired_bootstrap,
     wilson_interval,
@@ -85,12 +84,6 @@ def test_paired_bootstrap_detects_a_real_difference_and_not_a_fake_one():
     )
     with pytest.raises(ValueError, match="aligned"):
         paired_bootstrap([1.0], [1.0, 0.0])
-
-
-def test_mean_and_spread():
-    assert mean_and_spread([0.5]) == (0.5, 0.0)
-    mean, std = mean_and_spread([0.2, 0.4, 0.6])
-    assert mean == pytest.approx(0.4) and std == pytest.approx(0.2)
 
 
 def test_aggregate_predictions_groups_and_skips():

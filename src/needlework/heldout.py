@@ -10,13 +10,14 @@ finetuned models and the base model asks all of them the same unseen questions.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from needlework.errors import DataError
+from needlework.io import read_json
+from needlework.records import HeldOut, Manifest
 
 NORMALISATION = "lowercase, whitespace collapsed, trailing '?' and spaces dropped"
 
@@ -29,7 +30,7 @@ def question_key(question: str) -> str:
 def held_out_entry(questions: Iterable[str]) -> dict[str, Any]:
     """The manifest's ``held_out`` section: the questions, sorted, in their original form."""
     items = sorted(set(questions))
-    return {"normalisation": NORMALISATION, "count": len(items), "questions": items}
+    return HeldOut(normalisation=NORMALISATION, count=len(items), questions=items).model_dump()
 
 
 def load_held_out(paths: Sequence[str | Path]) -> frozenset[str]:
@@ -47,15 +48,6 @@ def load_held_out(paths: Sequence[str | Path]) -> frozenset[str]:
                 f"held_out: {raw}: no manifest.json (expected a dataset folder written by "
                 "needlework generate, or its manifest.json)"
             )
-        try:
-            data = json.loads(manifest.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise DataError(f"held_out: {manifest}: not a readable JSON manifest ({exc})") from None
-        if not isinstance(data, dict) or "seeds" not in data:
-            raise DataError(f"held_out: {manifest}: not a needlework dataset manifest")
-        section = data.get("held_out") or {}
-        questions = section.get("questions", []) if isinstance(section, dict) else None
-        if not isinstance(questions, list) or not all(isinstance(q, str) for q in questions):
-            raise DataError(f"held_out: {manifest}: 'held_out.questions' must be a list of strings")
-        keys.update(question_key(q) for q in questions)
+        held = read_json(manifest, Manifest).held_out
+        keys.update(question_key(q) for q in (held.questions if held else ()))
     return frozenset(keys)

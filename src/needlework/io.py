@@ -16,9 +16,12 @@ import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
-from needlework.errors import DataError, UserError
+from needlework.config import validate
+from needlework.errors import DataError, UserError, first_line
+
+T = TypeVar("T")
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -41,23 +44,24 @@ def parse_jsonl_lines(lines: Iterable[str], source: str) -> Iterator[tuple[int, 
     Errors are one line naming ``source:line``: invalid JSON, a non-object line, or bytes that
     are not UTF-8 / a broken gzip stream (raised while reading ``lines``).
     """
-    numbered = enumerate(lines, 1)
-    while True:
-        try:
-            lineno, line = next(numbered)
-        except StopIteration:
-            return
-        except (UnicodeDecodeError, OSError, EOFError) as exc:
-            raise DataError(f"{source}: cannot read as JSON lines ({exc})") from None
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{source}:{lineno}: invalid JSON ({exc.msg})") from None
-        if not isinstance(row, dict):
-            raise DataError(f"{source}:{lineno}: expected a JSON object, got {type(row).__name__}")
-        yield lineno, row
+    try:
+        for lineno, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                why = (
+                    ""
+                    if isinstance(row, dict)
+                    else f"expected a JSON object, got {type(row).__name__}"
+                )
+            except json.JSONDecodeError as exc:
+                why = f"invalid JSON ({exc.msg})"
+            if why:
+                raise DataError(f"{source}:{lineno}: {why}")
+            yield lineno, row
+    except (UnicodeDecodeError, OSError, EOFError) as exc:
+        raise DataError(f"{source}: cannot read as JSON lines ({exc})") from None
 
 
 def check_creatable(path: str | Path, label: str | None = None) -> None:
@@ -68,10 +72,9 @@ def check_creatable(path: str | Path, label: str | None = None) -> None:
     parent = p.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
-    if not parent.is_dir():
-        raise UserError(f"{label or p}: cannot be created ({parent} is a file, not a folder)")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise UserError(f"{label or p}: cannot be created ({parent} is not writable)")
+    why = "is a file, not a folder" if not parent.is_dir() else "is not writable"
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"{label or p}: cannot be created ({parent} {why})")
 
 
 def require_file(path: str | Path, expected: str) -> Path:
@@ -97,12 +100,25 @@ def iter_jsonl(
 
 def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
     """Yield JSON objects from a ``.jsonl`` or ``.jsonl.gz`` file; errors name file and line."""
-    for _, row in iter_jsonl(path):
-        yield row
+    return (row for _, row in iter_jsonl(path))
+
+
+def read_json(path: str | Path, tp: type[T]) -> T:
+    """The JSON file at ``path`` as a ``tp`` (validated: a record of needlework.records); one
+    line naming the file when it cannot be read, is not UTF-8 JSON or is not a ``tp``."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: not UTF-8, not JSON
+        why = first_line(exc)
+        if isinstance(exc, UnicodeDecodeError):
+            why = f"not UTF-8 text: {exc.reason} at byte {exc.start}"
+        raise DataError(f"{path}: unreadable JSON ({why})") from None
+    return validate(tp, data, source=str(path))
 
 
 def require(row: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
-    """Fetch ``row[key]`` checking its type; ``where`` is ``"file:line"`` for the error."""
+    """Fetch ``row[key]`` checking its type; ``where`` is ``"file:line"`` for the error.
+    (To be deleted once every reader validates its rows with ``config.validate``.)"""
     if key not in row:
         raise DataError(f"{where}: missing field '{key}'")
     value = row[key]
@@ -117,10 +133,11 @@ def ensure_writable_dir(path: str | Path) -> Path:
     p = Path(path)
     try:
         p.mkdir(parents=True, exist_ok=True)
+        why = "" if os.access(p, os.W_OK) else "output folder is not writable"
     except OSError as exc:
-        raise UserError(f"{p}: cannot create output folder ({exc.strerror})") from None
-    if not os.access(p, os.W_OK):
-        raise UserError(f"{p}: output folder is not writable")
+        why = f"cannot create output folder ({exc.strerror})"
+    if why:
+        raise UserError(f"{p}: {why}")
     return p
 
 

@@ -1,47 +1,108 @@
-"""The records that pass between stages, and the on-disk formats they are written in.
+"""The records that pass between stages and the run-folder files they are written in, declared
+once: writers build them, every reader validates what it loads (``config.validate``, one line
+naming the file and field) and trusts the type after. docs/formats.md §R renders these classes.
 
-Evaluation run folder (written by ``evaluation/runner.py``, read by ``reporting/``)::
+* evaluation run folder: ``config.yaml``, ``run.json`` (:class:`RunInfo`), ``predictions.jsonl``
+  (a :class:`Prediction` per line), ``metrics.json`` (:class:`Metrics`);
+* training run folder: ``config.yaml``, ``run.json``, ``model.json`` (:class:`TrainedModel`);
+* dataset folder: ``config.yaml``, ``run.json``, ``manifest.json`` (:class:`Manifest`).
 
-    <run>/config.yaml         resolved EvalConfig
-    <run>/run.json            versions, git revision, command, model and benchmark ids
-    <run>/predictions.jsonl   one line per sample (below), appended as samples finish
-    <run>/metrics.json        aggregate (below), rewritten atomically at the end
-
-predictions.jsonl line::
-
-    {"id": "mdqa-0-17", "benchmark": "mdqa", "prompt_sha256": "…", "output": "…",
-     "scores": {"best_subspan_em": 1.0, "abstained": 0.0, "unsupported": 0.0},
-     "answers": ["…"], "meta": {"gold_position": 4, "num_docs": 20, …},
-     "messages": [{"role": "user", "content": "…"}]}
-
-(:class:`Prediction` writes and checks these lines.)
-
-metrics.json::
-
-    {"benchmark": "mdqa", "model": "hf:./m", "n": 1200, "primary_metric": "best_subspan_em",
-     "secondary_metrics": ["unsupported", "wrong_answer", "abstained"],
-     "metrics": {"best_subspan_em": {"mean": 0.53, "ci_low": 0.50, "ci_high": 0.56, "n": 1200}},
-     "by": {"gold_position": {"0": {"best_subspan_em": {"mean": …, "ci_low": …, …}}, …}},
-     "report_rank": 10, "figures": [{"kind": "line", "x": "gold_position", …}]}
-
-``figures`` and ``report_rank`` are the benchmark's own declaration (:class:`Figure`): reporting
-draws every section from them and knows no benchmark by name.
-
-Confidence intervals are 95% (Wilson for 0/1 scores, bootstrap otherwise); group keys are strings.
+JSON files are records (pydantic models: optional parts, unknown keys refused unless said);
+a :class:`Prediction` and a :class:`Figure` are frozen ``@config`` dataclasses (code builds
+them); a chat turn is a :class:`Message` dict.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypedDict
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    model_validator,
+    with_config,
+)
+from typing_extensions import TypedDict
+
+from needlework.config import config, invalid, validate
+
+RECORD = ConfigDict(extra="forbid", use_attribute_docstrings=True, frozen=True)
+OPEN_RECORD = ConfigDict(extra="allow", use_attribute_docstrings=True, frozen=True)
 
 
+# -- chat turns ------------------------------------------------------------------------------
+@with_config(ConfigDict(use_attribute_docstrings=True))  # other keys are dropped, not refused
 class Message(TypedDict):
-    role: str
+    """One chat turn: a prompt is a list of them, a training conversation too."""
+
+    role: Literal["system", "user", "assistant"]
+    """Who speaks."""
     content: str
+    """What is said."""
 
 
+Turns = Annotated[list[Message], Field(min_length=1)]
+"""What a model is asked: a non-empty list of chat turns."""
+
+
+def _conversation(turns: list[Message]) -> list[Message]:
+    """A training conversation: optional system turn, then user/assistant alternating, ending
+    with a non-empty assistant answer."""
+    first = 1 if turns[0]["role"] == "system" else 0
+    expected = {i: ("user", "assistant")[(i - first) % 2] for i in range(first, len(turns))}
+    wrong = next((i for i, role in expected.items() if turns[i]["role"] != role), None)
+    loc: tuple[int | str, ...] = ()
+    if wrong is not None:
+        loc = (wrong, "role")
+        why = (
+            f"is {turns[wrong]['role']!r} but {expected[wrong]!r} was expected "
+            "(optional system first, then user/assistant alternating)"
+        )
+    elif turns[-1]["role"] != "assistant":
+        why = "the conversation must end with an assistant turn (the answer to train on)"
+    elif not turns[-1]["content"].strip():
+        loc = (len(turns) - 1, "content")
+        why = "the final assistant turn is empty (nothing to train on)"
+    else:
+        return turns
+    raise invalid(loc, why)
+
+
+Conversation = Annotated[Turns, AfterValidator(_conversation)]
+
+
+def validate_turns(messages: Any, where: str) -> tuple[dict[str, str], ...]:
+    """:data:`Turns` (only role/content kept); else one line naming ``where`` and the turn."""
+    return tuple(validate(Turns, messages, source=where, prefix="messages"))
+
+
+def validate_messages(messages: Any, where: str) -> tuple[dict[str, str], ...]:
+    """A training :data:`Conversation` (training data and the KV eval files alike); else one
+    line naming ``where`` and the turn."""
+    return tuple(validate(Conversation, messages, source=where, prefix="messages"))
+
+
+def with_system_prompt(messages: list[dict[str, str]], system_prompt: str | None) -> list[dict]:
+    """The conversation with its system turn set to ``system_prompt`` (None: left as it is).
+
+    Training and inference both call this with the same setting, so a model is evaluated with
+    the system turn it was trained with. None keeps the chat template's own behaviour (SmolLM2's
+    template inserts its default system prompt when there is none); a string replaces any system
+    turn, and "" gives an empty system turn, the closest a template that injects a default allows
+    to "no system prompt".
+    """
+    if system_prompt is None:
+        return [dict(m) for m in messages]
+    rest = [dict(m) for m in messages if m.get("role") != "system"]
+    return [{"role": "system", "content": system_prompt}, *rest]
+
+
+# -- evaluation ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Sample:
     """One evaluation item: the prompt as chat turns, every accepted answer, and metadata."""
@@ -52,28 +113,36 @@ class Sample:
     meta: Mapping[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@config
 class Prediction:
-    """One line of predictions.jsonl: a model's output for one sample and its scores.
-
-    Every writer (the runner, the lm-eval suite) builds its lines with this class and every
-    reader checks them with :meth:`check`, so the format has one definition. ``messages`` are
-    the prompt turns as the model got them (empty when the run kept only ``prompt_sha256``);
-    a skipped sample has ``output`` None, no scores and ``skipped`` saying why.
-    """
+    """One line of ``predictions.jsonl``: a model's output for one sample and its scores,
+    appended as samples finish. Every writer (the runner, the lm-eval suite) builds its lines
+    with this class; readers validate each line (``validate(Prediction, row, ...)``)."""
 
     id: str
+    """Sample id, unique in the run (``mdqa-0-17``)."""
     benchmark: str
+    """Benchmark label."""
     prompt_sha256: str
+    """sha256 of the prompt as sent: runs are compared only on the same inputs."""
     output: str | None
+    """The model's answer; None only for a skipped sample."""
     scores: Mapping[str, float]
+    """Every score of this sample by metric name (none when skipped)."""
     answers: tuple[str, ...] | None = None
     """Every accepted answer (None: the scorer keeps them, as lm-eval does)."""
     meta: Mapping[str, Any] = field(default_factory=dict)
+    """The sample's metadata: the breakdown fields (``gold_position``, ``num_docs`` ...)."""
     messages: tuple[Message, ...] = ()
+    """The prompt turns as the model got them (empty when the run kept only the hash)."""
     skipped: str | None = None
+    """Why the sample was skipped (its prompt did not fit, ...)."""
     lm_eval: Mapping[str, Any] | None = None
     """lm-eval's own record of the doc (target, filtered answers, log-likelihoods)."""
+
+    def __post_init__(self) -> None:
+        if self.output is None and not self.skipped:
+            raise ValueError("output: expected a str (only a skipped sample has none)")
 
     def to_json(self) -> dict[str, Any]:
         """The line as written; optional parts only when present (older readers ignore them)."""
@@ -95,26 +164,11 @@ class Prediction:
             row["lm_eval"] = dict(self.lm_eval)
         return row
 
-    @staticmethod
-    def check(row: Mapping[str, Any], where: str, *, need_hash: bool = True) -> None:
-        """DataError naming ``where`` and the field when ``row`` is not a prediction line."""
-        from needlework.errors import DataError
 
-        for key, kind in (("id", str), ("prompt_sha256", str), ("scores", dict)):
-            if key == "prompt_sha256" and not need_hash:
-                continue
-            if not isinstance(row.get(key), kind):
-                raise DataError(f"{where}: field '{key}' missing or not a {kind.__name__}")
-        if not row.get("skipped") and not isinstance(row.get("output"), str):
-            raise DataError(f"{where}: field 'output' missing or not a str")
-        if "messages" in row and not isinstance(row["messages"], list):
-            raise DataError(f"{where}: field 'messages' should be a list of chat turns")
+Axis = Literal["value", "position", "tokens", "depth"]
 
 
-AXES = ("value", "position", "tokens", "depth")
-
-
-@dataclass(frozen=True)
+@config
 class Figure:
     """How reports draw one breakdown of a benchmark; the benchmark declares it (``figures()``)
     and the runner records it in metrics.json, so a new benchmark gets its figure with no edit
@@ -128,6 +182,7 @@ class Figure:
     """
 
     kind: Literal["line", "heatmap", "scores"]
+    """What is drawn (above)."""
     heading: str
     """Section heading, e.g. ``MDQA ({label}): accuracy by gold document position``."""
     name: str
@@ -136,10 +191,10 @@ class Figure:
     """Breakdown (``group_by``/meta field) along the x axis, or the heatmap's columns."""
     y: str = ""
     """Heatmap rows."""
-    x_axis: str = "value"
+    x_axis: Axis = "value"
     """How x values are shown: ``value`` as they are, ``position`` 0-based shown 1-based (more
     than 20 become depth bins, see ``bins``), ``tokens`` as 1K/128K, ``depth`` as a percentage."""
-    y_axis: str = "value"
+    y_axis: Axis = "value"
     """How heatmap rows are shown (same choices)."""
     title: str = ""
     """Figure title."""
@@ -163,31 +218,10 @@ class Figure:
     """This label's panel title in a shared figure, after the label: ``flenqa (no CoT)``."""
 
     def __post_init__(self) -> None:
-        if self.kind not in ("line", "heatmap", "scores"):
-            raise ValueError(f"figure kind: expected line, heatmap or scores, got {self.kind!r}")
-        if self.kind != "scores" and not self.x:
-            raise ValueError(f"{self.kind} figure {self.name!r}: set x (the breakdown to plot)")
-        if self.kind == "heatmap" and not self.y:
-            raise ValueError(f"heatmap figure {self.name!r}: set y (its rows)")
-        for axis in (self.x_axis, self.y_axis):
-            if axis not in AXES:
-                raise ValueError(f"figure {self.name!r}: axis {axis!r}; expected one of {AXES}")
-
-    @classmethod
-    def from_json(cls, value: Any) -> Figure:
-        """A figure from metrics.json; ValueError naming what is wrong."""
-        if not isinstance(value, dict):
-            raise ValueError(f"expected an object, got {type(value).__name__}")
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(value) - known)
-        if unknown:
-            raise ValueError(f"unknown field(s) {', '.join(unknown)}")
-        if not all(isinstance(v, str) for v in value.values()):
-            raise ValueError("every field must be a string")
-        try:
-            return cls(**value)
-        except TypeError as exc:  # a required field missing
-            raise ValueError(str(exc).partition("() ")[2] or str(exc)) from None
+        need = "x" if self.kind != "scores" and not self.x else ""
+        need = need or ("y" if self.kind == "heatmap" and not self.y else "")
+        if need:
+            raise ValueError(f"{need}: a {self.kind} figure must set {need} (a breakdown field)")
 
     def to_json(self) -> dict[str, str]:
         """The fields that differ from their defaults (what metrics.json records)."""
@@ -209,76 +243,162 @@ class _Keep(dict):
         return "{" + key + "}"
 
 
-ROLES = ("system", "user", "assistant")
+class Mean(BaseModel):
+    """A score's mean over samples with its 95% CI (Wilson for 0/1 scores, bootstrap
+    otherwise)."""
+
+    model_config = RECORD
+    mean: float
+    """Mean over the samples that have this score."""
+    ci_low: float | None = None
+    """Lower end of the 95% CI."""
+    ci_high: float | None = None
+    """Upper end of the 95% CI."""
+    n: int | None = None
+    """Samples averaged."""
+    lm_eval: float | None = None
+    """lm-eval's own aggregate of this score (suites)."""
+    lm_eval_stderr: float | None = None
+    """lm-eval's standard error of it (suites)."""
 
 
-def _turns_error(where: str, detail: str) -> Exception:
-    from needlework.errors import DataError
+class Task(BaseModel):
+    """A suite's task in metrics.json ``tasks``; lm-eval's own record of the task (its version,
+    shots, aggregate scores ...) is kept beside these fields as written."""
 
-    return DataError(f"{where}: field 'messages' should be chat turns: {detail}")
-
-
-def validate_turns(messages: Any, where: str) -> tuple[dict[str, str], ...]:
-    """Chat turns as every stage takes them (a non-empty list of role/content objects, roles
-    from :data:`ROLES`), only role/content kept; else a one-line DataError naming ``where`` and
-    the turn. What a model is asked (inference) is checked by this alone."""
-    if not isinstance(messages, (list, tuple)) or not messages:
-        raise _turns_error(where, "a non-empty list of {role, content}")
-    out = []
-    for i, msg in enumerate(messages):
-        if not isinstance(msg, dict):
-            raise _turns_error(
-                where, f"messages[{i}] should be an object, got {type(msg).__name__}"
-            )
-        role, content = msg.get("role"), msg.get("content")
-        if role not in ROLES:
-            raise _turns_error(
-                where, f"messages[{i}].role should be one of {', '.join(ROLES)}, got {role!r}"
-            )
-        if not isinstance(content, str):
-            raise _turns_error(
-                where, f"messages[{i}].content should be a string, got {type(content).__name__}"
-            )
-        out.append({"role": role, "content": content})
-    return tuple(out)
+    model_config = OPEN_RECORD
+    primary_metric: str = ""
+    """The task's main score (``<task>/<metric>``)."""
+    caveat: str | None = None
+    """Why its numbers are not directly comparable with the paper's, if they are not."""
 
 
-def validate_messages(messages: Any, where: str) -> tuple[dict[str, str], ...]:
-    """A training conversation (optional system turn, then user/assistant alternating, ending
-    with a non-empty assistant answer) with only role/content kept; else a one-line DataError
-    naming ``where`` and the turn. Training data and the KV eval files are checked alike."""
+class Metrics(BaseModel):
+    """``metrics.json``: a run's aggregates, written when the run finishes. Group keys are
+    strings; ``figures`` and ``report_rank`` are the benchmark's own declaration, from which
+    reports draw every section, knowing no benchmark by name."""
 
-    def bad(detail: str) -> Exception:
-        return _turns_error(where, detail)
+    model_config = RECORD
+    benchmark: str
+    """The benchmark's label (``mdqa_20docs``: runs are compared within one label); a suite
+    writes its registered name here and its label in ``label``."""
+    benchmark_name: str | None = None
+    """The registered name (``mdqa``): reports choose a run's sections by it."""
+    label: str | None = None
+    """A suite's label."""
+    model: str | dict[str, Any] | None = None
+    """The model's short id (``hf:./m``)."""
+    n: int | None = None
+    """Samples scored."""
+    n_skipped: int = 0
+    """Samples skipped (counted, never scored)."""
+    primary_metric: str
+    """The score reports lead with."""
+    secondary_metrics: list[str] = []
+    """Scores shown beside it (``format_match``, ``unsupported`` ...)."""
+    metrics: dict[str, Mean]
+    """Every score over all samples."""
+    by: dict[str, dict[str, dict[str, Mean]]] = {}
+    """``by[field][value][metric]``: the same per value of each breakdown field."""
+    tasks: dict[str, Task] = {}
+    """A suite's tasks by key; empty for a benchmark."""
+    caveats: dict[str, str] = {}
+    """A suite's tasks that are not comparable with the paper, and why."""
+    comparable_with_paper: bool | None = None
+    """A suite: whether every task is."""
+    settings: dict[str, Any] = {}
+    """A suite's run settings (lm-eval arguments)."""
+    report_rank: int = 100
+    """Where its report sections go, lowest first."""
+    figures: list[Any] | None = None
+    """How reports draw its breakdowns (a :class:`Figure` each, checked one by one so a broken
+    one leaves out only itself); None in runs written before figures were recorded."""
 
-    out = list(validate_turns(messages, where))
-    turns = out[1:] if out[0]["role"] == "system" else out
-    for i, msg in enumerate(turns):
-        expected = "user" if i % 2 == 0 else "assistant"
-        if msg["role"] != expected:
-            index = i + len(out) - len(turns)
-            raise bad(
-                f"messages[{index}].role is {msg['role']!r} but "
-                f"{expected!r} was expected (optional system first, then user/"
-                f"assistant alternating)"
-            )
-    if not turns or turns[-1]["role"] != "assistant":
-        raise bad("the conversation must end with an assistant turn (the answer to train on)")
-    if not turns[-1]["content"].strip():
-        raise bad("the final assistant turn is empty (nothing to train on)")
-    return tuple(out)
+    @model_validator(mode="after")
+    def _primary_recorded(self) -> Metrics:
+        if self.primary_metric not in self.metrics:
+            raise ValueError(f"primary_metric: {self.primary_metric!r} has no entry in 'metrics'")
+        return self
 
 
-def with_system_prompt(messages: list[dict[str, str]], system_prompt: str | None) -> list[dict]:
-    """The conversation with its system turn set to ``system_prompt`` (None: left as it is).
+class RunInfo(BaseModel):
+    """``run.json``: what every run records next to its results (versions, command, status);
+    stages add their own fields (token counts, usage, training settings ...)."""
 
-    Training and inference both call this with the same setting, so a model is evaluated with
-    the system turn it was trained with. None keeps the chat template's own behaviour (SmolLM2's
-    template inserts its default system prompt when there is none); a string replaces any system
-    turn, and "" gives an empty system turn, the closest a template that injects a default allows
-    to "no system prompt".
-    """
-    if system_prompt is None:
-        return [dict(m) for m in messages]
-    rest = [dict(m) for m in messages if m.get("role") != "system"]
-    return [{"role": "system", "content": system_prompt}, *rest]
+    model_config = OPEN_RECORD
+    needlework_version: str | None = None
+    """needlework's version."""
+    git_revision: str | None = None
+    """The checkout's commit, when run from a git clone."""
+    command: list[str] = []
+    """The command line."""
+    started: str | None = None
+    """Start time (UTC, ISO 8601); ``finished``, ``resumed`` likewise."""
+    versions: dict[str, str] = {}
+    """Installed versions of the libraries that shape results."""
+    threads: dict[str, Any] = {}
+    """CPU threads used."""
+    status: str | None = None
+    """``running``, ``complete`` or ``interrupted`` (with ``error``)."""
+    model: str | dict[str, Any] | None = None
+    """Evaluation: the model's short id; training: the model.json written."""
+    benchmark: str | None = None
+    """Evaluation: the benchmark's label."""
+    variant: str | None = None
+    """What a recipe compares (its variant name); reports group runs by it."""
+    seed: int | None = None
+    """The variant's training seed."""
+
+
+class TrainedModel(BaseModel):
+    """``model.json``, written last by ``needlework train``: how to load the result for
+    inference. Its other keys are the backend's own config fields (docs/formats.md §C); a path
+    inside the run folder is written ``./model`` (relative to the model.json)."""
+
+    model_config = OPEN_RECORD
+    backend: Annotated[str, Field(validation_alias=AliasChoices("backend", "name"))]
+    """The inference backend (``hf``, ``openai`` ...); ``name`` is read as well."""
+    path: str | None = None
+    """Model folder or hub id (``hf``)."""
+    adapter: str | None = None
+    """LoRA adapter folder (``hf``)."""
+    model: str | None = None
+    """Finetuned model name (``openai``)."""
+
+
+class HeldOut(BaseModel):
+    """The real benchmark questions a dataset used (any split, any seed), so evaluation never
+    asks them."""
+
+    model_config = RECORD
+    normalisation: str | None = None
+    """How questions are compared (``needlework.heldout.question_key``)."""
+    count: int | None = None
+    """Number of questions."""
+    questions: list[str]
+    """The questions, sorted, as written."""
+
+
+class Manifest(BaseModel):
+    """``manifest.json`` of a dataset written by ``needlework generate``. ``seeds`` makes a
+    file a dataset manifest; a hand-made one listing only ``held_out`` questions is read too."""
+
+    model_config = RECORD
+    seeds: dict[str, dict[str, Any]]
+    """Per seed: units per prompt, and per split the counts and token statistics."""
+    format: str | None = None
+    """``needlework-dataset/1``."""
+    generator: str | None = None
+    """The generator unit's name."""
+    tokenizer: str | None = None
+    """Token counter spec the lengths are measured in."""
+    max_context_tokens: int | None = None
+    """The prompt budget."""
+    reserve_tokens: int | None = None
+    """Tokens kept free of the budget for the answer."""
+    shard: tuple[int, int] | None = None
+    """``[index, count]`` of a shard; None for a whole dataset."""
+    files: dict[str, dict[str, Any]] = {}
+    """Every file by relative path: its ``sha256`` and ``bytes``."""
+    held_out: HeldOut | None = None
+    """Real benchmark questions used (baseline generators only)."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import platform
 import subprocess
 import sys
@@ -13,24 +12,13 @@ from typing import Any
 
 from needlework import __version__
 from needlework.config import dump_yaml
-from needlework.io import write_json, write_text
+from needlework.errors import UserError
+from needlework.io import read_json, write_json, write_text
 
-TRACKED = (
-    "torch",
-    "transformers",
-    "trl",
-    "peft",
-    "accelerate",
-    "datasets",
-    "tokenizers",
-    "tiktoken",
-    "mistral-common",
-    "sentencepiece",
-    "lm-eval",
-    "vllm",
-    "openai",
-    "numpy",
-)
+# fmt: off
+TRACKED = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "tokenizers",
+           "tiktoken", "mistral-common", "sentencepiece", "lm-eval", "vllm", "openai", "numpy")
+# fmt: on
 
 
 def version(dist: str) -> str | None:
@@ -91,7 +79,7 @@ def update_run_info(run_dir: str | Path, **fields: Any) -> None:
     """Merge ``fields`` into ``run.json`` (atomically; an unreadable one is started afresh)."""
     path = Path(run_dir) / "run.json"
     try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):  # missing, not UTF-8 or not JSON
+        info = read_json(path, dict)
+    except UserError:  # missing, not UTF-8, not JSON or not an object
         info = {}
-    write_json(path, {**(info if isinstance(info, dict) else {}), **fields})
+    write_json(path, {**info, **fields})

@@ -5,7 +5,6 @@
   percentile bootstrap otherwise.
 * ``paired_bootstrap`` — difference of two models' means on the *same* samples, resampling sample
   indices jointly (the right test for "finetuned vs base on the same prompts").
-* ``mean_and_spread`` — across training seeds: mean and sample standard deviation.
 * ``aggregate_predictions`` — predictions.jsonl rows -> the metrics.json aggregates (every score's
   mean, CI and n, overall and per value of each group-by field), usable on any run folder.
 
@@ -25,11 +24,7 @@ _CHUNK = 500  # bootstrap resamples drawn at once (bounds memory for large n)
 
 
 def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval for ``successes`` out of ``n`` (Wilson 1927)."""
-    if n <= 0:
-        raise ValueError("wilson_interval: n must be >= 1")
-    if not 0 <= successes <= n:
-        raise ValueError(f"wilson_interval: successes must be in [0, {n}], got {successes}")
+    """Wilson score interval for ``successes`` out of ``n >= 1`` (Wilson 1927)."""
     p = successes / n
     denom = 1 + z * z / n
     center = (p + z * z / (2 * n)) / denom
@@ -91,8 +86,6 @@ def _bootstrap_means(rows, n_boot: int, seed: int):
     """Means of ``n_boot`` resamples (with replacement) of each row of ``rows``."""
     import numpy as np
 
-    if n_boot < 1:
-        raise ValueError("bootstrap: n_boot must be >= 1")
     rng = np.random.default_rng(seed)
     size = rows.shape[1]
     out = np.empty((rows.shape[0], n_boot))
@@ -101,16 +94,6 @@ def _bootstrap_means(rows, n_boot: int, seed: int):
         idx = rng.integers(0, size, size=(k, size))
         out[:, start : start + k] = rows[:, idx].mean(axis=-1)
     return out
-
-
-def mean_and_spread(seed_values: Sequence[float]) -> tuple[float, float]:
-    """``(mean, std)`` across seeds; std is the sample standard deviation (0.0 for one seed)."""
-    vals = _floats(seed_values, "mean_and_spread")
-    mean = sum(vals) / len(vals)
-    if len(vals) == 1:
-        return mean, 0.0
-    var = sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)
-    return mean, math.sqrt(var)
 
 
 def aggregate_predictions(

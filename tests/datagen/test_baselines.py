@@ -202,12 +202,15 @@ def test_no_held_out_question_or_passage_reaches_an_mdqa_prompt(tmp_path, oracle
 
 
 def test_held_out_errors_name_the_path(tmp_path):
-    from needlework.errors import DataError
+    from needlework.errors import DataError, UserError
 
     with pytest.raises(DataError, match="held_out: .*nowhere: no manifest.json"):
         load_held_out([tmp_path / "nowhere"])
     (tmp_path / "m.json").write_text("[1, 2]")
-    with pytest.raises(DataError, match="not a needlework dataset manifest"):
+    with pytest.raises(UserError, match=r"m\.json: expected "):
+        load_held_out([tmp_path / "m.json"])
+    (tmp_path / "m.json").write_text('{"held_out": {"questions": []}}')
+    with pytest.raises(UserError, match=r"m\.json: field 'seeds': is required"):
         load_held_out([tmp_path / "m.json"])
 
 

@@ -104,7 +104,7 @@ def test_needlework_row_errors(tmp_path):
     rows = [json.loads(line) for line in EVAL.read_text().splitlines()][:2]
     rows[1]["messages"] = rows[1]["messages"][:1]
     path = write_rows(tmp_path / "m.jsonl", rows)
-    with pytest.raises(DataError, match=r"m\.jsonl:2: field 'messages' should be chat turns"):
+    with pytest.raises(UserError, match=r"m\.jsonl:2: field 'messages': the conversation must end"):
         list(KVRetrieval(data_path=str(path)).samples())
 
 

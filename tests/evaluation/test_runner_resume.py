@@ -117,8 +117,12 @@ def test_corrupt_predictions_file_is_a_clear_error(tmp_path):
     pred.write_text(lines[0] + "\nnot json\n" + lines[1] + "\n")
     with pytest.raises(DataError, match=r"predictions.jsonl:2: invalid JSON"):
         evaluate(cfg_for(tmp_path, limit=3), progress=False)
-    pred.write_text(json.dumps({"id": "arith-0", "output": "0"}) + "\n")
-    with pytest.raises(DataError, match="field 'prompt_sha256' missing"):
+    pred.write_text(
+        json.dumps({"id": "arith-0", "benchmark": "nw_test_arith", "output": "0"}) + "\n"
+    )
+    with pytest.raises(
+        UserError, match=r"predictions\.jsonl:1: field 'prompt_sha256': is required"
+    ):
         evaluate(cfg_for(tmp_path, limit=3), progress=False)
 
 

@@ -193,13 +193,13 @@ def test_load_errors_are_one_line(tmp_path, tiny_checkpoint):
             [[{"role": "user", "content": "x"}]], max_new_tokens=1
         )
     with pytest.raises(
-        UserError, match=r"conversation #1: field 'messages': List should have at least 1 item"
+        UserError, match=r"conversation #1: field 'messages': expected at least 1 item"
     ):
         HF(path=str(tiny_checkpoint)).generate(
             [[{"role": "user", "content": "x"}], []], max_new_tokens=1
         )
     with pytest.raises(
-        UserError, match=r"conversation #0: field 'messages.0.content': is required but missing"
+        UserError, match=r"conversation #0: field 'messages\.0\.content': is required"
     ):
         HF(path=str(tiny_checkpoint)).generate([[{"role": "user"}]], max_new_tokens=1)
 

@@ -93,7 +93,7 @@ def _row(sample_id: str, ok: bool, metric: str, meta: Row, prompt: str = "") -> 
     return {
         "id": sample_id,
         "prompt_sha256": hashlib.sha256((prompt or sample_id).encode()).hexdigest(),
-        "prompt": prompt or f"Question for {sample_id}?",
+        "messages": [{"role": "user", "content": prompt or f"Question for {sample_id}?"}],
         "output": "the answer" if ok else "something else",
         "scores": {metric: 1.0 if ok else 0.0},
         "meta": meta,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from needlework.config import validate
 from needlework.records import Figure
 from needlework.reporting import plots
 from needlework.reporting.report import build_report
@@ -129,25 +130,35 @@ def test_runs_without_a_declaration_get_tables_and_a_problem_line(tmp_path):
 @pytest.mark.parametrize(
     ("figure", "says"),
     [
-        ({"kind": "pie", "heading": "h", "name": "n", "x": "slot"}, "expected line, heatmap"),
-        ({"kind": "line", "heading": "h", "name": "n"}, "set x"),
-        ({"kind": "heatmap", "heading": "h", "name": "n", "x": "slot"}, "set y"),
-        ({"kind": "line", "heading": "h", "name": "n", "x": "slot", "colour": "red"}, "colour"),
-        ({"kind": "line", "name": "n", "x": "slot"}, "heading"),
-        ("line", "expected an object"),
+        (
+            {"kind": "pie", "heading": "h", "name": "n", "x": "slot"},
+            "field 'figures.0.kind': expected one of 'line', 'heatmap', 'scores', got 'pie'",
+        ),
+        ({"kind": "line", "heading": "h", "name": "n"}, "field 'figures.0.x': a line figure"),
+        (
+            {"kind": "heatmap", "heading": "h", "name": "n", "x": "slot"},
+            "field 'figures.0.y': a heatmap figure must set y",
+        ),
+        (
+            {"kind": "line", "heading": "h", "name": "n", "x": "slot", "colour": "red"},
+            "field 'figures.0.colour': unknown key(s) 'colour'",
+        ),
+        ({"kind": "line", "name": "n", "x": "slot"}, "field 'figures.0.heading': is required"),
+        ("line", "field 'figures.0': expected"),
     ],
 )
 def test_a_broken_figure_is_named_and_left_out(tmp_path, figure, says):
-    _unknown_benchmark(tmp_path / "a" / "widgets", "hf:a", 0.5, [figure, LINE.to_json()])
+    folder = _unknown_benchmark(tmp_path / "a" / "widgets", "hf:a", 0.5, [figure, LINE.to_json()])
     result = build_report([tmp_path / "a"], tmp_path / "out")
-    (problem,) = [p for p in result.problems if "figures[0]" in p]
-    assert says in problem and "metrics.json" in problem
+    (problem,) = [p for p in result.problems if "figures.0" in p]
+    assert problem.startswith(f"{folder / 'metrics.json'}: {says}")
+    assert problem.endswith("; that figure is left out")
     assert (tmp_path / "out/figures/widgets_by_items.png").is_file()  # the good one is drawn
 
 
 def test_figure_round_trips_through_metrics_json():
     for fig in (LINE, GRID):
-        assert Figure.from_json(json.loads(json.dumps(fig.to_json()))) == fig
+        assert validate(Figure, json.loads(json.dumps(fig.to_json()))) == fig
     assert "x_axis" not in LINE.to_json()  # defaults are not written
 
 
@@ -158,7 +169,7 @@ def test_every_registered_benchmark_declares_valid_figures():
         bench = unit() if name != "niah" else unit(tokenizer="chars")
         assert isinstance(bench.report_rank, int), name
         for fig in bench.figures():
-            assert Figure.from_json(fig.to_json()) == fig
+            assert validate(Figure, fig.to_json()) == fig
             assert fig.x in bench.group_by or fig.kind == "scores", (name, fig.x)
 
 

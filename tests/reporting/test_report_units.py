@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from needlework.records import Mean, Metrics, RunInfo
 from needlework.reporting import compare, plots, sections
 from needlework.reporting import runs as runs_mod
 from needlework.reporting.compare import Delta, Stat, combine
@@ -33,13 +34,13 @@ def test_stat_and_delta_formatting_with_numbered_notes():
 
 
 def test_combine_seeds_keeps_spread():
-    one = combine([{"mean": 0.4, "ci_low": 0.3, "ci_high": 0.5, "n": 10}])
+    one = combine([Mean(mean=0.4, ci_low=0.3, ci_high=0.5, n=10)])
     assert one == Stat(0.4, 0.3, 0.5, 10)
-    two = combine([{"mean": 0.4, "n": 10}, {"mean": 0.6, "n": 10}])
+    two = combine([Mean(mean=0.4, n=10), Mean(mean=0.6, n=10)])
     assert (two.mean, two.seeds, two.seed_min, two.seed_max, two.n) == (0.5, 2, 0.4, 0.6, 10)
     assert two.seed_std == pytest.approx(math.sqrt(0.02))
     assert two.ci_low is None
-    assert combine([{"mean": 0.4, "n": 10}, {"mean": 0.6, "n": 9}]).n is None
+    assert combine([Mean(mean=0.4, n=10), Mean(mean=0.6, n=9)]).n is None
 
 
 @pytest.mark.parametrize("sign", [1, -1])
@@ -194,9 +195,8 @@ def test_model_labels_from_the_recorded_spec():
             model=short,
             variant=variant or short,
             seed=None,
-            primary_metric="m",
-            metrics={},
-            info={},
+            metrics=Metrics(benchmark="mdqa", primary_metric="m", metrics={"m": Mean(mean=0)}),
+            info=RunInfo(),
             model_spec=spec,
             variant_from_model=variant is None,
         )

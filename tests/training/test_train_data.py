@@ -42,14 +42,17 @@ def test_malformed_row_names_file_and_line(tmp_path):
 @pytest.mark.parametrize(
     ("messages", "expected"),
     [
-        ([A, U], r"'messages': turn 0 is 'assistant' but 'user' was expected"),
-        ([U, U, A], r"'messages': turn 1 is 'user' but 'assistant'"),
-        ([U], "'messages': the conversation must end with an assistant turn"),
-        ([U, {"role": "assistant", "content": "  "}], "'messages': the final assistant turn is"),
-        ([U, {"role": "bot", "content": "x"}], r"'messages.1.role': expected one of .*'bot'"),
-        ([U, {"role": "assistant", "content": 3}], r"'messages.1.content': expected str, got 3"),
-        ([], "'messages': the conversation must end with an assistant turn"),
-        ([{"role": "system", "content": "s"}, A], r"'messages': turn 1 is 'assistant'"),
+        ([A, U], r"field 'messages\.0\.role': is 'assistant' but 'user' was expected"),
+        ([U, U, A], r"field 'messages\.1\.role': is 'user' but 'assistant'"),
+        ([U], "must end with an assistant turn"),
+        (
+            [U, {"role": "assistant", "content": "  "}],
+            r"field 'messages\.1\.content': the final assistant turn is empty",
+        ),
+        ([U, {"role": "bot", "content": "x"}], r"field 'messages\.1\.role': expected one of"),
+        ([U, {"role": "assistant", "content": 3}], r"field 'messages\.1\.content': expected str"),
+        ([], r"field 'messages': expected at least 1 item"),
+        ([{"role": "system", "content": "s"}, A], r"field 'messages\.1\.role': is 'assistant'"),
     ],
 )
 def test_bad_conversations_are_rejected_with_a_reason(messages, expected):

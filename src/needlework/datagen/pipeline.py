@@ -46,6 +46,7 @@ from needlework.datagen.writer import (
 )
 from needlework.errors import UserError
 from needlework.io import iter_jsonl, staged_dir
+from needlework.records import Message, Turns
 from needlework.registry import generators
 from needlework.tokenization import TokenCounter, check_spec, load_counter
 
@@ -195,15 +196,10 @@ def _needs_datasets(cfg: GenerateConfig) -> bool:
     return True
 
 
-class _Turn(TypedDict):
-    role: str
-    content: str
-
-
 class _TrainRow(TypedDict):
     """What token matching reads of another dataset's training row (other keys are ignored)."""
 
-    messages: Annotated[list[_Turn], Field(min_length=1)]
+    messages: Turns
 
 
 def token_target(cfg: GenerateConfig, counter: TokenCounter, seed: int) -> int:
@@ -219,7 +215,7 @@ def token_target(cfg: GenerateConfig, counter: TokenCounter, seed: int) -> int:
         )
     total = 0
     for lineno, raw in iter_jsonl(path):
-        msgs: list[_Turn] = validate(_TrainRow, raw, source=f"{path}:{lineno}")["messages"]
+        msgs: list[Message] = validate(_TrainRow, raw, source=f"{path}:{lineno}")["messages"]
         answer = match.count == "answer"
         total += counter.count(msgs[-1]["content"]) if answer else counter.count_chat(msgs)
     if total == 0:

@@ -528,7 +528,7 @@ def load_predictions(path: Path, *, trim: bool = True) -> dict[str, dict[str, An
     lines = io.TextIOWrapper(io.BytesIO(data[:keep]), encoding="utf-8")  # decoded as read
     rows: dict[str, dict[str, Any]] = {}
     for n, row in parse_jsonl_lines(lines, str(path)):
-        Prediction.check(row, f"{path}:{n}")
+        validate(Prediction, row, source=f"{path}:{n}")
         rows[row["id"]] = row
     return rows
 

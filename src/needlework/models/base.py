@@ -23,26 +23,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Protocol
-
-from pydantic import AfterValidator, ConfigDict, Field, with_config
-from typing_extensions import TypedDict
+from typing import Any, ClassVar, Protocol
 
 from needlework.config import validate
 from needlework.errors import UserError, first_line
-from needlework.records import Message
-
-
-@with_config(ConfigDict(extra="ignore"))  # its own: not a containing config's coercions
-class Turn(TypedDict):
-    """One chat turn as every stage takes it (other keys of a turn are dropped)."""
-
-    role: Literal["system", "user", "assistant"]
-    content: str
-
-
-Turns = Annotated[list[Turn], Field(min_length=1)]
-"""A conversation as a model is asked it: one turn or more."""
+from needlework.records import Message, Turns
 
 
 class ChatModel(Protocol):
@@ -86,33 +71,6 @@ class ChatModel(Protocol):
     def count_tokens(self, text: str) -> int: ...
 
     def lm_eval_model(self, batch_size: int | None) -> Any: ...
-
-
-def _shape(turns: tuple[Turn, ...]) -> tuple[Turn, ...]:
-    """An optional system turn, then user/assistant alternating, starting with user and ending
-    with a non-empty assistant answer: the shape every chat template we target and the OpenAI
-    finetuning API accept."""
-    body = turns[1:] if turns and turns[0]["role"] == "system" else turns
-    expect = [("user", "assistant")[i % 2] for i in range(len(body))]
-    wrong = next((i for i, t in enumerate(body) if t["role"] != expect[i]), None)
-    if wrong is not None:
-        problem = (
-            f"turn {wrong + len(turns) - len(body)} is {body[wrong]['role']!r} but "
-            f"{expect[wrong]!r} was expected (optional system first, then user/assistant "
-            "alternating)"
-        )
-    elif not body or body[-1]["role"] != "assistant":
-        problem = "the conversation must end with an assistant turn (the answer to train on)"
-    elif not body[-1]["content"].strip():
-        problem = "the final assistant turn is empty (nothing to train on)"
-    else:
-        return turns
-    raise ValueError(problem)
-
-
-Conversation = Annotated[tuple[Turn, ...], AfterValidator(_shape)]
-"""A conversation to train on (or to score a model's answer against): chat turns in the
-shape above. Training rows and the KV eval files take this shape."""
 
 
 class PromptTooLongError(UserError):

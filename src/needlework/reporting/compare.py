@@ -14,17 +14,16 @@ Rules that keep the numbers honest:
 
 from __future__ import annotations
 
-import numbers
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
 
+from needlework.records import Mean, Prediction
 from needlework.reporting.runs import EvalRun
-from needlework.stats import mean_ci, paired_bootstrap, summary
+from needlework.stats import mean_ci, paired_bootstrap
 
-# A function from a prediction row to its breakdown key (None = leave the sample out).
-KeyFn = Callable[[dict[str, Any]], "str | None"]
+# A function from a prediction to its breakdown key (None = leave the sample out).
+KeyFn = Callable[[Prediction], "str | None"]
 
 
 @dataclass(frozen=True)
@@ -70,17 +69,17 @@ class Group:
     def has_predictions(self) -> bool:
         return all(r.predictions is not None for r in self.runs)
 
+    def has(self, metric: str) -> bool:
+        """Every seed recorded ``metric`` in metrics.json."""
+        return all(metric in r.metrics.metrics for r in self.runs)
+
 
 def group_runs(runs: list[EvalRun]) -> dict[str, dict[str, Group]]:
     """label -> variant -> Group, both in first-seen order."""
     out: dict[str, dict[str, Group]] = {}
     for run in runs:
-        by_variant = out.setdefault(run.label, {})
-        group = by_variant.get(run.variant)
-        if group is None:
-            by_variant[run.variant] = Group(run.variant, run.label, run.benchmark, [run])
-        else:
-            group.runs.append(run)
+        new = Group(run.variant, run.label, run.benchmark, [])
+        out.setdefault(run.label, {}).setdefault(run.variant, new).runs.append(run)
     return out
 
 
@@ -90,54 +89,32 @@ def check_groups(groups: dict[str, dict[str, Group]]) -> list[str]:
     for label, variants in groups.items():
         for group in variants.values():
             first = group.runs[0]
-            odd = [
-                r
-                for r in group.runs
-                if (r.benchmark, r.primary_metric) != (first.benchmark, first.primary_metric)
-            ]
-            for run in odd:
+            kind = (first.benchmark, first.primary_metric)
+            for run in [r for r in group.runs if (r.benchmark, r.primary_metric) != kind]:
                 problems.append(
                     f"{run.path}: {run.benchmark}/{run.primary_metric} differs from the other "
                     f"seeds of {group.variant} on {label} ({first.benchmark}/"
                     f"{first.primary_metric}, {first.path}); left out of the report"
                 )
-            group.runs = [r for r in group.runs if all(r is not o for o in odd)]
+            group.runs = [r for r in group.runs if (r.benchmark, r.primary_metric) == kind]
     return problems
 
 
-def combine(per_seed: list[dict[str, Any]]) -> Stat:
-    """One Stat from per-seed ``{"mean", "ci_low", "ci_high", "n"}`` dicts."""
+def combine(per_seed: list[Mean]) -> Stat:
+    """One Stat from the per-seed means."""
     if len(per_seed) == 1:
         s = per_seed[0]
-        return Stat(float(s["mean"]), _num(s.get("ci_low")), _num(s.get("ci_high")), _int(s))
-    means = [float(s["mean"]) for s in per_seed]
-    sizes = {_int(s) for s in per_seed}
-    return Stat(
-        mean=statistics.fmean(means),
-        ci_low=None,
-        ci_high=None,
-        n=sizes.pop() if len(sizes) == 1 else None,
-        seeds=len(means),
-        seed_min=min(means),
-        seed_max=max(means),
-        seed_std=statistics.stdev(means),
-    )
-
-
-def _num(x: Any) -> float | None:
-    """A float from JSON or numpy scalars (stats helpers may return numpy types)."""
-    return float(x) if isinstance(x, numbers.Real) and not isinstance(x, bool) else None
-
-
-def _int(s: dict[str, Any]) -> int | None:
-    n = s.get("n")
-    return int(n) if isinstance(n, numbers.Integral) and not isinstance(n, bool) else None
+        return Stat(s.mean, s.ci_low, s.ci_high, s.n)
+    means, sizes = [s.mean for s in per_seed], {s.n for s in per_seed}
+    n = sizes.pop() if len(sizes) == 1 else None
+    spread = (len(means), min(means), max(means), statistics.stdev(means))
+    return Stat(statistics.fmean(means), None, None, n, *spread)
 
 
 def overall(group: Group, metric: str | None = None) -> Stat:
     """The group's score on ``metric`` (default: primary) from metrics.json, seeds combined."""
     metric = metric or group.metric
-    per_seed = [r.metrics["metrics"][metric] for r in group.runs if metric in r.metrics["metrics"]]
+    per_seed = [r.metrics.metrics[metric] for r in group.runs if metric in r.metrics.metrics]
     stat = combine(per_seed)
     return _seed_ci(stat, group, metric) if stat.seeds > 1 else stat
 
@@ -156,14 +133,14 @@ def _seed_ci(
 
 def breakdown_from_metrics(group: Group, field: str, metric: str) -> dict[str, Stat] | None:
     """metrics.json ``by[field]`` per key, seeds combined; None if a seed lacks the field."""
-    per_key: dict[str, list[dict[str, Any]]] = {}
+    per_key: dict[str, list[Mean]] = {}
     for run in group.runs:
-        by = run.metrics.get("by", {}).get(field)
-        if not isinstance(by, dict):
+        by = run.metrics.by.get(field)
+        if by is None:
             return None
         for key, stats in by.items():
-            if isinstance(stats, dict) and isinstance(stats.get(metric), dict):
-                per_key.setdefault(str(key), []).append(stats[metric])
+            if metric in stats:
+                per_key.setdefault(key, []).append(stats[metric])
     seeds = len(group.runs)
     return {k: combine(v) for k, v in per_key.items() if len(v) == seeds}
 
@@ -172,15 +149,16 @@ def breakdown_from_predictions(group: Group, key: KeyFn, metric: str) -> dict[st
     """Per-key stats recomputed from predictions (for bins metrics.json does not have)."""
     if not group.has_predictions:
         return None
-    per_key: dict[str, list[dict[str, Any]]] = {}
+    per_key: dict[str, list[Mean]] = {}
     for run in group.runs:
-        rows: dict[str, list[dict[str, Any]]] = {}
+        cells: dict[str, list[float]] = {}
         for row in run.predictions or []:
             k = key(row)
-            if k is not None and metric in row["scores"]:
-                rows.setdefault(k, []).append(row)
-        for k, cell in rows.items():
-            per_key.setdefault(k, []).append(summary(cell, [metric])[metric])
+            if k is not None and metric in row.scores:
+                cells.setdefault(k, []).append(row.scores[metric])
+        for k, values in cells.items():
+            mean, lo, hi = mean_ci(values)
+            per_key.setdefault(k, []).append(Mean(mean=mean, ci_low=lo, ci_high=hi, n=len(values)))
     seeds = len(group.runs)
     return {k: combine(v) for k, v in per_key.items() if len(v) == seeds}
 
@@ -216,11 +194,8 @@ def seed_scores(
     for run in group.runs:
         scores: dict[str, float] = {}
         for row in run.predictions or []:
-            if select is not None and select(row) != want:
-                continue
-            if metric not in row["scores"]:
-                continue
-            scores[row["id"]] = float(row["scores"][metric])
+            if metric in row.scores and (select is None or select(row) == want):
+                scores[row.id] = row.scores[metric]
         per_seed.append(scores)
     ids = set(per_seed[0])
     for run, scores in zip(group.runs[1:], per_seed[1:]):
@@ -292,14 +267,13 @@ def _first_ids(ids: list[str]) -> str:
 def prompt_conflict(group: Group, base: Group) -> str:
     """Why ``group`` and ``base`` are not the same inputs: shared sample ids whose prompt hash
     differs between or within the two sides; "" when none do."""
-    seen_a = {r["id"] for run in group.runs for r in run.predictions or []}
-    shared = seen_a & {r["id"] for run in base.runs for r in run.predictions or []}
+    seen_a = {r.id for run in group.runs for r in run.predictions or []}
+    shared = seen_a & {r.id for run in base.runs for r in run.predictions or []}
     hashes: dict[str, set[str]] = {}
     for run in [*group.runs, *base.runs]:
         for row in run.predictions or []:
-            h = row.get("prompt_sha256")
-            if isinstance(h, str) and row["id"] in shared:
-                hashes.setdefault(row["id"], set()).add(h)
+            if row.id in shared:
+                hashes.setdefault(row.id, set()).add(row.prompt_sha256)
     differ = sorted(i for i, h in hashes.items() if len(h) > 1)
     if not differ:
         return ""

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from needlework.records import Prediction
 from needlework.reporting.runs import EvalRun
 from needlework.reporting.tables import Table
 
@@ -45,32 +46,22 @@ def table_html(table: Table) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _prompt(row: dict[str, Any]) -> str:
+def _prompt(row: Prediction) -> str:
     """The stored prompt text, or a note that only its hash was kept."""
-    if isinstance(row.get("prompt"), str):
-        return row["prompt"]
-    messages = row.get("messages")
-    if isinstance(messages, list):
-        return "\n\n".join(
-            f"[{m.get('role', '?')}] {m.get('content', '')}"
-            for m in messages
-            if isinstance(m, dict)
-        )
-    sha = row.get("prompt_sha256")
-    return f"(prompt not stored in predictions.jsonl; sha256 {sha})" if sha else "(not stored)"
+    if row.messages:
+        return "\n\n".join(f"[{m['role']}] {m['content']}" for m in row.messages)
+    return f"(prompt not stored in predictions.jsonl; sha256 {row.prompt_sha256})"
 
 
-def pick_samples(run: EvalRun, per_run: int) -> list[dict[str, Any]]:
+def pick_samples(run: EvalRun, per_run: int) -> list[Prediction]:
     """Up to ``per_run`` samples scored below 1 and ``per_run`` at 1 or more, file order."""
-    wrong: list[dict[str, Any]] = []
-    right: list[dict[str, Any]] = []
+    taken, out = {True: 0, False: 0}, []
     for row in run.predictions or []:
-        score = row["scores"].get(run.primary_metric)
-        bucket = right if isinstance(score, (int, float)) and score >= 1 else wrong
-        if len(bucket) < per_run:
-            bucket.append(row)
-    chosen = {id(r) for r in wrong + right}
-    return [r for r in run.predictions or [] if id(r) in chosen]
+        right = row.scores.get(run.primary_metric, 0) >= 1
+        if taken[right] < per_run:
+            taken[right] += 1
+            out.append(row)
+    return out
 
 
 def samples_html(run: EvalRun, per_run: int) -> str:
@@ -78,17 +69,13 @@ def samples_html(run: EvalRun, per_run: int) -> str:
         return "<p class='muted'>No predictions.jsonl for this run.</p>"
     rows = []
     for row in pick_samples(run, per_run):
-        score = row["scores"].get(run.primary_metric)
-        cls = "ok" if isinstance(score, (int, float)) and score >= 1 else "bad"
-        scores = ", ".join(
-            f"{k}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}"
-            for k, v in row["scores"].items()
-        )
-        meta = json.dumps(row.get("meta") or {}, ensure_ascii=False, sort_keys=True)
+        cls = "ok" if row.scores.get(run.primary_metric, 0) >= 1 else "bad"
+        scores = ", ".join(f"{k}={v:g}" for k, v in row.scores.items())
+        meta = json.dumps(row.meta, ensure_ascii=False, sort_keys=True)
         rows.append(
-            f"<tr class='{cls}'><td>{_e(row['id'])}</td>"
+            f"<tr class='{cls}'><td>{_e(row.id)}</td>"
             f"<td><pre>{_e(_cut(_prompt(row), PROMPT_CHARS))}</pre></td>"
-            f"<td><pre>{_e(_cut(str(row.get('output', '')), OUTPUT_CHARS))}</pre></td>"
+            f"<td><pre>{_e(_cut(str(row.output), OUTPUT_CHARS))}</pre></td>"
             f"<td>{_e(scores)}</td><td><pre>{_e(_cut(meta, 300))}</pre></td></tr>"
         )
     head = "<tr><th>id</th><th>prompt</th><th>output</th><th>scores</th><th>meta</th></tr>"

@@ -46,20 +46,12 @@ DODGE_PT = 4.0
 """Sideways shift between neighbouring series, in points (markers are about 5 points wide)."""
 
 
-def _color(names: list[str], name: str) -> str:
-    """The same model keeps the same colour in every panel and figure of a report."""
-    palette = ("C0", "C1", "C2", "C3", "C4", "C5", "C6", "C7", "C8", "C9")
-    return palette[names.index(name) % len(palette)]
-
-
 def _style(names: list[str], name: str) -> dict[str, Any]:
-    """Colour, marker and line style by the series' place among all names of the figure."""
+    """Colour (C0..C9), marker and line style by the series' place among all names of the
+    figure, so the same model keeps its colour in every panel and figure of a report."""
     i = names.index(name)
-    return {
-        "color": _color(names, name),
-        "marker": MARKERS[i % len(MARKERS)],
-        "linestyle": LINESTYLES[i % len(LINESTYLES)],
-    }
+    marker, line = MARKERS[i % len(MARKERS)], LINESTYLES[i % len(LINESTYLES)]
+    return {"color": f"C{i % 10}", "marker": marker, "linestyle": line}
 
 
 def _dodge(fig: Figure, ax: Any, index: int, count: int) -> Any:
@@ -81,7 +73,6 @@ def line_figure(
     xlabel: str,
     ylabel: str,
     integer_x: bool = True,
-    log_x: bool = False,
     xticks: Mapping[float, str] | None = None,
 ) -> Figure:
     """One subplot per panel, one line per series (own marker, dodged), shaded band where
@@ -110,8 +101,6 @@ def line_figure(
             shift = _dodge(fig, ax, k, len(panel.series))
             for artist in artists:
                 artist.set_transform(shift)
-        if log_x:
-            ax.set_xscale("log")
         xs = sorted({x for s in panel.series for x in s.x})
         if xticks:
             ax.set_xticks(list(xticks), list(xticks.values()))
@@ -138,8 +127,6 @@ def heatmap_figure(
     title: str,
     xlabel: str,
     ylabel: str,
-    vmin: float | None = 0.0,
-    vmax: float | None = 1.0,
     value_label: str = "score",
 ) -> Figure:
     """``grid[i][j]`` = score at row i (depth) and column j (length); missing cells are blank."""
@@ -152,7 +139,7 @@ def heatmap_figure(
     )
     ax = fig.subplots()
     image = ax.imshow(
-        data, vmin=vmin, vmax=vmax, cmap="RdYlGn", aspect="auto", interpolation="nearest"
+        data, vmin=0.0, vmax=1.0, cmap="RdYlGn", aspect="auto", interpolation="nearest"
     )
     ax.set_xticks(range(len(cols)), cols)
     ax.set_yticks(range(len(rows)), rows)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from needlework.errors import UserError
-from needlework.io import check_creatable, write_text
+from needlework.io import check_creatable, staged_dir, write_text
 from needlework.records import Figure
 from needlework.reporting import plots, sections
 from needlework.reporting.compare import (
@@ -103,8 +103,6 @@ def build_report(
     Everything is written into a staging folder that replaces ``out_dir`` only once the report
     is complete; a failure (or Ctrl-C) removes it and leaves ``out_dir`` as it was.
     """
-    from needlework.io import staged_dir
-
     target = Path(out_dir)
     check_out_dir(target)
     found = discover(list(run_dirs))
@@ -113,31 +111,17 @@ def build_report(
     chosen = _choose_baseline(found.runs, baseline)
     # resolved: a symlinked --out keeps its link, and ``.`` has a parent to stage in
     with staged_dir(target.resolve()) as stage:
-        result = _write_report(stage, found, chosen, html)
+        builder = ReportBuilder(stage, found, chosen)
+        result = builder.build()
+        if html:
+            from needlework.reporting.html import html_page
+
+            tables, notes = builder.html_tables, builder.notes.texts
+            page = html_page(tables, builder.figures, found.runs, notes, result.problems)
+            write_text(stage / REPORT_HTML, page)
+            result.files.append(stage / REPORT_HTML)
     moved = [target / f.relative_to(stage) for f in result.files]
     return ReportResult(target / REPORT_MD, moved, result.problems, result.baseline)
-
-
-def _write_report(out: Path, found: Discovery, baseline: str | None, html: bool) -> ReportResult:
-    """Every file of the report, written into ``out``."""
-    builder = ReportBuilder(out, found, baseline)
-    result = builder.build()
-    if html:
-        from needlework.reporting.html import html_page
-
-        page = out / REPORT_HTML
-        write_text(
-            page,
-            html_page(
-                builder.html_tables,
-                builder.figures,
-                found.runs,
-                builder.notes.texts,
-                result.problems,
-            ),
-        )
-        result.files.append(page)
-    return result
 
 
 REPORT_MD = "report.md"
@@ -153,20 +137,21 @@ def check_out_dir(out: Path) -> None:
     report.md with its heading, report.html, tables/*.csv and figures/*.png): the report
     replaces the whole folder, so anything else there would be lost."""
     here = Path.cwd().resolve()
+    why = ""
     if out.resolve() in (here, *here.parents):
-        raise UserError(
-            f"--out {out}: is the current folder or holds it, and the report replaces its "
-            "whole folder: give a subfolder (e.g. --out report)"
+        why = (
+            "is the current folder or holds it, and the report replaces its whole folder: "
+            "give a subfolder (e.g. --out report)"
         )
-    if out.exists() or out.is_symlink():
-        if not out.is_dir():
-            raise UserError(f"--out {out}: exists and is not a folder")
-        stray = _not_from_a_report(out)
-        if stray:
-            raise UserError(
-                f"--out {out}: folder is not empty and was not written by needlework report "
-                f"({stray}); refusing to replace it: give a new or empty folder"
-            )
+    elif (out.exists() or out.is_symlink()) and not out.is_dir():
+        why = "exists and is not a folder"
+    elif out.exists() and (stray := _not_from_a_report(out)):
+        why = (
+            f"folder is not empty and was not written by needlework report ({stray}); "
+            "refusing to replace it: give a new or empty folder"
+        )
+    if why:
+        raise UserError(f"--out {out}: {why}")
     check_creatable(out, f"--out {out}")  # staged beside the (resolved) folder, renamed there
 
 
@@ -174,17 +159,14 @@ def _not_from_a_report(out: Path) -> str:
     """Why ``out`` is not an empty folder or an earlier report's folder ("" when it is)."""
     try:
         entries = sorted(out.iterdir())
-        if not entries:
-            return ""
-        if not (out / REPORT_MD).is_file():
+        if entries and not (out / REPORT_MD).is_file():
             return f"it has {entries[0].name} but no {REPORT_MD}"
-        with (out / REPORT_MD).open("rb") as fh:
-            if fh.read(len(REPORT_HEADING)) != REPORT_HEADING.encode():
-                return f"its {REPORT_MD} does not start with {REPORT_HEADING.strip()!r}"
+        if entries and not (out / REPORT_MD).read_bytes().startswith(REPORT_HEADING.encode()):
+            return f"its {REPORT_MD} does not start with {REPORT_HEADING.strip()!r}"
         for entry in entries:
+            ext = REPORT_DIRS.get(entry.name)
             if entry.name in (REPORT_MD, REPORT_HTML) and entry.is_file():
                 continue
-            ext = REPORT_DIRS.get(entry.name)
             if ext is None or entry.is_symlink() or not entry.is_dir():
                 return f"it holds {entry.name}"
             for item in sorted(entry.iterdir()):
@@ -205,29 +187,24 @@ def _choose_baseline(runs: list[EvalRun], wanted: str | None) -> str | None:
     """
     variants = list(dict.fromkeys(r.variant for r in runs))
     if wanted is None:
-        if any(r.info.get("variant") == "base" for r in runs):
-            return "base"
-        return variants[0] if variants else None
+        base = any(r.info.variant == "base" for r in runs)
+        return "base" if base else next(iter(variants), None)
     if wanted in variants:
         return wanted
-    for matches in (
-        lambda r: r.model == wanted,
-        lambda r: r.model.partition(":")[2] == wanted,
-    ):
-        found = list(dict.fromkeys(r.variant for r in runs if matches(r)))
-        if len(found) == 1:
-            return found[0]
-        if found:
-            raise UserError(
-                f"--baseline {wanted!r}: that model was run as several variants "
-                f"({', '.join(map(repr, found))}); name one of them"
-            )
-    models = [m for m in dict.fromkeys(r.model for r in runs) if m not in variants]
-    also = f" (or one of the models {', '.join(map(repr, models))})" if models else ""
-    raise UserError(
-        f"--baseline {wanted!r}: no such variant or model among the runs; labels: "
-        f"{', '.join(map(repr, variants)) or '(none)'}{also}"
-    )
+    found: list[str] = []
+    for model in (lambda r: r.model, lambda r: r.model.partition(":")[2]):
+        found = found or list(dict.fromkeys(r.variant for r in runs if model(r) == wanted))
+    if len(found) == 1:
+        return found[0]
+    if found:
+        several = ", ".join(map(repr, found))
+        why = f"that model was run as several variants ({several}); name one of them"
+    else:
+        models = [m for m in dict.fromkeys(r.model for r in runs) if m not in variants]
+        also = f" (or one of the models {', '.join(map(repr, models))})" if models else ""
+        labels = ", ".join(map(repr, variants)) or "(none)"
+        why = f"no such variant or model among the runs; labels: {labels}{also}"
+    raise UserError(f"--baseline {wanted!r}: {why}")
 
 
 def slug(text: str) -> str:
@@ -240,7 +217,10 @@ class ReportBuilder:
     def __init__(self, out: Path, found: Discovery, baseline: str | None) -> None:
         self.out, self.found, self.baseline = out, found, baseline
         groups = group_runs(found.runs)
-        rank = {lb: min(r.rank for g in vs.values() for r in g.runs) for lb, vs in groups.items()}
+        rank = {
+            lb: min(r.metrics.report_rank for g in vs.values() for r in g.runs)
+            for lb, vs in groups.items()
+        }
         self.groups = {lb: groups[lb] for lb in sorted(groups, key=rank.__getitem__)}
         self.problems = list(found.problems) + check_groups(self.groups)
         for label, variants in self.groups.items():
@@ -318,11 +298,14 @@ class ReportBuilder:
         parts.append(sections.training_section(self))
         runs_md, runs_csv = runs_table(self.found.runs)
         runs_link = self.csv("runs", runs_csv)
+        items = "".join(f"* {p}\n" for p in self.problems)
         head = [
             REPORT_HEADING,
             f"{len(self.found.runs)} evaluation runs, {len(self.found.training)} training runs. "
             f"Baseline for deltas: **{self.baseline or 'none'}**.\n",
-            self.problems_section(),
+            f"## Problems found\n\nThese runs or files are missing or inconsistent:\n\n{items}"
+            if self.problems
+            else "No problems found in the run folders.\n",
         ]
         tail = [
             f"## Runs\n\n{runs_md.to_markdown()}\nCSV: [{runs_link}]({runs_link})\n",
@@ -334,29 +317,18 @@ class ReportBuilder:
         self.files.append(path)
         return ReportResult(path, self.files, self.problems, self.baseline)
 
-    def problems_section(self) -> str:
-        if not self.problems:
-            return "No problems found in the run folders.\n"
-        items = "".join(f"* {p}\n" for p in self.problems)
-        return f"## Problems found\n\nThese runs or files are missing or inconsistent:\n\n{items}"
-
     def overall_section(self) -> str:
         start = len(self.notes.texts)
         rows = []
         for label, variants in self.groups.items():
             base = self.base_of(label)
+            missing = Delta(None, note=f"no {self.baseline} run on {label}")
             for group in variants.values():
-                delta = None
-                if group is not base:
-                    delta = (
-                        paired_delta(group, base)
-                        if base
-                        else Delta(None, note=f"no {self.baseline} run on {label}")
-                    )
+                delta = None if group is base else paired_delta(group, base) if base else missing
                 rows.append(Row(group, overall(group), delta))
             for metric in secondary_metrics(list(variants.values())):
                 for group in variants.values():
-                    if not all(metric in r.metrics["metrics"] for r in group.runs):
+                    if not group.has(metric):
                         continue
                     delta = None
                     if base is not None and group is not base:
@@ -381,7 +353,7 @@ class ReportBuilder:
         md = Table(["benchmark", "metric", "variant", "n", "score [95% CI]", f"Δ vs {base_name}"])
         for label, variants in self.groups.items():
             first = next(iter(variants.values()))
-            names = list(dict.fromkeys(m for r in first.runs for m in r.metrics["metrics"]))
+            names = list(dict.fromkeys(m for r in first.runs for m in r.metrics.metrics))
             if any(f.kind == "scores" for f in self.declared(label)) or len(names) < 2:
                 continue
             base = self.base_of(label)
@@ -392,16 +364,8 @@ class ReportBuilder:
                         paired_delta(group, base, metric) if base and group is not base else None
                     )
                     n = stat.n if stat.n is not None else "varies"
-                    md.rows.append(
-                        [
-                            label,
-                            metric,
-                            group.variant,
-                            n,
-                            fmt_stat(stat),
-                            fmt_delta(delta, self.notes) if delta else "",
-                        ]
-                    )
+                    shown = fmt_delta(delta, self.notes) if delta else ""
+                    md.rows.append([label, metric, group.variant, n, fmt_stat(stat), shown])
         if not md.rows:
             return ""
         self.html_tables.append(("All metrics", md))

@@ -25,21 +25,20 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-import yaml
+from needlework.config import read_yaml, validate
+from needlework.errors import UserError, first_line
+from needlework.io import iter_jsonl, read_json
+from needlework.records import Figure, Metrics, Prediction, RunInfo, TrainedModel
 
-from needlework.errors import DataError, UserError, first_line
-from needlework.io import read_jsonl
-from needlework.records import Figure, Prediction
+T = TypeVar("T")
 
 METRICS = "metrics.json"
 PREDICTIONS = "predictions.jsonl"
 RUN_INFO = "run.json"
 CONFIG = "config.yaml"
 MODEL_JSON = "model.json"
-DEFAULT_RANK = 100
-"""Report rank of a benchmark that declares none."""
 PATH_FIELDS = ("path", "adapter", "model", "base_url")
 """Backend fields holding paths/ids, shown by their last components in model labels."""
 TRAIN_LOGS = ("train_log.jsonl", "training_log.jsonl", "log_history.jsonl", "loss.jsonl")
@@ -59,10 +58,9 @@ class EvalRun:
     variant: str
     """What is compared: run.json ``variant`` if present, else the model label."""
     seed: str | None
-    primary_metric: str
-    metrics: dict[str, Any]
-    info: dict[str, Any]
-    predictions: list[dict[str, Any]] | None = None
+    metrics: Metrics
+    info: RunInfo
+    predictions: list[Prediction] | None = None
     """None when predictions.jsonl is missing or unreadable (the reason is in problems)."""
     model_spec: Any = None
     """config.yaml ``model`` (the backend unit as run), None when there is no config.yaml."""
@@ -70,8 +68,16 @@ class EvalRun:
     """No variant recorded: ``variant`` is the model label (and follows it when lengthened)."""
     figures: tuple[Figure, ...] = ()
     """How the benchmark asked to be drawn (metrics.json ``figures``)."""
-    rank: int = DEFAULT_RANK
-    """Where its sections go (metrics.json ``report_rank``), lowest first."""
+
+    @property
+    def primary_metric(self) -> str:
+        return self.metrics.primary_metric
+
+    @property
+    def n(self) -> int | None:
+        """Samples scored (metrics.json ``n``, else its primary metric's)."""
+        n = self.metrics.n
+        return self.metrics.metrics[self.primary_metric].n if n is None else n
 
     @property
     def name(self) -> str:
@@ -84,7 +90,8 @@ class TrainRun:
     """A training run folder: how to load the result, and the loss log when one is found."""
 
     path: Path
-    model: dict[str, Any]
+    model: TrainedModel | None
+    """model.json; None when it is unreadable or misshapen."""
     variant: str
     seed: str | None
     loss: list[tuple[float, float]] = field(default_factory=list)
@@ -124,157 +131,98 @@ def _run_folders(root: Path) -> list[Path]:
     """Folders that look like runs, depth-first in name order, not descending into runs."""
     out: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root):
-        names = set(filenames)
-        here = Path(dirpath)
-        if {METRICS, PREDICTIONS} & names or _is_empty_eval_run(here, names):
+        names, here = set(filenames), Path(dirpath)
+        try:  # an eval run that wrote its run.json but no results yet (crashed or running)
+            started = RUN_INFO in names and read_json(here / RUN_INFO, RunInfo).benchmark
+        except UserError:
+            started = None
+        if {METRICS, PREDICTIONS} & names or started:
             out.append(here)
             dirnames[:] = []
             continue
-        if MODEL_JSON in names:
-            # A training run may hold its own evaluations below it, so keep descending.
+        if MODEL_JSON in names:  # a training run may hold its own evaluations below it
             out.append(here)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
     return out
 
 
-def _is_empty_eval_run(folder: Path, names: set[str]) -> bool:
-    """An eval run that wrote its run.json but no results yet (crashed or still running)."""
-    if RUN_INFO not in names:
-        return False
-    info = _read_json(folder / RUN_INFO, problems=None)
-    return isinstance(info, dict) and "benchmark" in info
-
-
-def _read_json(path: Path, problems: list[str] | None) -> Any:
-    """The parsed file, or None (and a problem line) when it cannot be read, is not UTF-8 text
-    or is not JSON."""
+def _read(tp: type[T], path: Path, problems: list[str], then: str) -> T | None:
+    """The record at ``path``, or None and a problem line (its one-line error, then what
+    follows from it) when it is unreadable or misshapen."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad JSON or not UTF-8
-        if problems is not None:
-            problems.append(f"{path}: unreadable JSON ({_why(exc)})")
+        return read_json(path, tp)
+    except UserError as exc:
+        problems.append(f"{exc}; {then}")
         return None
-
-
-def _why(exc: BaseException) -> str:
-    """A one-line reason for an unreadable file (undecodable bytes said as such)."""
-    if isinstance(exc, UnicodeDecodeError):
-        return f"not UTF-8 text: {exc.reason} at byte {exc.start}"
-    if isinstance(exc, RecursionError):
-        return "nested too deeply"
-    return first_line(exc)
 
 
 def _load_folder(folder: Path, found: Discovery) -> None:
-    info = {}
+    info, config, problems = RunInfo(), {}, found.problems
     if (folder / RUN_INFO).is_file():
-        loaded = _read_json(folder / RUN_INFO, found.problems)
-        if isinstance(loaded, dict):
-            info = loaded
-        elif loaded is not None:
-            found.problems.append(
-                f"{folder / RUN_INFO}: expected a JSON object, got {type(loaded).__name__}; "
-                "its variant, seed and model are not used"
-            )
+        info = _read(RunInfo, folder / RUN_INFO, problems, NOT_USED) or info
+    if (folder / CONFIG).is_file():
+        try:
+            config = read_yaml(folder / CONFIG)
+        except UserError as exc:
+            problems.append(f"{exc}; its variant, seed and model spec are not used")
+    # ``variant``/``seed`` from run.json, else from the resolved config.yaml; seed only with a
+    # variant (a bare ``seed`` may be a sampling seed, not a training seed)
+    tags = {"variant": info.variant, "seed": info.seed} if info.variant is not None else config
+    variant = None if tags.get("variant") is None else str(tags["variant"])
+    seed = None if variant is None or tags.get("seed") is None else str(tags["seed"])
     if (folder / METRICS).is_file():
-        run = _load_eval(folder, info, found.problems)
-        if run is not None:
-            found.runs.append(run)
-    elif (folder / PREDICTIONS).is_file() or "benchmark" in info:
+        metrics = _read(Metrics, folder / METRICS, problems, "run left out of the report")
+        if metrics is None:
+            return
+        # The runner writes the label (``mdqa_20docs``) as ``benchmark`` and the registry name
+        # as ``benchmark_name``; sections are chosen by the registry name, comparisons by the
+        # label (in old runs only, the folder name).
+        bench = metrics.benchmark_name or metrics.benchmark
+        label = metrics.label or (metrics.benchmark if metrics.benchmark_name else None)
+        label = label or (folder.name if folder.name.startswith(bench) else bench)
+        model = model_id(info.model or metrics.model)
+        shown = model if variant is None else variant
+        run = EvalRun(folder, bench, label, model, shown, seed, metrics, info)
+        run.model_spec, run.variant_from_model = config.get("model"), variant is None
+        run.figures, run.predictions = (
+            _figures(folder, metrics, problems),
+            _predictions(run, problems),
+        )
+        found.runs.append(run)
+    elif (folder / PREDICTIONS).is_file() or info.benchmark is not None:
         have = PREDICTIONS if (folder / PREDICTIONS).is_file() else RUN_INFO
-        found.problems.append(
+        problems.append(
             f"{folder}: {METRICS} missing (has {have}; the run is unfinished or failed); "
             "run left out of the report"
         )
-    else:
-        found.training.append(_load_train(folder, info, found.problems))
+    else:  # a run without a variant is labelled by the model it wrote, as eval runs are
+        trained = _read(
+            TrainedModel, folder / MODEL_JSON, problems, "the model is shown as unknown"
+        )
+        label = model_id(trained and trained.model_dump()) if variant is None else variant
+        found.training.append(
+            TrainRun(folder, trained, label, seed, _loss(folder, problems), config)
+        )
 
 
-def _load_eval(folder: Path, info: dict[str, Any], problems: list[str]) -> EvalRun | None:
-    metrics = _read_json(folder / METRICS, problems)
-    if metrics is None:
-        problems.append(f"{folder}: run left out of the report ({METRICS} unreadable)")
-        return None
-    why = _check_metrics(metrics)
-    if why:
-        problems.append(f"{folder / METRICS}: {why}; run left out of the report")
-        return None
-    # The runner writes the label (``mdqa_20docs``) as ``benchmark`` and the registry name as
-    # ``benchmark_name``; sections are chosen by the registry name, comparisons by the label.
-    bench = metrics.get("benchmark_name") or metrics["benchmark"]
-    label = metrics.get("label") or info.get("benchmark_label")
-    if not isinstance(label, str):
-        label = metrics["benchmark"] if metrics.get("benchmark_name") else None
-    if not isinstance(label, str):
-        # Old runs only (the runner records the label in metrics.json): the folder name.
-        label = folder.name if folder.name.startswith(bench) else bench
-    config = _read_config(folder, problems)
-    model = model_id(info.get("model", metrics.get("model")))
-    variant, seed = _variant_and_seed(info, config)
-    run = EvalRun(
-        path=folder,
-        benchmark=bench,
-        label=label,
-        model=model,
-        variant=str(variant) if variant is not None else model,
-        seed=str(seed) if seed is not None else None,
-        primary_metric=metrics["primary_metric"],
-        metrics=metrics,
-        info=info,
-        model_spec=config.get("model"),
-        variant_from_model=variant is None,
-    )
-    run.figures, run.rank = _declaration(folder / METRICS, metrics, problems)
-    run.predictions = _load_predictions(folder, run, problems)
-    return run
+NOT_USED = "its variant, seed and model are not used"
 
 
-def _declaration(
-    path: Path, metrics: dict[str, Any], problems: list[str]
-) -> tuple[tuple[Figure, ...], int]:
-    """The benchmark's figures and report rank from metrics.json; a problem line (and tables
-    only) when they are missing or malformed."""
-    raw, rank = metrics.get("figures"), metrics.get("report_rank", DEFAULT_RANK)
-    if raw is None:
+def _figures(folder: Path, metrics: Metrics, problems: list[str]) -> tuple[Figure, ...]:
+    """The figures its benchmark declared; a problem line for each that is malformed (left
+    out) or when none are recorded (tables only)."""
+    path, figures = folder / METRICS, list[Figure]()
+    if metrics.figures is None:
         problems.append(
             f"{path}: records no 'figures' (written by an older needlework?); "
             "its runs get tables but no figures"
         )
-        return (), DEFAULT_RANK
-    figures = []
-    for i, item in enumerate(raw if isinstance(raw, list) else [raw]):
+    for i, item in enumerate(metrics.figures or ()):
         try:
-            figures.append(Figure.from_json(item))
-        except ValueError as exc:
-            problems.append(f"{path}: figures[{i}]: {exc}; that figure is left out")
-    if not isinstance(rank, int) or isinstance(rank, bool):
-        problems.append(f"{path}: 'report_rank' should be an integer, got {rank!r}")
-        rank = DEFAULT_RANK
-    return tuple(figures), rank
-
-
-def _read_config(folder: Path, problems: list[str]) -> dict[str, Any]:
-    """The run's resolved config.yaml ({} when missing or unreadable; a problem line when it
-    is there but cannot be read)."""
-    path = folder / CONFIG
-    if not path.is_file():
-        return {}
-    try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError, yaml.YAMLError) as exc:
-        problems.append(
-            f"{path}: unreadable YAML ({_why(exc)}); its variant, seed and model spec are not used"
-        )
-        return {}
-    return loaded if isinstance(loaded, dict) else {}
-
-
-def _variant_and_seed(info: dict[str, Any], config: dict[str, Any]) -> tuple[Any, Any]:
-    """``variant``/``seed`` from run.json, else from the resolved config.yaml; seed only with a
-    variant (a bare ``seed`` may be a sampling seed, not a training seed)."""
-    source = info if info.get("variant") is not None else config
-    variant = source.get("variant")
-    return variant, (source.get("seed") if variant is not None else None)
+            figures.append(validate(Figure, item, source=str(path), prefix=f"figures.{i}"))
+        except UserError as exc:
+            problems.append(f"{exc}; that figure is left out")
+    return tuple(figures)
 
 
 def label_models(runs: list[EvalRun]) -> None:
@@ -358,55 +306,6 @@ def _detail(fields: dict[str, Any], differ: list[str], depth: int) -> str:
     return ", ".join(items)
 
 
-def _check_metrics(metrics: Any) -> str | None:
-    if not isinstance(metrics, dict):
-        return "expected a JSON object"
-    for key, kind in (("benchmark", str), ("primary_metric", str), ("metrics", dict)):
-        if not isinstance(metrics.get(key), kind):
-            return f"field '{key}' missing or not a {kind.__name__}"
-    primary = metrics["primary_metric"]
-    stat = metrics["metrics"].get(primary)
-    if not isinstance(stat, dict) or not isinstance(stat.get("mean"), (int, float)):
-        return f"metrics['{primary}'] (the primary metric) missing or without a 'mean'"
-    for name, other in metrics["metrics"].items():
-        if not isinstance(other, dict) or not isinstance(other.get("mean"), (int, float)):
-            return f"metrics['{name}'] should be an object with a numeric 'mean'"
-    secondary = metrics.get("secondary_metrics") or []
-    if not isinstance(secondary, list) or not all(isinstance(m, str) for m in secondary):
-        return "field 'secondary_metrics' should be a list of metric names"
-    return _check_by(metrics.get("by", {})) or _check_tasks(metrics.get("tasks", {}))
-
-
-def _check_by(by: Any) -> str | None:
-    """``by``: {field: {key: {metric: stat}}} (an object of objects)."""
-    if not isinstance(by, dict):
-        return f"field 'by' should be a JSON object of breakdowns, got {_kind(by)}"
-    for name, groups in by.items():
-        if not isinstance(groups, dict):
-            return f"by['{name}'] should be a JSON object (key -> scores), got {_kind(groups)}"
-    return None
-
-
-def _check_tasks(tasks: Any) -> str | None:
-    """``tasks`` (a general suite): {task: {"primary_metric": str, ...}}."""
-    if not isinstance(tasks, dict):
-        return f"field 'tasks' should be a JSON object of tasks, got {_kind(tasks)}"
-    for name, task in tasks.items():
-        if not isinstance(task, dict):
-            return f"tasks['{name}'] should be a JSON object, got {_kind(task)}"
-        if not isinstance(task.get("primary_metric", ""), str):
-            return f"tasks['{name}']['primary_metric'] should be a string"
-    return None
-
-
-def _kind(value: Any) -> str:
-    """The JSON name of a value's type, for error lines."""
-    if value is None:
-        return "null"
-    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}
-    return names.get(type(value), "a number")
-
-
 def model_id(value: Any) -> str:
     """A short readable model id from metrics.json/run.json (a string or a backend dict)."""
     if isinstance(value, str) and value:
@@ -419,103 +318,62 @@ def model_id(value: Any) -> str:
     return "unknown-model"
 
 
-def _load_predictions(
-    folder: Path, run: EvalRun, problems: list[str]
-) -> list[dict[str, Any]] | None:
-    path = folder / PREDICTIONS
+def _predictions(run: EvalRun, problems: list[str]) -> list[Prediction] | None:
+    path = run.path / PREDICTIONS
     if not path.is_file():
         problems.append(
-            f"{folder}: {PREDICTIONS} missing; its aggregate metrics are shown but it takes "
+            f"{run.path}: {PREDICTIONS} missing; its aggregate metrics are shown but it takes "
             "no part in paired deltas or per-sample views"
         )
         return None
-    rows: list[dict[str, Any]] = []
-    seen: set[str] = set()
+    rows: dict[str, Prediction] = {}
     duplicates = 0
     try:
-        for lineno, row in enumerate(read_jsonl(path), 1):
-            Prediction.check(row, f"{path}:{lineno}", need_hash=False)
-            if row["id"] in seen:
-                duplicates += 1
-                continue
-            seen.add(row["id"])
-            rows.append(row)
-    except DataError as exc:
+        for lineno, row in iter_jsonl(path):
+            pred: Prediction = validate(Prediction, row, source=f"{path}:{lineno}")
+            duplicates += pred.id in rows
+            rows.setdefault(pred.id, pred)
+    except UserError as exc:
         problems.append(f"{exc}; predictions of this run ignored")
         return None
     if duplicates:
         problems.append(f"{path}: {duplicates} repeated sample ids (kept the first of each)")
-    n = run.metrics.get("n", run.metrics["metrics"][run.primary_metric].get("n"))
     # a suite (metrics.json ``tasks``) counts requests, not predictions.jsonl rows
-    if isinstance(n, int) and n != len(rows) and "tasks" not in run.metrics:
+    if run.n is not None and run.n != len(rows) and not run.metrics.tasks:
         problems.append(
-            f"{folder}: {METRICS} says n={n} but {PREDICTIONS} has {len(rows)} samples "
+            f"{run.path}: {METRICS} says n={run.n} but {PREDICTIONS} has {len(rows)} samples "
             "(metrics written before the run finished?)"
         )
-    return rows
+    return list(rows.values())
 
 
 def _drop_duplicates(found: Discovery) -> None:
     """Two runs for the same variant, seed and label: keep the first given, say so."""
     kept: dict[tuple[str, str | None, str], EvalRun] = {}
-    runs = []
     for run in found.runs:
-        key = (run.variant, run.seed, run.label)
-        if key in kept:
+        first = kept.setdefault((run.variant, run.seed, run.label), run)
+        if first is not run:
             found.problems.append(
-                f"{run.path}: same variant/seed/benchmark as {kept[key].path} "
+                f"{run.path}: same variant/seed/benchmark as {first.path} "
                 f"({run.name}); kept the first, left this one out"
             )
-            continue
-        kept[key] = run
-        runs.append(run)
-    found.runs = runs
+    found.runs = list(kept.values())
 
 
-def _load_train(folder: Path, info: dict[str, Any], problems: list[str]) -> TrainRun:
-    model = _read_json(folder / MODEL_JSON, problems)
-    if model is not None and not (
-        isinstance(model, dict) and isinstance(model.get("backend") or model.get("name"), str)
-    ):
-        problems.append(
-            f"{folder / MODEL_JSON}: expected a JSON object with 'backend' (docs/formats.md §B), "
-            f"got {'one without it' if isinstance(model, dict) else _kind(model)}; "
-            "the model is shown as unknown"
-        )
-    if not isinstance(model, dict):
-        model = {}
-    config = _read_config(folder, problems)
-    # config.yaml ``variant``/``seed`` (``needlework run`` records them); a run without a
-    # variant is labelled by the model it wrote, as plain eval runs are
-    variant, seed = _variant_and_seed(info, config)
-    run = TrainRun(
-        path=folder,
-        model=model,
-        variant=str(variant) if variant is not None else model_id(model or None),
-        seed=str(seed) if seed is not None else None,
-        config=config,
-    )
-    run.loss = _loss_log(folder, problems)
-    return run
-
-
-def _loss_log(folder: Path, problems: list[str]) -> list[tuple[float, float]]:
+def _loss(folder: Path, problems: list[str]) -> list[tuple[float, float]]:
     """(step, loss) from a JSONL log or the newest HF ``trainer_state.json`` in the folder; a
     log that is there but unreadable is a problem line."""
     for name in TRAIN_LOGS:
-        path = folder / name
-        if path.is_file():
-            try:
-                rows = list(read_jsonl(path))
-            except DataError as exc:
+        if (folder / name).is_file():
+            try:  # rows without a loss are valid (a run too short to log one has its summary)
+                return _steps_and_losses([row for _, row in iter_jsonl(folder / name)])
+            except UserError as exc:
                 problems.append(f"{first_line(exc)}; no loss curve for {folder}")
                 return []
-            # rows without a loss are valid (a run too short to log one has only its summary)
-            return _steps_and_losses(rows)
     states = sorted(folder.glob("**/trainer_state.json"), key=_checkpoint_step)
     for path in reversed(states):
-        state = _read_json(path, problems)
-        if isinstance(state, dict) and isinstance(state.get("log_history"), list):
+        state = _read(dict, path, problems, "no loss curve from it")
+        if state and isinstance(state.get("log_history"), list):
             return _steps_and_losses(state["log_history"])
     return []
 
@@ -527,11 +385,9 @@ def _checkpoint_step(path: Path) -> tuple[int, str]:
 
 
 def _steps_and_losses(rows: list[Any]) -> list[tuple[float, float]]:
-    out = []
-    for row in rows:
-        if not isinstance(row, dict):
-            continue
-        step, loss = row.get("step"), row.get("loss")
-        if isinstance(step, (int, float)) and isinstance(loss, (int, float)):
-            out.append((float(step), float(loss)))
-    return out
+    num = (int, float)
+    return [
+        (float(r["step"]), float(r["loss"]))
+        for r in rows
+        if isinstance(r, dict) and isinstance(r.get("step"), num) and isinstance(r.get("loss"), num)
+    ]

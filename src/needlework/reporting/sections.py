@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
-from needlework.records import Figure
+from needlework.records import Figure, Prediction
 from needlework.reporting import plots
 from needlework.reporting.compare import (
     Delta,
@@ -51,11 +51,9 @@ def secondary_metrics(groups: list[Group]) -> list[str]:
     if not groups:
         return []
     runs = [r for g in groups for r in g.runs]
-    declared = dict.fromkeys(m for r in runs for m in r.metrics.get("secondary_metrics") or ())
+    declared = dict.fromkeys(m for r in runs for m in r.metrics.secondary_metrics)
     return [
-        m
-        for m in declared
-        if m != groups[0].metric and any(m in r.metrics["metrics"] for r in runs)
+        m for m in declared if m != groups[0].metric and any(m in r.metrics.metrics for r in runs)
     ]
 
 
@@ -79,8 +77,8 @@ def num_key(key: str) -> tuple[int, float, str]:
 
 
 def meta_key(field_name: str) -> KeyFn:
-    def key(row: dict[str, Any]) -> str | None:
-        value = (row.get("meta") or {}).get(field_name)
+    def key(row: Prediction) -> str | None:
+        value = row.meta.get(field_name)
         return None if value is None else str(value)
 
     return key
@@ -91,9 +89,9 @@ def distinct_keys(groups: list[Group], field_name: str, key: KeyFn | None = None
     computes them from predictions)."""
     keys: set[str] = set()
     for run in (r for g in groups for r in g.runs):
-        by = None if key else run.metrics.get("by", {}).get(field_name)
-        if isinstance(by, dict):
-            keys.update(map(str, by))
+        by = None if key else run.metrics.by.get(field_name)
+        if by is not None:
+            keys.update(by)
         else:
             keys.update(k for k in map(key or meta_key(field_name), run.predictions or []) if k)
     return keys
@@ -103,8 +101,8 @@ def depth_bin(x: str, size: str) -> KeyFn:
     """Gold depth in 10 bins ("0.0".."0.9") from meta ``gold_depth``, else position ``x`` over
     the number of positions ``size``; the lower edge, as a benchmark's gold_depth_bin has it."""
 
-    def key(row: dict[str, Any]) -> str | None:
-        meta = row.get("meta") or {}
+    def key(row: Prediction) -> str | None:
+        meta = row.meta
         depth = meta.get("gold_depth")
         if not isinstance(depth, (int, float)):
             pos, n = meta.get(x), meta.get(size) if size else None
@@ -121,8 +119,8 @@ def depth_bin(x: str, size: str) -> KeyFn:
 def has_breakdown(groups: list[Group], field_name: str) -> bool:
     """Some run breaks down by ``field_name`` (metrics.json ``by``, else prediction meta)."""
     runs = [r for g in groups for r in g.runs]
-    return any(field_name in r.metrics.get("by", {}) for r in runs) or any(
-        field_name in (row.get("meta") or {}) for r in runs for row in (r.predictions or [])[:1]
+    return any(field_name in r.metrics.by for r in runs) or any(
+        field_name in row.meta for r in runs for row in (r.predictions or [])[:1]
     )
 
 
@@ -195,7 +193,7 @@ def line_section(b: ReportBuilder, items: list[tuple[str, Figure]]) -> str:
     for label, own in items:
         groups = list(b.groups[label].values())
         if not has_breakdown(groups, fig.x):
-            if any(r.metrics.get("by") for g in groups for r in g.runs):
+            if any(r.metrics.by for g in groups for r in g.runs):
                 b.problems.append(f"{label}: no {fig.x} breakdown; no {fig.name} plot")
             continue
         axis = line_axis(fig, groups)
@@ -268,12 +266,10 @@ def tokens_label(key: str) -> str:
 def depth_label(field_name: str, keys: list[str]) -> Callable[[str], str]:
     """Depth keys as percentages: ``*percent*`` fields (and any with values above 1) are
     percent already; other depth fields are fractions 0..1 of the context."""
-    values = []
-    for k in keys:
-        try:
-            values.append(float(k))
-        except ValueError:
-            return str
+    try:
+        values = [float(k) for k in keys]
+    except ValueError:
+        return str
     scale = 1.0 if "percent" in field_name or any(v > 1 for v in values) else 100.0
     return lambda k: f"{round(float(k) * scale, 6):g}%"
 
@@ -310,7 +306,7 @@ def one_heatmap(b: ReportBuilder, fig: Figure, label: str) -> str:
     by_len, by_depth = meta_key(length), meta_key(depth)
     base = b.base_of(label)
 
-    def cell(row: dict[str, Any]) -> str | None:
+    def cell(row: Prediction) -> str | None:
         d, n = by_depth(row), by_len(row)
         return None if d is None or n is None else f"{d}|{n}"
 
@@ -320,12 +316,9 @@ def one_heatmap(b: ReportBuilder, fig: Figure, label: str) -> str:
         for run in group.runs:
             acc: dict[tuple[str, str], list[float]] = {}
             for row in run.predictions or []:
-                k = (by_depth(row), by_len(row))
-                if None not in k and group.metric in row["scores"]:
-                    # cast: `None not in k` has ruled out None
-                    acc.setdefault(cast("tuple[str, str]", k), []).append(
-                        float(row["scores"][group.metric])
-                    )
+                d, n = by_depth(row), by_len(row)
+                if d is not None and n is not None and group.metric in row.scores:
+                    acc.setdefault((d, n), []).append(row.scores[group.metric])
             for k, vals in acc.items():
                 cells.setdefault(k, []).append(sum(vals) / len(vals))
                 sizes[k] = len(vals)
@@ -373,18 +366,12 @@ def scores_section(b: ReportBuilder, items: list[tuple[str, Figure]]) -> str:
         variants = b.groups[label]
         base = b.base_of(label)
         names = list(
-            dict.fromkeys(
-                m for g in variants.values() for r in g.runs for m in r.metrics["metrics"]
-            )
+            dict.fromkeys(m for g in variants.values() for r in g.runs for m in r.metrics.metrics)
         )
         cells: dict[str, dict[str, Stat]] = {}
         deltas: dict[str, dict[str, Delta]] = {}
         for variant, group in variants.items():
-            cells[variant] = {
-                m: overall(group, m)
-                for m in names
-                if all(m in r.metrics["metrics"] for r in group.runs)
-            }
+            cells[variant] = {m: overall(group, m) for m in names if group.has(m)}
             if base is not None and group is not base:
                 deltas[variant] = {m: general_delta(group, base, m) for m in cells[variant]}
         md, out = general_table(names, cells, deltas, b.baseline, b.notes)
@@ -392,8 +379,7 @@ def scores_section(b: ReportBuilder, items: list[tuple[str, Figure]]) -> str:
         link = b.csv(f"{label}_{fig.name}", out)
         caveats: dict[str, str] = {}
         for run in (r for g in variants.values() for r in g.runs):
-            found = run.metrics.get("caveats")
-            caveats.update(found if isinstance(found, dict) else {})
+            caveats.update(run.metrics.caveats)
         notes = "".join(f"* {task}: {text}\n" for task, text in caveats.items())
         notes = f"\nNot directly comparable with the paper's numbers:\n\n{notes}" if notes else ""
         head = f"### {label}\n\n" if len(labels) > 1 else ""
@@ -415,18 +401,14 @@ def general_delta(group: Group, base: Group, metric: str) -> Delta:
     b, _ = seed_scores(base, metric)
     if a or b:
         return paired_delta(group, base, metric)
-    if not all(metric in r.metrics["metrics"] for r in base.runs):
+    if not base.has(metric):
         return Delta(None, note=f"{base.variant} has no {metric}")
     mine, theirs = overall(group, metric), overall(base, metric)
     if mine.n != theirs.n or mine.n is None:
-        return Delta(
-            None, note=f"{metric}: sample counts differ ({mine.n} vs {theirs.n}); no delta"
-        )
-    return Delta(
-        mine.mean - theirs.mean,
-        n=mine.n,
-        note="no per-sample scores: unpaired difference of means, no CI",
-    )
+        why = f"{metric}: sample counts differ ({mine.n} vs {theirs.n}); no delta"
+        return Delta(None, note=why)
+    why = "no per-sample scores: unpaired difference of means, no CI"
+    return Delta(mine.mean - theirs.mean, n=mine.n, note=why)
 
 
 def other_breakdowns(b: ReportBuilder) -> str:
@@ -436,11 +418,7 @@ def other_breakdowns(b: ReportBuilder) -> str:
         shown = {f for fig in b.declared(label) for f in (fig.x, fig.y, fig.bins)}
         fields = list(
             dict.fromkeys(
-                f
-                for g in variants.values()
-                for r in g.runs
-                for f in r.metrics.get("by", {})
-                if f not in shown
+                f for g in variants.values() for r in g.runs for f in r.metrics.by if f not in shown
             )
         )
         for field_name in fields:
@@ -465,22 +443,15 @@ def training_section(b: ReportBuilder) -> str:
     for t in runs:
         m = t.model
         final = f"{t.loss[-1][1]:.4f}" if t.loss else "no log found"
+        where = (m.path or m.model if m else None) or "?"
+        adapter = (m.adapter if m else None) or ""
         table.rows.append(
-            [
-                t.variant,
-                t.seed or "",
-                m.get("backend", "?"),
-                m.get("path") or m.get("model") or "?",
-                m.get("adapter") or "",
-                final,
-                f"`{t.path}`",
-            ]
+            [t.variant, t.seed or "", m.backend if m else "?", where, adapter, final, f"`{t.path}`"]
         )
         if t.loss:
             name = t.variant + (f" seed {t.seed}" if t.seed is not None else "")
-            series.append(
-                plots.Series(name, tuple(s for s, _ in t.loss), tuple(v for _, v in t.loss))
-            )
+            steps, losses = zip(*t.loss)
+            series.append(plots.Series(name, steps, losses))
     img = b.figure("training_loss", plots.loss_figure(series), "Training loss") if series else ""
     return f"## Training runs\n\n{table.to_markdown()}\n{img}"
 
@@ -493,10 +464,7 @@ def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in data.items():
         name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{name}."))
-        else:
-            out[name] = value
+        out |= _flat(value, f"{name}.") if isinstance(value, dict) else {name: value}
     return out
 
 
@@ -560,7 +528,7 @@ def setting_section(b: ReportBuilder) -> str:
             lo, hi = tuple(s.ci_low for s in st), tuple(s.ci_high for s in st)
             lines.append(plots.Series(metric, xs, tuple(s.mean for s in st), lo, hi))
             base = b.base_of(label)
-            if base is not None and all(metric in r.metrics["metrics"] for r in base.runs):
+            if base is not None and base.has(metric):
                 flat = overall(base, metric).mean
                 ys = (flat, flat) if len(xs) == 1 else tuple(flat for _ in xs)
                 lines.append(plots.Series(f"{metric} ({b.baseline})", xs or (0.0,), ys))
@@ -614,11 +582,11 @@ def comparison_columns(b: ReportBuilder) -> list[tuple[str, str]]:
     for label, variants in b.groups.items():
         groups = list(variants.values())
         runs = [r for g in groups for r in g.runs]
-        recorded = set.intersection(*(set(r.metrics["metrics"]) for r in runs))
-        tasks = runs[0].metrics.get("tasks")
-        if isinstance(tasks, dict):  # a suite: each task's score and its closed-book rates
+        recorded = set.intersection(*(set(r.metrics.metrics) for r in runs))
+        tasks = runs[0].metrics.tasks
+        if tasks:  # a suite: each task's score and its closed-book rates
             for key, task in tasks.items():
-                for name in (task.get("primary_metric"), f"{key}/wrong_answer", f"{key}/abstained"):
+                for name in (task.primary_metric, f"{key}/wrong_answer", f"{key}/abstained"):
                     if name in recorded:
                         cols.append((label, name))
             continue
@@ -634,7 +602,7 @@ def column_delta(b: ReportBuilder, label: str, group: Group, metric: str) -> Del
     base = b.base_of(label)
     if base is None or group is base:
         return None
-    if "tasks" in group.runs[0].metrics and not seed_scores(group, metric)[0]:
+    if group.runs[0].metrics.tasks and not seed_scores(group, metric)[0]:
         return general_delta(group, base, metric)
     return paired_delta(group, base, metric)
 
@@ -648,7 +616,7 @@ def score_row(
     found: list[tuple[str, str, Stat, Delta | None]] = []
     for label, metric in cols:
         group = b.groups[label].get(variant)
-        if group is None or not all(metric in r.metrics["metrics"] for r in group.runs):
+        if group is None or not group.has(metric):
             cells.append(DASH)
             continue
         stat, delta = overall(group, metric), column_delta(b, label, group, metric)

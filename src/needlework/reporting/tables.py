@@ -104,10 +104,9 @@ def runs_table(runs: list[EvalRun]) -> tuple[Table, Table]:
     md = Table(["benchmark", "variant", "seed", "model", "n", "run folder"])
     out = Table(["benchmark", "label", "variant", "seed", "model", "n", "predictions", "path"])
     for r in runs:
-        n = r.metrics.get("n", r.metrics["metrics"][r.primary_metric].get("n"))
         preds = len(r.predictions) if r.predictions is not None else None
-        md.rows.append([r.label, r.variant, r.seed or "", r.model, n, f"`{r.path}`"])
-        out.rows.append([r.benchmark, r.label, r.variant, r.seed, r.model, n, preds, str(r.path)])
+        md.rows.append([r.label, r.variant, r.seed or "", r.model, r.n, f"`{r.path}`"])
+        out.rows.append([r.benchmark, r.label, r.variant, r.seed, r.model, r.n, preds, str(r.path)])
     return md, out
 
 

@@ -26,7 +26,7 @@ from pydantic.dataclasses import dataclass
 from needlework.config import validate
 from needlework.errors import DataError
 from needlework.io import iter_jsonl
-from needlework.models.base import Conversation, Turn
+from needlework.records import Conversation, Message
 
 __all__ = ["ChatRow", "Conversation", "chat_row", "mix_rows", "read_chat_rows"]
 
@@ -40,12 +40,12 @@ class ChatRow:
     """``path:line`` of the row in its JSONL file."""
 
     @property
-    def prompt(self) -> list[Turn]:
+    def prompt(self) -> list[Message]:
         """Every turn before the final assistant answer."""
         return list(self.messages[:-1])
 
     @property
-    def completion(self) -> list[Turn]:
+    def completion(self) -> list[Message]:
         """The final assistant turn (the answer trained on)."""
         return [self.messages[-1]]
 
