@@ -223,10 +223,10 @@ def test_missing_chat_template_is_an_error(tmp_path, tiny_checkpoint):
 @pytest.mark.parametrize(
     "kwargs, needle",
     [
-        ({"path": ""}, "'path': String should have at least 1 character"),
+        ({"path": ""}, "'path': expected a non-empty string"),
         ({"path": "m", "dtype": "fp8"}, "'dtype': expected one of 'auto', 'fastest'.*'fp8'"),
-        ({"path": "m", "batch_size": 0}, "'batch_size': expected greater than or equal to 1"),
-        ({"path": "m", "max_context_tokens": 0}, "'max_context_tokens': expected greater"),
+        ({"path": "m", "batch_size": 0}, "'batch_size': expected >= 1"),
+        ({"path": "m", "max_context_tokens": 0}, "'max_context_tokens': expected >="),
         ({"path": "m", "device": "banana"}, "'device': .*cuda.*'banana'"),
     ],
 )

@@ -258,7 +258,7 @@ def test_spec_forms():
     assert m.base_url == "http://127.0.0.1:8000/v1"
     with pytest.raises(UserError, match=r"field 'model.base_url': .*https\?://.*'127.0.0.1:8000'"):
         load_backend({"name": "openai", "model": "m", "base_url": "127.0.0.1:8000"})
-    with pytest.raises(UserError, match="field 'model.concurrency': expected greater than"):
+    with pytest.raises(UserError, match="field 'model.concurrency': expected >= 1"):
         load_backend({"name": "openai", "model": "m", "concurrency": 0})
 
 
@@ -266,7 +266,7 @@ def test_spec_forms():
     ("data", "what"),
     [
         ({"id": "x"}, "field 'choices': is required but missing"),
-        ({"choices": []}, "field 'choices': List should have at least 1 item"),
+        ({"choices": []}, "field 'choices': expected at least 1 item"),
         ({"choices": "nope"}, "field 'choices': expected a list, got 'nope'"),
         ({"choices": [1]}, "field 'choices.0': expected a mapping, got 1"),
     ],

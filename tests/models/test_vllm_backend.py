@@ -137,9 +137,9 @@ def test_missing_vllm_is_a_clear_error(monkeypatch):
 
 
 def test_field_validation():
-    with pytest.raises(ConfigError, match="'gpu_memory_utilization': expected less than or"):
+    with pytest.raises(ConfigError, match="'gpu_memory_utilization': expected <= 1"):
         validate(VLLM, {"path": "m", "gpu_memory_utilization": 1.5})
-    with pytest.raises(ConfigError, match="'tensor_parallel_size': expected greater than or"):
+    with pytest.raises(ConfigError, match="'tensor_parallel_size': expected >= 1"):
         validate(VLLM, {"path": "m", "tensor_parallel_size": 0})
 
 

@@ -182,8 +182,8 @@ def test_model_and_tokenizer_folders_without_a_tokenizer(tmp_path, tiny_checkpoi
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
-        ("seed", -1, r"'seed': expected greater than or equal to 0, got -1"),
-        ("trainer.lora_alpha", -3, r"'trainer.lora_alpha': expected greater than or equal to 1"),
+        ("seed", -1, r"'seed': expected >= 0, got -1"),
+        ("trainer.lora_alpha", -3, r"'trainer.lora_alpha': expected >= 1"),
     ],
 )
 def test_out_of_range_numbers_are_refused_when_the_config_loads(tmp_path, key, value, message):
