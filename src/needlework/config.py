@@ -170,6 +170,12 @@ def from_dict(
         raise ConfigError(msg, source=source, field=field or (prefix.rstrip(".") or None)) from None
 
 
+def _names(tp: Any, name: Any) -> bool:
+    """Whether dataclass ``tp`` has a ``name: Literal[...]`` field allowing ``name``."""
+    hint = typing.get_type_hints(tp).get("name") if dataclasses.is_dataclass(tp) else None
+    return get_origin(hint) is Literal and name in get_args(hint)
+
+
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
@@ -188,6 +194,13 @@ def _convert(tp: Any, value: Any, source: str, field: str) -> Any:
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
+        # dataclasses told apart by a ``name: Literal[...]`` field: the one named decides (a
+        # bare name is that one with its defaults)
+        name = value.get("name") if isinstance(value, Mapping) else value
+        named = [a for a in args if isinstance(name, str) and _names(a, name)]
+        if len(named) == 1:
+            spec = value if isinstance(value, Mapping) else {"name": name}
+            return _convert(named[0], spec, source, field)
         errors = []
         for arg in (a for a in args if a is not type(None)):
             try:
