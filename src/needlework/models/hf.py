@@ -309,7 +309,8 @@ class HF(Weights, Streaming):
             texts = self.encode(conversations, tokenize=False)
             for i in order:
                 with st["fix"].prompt(encoded[i], texts[i]):
-                    yield i, self._generate_batch([encoded[i]], max_new_tokens)[0]
+                    out = self._generate_batch([encoded[i]], max_new_tokens)[0]
+                yield i, out
             return
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import sys
-from collections.abc import Callable
+import weakref
 from typing import Any
 
 from needlework.errors import UserError
@@ -35,14 +36,18 @@ def decoder_layers(model: Any) -> Any:
     return model.get_decoder().layers
 
 
-def route_attention(model: Any, handler: Callable[..., Any]) -> None:
+_ROUTES = itertools.count()
+
+
+def route_attention(model: Any, handler: Any) -> None:
     """Send every attention call of ``model`` through ``handler(module, original, query, key,
     value, mask, **kwargs)``, where ``original`` is the model's own attention function
     (sdpa or eager) for what the handler leaves alone.
 
-    Public API: a function registered in ``AttentionInterface`` under a name of its own, with the
-    model's own mask function registered for that name in ``AttentionMaskInterface`` (without
-    it transformers builds no mask), then ``set_attn_implementation``.
+    ``handler`` is a bound method of the fix's runtime. Public API: a function registered in
+    ``AttentionInterface`` under a name of its own, with the model's own mask function
+    registered for that name in ``AttentionMaskInterface`` (without it transformers builds no
+    mask), then ``set_attn_implementation``.
     """
     from transformers import AttentionInterface, AttentionMaskInterface
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
@@ -51,11 +56,14 @@ def route_attention(model: Any, handler: Callable[..., Any]) -> None:
     own = model.config._attn_implementation
     if own not in ("sdpa", "eager"):
         raise UserError(f"position fixes need sdpa or eager attention, the model uses {own}")
-    name = f"needlework_fix_{id(handler)}"
+    name = f"needlework_fix_{next(_ROUTES)}"
+    weak = weakref.WeakMethod(handler)  # the global registry must not keep the model alive,
+    model._needlework_fix = handler.__self__  # the model keeps its fix alive
 
     def attention(module: Any, *args: Any, **kwargs: Any) -> Any:
         eager = sys.modules[type(module).__module__].eager_attention_forward
-        return handler(module, ALL_ATTENTION_FUNCTIONS.get_interface(own, eager), *args, **kwargs)
+        original = ALL_ATTENTION_FUNCTIONS.get_interface(own, eager)
+        return weak()(module, original, *args, **kwargs)  # type: ignore[misc]
 
     AttentionInterface.register(name, attention)
     AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS[own])
