@@ -74,6 +74,24 @@ def test_strength_zero_is_the_plain_model_byte_for_byte(checkpoint, plain, no_op
         assert changed[3] == plain[3]
 
 
+def test_a_fix_composes_with_a_lora_adapter(checkpoint, plain, tmp_path):
+    """The fix attaches to the merged weights: at strength zero, the adapter's own answers."""
+    pytest.importorskip("peft")
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(str(checkpoint))
+    lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    get_peft_model(base, lora).save_pretrained(str(tmp_path / "adapter"))
+    spec = {"name": "hf", "path": str(checkpoint), "adapter": str(tmp_path / "adapter")}
+    adapted = load_backend(spec).generate(CONVS, max_new_tokens=16)
+    assert adapted != plain
+    fixed = load_backend({**spec, "position_fix": {"name": "ms_poe", "ratio_min": 1.0,
+                                                   "ratio_max": 1.0}})  # fmt: skip
+    assert fixed.generate(CONVS, max_new_tokens=16) == adapted
+    assert fixed.describe().endswith("/adapter+mspoe(r=1-1)")
+
+
 # -- the one-layer forward pass by hand -----------------------------------------------------
 
 
