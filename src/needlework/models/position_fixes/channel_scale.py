@@ -86,7 +86,10 @@ class ChannelScaler:
         if cfg.channel is None:
             self.channel, self.correlation = self.search(model, tok)
         elif cfg.channel >= model.config.hidden_size:
-            raise UserError(f"channel_scale: channel: the model has {model.config.hidden_size}")
+            raise UserError(
+                f"channel_scale: channel: expected < {model.config.hidden_size} (the model's "
+                f"hidden size), got {cfg.channel}"
+            )
         else:
             self.channel = cfg.channel
         self.on = False  # while on, q_proj/k_proj see the scaled channel
