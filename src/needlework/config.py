@@ -59,7 +59,15 @@ def _distinct(items: Any) -> Any:
     return items
 
 
+def _ordered(bounds: Any) -> Any:
+    if bounds[0] > bounds[1]:
+        raise ValueError(f"expected [lo, hi] with lo <= hi, got {list(bounds)}")
+    return bounds
+
+
 NonEmptyStr = Annotated[str, AfterValidator(_not_blank)]
+Ordered = AfterValidator(_ordered)
+"""Add to a ``[lo, hi]`` pair type: ``lo <= hi``."""
 Distinct = AfterValidator(_distinct)
 """Add to a list/tuple type: ``Annotated[tuple[int, ...], Distinct]``."""
 
@@ -304,6 +312,8 @@ def _named_loc(loc: list[Any], data: Any) -> list[str]:
             unique = isinstance(name, str) and names.count(name) == 1
             out.append(name if inside and unique else str(part))
             data = data[part]
+        elif isinstance(data, dict) and part not in data and data.get("name") == part:
+            continue  # a discriminated union's tag: the item's own ``name``, not a field
         else:
             out.append(str(part))
             data = data.get(part) if isinstance(data, dict) else None

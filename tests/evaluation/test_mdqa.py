@@ -111,6 +111,20 @@ def test_question_subset_is_shared_across_positions():
     assert len({s.id for s in samples}) == len(samples)
 
 
+def test_dev_and_test_splits_are_disjoint_and_fixed():
+    """Settings tuned on ``split: dev`` never saw a ``split: test`` question, whatever the seed."""
+
+    def questions(**kw) -> set[int]:
+        return {s.meta["question_index"] for s in built(**kw).samples()}
+
+    everything, dev, test = questions(), questions(split="dev"), questions(split="test")
+    assert dev and test and not dev & test and dev | test == everything
+    assert len(dev) == max(1, len(everything) // 10)
+    assert questions(split="dev", seed=1) == dev and questions(split="test", seed=1) == test
+    assert questions(split="test", num_questions=3) <= test
+    assert built(split="dev").label() == "mdqa_4docs_dev" and built().label() == "mdqa_4docs"
+
+
 def test_score_uses_first_line_only():
     bench = built()
     sample = next(iter(bench.samples()))

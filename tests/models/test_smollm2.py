@@ -41,11 +41,8 @@ MIN_SAME_ANSWERS = 0.75
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("nw_cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("NEEDLEWORK_CACHE", str(root))
-        return gguf.cached_import(ALIAS)
+def folder(smollm2_folder) -> Path:
+    return smollm2_folder  # imported once per session (conftest), shared with other tests
 
 
 def _backend(folder: Path, **kw):

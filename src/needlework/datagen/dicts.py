@@ -12,23 +12,15 @@ import random
 from collections.abc import Sequence
 from typing import Annotated, ClassVar, NamedTuple
 
-from pydantic import AfterValidator, Field
+from pydantic import Field
 
-from needlework.config import Fraction, PositiveInt, config
+from needlework.config import Fraction, Ordered, PositiveInt, config
 from needlework.datagen.base import GoldFractions, UnitCount
 
 # Largest population list a NumberPool materialises (2**20 strings is ~60 MB, built in ~0.2 s).
 _POOL_LIMIT = 1 << 20
 
 
-def _ordered(bounds: tuple[int, int]) -> tuple[int, int]:
-    if bounds[0] > bounds[1]:
-        raise ValueError(f"expected [lo, hi] with lo <= hi, got {list(bounds)}")
-    return bounds
-
-
-Ordered = AfterValidator(_ordered)
-"""An inclusive ``[lo, hi]`` range: ``lo <= hi``."""
 Range = Annotated[tuple[PositiveInt, PositiveInt], Ordered]
 """An inclusive ``[lo, hi]`` range of counts (>= 1)."""
 DigitCount = Annotated[int, Field(ge=1, le=18)]

@@ -9,12 +9,14 @@ from one preallocated cache through a lean greedy loop over ``model.forward`` (`
 models it cannot reproduce (logits processors in their generation config, a non-sdpa/eager
 attention, sliding windows) use the textbook LEFT-padded ``generate``. In float32 both give the
 text of one-at-a-time generation (tested). A prompt that does not fit
-``prompt + max_new_tokens <= context`` is an error, never truncated.
+``prompt + max_new_tokens <= context`` is an error, never truncated. A ``position_fix``
+(``models/position_fixes``) generates one prompt at a time with ``generate``.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Iterator, Sequence
 from dataclasses import field
 from pathlib import Path
@@ -34,6 +36,7 @@ from needlework.models.base import (
 )
 from needlework.models.gguf import cached_import, display_name, is_gguf_spec, is_local_path
 from needlework.models.hf_decode import greedy_decode, lean_ok
+from needlework.models.position_fixes import PositionFix
 from needlework.records import Message, with_system_prompt
 from needlework.registry import backends
 
@@ -81,15 +84,22 @@ class HF(Weights, Streaming):
     """Prefill each prompt alone, then decode the batch from one preallocated cache (in float32
     the same tokens as left-padded ``generate``; 1.45x faster on CPU for SmolLM2, see
     docs/evaluation.md for bf16); models the lean loop cannot reproduce use left padding."""
+    position_fix: PositionFix | None = None
+    """An inference-time fix of position bias, ``{name: attn_calibration | channel_scale |
+    ms_poe, ...}`` (docs/models.md); recorded in run.json and the model's label. Generation then
+    runs one prompt at a time (batch_size and fast_prefill have no effect)."""
     _state: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def describe(self) -> str:
         base = display_name(self.path) if is_gguf_spec(self.path) else short_name(self.path)
-        name = f"hf:{base}"
-        return name + (f"+{short_name(self.adapter)}" if self.adapter else "")
+        name = f"hf:{base}" + (f"+{short_name(self.adapter)}" if self.adapter else "")
+        return name + (f"+{self.position_fix.label()}" if self.position_fix else "")
 
     def lm_eval_model(self, batch_size: int | None) -> Any:
-        """lm-eval's own HF model on these weights and settings (log-likelihoods work)."""
+        """lm-eval's own HF model on these weights and settings (log-likelihoods work); None
+        with a position fix, which that model would not apply (lm-eval then uses generate)."""
+        if self.position_fix is not None:
+            return None
         from lm_eval.models.huggingface import HFLM
 
         device = _device(self.device)
@@ -120,6 +130,10 @@ class HF(Weights, Streaming):
             out["commit"] = getattr(self._state["model"].config, "_commit_hash", None)
         if self.adapter:
             out["adapter_sha256"] = folder_sha256(Path(self.adapter))
+        if self.position_fix is not None:  # settings, and what loading derived (channel, ...)
+            out["position_fix"] = dataclasses.asdict(self.position_fix)
+            if self._state.get("fix") is not None:
+                out["position_fix"].update(self._state["fix"].record())
         return out
 
     # -- loading ---------------------------------------------------------------------------
@@ -206,6 +220,7 @@ class HF(Weights, Streaming):
         import inspect
 
         params = inspect.signature(model.forward).parameters
+        fix = self.position_fix.start(model, tok) if self.position_fix else None
         self._state.update(
             model=model,
             tok=tok,
@@ -214,7 +229,8 @@ class HF(Weights, Streaming):
             pad=pad,
             gen=gen,
             limit=self._context_limit(model, tok),
-            fast=self.fast_prefill and _fast_path_ok(model) and lean_ok(model, gen),
+            fast=self.fast_prefill and _fast_path_ok(model) and lean_ok(model, gen) and not fix,
+            fix=fix,
             cache_kw="cache" if "cache" in params else "past_key_values",
             usage={"requests": 0, "batches": 0, "prompt_tokens": 0, "completion_tokens": 0},
         )
@@ -242,8 +258,11 @@ class HF(Weights, Streaming):
         return len(self._load()["tok"].encode(text, add_special_tokens=False))
 
     # -- generation ------------------------------------------------------------------------
-    def encode(self, conversations: Sequence[Sequence[Message]]) -> list[list[int]]:
-        """Token ids of each conversation through the chat template, ready for generation."""
+    def encode(
+        self, conversations: Sequence[Sequence[Message]], *, tokenize: bool = True
+    ) -> list[Any]:
+        """Token ids of each conversation through the chat template, ready for generation (or
+        the template's text, ``tokenize=False``)."""
         st = self._load()
         out = []
         for conv in conversations:
@@ -252,11 +271,11 @@ class HF(Weights, Streaming):
                     [{"role": m["role"], "content": m["content"]} for m in conv],
                     self.system_prompt,
                 ),
-                tokenize=True,
+                tokenize=tokenize,
                 add_generation_prompt=True,
                 return_dict=False,
             )
-            out.append(list(ids))
+            out.append(list(ids) if tokenize else ids)
         return out
 
     def generate_iter(
@@ -276,10 +295,17 @@ class HF(Weights, Streaming):
             model=self.describe(),
         )
         order = sorted(range(len(encoded)), key=lambda i: (-len(encoded[i]), i))
+        if st["fix"] is not None:  # one prompt at a time, with its text (the fix reads it)
+            texts = self.encode(conversations, tokenize=False)
+            for i in order:
+                with st["fix"].prompt(encoded[i], texts[i]):
+                    out = self._generate_batch([encoded[i]], max_new_tokens)[0]
+                yield i, out
+            return
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
-            texts = self._generate_batch([encoded[i] for i in idx], max_new_tokens)
-            yield from zip(idx, texts)
+            outs = self._generate_batch([encoded[i] for i in idx], max_new_tokens)
+            yield from zip(idx, outs)
 
     def _generate_batch(self, batch: list[list[int]], max_new_tokens: int) -> list[str]:
         import torch

@@ -97,6 +97,9 @@ class MDQA(Benchmark):
     held_out: tuple[str, ...] = ()
     """Finetuning datasets (folders or manifest.json) whose recorded questions are never asked:
     questions are chosen among the rest, so every model given the same list gets the same."""
+    split: Literal["all", "dev", "test"] = "all"
+    """Questions to choose from: ``dev``, a fixed tenth (the same for every seed and config:
+    tune settings there, e.g. a position fix's), ``test`` the rest, disjoint from it."""
     max_new_tokens: PositiveInt = 100
     """As Lost in the Middle; only the first line is scored."""
 
@@ -143,11 +146,12 @@ class MDQA(Benchmark):
 
     def label(self) -> str:
         if self.mode != "documents":
-            return f"mdqa_{self.mode}"
+            return f"mdqa_{self.mode}" + ("" if self.split == "all" else f"_{self.split}")
         kind = (
             "_litm" if self.source == "files" else ("_bm25" if self.distractors == "bm25" else "")
         )
-        return f"mdqa_{self.num_docs}docs{kind}{PROMPT_SUFFIX[self.prompt]}"
+        split = "" if self.split == "all" else f"_{self.split}"
+        return f"mdqa_{self.num_docs}docs{kind}{PROMPT_SUFFIX[self.prompt]}{split}"
 
     def score(self, sample: Sample, output: str) -> dict[str, float]:
         """Accuracy, plus how wrong answers fail: abstaining, or (with documents) an answer the
@@ -188,9 +192,13 @@ class MDQA(Benchmark):
         return read_qa_records(self._path(upstream), self.verify)
 
     def _questions(self, records: list[QARecord]) -> list[int]:
-        """The seeded subset of questions, taken among those no held-out dataset used."""
+        """The seeded subset of questions, taken in the split among those no held-out dataset
+        used."""
         held = load_held_out(self.held_out) if self.held_out else set()
         allowed = [i for i, r in enumerate(records) if question_key(r.question) not in held]
+        if self.split != "all":
+            dev = set(seeded_subset(len(records), max(1, len(records) // 10), 0, "mdqa-dev"))
+            allowed = [i for i in allowed if (i in dev) == (self.split == "dev")]
         picked = seeded_subset(len(allowed), self.num_questions, self.seed, "mdqa")
         return [allowed[j] for j in picked]
 
