@@ -26,6 +26,7 @@ TRACKED = (
     "tiktoken",
     "mistral-common",
     "sentencepiece",
+    "faker",  # padded_reasoning's name lists
     "lm-eval",
     "vllm",
     "openai",
