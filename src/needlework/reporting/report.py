@@ -97,6 +97,7 @@ def build_report(
     *,
     html: bool = False,
     baseline: str | None = None,
+    cells: tuple[str, ...] = (),
 ) -> ReportResult:
     """Like :func:`report` but also returns the files written and the problems found.
 
@@ -113,14 +114,16 @@ def build_report(
     chosen = _choose_baseline(found.runs, baseline)
     # resolved: a symlinked --out keeps its link, and ``.`` has a parent to stage in
     with staged_dir(target.resolve()) as stage:
-        result = _write_report(stage, found, chosen, html)
+        result = _write_report(stage, found, chosen, html, cells)
     moved = [target / f.relative_to(stage) for f in result.files]
     return ReportResult(target / REPORT_MD, moved, result.problems, result.baseline)
 
 
-def _write_report(out: Path, found: Discovery, baseline: str | None, html: bool) -> ReportResult:
+def _write_report(
+    out: Path, found: Discovery, baseline: str | None, html: bool, cells: tuple[str, ...] = ()
+) -> ReportResult:
     """Every file of the report, written into ``out``."""
-    builder = ReportBuilder(out, found, baseline)
+    builder = ReportBuilder(out, found, baseline, cells)
     result = builder.build()
     if html:
         from needlework.reporting.html import html_page
@@ -237,8 +240,10 @@ def slug(text: str) -> str:
 class ReportBuilder:
     """Owns the output folder, baseline, footnotes and files of one report."""
 
-    def __init__(self, out: Path, found: Discovery, baseline: str | None) -> None:
-        self.out, self.found, self.baseline = out, found, baseline
+    def __init__(
+        self, out: Path, found: Discovery, baseline: str | None, cells: tuple[str, ...] = ()
+    ) -> None:
+        self.out, self.found, self.baseline, self.cells = out, found, baseline, cells
         groups = group_runs(found.runs)
         rank = {lb: min(r.rank for g in vs.values() for r in g.runs) for lb, vs in groups.items()}
         self.groups = {lb: groups[lb] for lb in sorted(groups, key=rank.__getitem__)}
@@ -313,7 +318,7 @@ class ReportBuilder:
             if self.found.runs
             else []
         )
-        parts += self.figure_sections()
+        parts += [*self.figure_sections(), sections.cells_section(self)]
         parts.append(sections.other_breakdowns(self))
         parts.append(sections.training_section(self))
         runs_md, runs_csv = runs_table(self.found.runs)
