@@ -25,6 +25,7 @@ import functools
 import itertools
 import random
 import re
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -233,17 +234,13 @@ def placement(dispersion: str, n: int, u: tuple[float, float]) -> tuple[int, int
 class Stream:
     """A padding stream read as far as a row needs (shared by a row's dispersions)."""
 
-    def __init__(self, items: Iterator[str], what: str):
-        self.items, self.what = items, what
-        self.seen: list[str] = []
+    def __init__(self, items: Iterator[str]):
+        self.items, self.seen = items, list[str]()
 
-    def head(self, n: int) -> list[str]:
-        while len(self.seen) < n:
-            item = next(self.items, None)
-            if item is None:
-                raise DataError(f"text_path: the padding text ran out ({self.what}); give more")
-            self.seen.append(item)
-        return self.seen[:n]
+    def head(self, n: int) -> list[str] | None:
+        """The first ``n`` items; None when the stream has fewer."""
+        self.seen += itertools.islice(self.items, max(0, n - len(self.seen)))
+        return self.seen[:n] if len(self.seen) >= n else None
 
 
 class Builder:
@@ -301,10 +298,12 @@ class Builder:
         built: dict[int, tuple[int, str, list[list[int]]]] = {}
 
         def build(n: int) -> tuple[int, str, list[list[int]]]:
+            items = pad.head(n)
+            if items is None:  # past the end of the text: never fits
+                return sys.maxsize, "", []
             if n not in built:
-                mixin, spans = arrange(
-                    keys, pad.head(n), placement(dispersion, n, (low, high)), padding == "different"
-                )
+                where = placement(dispersion, n, (low, high))
+                mixin, spans = arrange(keys, items, where, padding == "different")
                 built[n] = (self.counter.count(mixin), mixin, spans)
             return built[n]
 
@@ -314,6 +313,11 @@ class Builder:
             best = largest_fitting(lambda m: build(m)[0] <= size, hint)
             n = min((best, best + 1), key=lambda m: (abs(build(m)[0] - size), m))
         tokens, mixin, spans = build(n)
+        if abs(tokens - size) >= self.cfg.tolerance and pad.head(n + 1) is None:
+            raise DataError(
+                f"text_path: the padding text runs out before {size} tokens ({task} problem {k});"
+                " give a longer text"
+            )
         if abs(tokens - size) >= self.cfg.tolerance:
             raise UserError(
                 f"tolerance: {task} problem {k}, {padding} padding: the mixin closest to {size} "
@@ -349,7 +353,7 @@ class Builder:
                 for size in cfg.ctx_sizes:
                     for padding in paddings:
                         items = self.padding(task, k, padding, self.rng(task, k, size, padding))
-                        pad = Stream(items, f"{task} problem {k} at {size} tokens")
+                        pad = Stream(items)
                         for dispersion in cfg.dispersions:
                             yield self.row(task, k, size, padding, dispersion, pad)
 
