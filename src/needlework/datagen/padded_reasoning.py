@@ -21,6 +21,7 @@ Determinism: problem ``k`` of a task draws only from ``Random("padded_reasoning:
 
 from __future__ import annotations
 
+import bisect
 import functools
 import itertools
 import random
@@ -135,6 +136,8 @@ class PaddedReasoning:
 
 @dataclass(frozen=True)
 class Problem:
+    """One base instance: two facts, a true/false question about them, its answer."""
+
     facts: tuple[str, str]
     """The two key sentences."""
     question: str
@@ -234,13 +237,25 @@ def placement(dispersion: str, n: int, u: tuple[float, float]) -> tuple[int, int
 class Stream:
     """A padding stream read as far as a row needs (shared by a row's dispersions)."""
 
-    def __init__(self, items: Iterator[str]):
-        self.items, self.seen = items, list[str]()
+    def __init__(self, items: Iterator[str], counter: TokenCounter):
+        self.items, self.counter = items, counter
+        self.seen: list[str] = []
+        self.sums: list[int] = []
+        """Tokens of the first i + 1 items, each counted on its own."""
 
     def head(self, n: int) -> list[str] | None:
         """The first ``n`` items; None when the stream has fewer."""
-        self.seen += itertools.islice(self.items, max(0, n - len(self.seen)))
+        for item in itertools.islice(self.items, max(0, n - len(self.seen))):
+            self.seen.append(item)
+            self.sums.append((self.sums[-1] if self.sums else 0) + self.counter.count(item))
         return self.seen[:n] if len(self.seen) >= n else None
+
+    def estimate(self, budget: int) -> int:
+        """How many items fit ``budget`` tokens counted one by one: the search's first guess
+        (joining them changes a count by a token or two per item)."""
+        while (not self.sums or self.sums[-1] <= budget) and self.head(len(self.seen) + 1):
+            pass
+        return bisect.bisect_right(self.sums, budget)
 
 
 class Builder:
@@ -308,9 +323,8 @@ class Builder:
             return built[n]
 
         base, n = build(0)[0], 0
-        if base < size:  # search from an estimate (tokens per item from one item)
-            hint = (size - base) // max(1, build(1)[0] - base)
-            best = largest_fitting(lambda m: build(m)[0] <= size, hint)
+        if base < size:  # search from the items' own counts, then keep the closest
+            best = largest_fitting(lambda m: build(m)[0] <= size, pad.estimate(size - base))
             n = min((best, best + 1), key=lambda m: (abs(build(m)[0] - size), m))
         tokens, mixin, spans = build(n)
         if abs(tokens - size) >= self.cfg.tolerance and pad.head(n + 1) is None:
@@ -353,7 +367,7 @@ class Builder:
                 for size in cfg.ctx_sizes:
                     for padding in paddings:
                         items = self.padding(task, k, padding, self.rng(task, k, size, padding))
-                        pad = Stream(items)
+                        pad = Stream(items, self.counter)
                         for dispersion in cfg.dispersions:
                             yield self.row(task, k, size, padding, dispersion, pad)
 
