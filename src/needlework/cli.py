@@ -94,6 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default="report", metavar="DIR")
     r.add_argument("--html", action="store_true", help="also write an HTML page with samples")
     r.add_argument(
+        "--cells",
+        metavar="FIELD,FIELD",
+        help="also compare each variant with the baseline in every combination of these sample "
+        "fields, unpaired (samples may differ: e.g. official vs re-created FLenQA rows by "
+        "task,ctx_size,dispersion)",
+    )
+    r.add_argument(
         "--baseline",
         metavar="LABEL",
         help="variant the deltas are taken against (default: 'base', else the first)",

@@ -449,6 +449,7 @@ CONFIG_KINDS = {
     "trainer": ("train", "needlework.training.config:TrainConfig"),
     "benchmarks": ("eval", "needlework.evaluation.runner:EvalConfig"),
     "variants": ("recipe", "needlework.experiment:RecipeConfig"),
+    "ctx_sizes": ("padded_reasoning", "needlework.datagen.padded_reasoning:PaddedReasoning"),
 }
 # Files read by other tools (``accelerate launch --config_file``), told by their own keys.
 FOREIGN_KINDS = {"compute_environment": "accelerate", "distributed_type": "accelerate"}

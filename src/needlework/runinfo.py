@@ -17,7 +17,8 @@ from needlework.io import read_json, write_json, write_text
 
 # fmt: off
 TRACKED = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "tokenizers",
-           "tiktoken", "mistral-common", "sentencepiece", "lm-eval", "vllm", "openai", "numpy")
+           "tiktoken", "mistral-common", "sentencepiece", "faker", "lm-eval", "vllm", "openai",
+           "numpy")
 # fmt: on
 
 

@@ -82,6 +82,20 @@ def paired_bootstrap(
     return delta, float(lo), float(hi)
 
 
+def unpaired_difference(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float]:
+    """``(mean(a) - mean(b), lo, hi)`` for two independent samples (different inputs, e.g.
+    official vs re-created rows): normal-approximation 95% CI, ``z * sqrt(var_a/n_a +
+    var_b/n_b)`` with population variances (``p(1-p)`` for 0/1 scores)."""
+    va, vb = _floats(a, "unpaired_difference"), _floats(b, "unpaired_difference")
+    ma, mb = sum(va) / len(va), sum(vb) / len(vb)
+    var = (
+        sum((x - ma) ** 2 for x in va) / len(va) ** 2
+        + sum((y - mb) ** 2 for y in vb) / len(vb) ** 2
+    )
+    half = Z95 * math.sqrt(var)
+    return ma - mb, ma - mb - half, ma - mb + half
+
+
 def _bootstrap_means(rows, n_boot: int, seed: int):
     """Means of ``n_boot`` resamples (with replacement) of each row of ``rows``."""
     import numpy as np

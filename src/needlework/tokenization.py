@@ -27,7 +27,9 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol, cast, runtime_checkable
+from typing import Annotated, Any, Protocol, cast, runtime_checkable
+
+from pydantic import AfterValidator
 
 from needlework.errors import ConfigError, UserError, first_line
 from needlework.records import Message
@@ -416,37 +418,40 @@ def _mistral_data_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "data"
 
 
-def check_spec(spec: str) -> None:
+def check_spec(spec: str) -> str:
     """The checks of ``spec`` that need no tokenizer loaded (for configs and ``--dry-run``): a
-    known kind, a known Mistral version, an existing local ``hf:`` folder. Raises
-    ``ValueError("tokenizer: ...")``, the config dataclasses' convention."""
+    known kind, a known Mistral version, an existing local ``hf:`` folder; a ValueError saying
+    what is wrong (:data:`TokenizerSpec` puts it on a config field)."""
     from needlework.models.gguf import is_gguf_spec, is_local_path
 
     spec = str(spec).strip()
     kind, _, arg = spec.partition(":")
     if spec in ("char", "whitespace"):
-        return
+        return spec
     if kind not in ("hf", "tiktoken", "mistral") or not arg:
         problem = f"unknown tokenizer '{spec}' (expected {SPECS})"
     elif kind == "mistral" and arg not in MISTRAL_MODELS:
         problem = f"unknown Mistral tokenizer '{arg}' (expected one of {', '.join(MISTRAL_MODELS)})"
     elif kind == "hf" and not is_gguf_spec(arg) and is_local_path(arg):
         if Path(arg).expanduser().is_dir():
-            return
+            return spec
         problem = f"hf:{arg}: no tokenizer folder at {arg}"
     else:
-        return
-    raise ValueError(f"tokenizer: {problem}")
+        return spec
+    raise ValueError(problem)
+
+
+TokenizerSpec = Annotated[str, AfterValidator(check_spec)]
+"""A config field naming a token counter (see the module docstring), checked as it loads."""
 
 
 @functools.lru_cache(maxsize=16)
 def load_counter(spec: str) -> TokenCounter:
     """Build the token counter named by ``spec`` (see the module docstring); cached per spec."""
     try:
-        check_spec(spec)
+        spec = check_spec(spec)
     except ValueError as exc:
-        raise ConfigError(str(exc).split(": ", 1)[1], field="tokenizer") from None
-    spec = spec.strip()
+        raise ConfigError(str(exc), field="tokenizer") from None
     if spec == "char":
         return CharCounter()
     if spec == "whitespace":

@@ -48,7 +48,7 @@ from needlework.errors import UserError
 from needlework.io import iter_jsonl, staged_dir
 from needlework.records import Message, Turns
 from needlework.registry import generators
-from needlework.tokenization import TokenCounter, check_spec, load_counter
+from needlework.tokenization import TokenCounter, TokenizerSpec, load_counter
 
 FORMATS: tuple[Literal["openai", "trl", "hf", "parquet"], ...] = ("openai", "trl", "hf", "parquet")
 SPLITS = ("train", "eval")
@@ -74,7 +74,7 @@ class GenerateConfig:
     """The task family and its knobs (``name: simple_dict_kv`` or ``multi_subkey_dict_kv``)."""
     out_dir: Path
     """Dataset folder; replaced atomically (only if empty or an earlier needlework dataset)."""
-    tokenizer: str = "mistral:v1"
+    tokenizer: TokenizerSpec = "mistral:v1"
     """Token counter spec: char, whitespace, hf:<dir>, tiktoken:<enc>[@file], mistral:<v1|v3|..>."""
     max_context_tokens: Annotated[int, Field(ge=16)] = 4096
     """Context budget of the target model (4096 = Mistral-7B's sliding window, the paper's)."""
@@ -104,7 +104,6 @@ class GenerateConfig:
             )
         if self.num_train + self.num_eval == 0:
             raise ValueError("num_train: num_train and num_eval must not both be 0")
-        check_spec(self.tokenizer)
 
     @property
     def generator_name(self) -> str:

@@ -15,6 +15,7 @@ def report_cmd(args: argparse.Namespace) -> int:
         args.out,
         html=bool(getattr(args, "html", False)),
         baseline=getattr(args, "baseline", None),
+        cells=tuple(args.cells.split(",")) if getattr(args, "cells", None) else (),
     )
     for problem in result.problems:
         print(f"needlework report: warning: {problem}", file=sys.stderr)

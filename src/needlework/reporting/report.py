@@ -97,6 +97,7 @@ def build_report(
     *,
     html: bool = False,
     baseline: str | None = None,
+    cells: tuple[str, ...] = (),
 ) -> ReportResult:
     """Like :func:`report` but also returns the files written and the problems found.
 
@@ -111,7 +112,7 @@ def build_report(
     chosen = _choose_baseline(found.runs, baseline)
     # resolved: a symlinked --out keeps its link, and ``.`` has a parent to stage in
     with staged_dir(target.resolve()) as stage:
-        builder = ReportBuilder(stage, found, chosen)
+        builder = ReportBuilder(stage, found, chosen, cells)
         result = builder.build()
         if html:
             from needlework.reporting.html import html_page
@@ -214,8 +215,10 @@ def slug(text: str) -> str:
 class ReportBuilder:
     """Owns the output folder, baseline, footnotes and files of one report."""
 
-    def __init__(self, out: Path, found: Discovery, baseline: str | None) -> None:
-        self.out, self.found, self.baseline = out, found, baseline
+    def __init__(
+        self, out: Path, found: Discovery, baseline: str | None, cells: tuple[str, ...] = ()
+    ) -> None:
+        self.out, self.found, self.baseline, self.cells = out, found, baseline, cells
         groups = group_runs(found.runs)
         rank = {
             lb: min(r.metrics.report_rank for g in vs.values() for r in g.runs)
@@ -293,7 +296,7 @@ class ReportBuilder:
             if self.found.runs
             else []
         )
-        parts += self.figure_sections()
+        parts += [*self.figure_sections(), sections.cells_section(self)]
         parts.append(sections.other_breakdowns(self))
         parts.append(sections.training_section(self))
         runs_md, runs_csv = runs_table(self.found.runs)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from statistics import fmean
 from typing import TYPE_CHECKING, Any
 
 from needlework.records import Figure, Prediction
@@ -432,6 +433,70 @@ def other_breakdowns(b: ReportBuilder) -> str:
             link = b.csv(f"{label}_by_{field_name}", out)
             links.append(f"* {label} by {field_name}: [{link}]({link})\n")
     return "## Other breakdowns (CSV)\n\n" + "".join(links) if links else ""
+
+
+def cells_section(b: ReportBuilder) -> str:
+    """``--cells``: each variant's primary score in every combination of the given fields (for
+    FLenQA task x ctx_size x dispersion) beside the baseline's, and their difference. Unpaired:
+    the two sides may hold different samples (official vs re-created rows), so the CI is
+    :func:`stats.unpaired_difference`'s, not the paired bootstrap of the other sections."""
+    from needlework.stats import unpaired_difference
+
+    if not b.cells:
+        return ""
+
+    def cell_of(row: Prediction) -> str | None:
+        values = [row.meta.get(f) for f in b.cells]
+        return None if None in values else " / ".join(map(str, values))
+
+    name = " / ".join(b.cells)
+    md = Table([name, "variant", "n", "score", "baseline n", "baseline", "Δ [95% CI]"])
+    out = Table(["label", name, "variant", "n", "mean", "base_n", "base_mean", *DELTA_CSV[:3]])
+    lines = []
+    for label, variants in b.groups.items():
+        base = b.base_of(label)
+        if base is None:
+            continue
+        ref = _cell_scores(base, cell_of)
+        for variant, group in variants.items():
+            if group is base:
+                continue
+            got = _cell_scores(group, cell_of)
+            shared = sorted(set(got) & set(ref), key=lambda c: [num_key(p) for p in c.split(" / ")])
+            diffs = [unpaired_difference(got[cell], ref[cell]) for cell in shared]
+            for cell, (d, lo, hi) in zip(shared, diffs):
+                x, y = fmean(got[cell]), fmean(ref[cell])
+                ci = f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+                md.rows.append([f"{label}: {cell}", variant, len(got[cell]), fmt(x)])
+                md.rows[-1] += [len(ref[cell]), fmt(y), ci]
+                out.rows.append(
+                    [label, cell, variant, len(got[cell]), x, len(ref[cell]), y, d, lo, hi]
+                )
+            lines.append(
+                f"* {label}, {variant} vs {base.variant}: {len(shared)} cells in both "
+                f"({len(set(got) ^ set(ref))} in one only), mean |Δ| "
+                f"{fmt(fmean(abs(d) for d, _, _ in diffs) if diffs else None)}, 95% CI "
+                f"excludes 0 in {sum(not lo <= 0 <= hi for _, lo, hi in diffs)}\n"
+            )
+    if not md.rows:
+        b.problems.append(
+            f"--cells {','.join(b.cells)}: no variant shares such cells with a baseline"
+        )
+        return ""
+    link = b.csv("cells", out)
+    head = f"## Cell by cell: {name} (unpaired)\n\n{''.join(lines)}\n"
+    return f"{head}{md.to_markdown()}\nCSV: [{link}]({link})\n"
+
+
+def _cell_scores(group: Group, cell_of: KeyFn) -> dict[str, list[float]]:
+    """Per-sample primary scores of every seed of ``group``, by cell."""
+    out: dict[str, list[float]] = {}
+    for run in group.runs:
+        for row in run.predictions or []:
+            cell = cell_of(row)
+            if cell is not None and group.metric in row.scores:
+                out.setdefault(cell, []).append(row.scores[group.metric])
+    return out
 
 
 def training_section(b: ReportBuilder) -> str:
