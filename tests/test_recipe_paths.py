@@ -132,3 +132,29 @@ def test_the_demo_without_mdqa_data_evaluates_kv_only(tmp_path, monkeypatch):
         "eval lora_kv seed 0 on kv_retrieval",
     ]
     assert list(tmp_path.iterdir()) == []  # nothing written to decide it
+
+
+def test_eval_variants_evaluate_a_model_with_settings_changed(tmp_path, monkeypatch):
+    """Training-free variants: the base model (or each seed of a finetuned variant) evaluated
+    with fields changed, e.g. a position fix; checked when the recipe loads."""
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "exp"
+    fix = "{position_fix: {name: ms_poe, ratio_max: 2.2}}"
+    recipe = load_recipe(
+        RECIPES / "smollm2_mdqa_positions.yaml",
+        [f"out_dir={out}", f"eval_variants=[{{name: mspoe, model: {fix}}}, "
+         f"{{name: lora_mspoe, of: lora_notemplate, model: {fix}}}]"],
+    )  # fmt: skip
+    titles = [s.title for s in plan(recipe)]
+    assert any(t.startswith("eval mspoe on mdqa") and t.endswith(str(out / "eval/mspoe"))
+               for t in titles)  # fmt: skip
+    assert any(t.startswith("eval lora_mspoe seed 0") for t in titles)
+    assert recipe.model_with(recipe.eval_variants[0]).position_fix.ratio_max == 2.2
+    with pytest.raises(ConfigError, match="field 'eval_variants.x.of': expected base or a variant"):
+        load_recipe(RECIPES / "smollm2_mdqa_positions.yaml",
+                    ["eval_variants=[{name: x, of: nope, model: {}}]"])  # fmt: skip
+    with pytest.raises(
+        ConfigError, match="field 'eval_variants.x.model': field 'model.batch_size'"
+    ):
+        load_recipe(RECIPES / "smollm2_mdqa_positions.yaml",
+                    ["eval_variants=[{name: x, model: {batch_size: 0}}]"])  # fmt: skip

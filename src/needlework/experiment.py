@@ -102,6 +102,19 @@ class VariantSpec:
     ``out_dir``: ``mix_path: data/chat/seed0/train.jsonl``."""
 
 
+@config
+class EvalVariant:
+    """A model of the recipe evaluated with some of its settings changed, without training
+    (e.g. a training-free position fix, alone or on a finetuned variant)."""
+
+    name: Annotated[str, AfterValidator(_folder_name)]
+    """Variant label in folders and reports, e.g. ``calibrated``."""
+    model: dict[str, Any]
+    """Model (backend) fields to change: ``{position_fix: {name: attn_calibration}}``."""
+    of: str = "base"
+    """``base``, or a finetuned variant's name: then each of its seeds is evaluated so."""
+
+
 # Fields of each step's config that the recipe sets itself (a recipe setting one is refused).
 OWNED = {
     "generate": ("out_dir",),
@@ -136,6 +149,9 @@ class RecipeConfig:
     """``key=value`` overrides for the eval config."""
     evaluate_base: bool = True
     """Also evaluate the untrained base model (the "before" of every comparison)."""
+    eval_variants: list[EvalVariant] = field(default_factory=list)
+    """Models evaluated with changed settings and no training (position fixes; a fix on the
+    best finetuned variant), each compared like any variant."""
     report: bool = True
     """Write ``report/`` at the end."""
     tiny_base: str | None = None
@@ -160,8 +176,17 @@ class RecipeConfig:
 
     def __post_init__(self) -> None:
         names = [v.name for v in self.variants]
-        if len(set(names)) != len(names):
-            raise ValueError(f"variants: names must be unique, got {names}")
+        every = [*names, *(e.name for e in self.eval_variants)]
+        if len(set(every)) != len(every):
+            raise ValueError(f"variants: names (eval_variants' too) must be unique, got {every}")
+        for e in self.eval_variants:
+            if e.of not in ("base", *names):
+                raise invalid(
+                    ("eval_variants", e.name, "of"),
+                    f"expected base or a variant of the recipe ({', '.join(names) or 'none'}), "
+                    f"got {e.of!r}",
+                )
+            self.model_with(e, ("eval_variants", e.name, "model"))
         listed = list(self.datasets)
         for i, (name, spec) in enumerate(self.datasets.items()):
             if spec.match_tokens is not None and spec.match_tokens not in listed[:i]:
@@ -238,6 +263,16 @@ class RecipeConfig:
         return _child(
             ("eval_config",), self.eval_config, "eval", self.eval_overrides, sets, hold_out
         )
+
+    def model_with(self, change: EvalVariant, where: tuple[str, ...] = ()) -> Any:
+        """The base model with ``change``'s fields set (a finetuned one: see :func:`_trained`)."""
+        from needlework.config import build_unit
+
+        spec = {**to_dict(self.base_model), **change.model}
+        try:
+            return build_unit(backends, spec, source="eval_variants", field="model")
+        except UserError as exc:
+            raise invalid(where, str(exc).split(": ", 1)[1]) from None
 
     def train_config(self, variant: VariantSpec, seed: int) -> Any:
         """The train config of one variant and seed."""
@@ -399,6 +434,7 @@ def plan(recipe: RecipeConfig) -> list[Step]:
         steps.append(_generate_step(name, cfg))
         steps[-1].after = tuple(range(len(steps) - 1))  # the base model, the datasets it matches
     prep = tuple(range(len(steps)))  # every model step reads the base model and the data
+    trained: dict[tuple[str, int], tuple[int, Path]] = {}  # (variant, seed) -> its train step
 
     if recipe.evaluate_base:
         base = recipe.eval_config_for(recipe.base_model, "base", None, out / "eval" / "base")
@@ -413,6 +449,21 @@ def plan(recipe: RecipeConfig) -> list[Step]:
             evaluation = recipe.eval_config_for(recipe.base_model, variant.name, seed, where)
             steps.append(_eval_step(evaluation, _trained(recipe.base_model, train.out_dir)))
             steps[-1].after = (*prep, len(steps) - 2)
+            trained[variant.name, seed] = len(steps) - 2, train.out_dir
+    for ev in recipe.eval_variants:  # no training: a model above with settings changed
+        if ev.of == "base":
+            cfg = recipe.eval_config_for(
+                recipe.model_with(ev), ev.name, None, out / "eval" / ev.name
+            )
+            steps.append(_eval_step(cfg, lambda cfg: cfg))
+            steps[-1].after = prep
+            continue
+        for (name, seed), (train_step, run_dir) in trained.items():
+            if name == ev.of:
+                where = out / "eval" / ev.name / f"seed{seed}"
+                cfg = recipe.eval_config_for(recipe.base_model, ev.name, seed, where)
+                steps.append(_eval_step(cfg, _trained(recipe.base_model, run_dir, ev.model)))
+                steps[-1].after = (*prep, train_step)
     if recipe.report:
         steps.append(
             Step(
@@ -456,9 +507,9 @@ def _train_step(cfg: Any) -> Step:
     return Step(title, lambda: (run_dir / "model.json").is_file(), run, heavy=True)
 
 
-def _trained(base: Any, run_dir: Path) -> Callable[[Any], Any]:
+def _trained(base: Any, run_dir: Path, change: Mapping[str, Any] = {}) -> Callable[[Any], Any]:  # noqa: B006
     """The eval config with the finetuned model (known once training wrote model.json): the
-    base model's settings, the run's weights or model id."""
+    base model's settings, the run's weights or model id, then ``change``'s fields."""
 
     def with_model(cfg: Any) -> Any:
         from needlework.config import build_unit
@@ -466,6 +517,7 @@ def _trained(base: Any, run_dir: Path) -> Callable[[Any], Any]:
 
         trained = read_model_json(run_dir / "model.json")
         spec = {**to_dict(base), **trained} if trained["name"] == to_dict(base)["name"] else trained
+        spec = {**spec, **change}
         model = build_unit(backends, spec, source=str(run_dir / "model.json"), field="model")
         return replace(cfg, model=model)
 

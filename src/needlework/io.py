@@ -116,18 +116,6 @@ def read_json(path: str | Path, tp: type[T]) -> T:
     return validate(tp, data, source=str(path))
 
 
-def require(row: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
-    """Fetch ``row[key]`` checking its type; ``where`` is ``"file:line"`` for the error.
-    (To be deleted once every reader validates its rows with ``config.validate``.)"""
-    if key not in row:
-        raise DataError(f"{where}: missing field '{key}'")
-    value = row[key]
-    if not isinstance(value, kind):
-        names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
-        raise DataError(f"{where}: field '{key}' should be {names}, got {type(value).__name__}")
-    return value
-
-
 def ensure_writable_dir(path: str | Path) -> Path:
     """Create ``path`` (a folder) or fail with a one-line error before any work starts."""
     p = Path(path)

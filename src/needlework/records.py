@@ -76,11 +76,6 @@ def _conversation(turns: list[Message]) -> list[Message]:
 Conversation = Annotated[Turns, AfterValidator(_conversation)]
 
 
-def validate_turns(messages: Any, where: str) -> tuple[dict[str, str], ...]:
-    """:data:`Turns` (only role/content kept); else one line naming ``where`` and the turn."""
-    return tuple(validate(Turns, messages, source=where, prefix="messages"))
-
-
 def validate_messages(messages: Any, where: str) -> tuple[dict[str, str], ...]:
     """A training :data:`Conversation` (training data and the KV eval files alike); else one
     line naming ``where`` and the turn."""
